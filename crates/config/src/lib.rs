@@ -1,0 +1,25 @@
+//! pgrouter's configuration: the serde model of `config.example.yaml`, its defaults, validation and
+//! secret resolution.
+//!
+//! This is the only crate that knows YAML. Library crates receive their own section
+//! (`&ClientConfig`, `&PoolConfig`, …), never the whole file and never a global.
+//!
+//! What it must not do: open sockets, read the process environment directly (it goes through the
+//! [`Env`] seam so tests never call `set_var`), or keep secrets printable (see [`Secret`]).
+//!
+//! YAML is read with `serde_yaml_ng`, a maintained fork of the archived `serde_yaml` with the same
+//! API and error locations (see `docs/configuration.md`).
+//!
+//! # Layout
+//! - [`model`]: the configuration structs, one per section, each field documented.
+//! - [`values`]: value types with their own syntax: durations (`1s`, `500ms`), byte sizes (`64MB`),
+//!   and masked secrets.
+//! - [`load`]: parsing, `${VAR}` / file secrets, validation, and errors that name key and line.
+
+pub mod load;
+pub mod model;
+pub mod values;
+
+pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
+pub use model::{AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, UserConfig};
+pub use values::{ByteSize, Duration, Secret};

@@ -1,0 +1,311 @@
+//! Loading: YAML → model, `${VAR}` and file secrets, validation. Every error names the key and,
+//! where the YAML parser knows it, the line.
+
+use crate::model::{AuthMethod, Config};
+use crate::values::Secret;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Where `${VAR}` references are resolved. The process environment in production, a map in tests.
+pub trait Env {
+    /// The value of a variable, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// A configuration error, with the key path and the line when known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or a value has the wrong type or an unknown key.
+    #[error("{key}: {message}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Syntax {
+        /// Path of the offending key, e.g. `nodes[1].port`.
+        key: String,
+        /// Line in the file, 1-based.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("{key}: {message}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        /// Path of the offending key.
+        key: String,
+        /// Line in the file where the key sits, 1-based, when it can be found.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Loads and validates a configuration file.
+pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    from_yaml(&text, base, env)
+}
+
+/// Parses and validates configuration text; relative `password_file`s are resolved against `base`.
+pub fn from_yaml(text: &str, base: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = display_path(&e.path().to_string());
+        let inner = e.into_inner();
+        let line = inner.location().map(|l| l.line());
+        let message = strip_location(&inner.to_string());
+        ConfigError::Syntax { key, line, message }
+    })?;
+    resolve_secrets(&mut config, base, env, text)?;
+    validate(&config, text)?;
+    Ok(config)
+}
+
+fn display_path(p: &str) -> String {
+    if p.is_empty() || p == "." {
+        "(top level)".into()
+    } else {
+        p.to_string()
+    }
+}
+
+/// serde_yaml_ng prefixes its own key path and appends " at line X column Y"; both are reported
+/// separately.
+fn strip_location(msg: &str) -> String {
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => rest.to_string(),
+        _ => msg.to_string(),
+    }
+}
+
+fn invalid(text: &str, key: String, message: impl Into<String>) -> ConfigError {
+    let line = find_line(text, &key);
+    ConfigError::Invalid {
+        key,
+        line,
+        message: message.into(),
+    }
+}
+
+/// Finds the line of a key path such as `users[1].password` in block-style YAML: good enough to
+/// point an operator at the right place; `None` when the layout is unusual.
+fn find_line(text: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    // Each line as (indentation of its key, the key text after an optional "- ").
+    let entry = |i: usize| -> (usize, &str, bool) {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match trimmed.strip_prefix("- ") {
+            Some(rest) => (indent + 2, rest, true),
+            None => (indent, trimmed, false),
+        }
+    };
+    let mut cursor = 0usize;
+    let mut min_indent = 0usize;
+    let mut found = None;
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((n, i)) => (n, Some(i.trim_end_matches(']').parse::<usize>().ok()?)),
+            None => (segment, None),
+        };
+        let at = (cursor..lines.len()).find(|&i| {
+            let (indent, body, _) = entry(i);
+            indent >= min_indent
+                && body.starts_with(name)
+                && body[name.len()..].trim_start().starts_with(':')
+        })?;
+        let key_indent = entry(at).0;
+        found = Some(at);
+        cursor = at + 1;
+        min_indent = key_indent + 1;
+        if let Some(index) = index {
+            let item = (cursor..lines.len())
+                .filter(|&i| {
+                    let (indent, _, dash) = entry(i);
+                    dash && indent >= key_indent
+                })
+                .nth(index)?;
+            found = Some(item);
+            // The item's first key may sit on the dash line itself.
+            cursor = item;
+            min_indent = entry(item).0;
+        }
+    }
+    found.map(|i| i + 1)
+}
+
+fn resolve_secrets(
+    config: &mut Config,
+    base: &Path,
+    env: &dyn Env,
+    text: &str,
+) -> Result<(), ConfigError> {
+    for (i, user) in config.users.iter_mut().enumerate() {
+        match (&user.password, &user.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    text,
+                    format!("users[{i}].password_file"),
+                    "set either password or password_file, not both",
+                ))
+            }
+            (Some(p), None) => {
+                let key = format!("users[{i}].password");
+                let value = expand_env(p.expose(), env).map_err(|m| invalid(text, key, m))?;
+                user.password = Some(Secret::new(value));
+            }
+            (None, Some(file)) => {
+                let path = base.join(file);
+                let value = std::fs::read_to_string(&path).map_err(|e| {
+                    invalid(
+                        text,
+                        format!("users[{i}].password_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let value = value.strip_suffix('\n').unwrap_or(&value);
+                let value = value.strip_suffix('\r').unwrap_or(value);
+                user.password = Some(Secret::new(value));
+            }
+            (None, None) if user.auth == AuthMethod::Trust => {}
+            (None, None) => {
+                return Err(invalid(
+                    text,
+                    format!("users[{i}]"),
+                    "a password or password_file is required (pgrouter also logs in to the servers with it)",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces every `${NAME}` with the variable's value (`${NAME:-default}` when it may be unset);
+/// `$$` stands for a literal `$`.
+fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| "unterminated ${...} reference".to_string())?;
+            let (name, default) = match tail[..end].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&tail[..end], None),
+            };
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(format!("invalid environment variable name {name:?}"));
+            }
+            let v = env
+                .var(name)
+                .or_else(|| default.map(str::to_owned))
+                .ok_or_else(|| format!("environment variable {name} is not set"))?;
+            out.push_str(&v);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
+    if config.nodes.is_empty() {
+        return Err(invalid(text, "nodes".into(), "at least one node is required"));
+    }
+    let mut names = HashSet::new();
+    for (i, node) in config.nodes.iter().enumerate() {
+        if node.name.is_empty() {
+            return Err(invalid(text, format!("nodes[{i}].name"), "must not be empty"));
+        }
+        if !names.insert(node.name.as_str()) {
+            return Err(invalid(
+                text,
+                format!("nodes[{i}].name"),
+                format!("duplicate node name {:?}", node.name),
+            ));
+        }
+        if node.host.is_empty() {
+            return Err(invalid(text, format!("nodes[{i}].host"), "must not be empty"));
+        }
+        if node.port == 0 {
+            return Err(invalid(text, format!("nodes[{i}].port"), "must not be 0"));
+        }
+    }
+    if config.users.is_empty() {
+        return Err(invalid(text, "users".into(), "at least one user is required"));
+    }
+    let mut users = HashSet::new();
+    for (i, user) in config.users.iter().enumerate() {
+        if user.name.is_empty() {
+            return Err(invalid(text, format!("users[{i}].name"), "must not be empty"));
+        }
+        if !users.insert(user.name.as_str()) {
+            return Err(invalid(
+                text,
+                format!("users[{i}].name"),
+                format!("duplicate user {:?}", user.name),
+            ));
+        }
+    }
+    let max = config.client.max_message_size.bytes();
+    if !(1024..=(1 << 30)).contains(&max) {
+        return Err(invalid(
+            text,
+            "client.max_message_size".into(),
+            "must be between 1kB and 1GB",
+        ));
+    }
+    if config.client.login_timeout.get().is_zero() {
+        return Err(invalid(text, "client.login_timeout".into(), "must be positive"));
+    }
+    if config.pool.connect_timeout.get().is_zero() {
+        return Err(invalid(text, "pool.connect_timeout".into(), "must be positive"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+use super::*;
+use crate::values::Duration;
+use std::collections::HashMap;
+
+fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k: &str| map.get(k).cloned()
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    from_yaml(text, Path::new("."), &env(&[("APP_PW", "from-env")]))
+}
+
+const MINIMAL: &str = "nodes:\n  - name: a\n    host: 127.0.0.1\nusers:\n  - name: app\n    password: x\n";
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:6432");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9930");
+    assert_eq!(c.nodes[0].port, 5432);
+    assert_eq!(c.nodes[0].weight, 1);
+    assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
+    assert_eq!(c.client.login_timeout, Duration::from_secs(60));
+    assert_eq!(c.pool.connect_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn example_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.yaml");
+    let c = load(&path, &ProcessEnv).unwrap();
+    assert!(c.nodes.len() >= 3);
+    assert!(c.users.iter().any(|u| u.auth == AuthMethod::Md5));
+}
+
+#[test]
+fn secrets_from_env_and_file() {
+    let dir = std::env::temp_dir().join(format!("pgrouter-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pw"), "from-file\n").unwrap();
+    let text = "nodes:\n  - {name: a, host: h}\nusers:\n  - name: u1\n    password: ${APP_PW}\n  - name: u2\n    password_file: pw\n  - name: u3\n    password: a$$b$c\n  - name: u4\n    password: ${UNSET:-dflt}\n";
+    let c = from_yaml(text, &dir, &env(&[("APP_PW", "from-env")])).unwrap();
+    assert_eq!(c.users[0].password(), "from-env");
+    assert_eq!(c.users[1].password(), "from-file");
+    assert_eq!(c.users[2].password(), "a$b$c");
+    assert_eq!(c.users[3].password(), "dflt");
+    let shown = serde_yaml_ng::to_string(&c).unwrap();
+    assert!(!shown.contains("from-env") && !shown.contains("from-file"), "{shown}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Each bad file gives an error naming the key (and the line where known).
+#[test]
+fn errors_name_key_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "nodes:\n  - name: a\n    host: h\n    prot: 1\nusers: []\n",
+            "nodes[0].prot: unknown field `prot`, expected one of `name`, `host`, `port`, `weight` (line 4)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\n    port: many\nusers: []\n",
+            "nodes[0].port: invalid type: string \"many\", expected u16 (line 4)",
+        ),
+        (
+            "listen: nowhere\nnodes: []\nusers: []\n",
+            "listen: invalid socket address syntax (line 1)",
+        ),
+        ("nodes: []\nusers: []\n", "nodes: at least one node is required (line 1)"),
+        (
+            "nodes:\n  - name: a\n    host: h\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n",
+            "nodes[1].name: duplicate node name \"a\" (line 4)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n  - name: v\n    password: ${NOPE}\n",
+            "users[1].password: environment variable NOPE is not set (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n",
+            "users[0]: a password or password_file is required (pgrouter also logs in to the servers with it) (line 5)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n    auth: kerberos\n",
+            "users[0].auth: unknown variant `kerberos`, expected one of `scram-sha-256`, `md5`, `trust` (line 7)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nclient:\n  login_timeout: 10\n",
+            "client.login_timeout: invalid duration \"10\": a unit is required (us, ms, s, m, h) (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nclient:\n  max_message_size: 10\n",
+            "client.max_message_size: must be between 1kB and 1GB (line 8)",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = parse(text).expect_err(text).to_string();
+        assert_eq!(&err, expected, "for:\n{text}");
+    }
+}
+
+#[test]
+fn no_trust_user_needs_no_password() {
+    let c = parse("nodes:\n  - {name: a, host: h}\nusers:\n  - {name: t, auth: trust}\n").unwrap();
+    assert_eq!(c.users[0].password(), "");
+}

@@ -1,0 +1,139 @@
+//! The configuration model. Every field is documented here and in `docs/configuration.md`;
+//! unknown keys are rejected everywhere.
+
+use crate::values::{ByteSize, Duration, Secret};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to (`IP:port`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address of the admin HTTP server (`/metrics`, `/health`, …).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// The PostgreSQL servers. Roles are discovered, not configured; until discovery is enabled the
+    /// first node receives all traffic.
+    pub nodes: Vec<NodeConfig>,
+    /// Users allowed to connect, with the password pgrouter checks and also uses for its own login
+    /// to the servers.
+    pub users: Vec<UserConfig>,
+    /// Limits applied to client connections.
+    #[serde(default)]
+    pub client: ClientConfig,
+    /// Server connection settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 6432))
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9930))
+}
+
+/// One PostgreSQL server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name used in logs, metrics and the admin console.
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Relative share of reads this node serves; `0` means it never serves reads.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How pgrouter authenticates a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256, PostgreSQL's default since version 14.
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// Salted MD5, for old clients.
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password is asked.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// A user pgrouter accepts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// PostgreSQL role name.
+    pub name: String,
+    /// The password, literally or as `${ENV_VAR}`. Exactly one of `password` and `password_file`
+    /// must be set. It is also the password pgrouter uses to log in to the servers as this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A file holding the password (trailing newline ignored), e.g. a mounted Kubernetes secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// How clients logging in as this user are authenticated.
+    #[serde(default)]
+    pub auth: AuthMethod,
+}
+
+impl UserConfig {
+    /// The resolved password (empty only for a `trust` user configured without one).
+    pub fn password(&self) -> &str {
+        self.password.as_ref().map(Secret::expose).unwrap_or("")
+    }
+}
+
+/// Limits on client connections.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Time a client has to complete start-up and authentication (PostgreSQL's
+    /// `authentication_timeout`).
+    pub login_timeout: Duration,
+    /// Largest message a client may send; a larger one closes that client with SQLSTATE 08P01.
+    pub max_message_size: ByteSize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            login_timeout: Duration::from_secs(60),
+            max_message_size: ByteSize(64 << 20),
+        }
+    }
+}
+
+/// Server connection settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Time allowed to connect and log in to a server.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! SCRAM-SHA-256, server side, as PostgreSQL speaks it (no channel binding, user name taken from the
+//! start-up packet, not from the SCRAM message).
+//!
+//! The exchange is a small state machine: [`ScramServer::new`] → [`ScramServer::client_first`]
+//! (returns the server-first message) → [`ScramServer::client_final`] (returns the server-final
+//! message, or [`ScramError::InvalidProof`] for a wrong password).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The mechanism name offered in `AuthenticationSASL`.
+pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// PostgreSQL's default iteration count.
+pub const DEFAULT_ITERATIONS: u32 = 4096;
+/// Length of the random part of the server nonce, before base64 (PostgreSQL uses 18).
+pub const SERVER_NONCE_LEN: usize = 18;
+
+/// What the server keeps instead of the password: the SCRAM verifier.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramSecret {
+    salt: Vec<u8>,
+    iterations: u32,
+    stored_key: [u8; 32],
+    server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramSecret")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramSecret {
+    /// Derives the verifier from a password (SASLprep-normalised when possible, as PostgreSQL does).
+    /// This runs PBKDF2 and is meant to be called once per user, not per login.
+    pub fn derive(password: &str, salt: &[u8], iterations: u32) -> Self {
+        let normalized = stringprep::saslprep(password)
+            .map(|p| p.into_owned())
+            .unwrap_or_else(|_| password.to_owned());
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(normalized.as_bytes(), salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let server_key = hmac(&salted, b"Server Key");
+        Self {
+            salt: salt.to_vec(),
+            iterations,
+            stored_key,
+            server_key,
+        }
+    }
+
+    /// Derives a verifier with a fresh random 16-byte salt.
+    pub fn generate(password: &str) -> Self {
+        let salt: [u8; 16] = rand::random();
+        Self::derive(password, &salt, DEFAULT_ITERATIONS)
+    }
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // invariant: HMAC accepts keys of any length.
+    #[allow(clippy::unwrap_used)]
+    let mut mac = HmacSha256::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// Why an exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    /// The client's message does not follow the SCRAM grammar (PostgreSQL: 08P01).
+    #[error("malformed SCRAM message")]
+    Malformed,
+    /// The client asked for channel binding, which is not offered (PostgreSQL: 08P01).
+    #[error("channel binding is not supported by this server")]
+    ChannelBindingUnsupported,
+    /// The client used an authorization identity, which PostgreSQL does not support (08P01).
+    #[error("client uses authorization identity, but it is not supported")]
+    AuthzidUnsupported,
+    /// The proof does not match: wrong password or unknown user (28P01).
+    #[error("invalid SCRAM proof")]
+    InvalidProof,
+    /// A message arrived in the wrong state.
+    #[error("unexpected SCRAM message")]
+    OutOfOrder,
+}
+
+enum State {
+    AwaitingClientFirst {
+        server_nonce: String,
+    },
+    AwaitingClientFinal {
+        gs2_header: Vec<u8>,
+        nonce: String,
+        client_first_bare: Vec<u8>,
+        server_first: Vec<u8>,
+    },
+    Done,
+}
+
+/// One server-side SCRAM exchange.
+pub struct ScramServer<'a> {
+    secret: &'a ScramSecret,
+    state: State,
+}
+
+impl<'a> ScramServer<'a> {
+    /// Starts an exchange with a random server nonce.
+    pub fn new(secret: &'a ScramSecret) -> Self {
+        Self::with_nonce(secret, rand::random::<[u8; SERVER_NONCE_LEN]>())
+    }
+
+    /// Starts an exchange with a given nonce (deterministic tests).
+    pub fn with_nonce(secret: &'a ScramSecret, nonce: [u8; SERVER_NONCE_LEN]) -> Self {
+        Self {
+            secret,
+            state: State::AwaitingClientFirst {
+                server_nonce: B64.encode(nonce),
+            },
+        }
+    }
+
+    /// Handles the client-first message; returns the server-first message.
+    pub fn client_first(&mut self, message: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let State::AwaitingClientFirst { server_nonce } =
+            std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let text = std::str::from_utf8(message).map_err(|_| ScramError::Malformed)?;
+        // gs2-header = cbind-flag "," [authzid] ","
+        let (flag, rest) = text.split_once(',').ok_or(ScramError::Malformed)?;
+        match flag {
+            "n" | "y" => {}
+            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+            _ => return Err(ScramError::Malformed),
+        }
+        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed)?;
+        if !authzid.is_empty() {
+            return Err(ScramError::AuthzidUnsupported);
+        }
+        let gs2_header = text[..text.len() - bare.len()].as_bytes().to_vec();
+        let mut attrs = bare.split(',');
+        // PostgreSQL ignores the user name here (it was in the start-up packet) but requires the field.
+        let user = attrs.next().ok_or(ScramError::Malformed)?;
+        if !user.starts_with("n=") {
+            return Err(ScramError::Malformed);
+        }
+        let client_nonce = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(ScramError::Malformed)?;
+        if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(ScramError::Malformed);
+        }
+        let nonce = format!("{client_nonce}{server_nonce}");
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(&self.secret.salt),
+            self.secret.iterations
+        )
+        .into_bytes();
+        self.state = State::AwaitingClientFinal {
+            gs2_header,
+            nonce,
+            client_first_bare: bare.as_bytes().to_vec(),
+            server_first: server_first.clone(),
+        };
+        Ok(server_first)
+    }
+
+    /// Handles the client-final message; returns the server-final message when the proof is right.
+    pub fn client_final(&mut self, message: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let State::AwaitingClientFinal {
+            gs2_header,
+            nonce,
+            client_first_bare,
+            server_first,
+        } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let text = std::str::from_utf8(message).map_err(|_| ScramError::Malformed)?;
+        let (without_proof, proof) = text.rsplit_once(",p=").ok_or(ScramError::Malformed)?;
+        let mut attrs = without_proof.split(',');
+        let binding = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("c="))
+            .ok_or(ScramError::Malformed)?;
+        let binding = B64.decode(binding).map_err(|_| ScramError::Malformed)?;
+        if binding != gs2_header {
+            return Err(ScramError::Malformed);
+        }
+        let client_nonce = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(ScramError::Malformed)?;
+        if client_nonce != nonce {
+            return Err(ScramError::Malformed);
+        }
+        let proof = B64.decode(proof).map_err(|_| ScramError::Malformed)?;
+        if proof.len() != 32 {
+            return Err(ScramError::Malformed);
+        }
+
+        let mut auth_message = client_first_bare;
+        auth_message.push(b',');
+        auth_message.extend_from_slice(&server_first);
+        auth_message.push(b',');
+        auth_message.extend_from_slice(without_proof.as_bytes());
+
+        let client_signature = hmac(&self.secret.stored_key, &auth_message);
+        let mut client_key = [0u8; 32];
+        for (i, k) in client_key.iter_mut().enumerate() {
+            *k = proof[i] ^ client_signature[i];
+        }
+        let candidate: [u8; 32] = Sha256::digest(client_key).into();
+        if !bool::from(candidate.ct_eq(&self.secret.stored_key)) {
+            return Err(ScramError::InvalidProof);
+        }
+        let server_signature = hmac(&self.secret.server_key, &auth_message);
+        Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests;

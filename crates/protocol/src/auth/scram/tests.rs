@@ -1,0 +1,102 @@
+use super::*;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+/// Runs a whole exchange between postgres-protocol's client and our server.
+fn exchange(server_password: &str, client_password: &str) -> Result<(), ScramError> {
+    let secret = ScramSecret::generate(server_password);
+    let mut server = ScramServer::new(&secret);
+    let mut client = ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
+    let server_first = server.client_first(client.message())?;
+    client
+        .update(&server_first)
+        .map_err(|_| ScramError::Malformed)?;
+    let server_final = server.client_final(client.message())?;
+    client
+        .finish(&server_final)
+        .map_err(|_| ScramError::InvalidProof)?;
+    Ok(())
+}
+
+#[test]
+fn right_password_is_accepted_and_server_is_verified() {
+    assert_eq!(exchange("s3cret", "s3cret"), Ok(()));
+    assert_eq!(exchange("pässwörd", "pässwörd"), Ok(()));
+}
+
+#[test]
+fn wrong_password_is_rejected() {
+    assert_eq!(exchange("s3cret", "other"), Err(ScramError::InvalidProof));
+}
+
+/// RFC 7677 section 3 test vector (user "user", password "pencil").
+#[test]
+fn rfc7677_vector() {
+    let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+    let secret = ScramSecret::derive("pencil", &salt, 4096);
+    // Server nonce "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0" is not base64 of 18 bytes; craft the state directly.
+    let mut server = ScramServer {
+        secret: &secret,
+        state: State::AwaitingClientFirst {
+            server_nonce: "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+        },
+    };
+    let first = server
+        .client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
+        .unwrap();
+    assert_eq!(
+        first,
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    );
+    let fin = server
+        .client_final(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+        .unwrap();
+    assert_eq!(fin, b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+}
+
+#[test]
+fn malformed_messages_are_rejected() {
+    let secret = ScramSecret::derive("x", b"salt", 1);
+    let firsts: [(&[u8], ScramError); 7] = [
+        (b"", ScramError::Malformed),
+        (b"n,,", ScramError::Malformed),
+        (b"n,,n=,r=", ScramError::Malformed),
+        (b"x,,n=,r=abc", ScramError::Malformed),
+        (b"p=tls-server-end-point,,n=,r=abc", ScramError::ChannelBindingUnsupported),
+        (b"n,a=admin,n=,r=abc", ScramError::AuthzidUnsupported),
+        (b"n,,n=,r=a\xffb", ScramError::Malformed),
+    ];
+    for (msg, err) in firsts {
+        let mut s = ScramServer::with_nonce(&secret, [0; SERVER_NONCE_LEN]);
+        assert_eq!(s.client_first(msg), Err(err), "{msg:?}");
+    }
+    let finals: [&[u8]; 5] = [
+        b"",
+        b"c=biws,r=abc,p=",
+        b"c=eSws,r=abcAAAAAAAAAAAAAAAAAAAAAAAA,p=AAAA",
+        b"c=biws,r=wrong,p=AAAA",
+        b"c=biws,r=abcAAAAAAAAAAAAAAAAAAAAAAAA,p=AAAA",
+    ];
+    for msg in finals {
+        let mut s = ScramServer::with_nonce(&secret, [0; SERVER_NONCE_LEN]);
+        s.client_first(b"n,,n=,r=abc").unwrap();
+        assert_eq!(s.client_final(msg), Err(ScramError::Malformed), "{msg:?}");
+    }
+    let mut s = ScramServer::with_nonce(&secret, [0; SERVER_NONCE_LEN]);
+    assert_eq!(s.client_final(b"c=biws"), Err(ScramError::OutOfOrder));
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(a in proptest::collection::vec(any::<u8>(), 0..200),
+                                        b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let secret = ScramSecret::derive("x", b"salt", 1);
+            let mut s = ScramServer::with_nonce(&secret, [7; SERVER_NONCE_LEN]);
+            let _ = s.client_first(&a);
+            let _ = s.client_final(&b);
+        }
+    }
+}

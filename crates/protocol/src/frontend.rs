@@ -1,0 +1,96 @@
+//! Client (frontend) message tags after start-up, and the bodies pgrouter decodes.
+
+/// `Bind`.
+pub const BIND: u8 = b'B';
+/// `Close`.
+pub const CLOSE: u8 = b'C';
+/// `CopyData`.
+pub const COPY_DATA: u8 = b'd';
+/// `CopyDone`.
+pub const COPY_DONE: u8 = b'c';
+/// `CopyFail`.
+pub const COPY_FAIL: u8 = b'f';
+/// `Describe`.
+pub const DESCRIBE: u8 = b'D';
+/// `Execute`.
+pub const EXECUTE: u8 = b'E';
+/// `Flush`.
+pub const FLUSH: u8 = b'H';
+/// `FunctionCall`.
+pub const FUNCTION_CALL: u8 = b'F';
+/// `Parse`.
+pub const PARSE: u8 = b'P';
+/// `Query`.
+pub const QUERY: u8 = b'Q';
+/// `Sync`.
+pub const SYNC: u8 = b'S';
+/// `Terminate`.
+pub const TERMINATE: u8 = b'X';
+/// `PasswordMessage`, `SASLInitialResponse` and `SASLResponse` (only during authentication).
+pub const PASSWORD: u8 = b'p';
+
+/// True for the message types a client may send once the session is established.
+pub fn is_session_message(tag: u8) -> bool {
+    matches!(
+        tag,
+        BIND | CLOSE
+            | COPY_DATA
+            | COPY_DONE
+            | COPY_FAIL
+            | DESCRIBE
+            | EXECUTE
+            | FLUSH
+            | FUNCTION_CALL
+            | PARSE
+            | QUERY
+            | SYNC
+            | TERMINATE
+    )
+}
+
+/// True for messages after which the server sends `ReadyForQuery`.
+pub fn ends_request(tag: u8) -> bool {
+    matches!(tag, QUERY | SYNC | FUNCTION_CALL)
+}
+
+/// Reads a NUL-terminated string at the start of `body`, returning it and the rest.
+pub fn read_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = memchr::memchr(0, body)?;
+    Some((&body[..end], &body[end + 1..]))
+}
+
+/// Body of a `SASLInitialResponse`: the mechanism and the initial response bytes.
+pub fn parse_sasl_initial_response(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mechanism, rest) = read_cstr(body)?;
+    let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let data = &rest[4..];
+    if len < 0 || len as usize != data.len() {
+        return None;
+    }
+    Some((mechanism, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sasl_initial_response_cases() {
+        let good = b"SCRAM-SHA-256\0\0\0\0\x03abc";
+        assert_eq!(
+            parse_sasl_initial_response(good),
+            Some((&b"SCRAM-SHA-256"[..], &b"abc"[..]))
+        );
+        for bad in [&b""[..], b"SCRAM", b"M\0\0\0", b"M\0\0\0\0\x05abc", b"M\0\xff\xff\xff\xffabc"] {
+            assert_eq!(parse_sasl_initial_response(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn session_tags() {
+        assert!(is_session_message(QUERY));
+        assert!(!is_session_message(PASSWORD));
+        assert!(!is_session_message(0));
+        assert!(ends_request(SYNC) && !ends_request(FLUSH));
+    }
+}
