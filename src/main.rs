@@ -1,1 +1,133 @@
-fn main() {}
+//! The `pgrouter` command: CLI, logging, configuration, runtime. Wiring only.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit status for a configuration error (`EX_CONFIG` would be 78; sysexits' `EX_USAGE` is what
+/// operators' tooling expects from a bad invocation or file).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "pgrouter", version, about = "PostgreSQL read/write-splitting and high-availability router")]
+struct Cli {
+    /// Configuration file (when no subcommand is given, runs the router with it).
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `pgrouter_proxy=debug` (default: the RUST_LOG variable, else `info`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the router (the default).
+    Run,
+    /// Validate the configuration and print it as it will be used, with secrets masked.
+    Check,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let Some(path) = cli.config.as_deref() else {
+        eprintln!("pgrouter: --config FILE is required (see config.example.yaml)");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let config = match pgrouter::config::load(path, &pgrouter::config::ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgrouter: invalid configuration {}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => match serde_yaml_ng::to_string(&config) {
+            Ok(text) => {
+                println!("# {}: OK", path.display());
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pgrouter: cannot print configuration: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("pgrouter: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(config: pgrouter::config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = pgrouter::bind(&config)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        tracing::info!(listen = %config.listen, version = env!("CARGO_PKG_VERSION"), "pgrouter listening");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        pgrouter::run(config, listener, shutdown).await;
+        tracing::info!("pgrouter stopped");
+        Ok(())
+    })
+}
+
+/// First SIGTERM/SIGINT: stop accepting and close sessions. A second one: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGTERM handler");
+            return;
+        }
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        if n == 0 {
+            tracing::info!("shutdown requested");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second shutdown signal: exiting now");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &cli.log_level {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,1 +1,22 @@
-//! placeholder
+//! pgrouter's connections to PostgreSQL servers: TCP connect, start-up, authentication as the
+//! client's user, and cancel requests.
+//!
+//! A [`ServerConn`] comes out logged in and idle (after the first `ReadyForQuery`), holding the
+//! server's `ParameterStatus` values and its `BackendKeyData`. From then on the proxy reads and
+//! writes its socket directly; this crate does not interpret traffic after login.
+//!
+//! What it must not do: route, pool, or retry. Errors are typed ([`ConnError`]) so callers can tell
+//! a refused login (forward the server's own `ErrorResponse` to the client) from a network failure.
+//!
+//! # Layout
+//! - [`connect`]: connect + start-up + authentication ([`ServerConn::connect`]).
+//! - [`cancel`]: sending a `CancelRequest` to a server.
+//! - [`error`]: [`ConnError`].
+
+pub mod cancel;
+pub mod connect;
+pub mod error;
+
+pub use cancel::send_cancel;
+pub use connect::{ServerConn, ServerTarget};
+pub use error::ConnError;

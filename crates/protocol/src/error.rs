@@ -28,6 +28,8 @@ impl SqlState {
     pub const ADMIN_SHUTDOWN: Self = Self("57P01");
     /// `57P03` cannot_connect_now.
     pub const CANNOT_CONNECT_NOW: Self = Self("57P03");
+    /// `57014` query_canceled.
+    pub const QUERY_CANCELED: Self = Self("57014");
     /// `XX000` internal_error.
     pub const INTERNAL_ERROR: Self = Self("XX000");
 

@@ -1,1 +1,24 @@
-//! placeholder
+//! pgrouter's client-facing side: the listener, client sessions and the relay between a client
+//! and its server connection.
+//!
+//! A session is one async task per client: start-up, authentication by pgrouter itself, a login
+//! to the server as the same user, then relaying whole protocol messages in both directions. Bytes
+//! are forwarded from the read buffer they arrived in; only message headers (and the few bodies
+//! routing needs) are looked at.
+//!
+//! What it must not do: block, hold a lock across an `.await`, buffer without bound, or let one
+//! client's bad input affect another. Every client error ends in a PostgreSQL `ErrorResponse`.
+//!
+//! # Layout
+//! - [`listener`]: accept loop, one task per client, shutdown.
+//! - [`context`]: what sessions share: users with derived secrets, nodes, limits, cancel registry.
+//! - [`cancel`]: client-facing `BackendKeyData` and the mapping to server keys.
+//! - [`session`]: one client's life: `startup`, `auth`, `relay`.
+
+pub mod cancel;
+pub mod context;
+pub mod listener;
+pub mod session;
+
+pub use context::ProxyContext;
+pub use listener::serve;

@@ -1,0 +1,125 @@
+//! pgrouter authenticates the client itself, per configured user, before any server connection is
+//! used. Unknown users go through the same exchange as known ones and fail with the same error.
+
+use super::client::ClientConn;
+use super::startup::Startup;
+use super::SessionError;
+use crate::context::{ProxyContext, UserEntry};
+use bytes::BytesMut;
+use pgrouter_config::AuthMethod;
+use pgrouter_protocol::auth::scram::{self, ScramError, ScramServer};
+use pgrouter_protocol::auth::md5;
+use pgrouter_protocol::{backend, frontend, ErrorResponse, SqlState};
+
+/// PostgreSQL's own bound for authentication messages is small; be generous but bounded.
+const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+
+/// Authenticates the client and sends `AuthenticationOk`. Returns the user's entry.
+pub(super) async fn authenticate<'c>(
+    client: &mut ClientConn,
+    ctx: &'c ProxyContext,
+    startup: &Startup,
+) -> Result<&'c UserEntry, SessionError> {
+    let user = ctx.users.get(&startup.user);
+    let method = user.map(|u| u.auth).unwrap_or(AuthMethod::ScramSha256);
+    let mut out = BytesMut::with_capacity(256);
+    match (method, user) {
+        (AuthMethod::Trust, _) => {}
+        (AuthMethod::Md5, _) => {
+            let salt: [u8; 4] = rand::random();
+            backend::authentication_md5(&mut out, salt);
+            client.write_all(&out).await?;
+            let body = read_password_message(client).await?;
+            let ok = user
+                .is_some_and(|u| md5::verify(&body, &u.name, &u.password, salt));
+            if !ok {
+                return Err(failed(&startup.user));
+            }
+        }
+        (AuthMethod::ScramSha256, _) => {
+            let secret = user.map(|u| &u.scram).unwrap_or(&ctx.mock_scram);
+            scram_exchange(client, secret, &mut out).await.map_err(|e| match e {
+                ScramOutcome::Session(e) => e,
+                ScramOutcome::Scram(ScramError::InvalidProof) => failed(&startup.user),
+                ScramOutcome::Scram(e) => {
+                    ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()).into()
+                }
+            })?;
+            if user.is_none() {
+                return Err(failed(&startup.user));
+            }
+        }
+    }
+    let Some(user) = user else {
+        return Err(failed(&startup.user));
+    };
+    out.clear();
+    backend::authentication_ok(&mut out);
+    client.write_all(&out).await?;
+    Ok(user)
+}
+
+fn failed(user: &str) -> SessionError {
+    tracing::info!("password authentication failed");
+    ErrorResponse::password_failed(user).into()
+}
+
+enum ScramOutcome {
+    Session(SessionError),
+    Scram(ScramError),
+}
+
+impl From<SessionError> for ScramOutcome {
+    fn from(e: SessionError) -> Self {
+        Self::Session(e)
+    }
+}
+
+async fn scram_exchange(
+    client: &mut ClientConn,
+    secret: &scram::ScramSecret,
+    out: &mut BytesMut,
+) -> Result<(), ScramOutcome> {
+    out.clear();
+    backend::authentication_sasl(out, &[scram::MECHANISM]);
+    client.write_all(out).await?;
+
+    let body = read_password_message(client).await?;
+    let Some((mechanism, initial)) = frontend::parse_sasl_initial_response(&body) else {
+        return Err(ScramOutcome::Scram(ScramError::Malformed));
+    };
+    if mechanism != scram::MECHANISM.as_bytes() {
+        return Err(ScramOutcome::Session(
+            ErrorResponse::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                "client selected an invalid SASL authentication mechanism",
+            )
+            .into(),
+        ));
+    }
+    let mut server = ScramServer::new(secret);
+    let server_first = server.client_first(initial).map_err(ScramOutcome::Scram)?;
+    out.clear();
+    backend::authentication_sasl_continue(out, &server_first);
+    client.write_all(out).await?;
+
+    let body = read_password_message(client).await?;
+    let server_final = server.client_final(&body).map_err(ScramOutcome::Scram)?;
+    out.clear();
+    backend::authentication_sasl_final(out, &server_final);
+    client.write_all(out).await?;
+    Ok(())
+}
+
+/// Reads the client's next message, which must be a password/SASL response.
+async fn read_password_message(client: &mut ClientConn) -> Result<BytesMut, SessionError> {
+    let (tag, body) = client.read_message(MAX_AUTH_MESSAGE).await?;
+    if tag != frontend::PASSWORD {
+        return Err(ErrorResponse::fatal(
+            SqlState::PROTOCOL_VIOLATION,
+            format!("expected password response, got message type {tag}"),
+        )
+        .into());
+    }
+    Ok(body)
+}

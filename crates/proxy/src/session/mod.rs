@@ -1,0 +1,192 @@
+//! One client's life: start-up → authentication → server login → relay → end.
+//!
+//! # Layout
+//! - [`client`](self::client): the client socket with its buffers and message reads.
+//! - `startup`: SSL/GSS refusals, cancel requests, the `StartupMessage`.
+//! - `auth`: pgrouter authenticates the client (SCRAM-SHA-256, MD5, trust).
+//! - `relay`: forwarding messages both ways once logged in.
+
+mod auth;
+pub mod client;
+mod relay;
+mod startup;
+
+use crate::cancel::{CancelSlot, ServerKey};
+use crate::context::ProxyContext;
+use bytes::BytesMut;
+use client::ClientConn;
+use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
+use pgrouter_protocol::backend::{self, TransactionStatus};
+use pgrouter_protocol::{ErrorResponse, SqlState};
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The client closed its connection or its socket failed: nobody to tell.
+    #[error("client disconnected")]
+    ClientGone,
+    /// pgrouter ends the session with this error, sent to the client first.
+    #[error("{}", .0.message)]
+    Fatal(ErrorResponse),
+    /// The server refused the login; its own `ErrorResponse` (kept whole) is relayed, then the
+    /// connection closes.
+    #[error("server refused the login")]
+    ServerRefused(bytes::Bytes),
+    /// The server's connection ended; the client was told.
+    #[error("server connection lost: {0}")]
+    ServerLost(String),
+}
+
+impl From<ErrorResponse> for SessionError {
+    fn from(e: ErrorResponse) -> Self {
+        SessionError::Fatal(e)
+    }
+}
+
+/// Runs a client session to its end. Never panics on client input; every failure is logged once.
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ProxyContext>,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::info_span!("session", client = %peer, user = tracing::field::Empty,
+        database = tracing::field::Empty, application_name = tracing::field::Empty);
+    async move {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let mut client = ClientConn::new(stream);
+        match serve(&mut client, &ctx, &shutdown).await {
+            Ok(()) | Err(SessionError::ClientGone) => tracing::debug!("session ended"),
+            Err(SessionError::Fatal(e)) => {
+                tracing::info!(code = e.code.code(), reason = %e.message, "session closed with error");
+                client.send_error_and_close(&e).await;
+            }
+            Err(SessionError::ServerRefused(raw)) => client.send_raw_and_close(&raw).await,
+            Err(e @ SessionError::ServerLost(_)) => tracing::info!(error = %e, "session ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(
+    client: &mut ClientConn,
+    ctx: &ProxyContext,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let login_timeout = ctx.client.login_timeout.get();
+    let login = async {
+        let startup = match startup::read(client).await? {
+            startup::Start::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                forward_cancel(ctx, process_id, secret_key).await;
+                return Ok(None);
+            }
+            startup::Start::Session(s) => s,
+        };
+        let span = tracing::Span::current();
+        span.record("user", startup.user.as_str());
+        span.record("database", startup.database.as_str());
+        if let Some(app) = startup.param("application_name") {
+            span.record("application_name", app);
+        }
+        let user = auth::authenticate(client, ctx, &startup).await?;
+        let server = connect_server(ctx, user, &startup).await?;
+        Ok(Some((startup, server)))
+    };
+    let (_startup, mut server) = match tokio::time::timeout(login_timeout, login).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(SessionError::Fatal(ErrorResponse::fatal(
+                SqlState::QUERY_CANCELED,
+                "canceling authentication due to timeout",
+            )))
+        }
+    };
+
+    let slot: CancelSlot = Arc::default();
+    let registration = ctx.cancels.register(Arc::clone(&slot));
+    if let Some((process_id, secret_key)) = server.backend_key {
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(ServerKey {
+            addr: server.addr,
+            process_id,
+            secret_key,
+        });
+    }
+
+    // The client sees the server's parameters and pgrouter's own key.
+    let mut out = BytesMut::with_capacity(512);
+    for (name, value) in &server.parameters {
+        backend::parameter_status(&mut out, name, value);
+    }
+    backend::backend_key_data(&mut out, registration.process_id, registration.secret_key);
+    backend::ready_for_query(&mut out, TransactionStatus::Idle);
+    client.write_all(&out).await?;
+    tracing::debug!(server = %server.addr, "session established");
+
+    relay::relay(client, &mut server, ctx, shutdown).await
+}
+
+/// Logs in to the server that receives this session's traffic.
+async fn connect_server(
+    ctx: &ProxyContext,
+    user: &crate::context::UserEntry,
+    startup: &startup::Startup,
+) -> Result<ServerConn, SessionError> {
+    // invariant: the configuration is validated to have at least one node.
+    let Some(node) = ctx.nodes.first() else {
+        return Err(ErrorResponse::fatal(SqlState::CANNOT_CONNECT_NOW, "no server configured").into());
+    };
+    let target = ServerTarget {
+        host: &node.host,
+        port: node.port,
+        user: &user.name,
+        password: &user.password,
+        params: &startup.server_params,
+        timeout: ctx.pool.connect_timeout.get(),
+    };
+    ServerConn::connect(&target).await.map_err(|e| match e {
+        // The server's own refusal (no such database, too many connections, …) reaches the client
+        // word for word.
+        ConnError::Refused {
+            raw, code, message, ..
+        } => {
+            tracing::info!(node = %node.name, %code, %message, "server refused login");
+            SessionError::ServerRefused(raw)
+        }
+        other => {
+            tracing::warn!(node = %node.name, error = %other, "server login failed");
+            SessionError::Fatal(ErrorResponse::fatal(
+                SqlState::UNABLE_TO_CONNECT,
+                format!("pgrouter could not connect to server \"{}\"", node.name),
+            ).with_detail(other.to_string()))
+        }
+    })
+}
+
+async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret_key: i32) {
+    match ctx.cancels.lookup(process_id, secret_key) {
+        Some(key) => {
+            let timeout = ctx.pool.connect_timeout.get();
+            if let Err(e) =
+                pgrouter_conn::send_cancel(key.addr, key.process_id, key.secret_key, timeout).await
+            {
+                tracing::warn!(error = %e, server = %key.addr, "forwarding cancel request failed");
+            } else {
+                tracing::debug!(server = %key.addr, "cancel request forwarded");
+            }
+        }
+        None => tracing::debug!("cancel request for an unknown or idle session ignored"),
+    }
+}

@@ -1,0 +1,120 @@
+//! The start-up phase: refuse SSL/GSS encryption (until TLS lands), hand cancel requests over,
+//! and check the `StartupMessage`.
+
+use super::client::ClientConn;
+use super::SessionError;
+use bytes::BytesMut;
+use pgrouter_protocol::backend;
+use pgrouter_protocol::startup::{self, StartupError, StartupPacket};
+use pgrouter_protocol::{ErrorResponse, SqlState};
+
+/// What the client wants.
+pub(super) enum Start {
+    /// Cancel the query of the session holding this key.
+    Cancel { process_id: i32, secret_key: i32 },
+    /// Open a session.
+    Session(Startup),
+}
+
+/// A checked `StartupMessage`.
+#[derive(Debug)]
+pub(crate) struct Startup {
+    /// The role.
+    pub(crate) user: String,
+    /// The database (defaults to the user name, as in PostgreSQL).
+    pub(crate) database: String,
+    /// Everything to pass to the server's start-up packet: all parameters but `user` and the
+    /// `_pq_.` protocol options, with `database` filled in.
+    pub(crate) server_params: Vec<(String, String)>,
+}
+
+impl Startup {
+    /// One start-up parameter.
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        self.server_params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub(super) async fn read(client: &mut ClientConn) -> Result<Start, SessionError> {
+    loop {
+        match startup::read_startup(&mut client.buf) {
+            Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
+                if !client.buf.is_empty() {
+                    // Bytes sent before our answer could have been injected by a third party.
+                    return Err(ErrorResponse::fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    )
+                    .into());
+                }
+                client.write_all(b"N").await?;
+            }
+            Ok(Some(StartupPacket::CancelRequest {
+                process_id,
+                secret_key,
+            })) => {
+                return Ok(Start::Cancel {
+                    process_id,
+                    secret_key,
+                })
+            }
+            Ok(Some(StartupPacket::Startup(message))) => {
+                return check(client, message).await.map(Start::Session)
+            }
+            Ok(None) => client.fill().await?,
+            Err(e) => {
+                let code = match e {
+                    StartupError::UnsupportedVersion { .. } => SqlState::FEATURE_NOT_SUPPORTED,
+                    _ => SqlState::PROTOCOL_VIOLATION,
+                };
+                return Err(ErrorResponse::fatal(code, e.to_string()).into());
+            }
+        }
+    }
+}
+
+async fn check(
+    client: &mut ClientConn,
+    message: startup::StartupMessage,
+) -> Result<Startup, SessionError> {
+    let user = match message.param("user") {
+        Some(u) if !u.is_empty() => u.to_owned(),
+        _ => {
+            return Err(ErrorResponse::fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            )
+            .into())
+        }
+    };
+    let database = match message.param("database") {
+        Some(d) if !d.is_empty() => d.to_owned(),
+        _ => user.clone(),
+    };
+    let unsupported: Vec<&str> = message
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    // Like PostgreSQL: a newer 3.x minor or unknown protocol options are negotiated down, not refused.
+    if message.minor > 0 || !unsupported.is_empty() {
+        let mut out = BytesMut::new();
+        backend::negotiate_protocol_version(&mut out, 0, &unsupported);
+        client.write_all(&out).await?;
+    }
+    let mut server_params: Vec<(String, String)> = message
+        .params
+        .into_iter()
+        .filter(|(k, _)| k != "user" && k != "database" && !k.starts_with("_pq_."))
+        .collect();
+    server_params.insert(0, ("database".to_owned(), database.clone()));
+    Ok(Startup {
+        user,
+        database,
+        server_params,
+    })
+}
