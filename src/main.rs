@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "pgrouter", version, about = "PostgreSQL read/write-splitting and high-availability router")]
+#[command(
+    name = "pgrouter",
+    version,
+    about = "PostgreSQL read/write-splitting and high-availability router"
+)]
 struct Cli {
     /// Configuration file (when no subcommand is given, runs the router with it).
     #[arg(short, long, global = true, value_name = "FILE")]
@@ -125,7 +129,9 @@ fn init_tracing(cli: &Cli) {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

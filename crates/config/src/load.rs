@@ -229,11 +229,7 @@ fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
                 Some((n, d)) => (n, Some(d)),
                 None => (&tail[..end], None),
             };
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!("invalid environment variable name {name:?}"));
             }
             let v = env
@@ -253,12 +249,20 @@ fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
 
 fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
     if config.nodes.is_empty() {
-        return Err(invalid(text, "nodes".into(), "at least one node is required"));
+        return Err(invalid(
+            text,
+            "nodes".into(),
+            "at least one node is required",
+        ));
     }
     let mut names = HashSet::new();
     for (i, node) in config.nodes.iter().enumerate() {
         if node.name.is_empty() {
-            return Err(invalid(text, format!("nodes[{i}].name"), "must not be empty"));
+            return Err(invalid(
+                text,
+                format!("nodes[{i}].name"),
+                "must not be empty",
+            ));
         }
         if !names.insert(node.name.as_str()) {
             return Err(invalid(
@@ -268,19 +272,31 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             ));
         }
         if node.host.is_empty() {
-            return Err(invalid(text, format!("nodes[{i}].host"), "must not be empty"));
+            return Err(invalid(
+                text,
+                format!("nodes[{i}].host"),
+                "must not be empty",
+            ));
         }
         if node.port == 0 {
             return Err(invalid(text, format!("nodes[{i}].port"), "must not be 0"));
         }
     }
     if config.users.is_empty() {
-        return Err(invalid(text, "users".into(), "at least one user is required"));
+        return Err(invalid(
+            text,
+            "users".into(),
+            "at least one user is required",
+        ));
     }
     let mut users = HashSet::new();
     for (i, user) in config.users.iter().enumerate() {
         if user.name.is_empty() {
-            return Err(invalid(text, format!("users[{i}].name"), "must not be empty"));
+            return Err(invalid(
+                text,
+                format!("users[{i}].name"),
+                "must not be empty",
+            ));
         }
         if !users.insert(user.name.as_str()) {
             return Err(invalid(
@@ -299,10 +315,18 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
         ));
     }
     if config.client.login_timeout.get().is_zero() {
-        return Err(invalid(text, "client.login_timeout".into(), "must be positive"));
+        return Err(invalid(
+            text,
+            "client.login_timeout".into(),
+            "must be positive",
+        ));
     }
     if config.pool.connect_timeout.get().is_zero() {
-        return Err(invalid(text, "pool.connect_timeout".into(), "must be positive"));
+        return Err(invalid(
+            text,
+            "pool.connect_timeout".into(),
+            "must be positive",
+        ));
     }
     Ok(())
 }

@@ -233,9 +233,21 @@ mod tests {
             (" 10s ", 10_000),
         ];
         for (text, ms) in ok {
-            assert_eq!(Duration::parse(text), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(
+                Duration::parse(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
-        for bad in ["", "10", "s", "1x", "-1s", "1.5s", "99999999999999999999999s"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999999s",
+        ] {
             assert!(Duration::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Duration::from_millis(1500).to_string(), "1500ms");

@@ -51,7 +51,10 @@ impl ServerConn {
     }
 }
 
-async fn connect_inner(target: &ServerTarget<'_>, addr_text: &str) -> Result<ServerConn, ConnError> {
+async fn connect_inner(
+    target: &ServerTarget<'_>,
+    addr_text: &str,
+) -> Result<ServerConn, ConnError> {
     let io_err = |source| ConnError::Io {
         addr: addr_text.to_owned(),
         source,
@@ -99,8 +102,7 @@ async fn connect_inner(target: &ServerTarget<'_>, addr_text: &str) -> Result<Ser
         match msg {
             (Message::AuthenticationOk, _) => {}
             (Message::AuthenticationCleartextPassword, _) => {
-                frontend::password_message(target.password.as_bytes(), &mut out)
-                    .map_err(io_err)?;
+                frontend::password_message(target.password.as_bytes(), &mut out).map_err(io_err)?;
             }
             (Message::AuthenticationMd5Password(body), _) => {
                 let hash = postgres_protocol::authentication::md5_hash(
@@ -113,8 +115,8 @@ async fn connect_inner(target: &ServerTarget<'_>, addr_text: &str) -> Result<Ser
             (Message::AuthenticationSasl(body), _) => {
                 let mut mechanisms = body.mechanisms();
                 let mut offered = false;
-                while let Some(m) = postgres_protocol_next(&mut mechanisms)
-                    .map_err(|e| proto_err(e.to_string()))?
+                while let Some(m) =
+                    postgres_protocol_next(&mut mechanisms).map_err(|e| proto_err(e.to_string()))?
                 {
                     offered |= m == SCRAM_SHA_256;
                 }

@@ -214,6 +214,9 @@ mod tests {
         for body in [&b""[..], b"S", b"SERROR", b"\0", b"CXX000\0Mtrunc"] {
             let _ = ErrorFields::parse(body);
         }
-        assert_eq!(ErrorFields::parse(b"CXX000\0Mtrunc").code, Some(&b"XX000"[..]));
+        assert_eq!(
+            ErrorFields::parse(b"CXX000\0Mtrunc").code,
+            Some(&b"XX000"[..])
+        );
     }
 }

@@ -81,7 +81,13 @@ mod tests {
             parse_sasl_initial_response(good),
             Some((&b"SCRAM-SHA-256"[..], &b"abc"[..]))
         );
-        for bad in [&b""[..], b"SCRAM", b"M\0\0\0", b"M\0\0\0\0\x05abc", b"M\0\xff\xff\xff\xffabc"] {
+        for bad in [
+            &b""[..],
+            b"SCRAM",
+            b"M\0\0\0",
+            b"M\0\0\0\0\x05abc",
+            b"M\0\xff\xff\xff\xffabc",
+        ] {
             assert_eq!(parse_sasl_initial_response(bad), None, "{bad:?}");
         }
     }

@@ -171,8 +171,14 @@ mod tests {
         let ok_body = b"user\0app\0database\0db\0\0";
         let cases: Vec<(BytesMut, Result<Option<StartupPacket>, StartupError>)> = vec![
             (BytesMut::from(&[0u8, 0][..]), Ok(None)),
-            (packet(SSL_REQUEST_CODE, b""), Ok(Some(StartupPacket::SslRequest))),
-            (packet(GSSENC_REQUEST_CODE, b""), Ok(Some(StartupPacket::GssEncRequest))),
+            (
+                packet(SSL_REQUEST_CODE, b""),
+                Ok(Some(StartupPacket::SslRequest)),
+            ),
+            (
+                packet(GSSENC_REQUEST_CODE, b""),
+                Ok(Some(StartupPacket::GssEncRequest)),
+            ),
             (
                 packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 1, 0, 0, 0, 2]),
                 Ok(Some(StartupPacket::CancelRequest {
@@ -180,24 +186,45 @@ mod tests {
                     secret_key: 2,
                 })),
             ),
-            (packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 1]), Err(StartupError::InvalidCancel)),
+            (
+                packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 1]),
+                Err(StartupError::InvalidCancel),
+            ),
             (
                 packet(PROTOCOL_3_0, ok_body),
                 Ok(Some(StartupPacket::Startup(StartupMessage {
                     major: 3,
                     minor: 0,
-                    params: vec![("user".into(), "app".into()), ("database".into(), "db".into())],
+                    params: vec![
+                        ("user".into(), "app".into()),
+                        ("database".into(), "db".into()),
+                    ],
                 }))),
             ),
-            (packet(PROTOCOL_3_0, b"user\0app"), Err(StartupError::InvalidLayout)),
-            (packet(PROTOCOL_3_0, b"user\0app\0\0x\0"), Err(StartupError::InvalidLayout)),
-            (packet(PROTOCOL_3_0, b"user\0\xff\0\0"), Err(StartupError::InvalidEncoding)),
+            (
+                packet(PROTOCOL_3_0, b"user\0app"),
+                Err(StartupError::InvalidLayout),
+            ),
+            (
+                packet(PROTOCOL_3_0, b"user\0app\0\0x\0"),
+                Err(StartupError::InvalidLayout),
+            ),
+            (
+                packet(PROTOCOL_3_0, b"user\0\xff\0\0"),
+                Err(StartupError::InvalidEncoding),
+            ),
             (
                 packet(2 << 16, b"\0"),
                 Err(StartupError::UnsupportedVersion { major: 2, minor: 0 }),
             ),
-            (BytesMut::from(&[0u8, 0, 0, 4][..]), Err(StartupError::InvalidLength)),
-            (BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]), Err(StartupError::InvalidLength)),
+            (
+                BytesMut::from(&[0u8, 0, 0, 4][..]),
+                Err(StartupError::InvalidLength),
+            ),
+            (
+                BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]),
+                Err(StartupError::InvalidLength),
+            ),
         ];
         for (mut input, expected) in cases {
             let shown = format!("{input:?}");

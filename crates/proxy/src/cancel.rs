@@ -112,7 +112,11 @@ mod tests {
         let slot: CancelSlot = Arc::default();
         let r = reg.register(Arc::clone(&slot));
         assert!(r.process_id > 0);
-        assert_eq!(reg.lookup(r.process_id, r.secret_key), None, "idle: nothing to cancel");
+        assert_eq!(
+            reg.lookup(r.process_id, r.secret_key),
+            None,
+            "idle: nothing to cancel"
+        );
         let key = ServerKey {
             addr: "127.0.0.1:5432".parse().unwrap(),
             process_id: 7,

@@ -14,7 +14,8 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     from_yaml(text, Path::new("."), &env(&[("APP_PW", "from-env")]))
 }
 
-const MINIMAL: &str = "nodes:\n  - name: a\n    host: 127.0.0.1\nusers:\n  - name: app\n    password: x\n";
+const MINIMAL: &str =
+    "nodes:\n  - name: a\n    host: 127.0.0.1\nusers:\n  - name: app\n    password: x\n";
 
 #[test]
 fn minimal_config_gets_defaults() {
@@ -48,7 +49,10 @@ fn secrets_from_env_and_file() {
     assert_eq!(c.users[2].password(), "a$b$c");
     assert_eq!(c.users[3].password(), "dflt");
     let shown = serde_yaml_ng::to_string(&c).unwrap();
-    assert!(!shown.contains("from-env") && !shown.contains("from-file"), "{shown}");
+    assert!(
+        !shown.contains("from-env") && !shown.contains("from-file"),
+        "{shown}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -33,8 +33,16 @@ fn next_frame_cases() {
                 limit: 5,
             }),
         ),
-        (vec![b'Q', 0, 0, 0, 3], 100, Err(FrameError::InvalidLength { len: 3 })),
-        (vec![b'Q', 0xff, 0xff, 0xff, 0xff], 100, Err(FrameError::InvalidLength { len: -1 })),
+        (
+            vec![b'Q', 0, 0, 0, 3],
+            100,
+            Err(FrameError::InvalidLength { len: 3 }),
+        ),
+        (
+            vec![b'Q', 0xff, 0xff, 0xff, 0xff],
+            100,
+            Err(FrameError::InvalidLength { len: -1 }),
+        ),
         (
             vec![b'Q', 0x7f, 0xff, 0xff, 0xff],
             100,

@@ -7,8 +7,8 @@ use super::SessionError;
 use crate::context::{ProxyContext, UserEntry};
 use bytes::BytesMut;
 use pgrouter_config::AuthMethod;
-use pgrouter_protocol::auth::scram::{self, ScramError, ScramServer};
 use pgrouter_protocol::auth::md5;
+use pgrouter_protocol::auth::scram::{self, ScramError, ScramServer};
 use pgrouter_protocol::{backend, frontend, ErrorResponse, SqlState};
 
 /// PostgreSQL's own bound for authentication messages is small; be generous but bounded.
@@ -30,21 +30,22 @@ pub(super) async fn authenticate<'c>(
             backend::authentication_md5(&mut out, salt);
             client.write_all(&out).await?;
             let body = read_password_message(client).await?;
-            let ok = user
-                .is_some_and(|u| md5::verify(&body, &u.name, &u.password, salt));
+            let ok = user.is_some_and(|u| md5::verify(&body, &u.name, &u.password, salt));
             if !ok {
                 return Err(failed(&startup.user));
             }
         }
         (AuthMethod::ScramSha256, _) => {
             let secret = user.map(|u| &u.scram).unwrap_or(&ctx.mock_scram);
-            scram_exchange(client, secret, &mut out).await.map_err(|e| match e {
-                ScramOutcome::Session(e) => e,
-                ScramOutcome::Scram(ScramError::InvalidProof) => failed(&startup.user),
-                ScramOutcome::Scram(e) => {
-                    ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()).into()
-                }
-            })?;
+            scram_exchange(client, secret, &mut out)
+                .await
+                .map_err(|e| match e {
+                    ScramOutcome::Session(e) => e,
+                    ScramOutcome::Scram(ScramError::InvalidProof) => failed(&startup.user),
+                    ScramOutcome::Scram(e) => {
+                        ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()).into()
+                    }
+                })?;
             if user.is_none() {
                 return Err(failed(&startup.user));
             }

@@ -44,7 +44,10 @@ impl ClientConn {
     }
 
     /// Reads one complete tagged message (used during authentication, where messages are small).
-    pub(crate) async fn read_message(&mut self, max_len: usize) -> Result<(u8, BytesMut), SessionError> {
+    pub(crate) async fn read_message(
+        &mut self,
+        max_len: usize,
+    ) -> Result<(u8, BytesMut), SessionError> {
         loop {
             match frame::next_frame(&self.buf, max_len) {
                 Ok(Some(f)) => {

@@ -146,7 +146,9 @@ async fn connect_server(
 ) -> Result<ServerConn, SessionError> {
     // invariant: the configuration is validated to have at least one node.
     let Some(node) = ctx.nodes.first() else {
-        return Err(ErrorResponse::fatal(SqlState::CANNOT_CONNECT_NOW, "no server configured").into());
+        return Err(
+            ErrorResponse::fatal(SqlState::CANNOT_CONNECT_NOW, "no server configured").into(),
+        );
     };
     let target = ServerTarget {
         host: &node.host,
@@ -167,10 +169,13 @@ async fn connect_server(
         }
         other => {
             tracing::warn!(node = %node.name, error = %other, "server login failed");
-            SessionError::Fatal(ErrorResponse::fatal(
-                SqlState::UNABLE_TO_CONNECT,
-                format!("pgrouter could not connect to server \"{}\"", node.name),
-            ).with_detail(other.to_string()))
+            SessionError::Fatal(
+                ErrorResponse::fatal(
+                    SqlState::UNABLE_TO_CONNECT,
+                    format!("pgrouter could not connect to server \"{}\"", node.name),
+                )
+                .with_detail(other.to_string()),
+            )
         }
     })
 }

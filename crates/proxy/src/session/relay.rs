@@ -60,10 +60,15 @@ fn scan_client(buf: &mut BytesMut, max_len: usize) -> Result<ClientScan, Session
 }
 
 fn server_lost() -> SessionError {
-    SessionError::Fatal(ErrorResponse::fatal(
-        SqlState::CONNECTION_FAILURE,
-        "server closed the connection unexpectedly",
-    ).with_hint("The server may have been restarted or terminated this session; reconnect and retry."))
+    SessionError::Fatal(
+        ErrorResponse::fatal(
+            SqlState::CONNECTION_FAILURE,
+            "server closed the connection unexpectedly",
+        )
+        .with_hint(
+            "The server may have been restarted or terminated this session; reconnect and retry.",
+        ),
+    )
 }
 
 /// Relays until the client terminates, either side closes, or pgrouter shuts down.

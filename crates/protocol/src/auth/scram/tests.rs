@@ -61,7 +61,10 @@ fn malformed_messages_are_rejected() {
         (b"n,,", ScramError::Malformed),
         (b"n,,n=,r=", ScramError::Malformed),
         (b"x,,n=,r=abc", ScramError::Malformed),
-        (b"p=tls-server-end-point,,n=,r=abc", ScramError::ChannelBindingUnsupported),
+        (
+            b"p=tls-server-end-point,,n=,r=abc",
+            ScramError::ChannelBindingUnsupported,
+        ),
         (b"n,a=admin,n=,r=abc", ScramError::AuthzidUnsupported),
         (b"n,,n=,r=a\xffb", ScramError::Malformed),
     ];

@@ -1,0 +1,334 @@
+//! Test harness: one real cluster per test run, routers started as real processes.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The running test cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub base_port: u16,
+}
+
+impl Cluster {
+    pub fn primary_port(&self) -> u16 {
+        self.base_port
+    }
+
+    pub fn replica_ports(&self) -> [u16; 2] {
+        [self.base_port + 1, self.base_port + 2]
+    }
+
+    /// Unix socket directory of node `pgN`, for superuser connections.
+    pub fn socket_dir(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("pg{node}"))
+    }
+
+    /// Runs SQL as the superuser on the primary with psql, returning its unaligned output.
+    pub fn superuser_sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "app",
+            ])
+            .arg("-h")
+            .arg(self.socket_dir(0))
+            .arg("-p")
+            .arg(self.primary_port().to_string())
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "superuser psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(repo().join("scripts/dev-cluster.sh"))
+            .args(args)
+            .env("PGR_CLUSTER_DIR", &self.dir)
+            .env("PGR_BASE_PORT", self.base_port.to_string())
+            .output()
+            .expect("dev-cluster.sh runs")
+    }
+}
+
+fn postgres_available() -> bool {
+    let has_bin = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().any(|e| e.path().join("bin/initdb").exists()))
+        .unwrap_or(false);
+    let has_clients = ["psql", "pgbench"].iter().all(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    has_bin && has_clients
+}
+
+/// The cluster for this test run, started on first use. `None` (with a loud warning) when
+/// PostgreSQL is not installed and `PGR_REQUIRE_POSTGRES` is not set.
+pub fn cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+    CLUSTER.get_or_init(start_cluster).as_ref()
+}
+
+fn start_cluster() -> Option<Cluster> {
+    if !postgres_available() {
+        let msg = "PostgreSQL (server binaries, psql, pgbench) is not installed: run \
+                   `scripts/dev-cluster.sh deps` or `scripts/test.sh`";
+        if std::env::var_os("PGR_REQUIRE_POSTGRES").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("\n\n!!!!!!!! SKIPPING REAL-POSTGRESQL TESTS: {msg} !!!!!!!!\n\n");
+        return None;
+    }
+    let base_port = free_port_block(3);
+    let dir =
+        std::env::temp_dir().join(format!("pgrouter-test-{}-{base_port}", std::process::id()));
+    let cluster = Cluster { dir, base_port };
+    let out = cluster.script(&["up"]);
+    assert!(
+        out.status.success(),
+        "dev-cluster.sh up failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Tear the cluster down when this test process exits, however it exits.
+    let watcher = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         PGR_CLUSTER_DIR='{dir}' PGR_BASE_PORT={port} bash '{script}' destroy >/dev/null 2>&1",
+        pid = std::process::id(),
+        dir = cluster.dir.display(),
+        port = base_port,
+        script = repo().join("scripts/dev-cluster.sh").display()
+    );
+    Command::new("setsid")
+        .args(["bash", "-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("teardown watcher starts");
+    // A role that pgrouter lets in without a password (auth: trust) for raw-protocol tests.
+    cluster.superuser_sql(
+        "CREATE ROLE rawtest LOGIN PASSWORD 'raw'; GRANT ALL ON DATABASE app TO rawtest; \
+         GRANT ALL ON SCHEMA public TO rawtest",
+    );
+    Some(cluster)
+}
+
+/// A block of `n` consecutive free ports on 127.0.0.1.
+pub fn free_port_block(n: u16) -> u16 {
+    loop {
+        let base: u16 = 20_000 + rand::random::<u16>() % 30_000;
+        if (0..n)
+            .all(|i| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
+/// A pgrouter process.
+pub struct Router {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+/// Extra YAML appended to the generated configuration.
+pub fn router_config(cluster: &Cluster, port: u16, extra: &str) -> String {
+    let [r1, r2] = cluster.replica_ports();
+    format!(
+        "listen: 127.0.0.1:{port}\n\
+         admin_listen: 127.0.0.1:0\n\
+         nodes:\n  - {{name: pg0, host: 127.0.0.1, port: {p}}}\n  - {{name: pg1, host: 127.0.0.1, port: {r1}}}\n  - {{name: pg2, host: 127.0.0.1, port: {r2}}}\n\
+         users:\n  - {{name: app, password: app, auth: scram-sha-256}}\n  - {{name: legacy, password: legacy, auth: md5}}\n  - {{name: rawtest, password: raw, auth: trust}}\n{extra}",
+        p = cluster.primary_port()
+    )
+}
+
+impl Router {
+    /// Starts the real binary with the default test configuration plus `extra` YAML.
+    pub fn start(cluster: &Cluster, extra: &str) -> Router {
+        let port = free_port_block(1);
+        let dir = cluster.dir.join(format!("router-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("pgrouter.yaml");
+        std::fs::write(&config, router_config(cluster, port, extra)).unwrap();
+        let log = dir.join("pgrouter.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("pgrouter starts");
+        let router = Router {
+            child,
+            port,
+            dir,
+            log,
+        };
+        router.wait_ready();
+        router
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pgrouter did not start listening:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/app", self.port)
+    }
+
+    /// tokio-postgres connection string.
+    pub fn conninfo(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname=app application_name=pgrouter-test",
+            self.port
+        )
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shared router most tests use (default configuration).
+pub fn shared_router() -> Option<&'static Router> {
+    static ROUTER: OnceLock<Option<Router>> = OnceLock::new();
+    ROUTER
+        .get_or_init(|| cluster().map(|c| Router::start(c, "")))
+        .as_ref()
+}
+
+/// Connects with tokio-postgres; the connection task runs on the current runtime.
+pub async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Runs psql against a URL with extra arguments; returns (success, stdout, stderr).
+pub fn psql(url: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
+    let mut child = Command::new("psql")
+        .arg("-X")
+        .arg("-At")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(data) = stdin {
+            input.write_all(data).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Like [`eventually`], but yields to the async runtime between polls (so connection tasks on a
+/// current-thread test runtime keep running).
+pub async fn eventually_async(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Path helper for temporary files of one test.
+pub fn temp_file(router: &Router, name: &str) -> PathBuf {
+    router.dir.join(name)
+}

@@ -1,0 +1,330 @@
+//! The relay after login: extended protocol, pipelining, COPY, LISTEN/NOTIFY, FunctionCall, cancel,
+//! large results, and what happens when one side goes away.
+
+use crate::harness::{cluster, connect, eventually_async, psql, shared_router, temp_file};
+use crate::raw::RawClient;
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Many extended-protocol queries pipelined on one connection, prepared statements reused, and
+/// a failed transaction rolled back: all answered in order.
+#[tokio::test]
+async fn pipelined_extended_queries_and_transactions() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    let stmt = client.prepare("SELECT $1::int * 2").await.unwrap();
+    let futures = (0..200i32).map(|i| {
+        let client = &client;
+        let stmt = &stmt;
+        async move {
+            client
+                .query_one(stmt, &[&i])
+                .await
+                .map(|r| (i, r.get::<_, i32>(0)))
+        }
+    });
+    let results = futures_util::future::try_join_all(futures).await.unwrap();
+    assert!(results.iter().all(|(i, d)| *d == i * 2));
+
+    client
+        .batch_execute("CREATE TEMP TABLE tx_test(v int)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO tx_test VALUES (1)")
+        .await
+        .unwrap();
+    let err = client.batch_execute("SELECT 1/0").await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO));
+    let err = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM tx_test", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+/// COPY FROM STDIN and COPY TO STDOUT, with tokio-postgres and with psql's \copy.
+#[tokio::test]
+async fn copy_in_and_out() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    client
+        .batch_execute("DROP TABLE IF EXISTS copy_test; CREATE TABLE copy_test(id int, name text)")
+        .await
+        .unwrap();
+    let sink = client.copy_in("COPY copy_test FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    for chunk in 0..10 {
+        let mut data = String::new();
+        for i in 0..1000 {
+            data.push_str(&format!("{}\tname-{}\n", chunk * 1000 + i, i));
+        }
+        sink.send(bytes::Bytes::from(data)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 10_000);
+
+    let stream = client
+        .copy_out("COPY (SELECT * FROM copy_test ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    let text: Vec<u8> = chunks.concat();
+    assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 10_000);
+    assert!(text.starts_with(b"0\tname-0\n"));
+
+    // psql: \copy in from stdin and out to stdout.
+    let url = router.url("app", "app");
+    let (ok, out, err) = psql(
+        &url,
+        &["-c", "\\copy copy_test from stdin"],
+        Some(b"20001\tfrom-psql\n20002\tfrom-psql\n\\.\n"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "COPY 2");
+    let (ok, out, err) = psql(
+        &url,
+        &[
+            "-c",
+            "\\copy (select name from copy_test where id > 20000 order by id) to stdout",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "from-psql\nfrom-psql\n");
+}
+
+/// A COPY the client aborts with CopyFail leaves the session usable.
+#[tokio::test]
+async fn copy_fail_keeps_session_usable() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE copy_fail(v int)")
+        .await
+        .unwrap();
+    {
+        let sink = client
+            .copy_in::<_, bytes::Bytes>("COPY copy_fail FROM STDIN")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"1\n")).await.unwrap();
+        // Dropping the sink unfinished sends CopyFail.
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM copy_fail", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+/// NOTIFY from one client reaches a LISTENing client as a NotificationResponse.
+#[tokio::test]
+async fn listen_notify() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let (listener, mut connection) = tokio_postgres::connect(&router.conninfo("app", "app"), NoTls)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = tx
+                    .send((n.channel().to_string(), n.payload().to_string()))
+                    .await;
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN pgrouter_test")
+        .await
+        .unwrap();
+    let notifier = connect(&router.conninfo("app", "app")).await.unwrap();
+    notifier
+        .batch_execute("NOTIFY pgrouter_test, 'hello through pgrouter'")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("notification arrives")
+        .unwrap();
+    assert_eq!(
+        got,
+        ("pgrouter_test".into(), "hello through pgrouter".into())
+    );
+}
+
+/// A CancelRequest sent with pgrouter's key cancels the statement on the server; other sessions
+/// are not disturbed while it runs.
+#[tokio::test]
+async fn cancel_a_running_query() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(60)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let other = connect(&router.conninfo("app", "app")).await.unwrap();
+    let one: i32 = other.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+
+    token.cancel_query(NoTls).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), sleeper)
+        .await
+        .expect("cancelled query returns")
+        .unwrap();
+    assert_eq!(result.unwrap_err().code(), Some(&SqlState::QUERY_CANCELED));
+}
+
+/// psql's \lo_import / \lo_export use the FunctionCall message (libpq's fast-path interface).
+#[test]
+fn function_call_via_large_objects() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let input = temp_file(router, "lo-in.bin");
+    let output = temp_file(router, "lo-out.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    let url = router.url("app", "app");
+    let (ok, out, err) = psql(
+        &url,
+        &["-c", &format!("\\lo_import {}", input.display())],
+        None,
+    );
+    assert!(ok, "{err}");
+    let oid = out
+        .trim()
+        .strip_prefix("lo_import ")
+        .expect(&out)
+        .to_string();
+    let (ok, _, err) = psql(
+        &url,
+        &["-c", &format!("\\lo_export {oid} {}", output.display())],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), data);
+    let (ok, _, err) = psql(&url, &["-c", &format!("\\lo_unlink {oid}")], None);
+    assert!(ok, "{err}");
+}
+
+/// A 100 MB result streams through while the router's memory stays flat, even when the client
+/// reads slowly (backpressure instead of buffering).
+#[test]
+fn large_result_streams_with_flat_memory() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let mut client = RawClient::login(router.port, "rawtest");
+    let baseline = router.rss_kib();
+    client.send_query("SELECT repeat('x', 1000) FROM generate_series(1, 100000)");
+    // Read nothing for a while: the server is held back, pgrouter must not buffer the result.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stalled = router.rss_kib();
+    let mut peak = stalled;
+    let mut rows = 0u64;
+    let mut bytes = 0u64;
+    loop {
+        let (tag, body) = client.read_message().expect("result continues");
+        bytes += body.len() as u64 + 5;
+        match tag {
+            b'D' => {
+                rows += 1;
+                if rows % 10_000 == 0 {
+                    peak = peak.max(router.rss_kib());
+                    // Read slowly for part of the result.
+                    if rows < 50_000 {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+            b'Z' => break,
+            b'E' => panic!("error: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+    assert_eq!(rows, 100_000);
+    assert!(bytes > 100_000_000);
+    eprintln!(
+        "large result: {} MB relayed; router RSS baseline {baseline} KiB, while stalled {stalled} KiB, peak {peak} KiB",
+        bytes / 1_000_000
+    );
+    assert!(
+        peak.saturating_sub(baseline) < 16 * 1024,
+        "router RSS grew from {baseline} KiB to {peak} KiB while relaying"
+    );
+}
+
+/// A server connection terminated by an administrator: the client gets the server's FATAL error
+/// and a closed connection, never a hang; other sessions continue.
+#[tokio::test]
+async fn server_connection_killed_gives_the_client_an_error() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let cluster = cluster().unwrap();
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    cluster.superuser_sql(&format!("SELECT pg_terminate_backend({pid})"));
+    let result = tokio::time::timeout(Duration::from_secs(10), client.batch_execute("SELECT 1"))
+        .await
+        .expect("no hang");
+    assert!(result.is_err());
+    assert!(client.is_closed() || client.batch_execute("SELECT 1").await.is_err());
+
+    let other = connect(&router.conninfo("app", "app")).await.unwrap();
+    other.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// A client that goes away releases its server connection.
+#[tokio::test]
+async fn client_disconnect_releases_the_server_connection() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let cluster = cluster().unwrap();
+    let app = format!("release-{}", rand::random::<u32>());
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user=app password=app dbname=app application_name={app}",
+        router.port
+    );
+    let count = || {
+        cluster
+            .superuser_sql(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+            ))
+            .parse::<i64>()
+            .unwrap()
+    };
+    let client = connect(&conninfo).await.unwrap();
+    client.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    assert_eq!(count(), 1);
+    drop(client);
+    assert!(
+        eventually_async(Duration::from_secs(10), || count() == 0).await,
+        "server connection still open after the client left"
+    );
+}
