@@ -126,6 +126,8 @@ fn start_cluster() -> Option<Cluster> {
         port = base_port,
         script = repo().join("scripts/dev-cluster.sh").display()
     );
+    // Deliberately detached and never waited for: it outlives this process to clean up after it.
+    #[allow(clippy::zombie_processes)]
     Command::new("setsid")
         .args(["bash", "-c", &watcher])
         .stdin(Stdio::null())

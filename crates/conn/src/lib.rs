@@ -11,7 +11,7 @@
 //! # Layout
 //! - [`connect`]: connect + start-up + authentication ([`ServerConn::connect`]).
 //! - [`cancel`]: sending a `CancelRequest` to a server.
-//! - [`error`]: [`ConnError`].
+//! - [`error`]: the [`ConnError`] type.
 
 pub mod cancel;
 pub mod connect;

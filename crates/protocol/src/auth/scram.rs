@@ -146,7 +146,7 @@ impl<'a> ScramServer<'a> {
         if !authzid.is_empty() {
             return Err(ScramError::AuthzidUnsupported);
         }
-        let gs2_header = text[..text.len() - bare.len()].as_bytes().to_vec();
+        let gs2_header = text.as_bytes()[..text.len() - bare.len()].to_vec();
         let mut attrs = bare.split(',');
         // PostgreSQL ignores the user name here (it was in the start-up packet) but requires the field.
         let user = attrs.next().ok_or(ScramError::Malformed)?;
