@@ -82,10 +82,15 @@ fn main() -> ExitCode {
 }
 
 fn run(config: pgrouter::config::Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let threads: usize = std::env::var("PGROUTER_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 { b.worker_threads(threads); }
+        b.enable_all().build()
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = pgrouter::bind(&config)
             .await

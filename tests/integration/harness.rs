@@ -117,9 +117,10 @@ fn start_cluster() -> Option<Cluster> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Tear the cluster down when this test process exits, however it exits.
+    // Stop the routers and tear the cluster down when this test process exits, however it exits.
     let watcher = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         pkill -f -- '--config {dir}/'; \
          PGR_CLUSTER_DIR='{dir}' PGR_BASE_PORT={port} bash '{script}' destroy >/dev/null 2>&1",
         pid = std::process::id(),
         dir = cluster.dir.display(),

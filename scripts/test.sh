@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# test.sh: run every test of the workspace.
+#   scripts/test.sh [ARGS...]   ARGS go to cargo test as is, e.g.
+#   scripts/test.sh -- --nocapture        scripts/test.sh failover
+# PostgreSQL is installed if needed (scripts/dev-cluster.sh deps); the
+# integration tests start their own clusters, so none is started here.
+# With CI set, PGR_REQUIRE_POSTGRES=1 makes tests fail instead of skipping
+# when PostgreSQL is missing.
+set -euo pipefail
+
+PROG=${0##*/}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+case ${1:-} in
+  -h | --help)
+    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
+
+if [[ -n ${CI:-} ]]; then
+  export PGR_REQUIRE_POSTGRES=1
+  scripts/dev-cluster.sh deps
+elif ! scripts/dev-cluster.sh deps; then
+  printf '%s: warning: PostgreSQL is not available; tests that need it will be skipped\n' "$PROG" >&2
+fi
+
+command -v cargo >/dev/null 2>&1 ||
+  { printf '%s: error: cargo not found: install Rust with rustup (https://rustup.rs)\n' "$PROG" >&2; exit 1; }
+
+args=(test --workspace --all-targets)
+[[ -f Cargo.lock ]] && args+=(--locked)
+
+rc=0
+cargo "${args[@]}" "$@" || rc=$?
+if ((rc != 0)); then
+  printf '%s: FAILED: cargo %s exited with %d\n' "$PROG" "${args[*]} $*" "$rc" >&2
+fi
+exit "$rc"
