@@ -82,13 +82,19 @@ fn main() -> ExitCode {
 }
 
 fn run(config: pgrouter::config::Config) -> anyhow::Result<()> {
-    let threads: usize = std::env::var("PGROUTER_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if threads > 1 { b.worker_threads(threads); }
-        b.enable_all().build()
+    // One thread is the default: on the small machines routers usually share with PostgreSQL it
+    // spends the least CPU per transaction (no cross-thread wake-ups); see docs/benchmarks.md.
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
     }
     .context("starting the async runtime")?;
     runtime.block_on(async move {

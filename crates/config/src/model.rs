@@ -22,12 +22,20 @@ pub struct Config {
     /// Users allowed to connect, with the password pgrouter checks and also uses for its own login
     /// to the servers.
     pub users: Vec<UserConfig>,
+    /// Threads serving clients: `1` (default) runs everything on one thread, which costs the least
+    /// CPU per transaction on small machines; `0` uses one thread per CPU core; `n` uses `n`.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: u16,
     /// Limits applied to client connections.
     #[serde(default)]
     pub client: ClientConfig,
     /// Server connection settings.
     #[serde(default)]
     pub pool: PoolConfig,
+}
+
+fn default_worker_threads() -> u16 {
+    1
 }
 
 fn default_listen() -> SocketAddr {

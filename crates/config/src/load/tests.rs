@@ -22,6 +22,7 @@ fn minimal_config_gets_defaults() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:6432");
     assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9930");
+    assert_eq!(c.worker_threads, 1);
     assert_eq!(c.nodes[0].port, 5432);
     assert_eq!(c.nodes[0].weight, 1);
     assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
