@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh: relay-overhead benchmark, pgbench -S directly against the primary
-# versus through pgrouter, in one interleaved run. Run with --help for usage.
+# versus through pgrouter and through PgBouncer, in one interleaved run.
+# Run with --help for usage.
 set -euo pipefail
 
 PROG=${0##*/}
@@ -19,24 +20,39 @@ PRIMARY_PORT=$PGR_BASE_PORT
 BIN=${PGR_BIN:-target/release/pgrouter}
 CONFIG=$PGR_CLUSTER_DIR/pgrouter-bench.yaml
 ROUTER_LOG=$PGR_CLUSTER_DIR/pgrouter-bench.log
+PGB_PORT=26500
+PGB_DIR=$PGR_CLUSTER_DIR/pgbouncer
+PGB_INI=$PGB_DIR/pgbouncer.ini
+PGB_AUTH=$PGB_DIR/userlist.txt
+PGB_LOG=$PGB_DIR/pgbouncer.log
+PGB_PIDFILE=$PGB_DIR/pgbouncer.pid
+PGB_POOL_SIZE=20
+PG_OS_USER=postgres
 MODES=(simple prepared)
-CLIENTS=(1 8)
+CLIENTS=(1 8 32)
 
 usage() {
   cat <<EOF
 Usage: $PROG
 
 Measures pgrouter's relay overhead: pgbench -S (select only) with -M simple and
--M prepared at 1 and 8 clients, directly against the primary and through
-pgrouter, interleaved, median TPS per cell, plus pgrouter CPU time per
-transaction. Uses its own dev cluster ($PGR_CLUSTER_DIR, ports
-$PGR_BASE_PORT-$((PGR_BASE_PORT + 2))) and pgrouter on 127.0.0.1:$ROUTER_PORT.
+-M prepared at ${CLIENTS[*]} clients, directly against the primary, through
+pgrouter and through PgBouncer (transaction pooling), interleaved, median TPS
+per cell, plus pgrouter and PgBouncer CPU time per transaction. Uses its own dev
+cluster ($PGR_CLUSTER_DIR, ports $PGR_BASE_PORT-$((PGR_BASE_PORT + 2))), pgrouter on
+127.0.0.1:$ROUTER_PORT and its own PgBouncer on 127.0.0.1:$PGB_PORT (config in
+$PGB_DIR). If pgbouncer is missing and we are root, it is installed with
+apt-get (the system service is disabled, never started); otherwise the
+PgBouncer columns are skipped. PgBouncer 1.18 in transaction mode does not
+support protocol-level prepared statements, so -M prepared through it is
+expected to fail; that is noted in the table and does not fail the script.
 The report is printed and saved to target/bench/relay-<date>.md.
 
 Environment:
   PGR_BENCH_SECONDS        seconds per pgbench run (default 10)
   PGR_BENCH_ROUNDS         rounds (default 2)
   PGR_BENCH_KEEP_CLUSTER=1 leave the bench cluster running afterwards
+  PGR_BENCH_PGBOUNCER=0    leave PgBouncer out
   PGR_SKIP_BUILD=1         do not run cargo build
   PGR_BIN                  pgrouter binary (default target/release/pgrouter)
 EOF
@@ -74,6 +90,40 @@ port_in_use() {
 if [[ -z ${PGR_SKIP_BUILD:-} ]]; then
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 fi
+
+find_pgbouncer() { # -> path of the pgbouncer binary (often in /usr/sbin, not on a user's PATH)
+  local p
+  p=$(command -v pgbouncer 2>/dev/null) || p=/usr/sbin/pgbouncer
+  [[ -x $p ]] || return 1
+  printf '%s\n' "$p"
+}
+
+# PGB_SKIP: why the PgBouncer columns are empty ("" = PgBouncer takes part).
+PGB_SKIP=""
+PGB_BIN=""
+if [[ ${PGR_BENCH_PGBOUNCER:-1} == 0 ]]; then
+  PGB_SKIP="disabled (PGR_BENCH_PGBOUNCER=0)"
+elif ! PGB_BIN=$(find_pgbouncer); then
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "pgbouncer not found: apt-get install -y pgbouncer"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer >&2; then
+      log "apt-get install failed; retrying after apt-get update"
+      DEBIAN_FRONTEND=noninteractive apt-get update >&2 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer >&2 || true
+    fi
+    # We only ever run our own instance: keep the packaged service off.
+    systemctl disable --now pgbouncer 2>/dev/null || true
+  fi
+  if ! PGB_BIN=$(find_pgbouncer); then
+    PGB_BIN=""
+    if [[ $EUID -eq 0 ]]; then
+      PGB_SKIP="skipped: pgbouncer is not installed and apt-get install pgbouncer failed"
+    else
+      PGB_SKIP="skipped: pgbouncer is not installed (run as root to install it, or apt-get install pgbouncer)"
+    fi
+  fi
+fi
+[[ -n $PGB_SKIP ]] && log "PgBouncer $PGB_SKIP"
 
 scripts/dev-cluster.sh up >&2
 eval "$(scripts/dev-cluster.sh env)"
@@ -116,6 +166,9 @@ done
 for p in "$ROUTER_PORT" "$ADMIN_PORT"; do
   port_in_use "$p" && die "port $p is already in use (a pgrouter left from an earlier run?)"
 done
+if [[ -z $PGB_SKIP ]] && port_in_use "$PGB_PORT"; then
+  die "port $PGB_PORT is already in use (a PgBouncer left from an earlier run? see $PGB_PIDFILE)"
+fi
 
 cat >"$CONFIG" <<EOF
 listen: 127.0.0.1:$ROUTER_PORT
@@ -137,8 +190,33 @@ users:
 EOF
 
 ROUTER_PID=""
+PGB_PID=""
+PGB_STARTED=0
+
+is_our_pgbouncer() { # PID -> true if it is a live pgbouncer process
+  [[ $1 =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$1/comm" 2>/dev/null) == pgbouncer ]]
+}
+
+# Stops the PgBouncer this run started (pid from its pidfile), never any other.
+# shellcheck disable=SC2317 # also invoked by the EXIT trap
+stop_pgbouncer() {
+  ((PGB_STARTED)) || return 0
+  local pid=$PGB_PID i
+  [[ -n $pid ]] || pid=$(cat "$PGB_PIDFILE" 2>/dev/null || true)
+  if is_our_pgbouncer "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true # SIGTERM: immediate shutdown
+    for ((i = 0; i < 50; i++)); do
+      is_our_pgbouncer "$pid" || break
+      sleep 0.1
+    done
+    is_our_pgbouncer "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  PGB_STARTED=0
+}
+
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
+  stop_pgbouncer || true
   if [[ -n $ROUTER_PID ]] && kill -0 "$ROUTER_PID" 2>/dev/null; then
     kill -TERM "$ROUTER_PID" 2>/dev/null || true
     local i
@@ -153,6 +231,8 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 log "starting $BIN --config $CONFIG (log: $ROUTER_LOG)"
 "$BIN" --config "$CONFIG" >"$ROUTER_LOG" 2>&1 </dev/null &
@@ -170,6 +250,87 @@ app_query "$ROUTER_PORT" "select 1" >/dev/null || {
   die "a query through pgrouter failed"
 }
 
+# ---------------------------------------------------------------- PgBouncer
+
+as_pg() { # run as the PostgreSQL OS user when we are root (PgBouncer refuses root)
+  if [[ $EUID -eq 0 ]]; then
+    (cd / && runuser -u "$PG_OS_USER" -- "$@")
+  else
+    "$@"
+  fi
+}
+
+pgb_start_cmd() { # -> how PgBouncer is started, for the log and the report
+  if [[ $EUID -eq 0 ]]; then
+    printf 'runuser -u %s -- %s -d %s\n' "$PG_OS_USER" "$PGB_BIN" "$PGB_INI"
+  else
+    printf '%s -d %s\n' "$PGB_BIN" "$PGB_INI"
+  fi
+}
+
+any_failure=0
+pgb_fail() { # MESSAGE: PgBouncer could not be set up; report without it, exit 1
+  log "PgBouncer: $*"
+  [[ -f $PGB_LOG ]] && tail -n 20 "$PGB_LOG" >&2
+  [[ -s $PGB_DIR/start.out ]] && cat "$PGB_DIR/start.out" >&2
+  stop_pgbouncer
+  PGB_SKIP="**FAILED**: $* (log: $PGB_LOG)"
+  any_failure=1
+}
+
+if [[ -z $PGB_SKIP ]]; then
+  mkdir -p "$PGB_DIR"
+  rm -f "$PGB_PIDFILE" "$PGB_LOG" "$PGB_DIR/start.out"
+  cat >"$PGB_INI" <<EOF
+[databases]
+app = host=127.0.0.1 port=$PRIMARY_PORT dbname=app
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir = $PGB_DIR
+pool_mode = transaction
+auth_type = scram-sha-256
+auth_file = $PGB_AUTH
+default_pool_size = $PGB_POOL_SIZE
+max_client_conn = 1000
+logfile = $PGB_LOG
+pidfile = $PGB_PIDFILE
+ignore_startup_parameters = extra_float_digits
+EOF
+  printf '"app" "app"\n' >"$PGB_AUTH"
+  chmod 0700 "$PGB_DIR"
+  chmod 0600 "$PGB_INI" "$PGB_AUTH"
+  [[ $EUID -eq 0 ]] && chown -R "$PG_OS_USER:" "$PGB_DIR"
+
+  log "starting $(pgb_start_cmd) (log: $PGB_LOG)"
+  PGB_STARTED=1
+  if ! as_pg "$PGB_BIN" -d "$PGB_INI" </dev/null >"$PGB_DIR/start.out" 2>&1; then
+    pgb_fail "pgbouncer -d $PGB_INI failed"
+  else
+    deadline=$((SECONDS + 30))
+    until "$PG_ISREADY" -q -h 127.0.0.1 -p "$PGB_PORT" -U app -d app -t 2; do
+      if ((SECONDS >= deadline)); then
+        pgb_fail "PgBouncer did not become ready on 127.0.0.1:$PGB_PORT"
+        break
+      fi
+      sleep 0.2
+    done
+  fi
+  if [[ -z $PGB_SKIP ]]; then
+    PGB_PID=$(cat "$PGB_PIDFILE" 2>/dev/null || true)
+    if ! is_our_pgbouncer "$PGB_PID"; then
+      pgb_fail "no live pgbouncer behind $PGB_PIDFILE"
+    elif ! app_query "$PGB_PORT" "select 1" >/dev/null; then
+      pgb_fail "a query through PgBouncer failed"
+    fi
+  fi
+fi
+PGB_VERSION=""
+[[ -n $PGB_BIN ]] && PGB_VERSION=$("$PGB_BIN" --version 2>/dev/null | head -n 1 || true)
+TARGETS=(direct pgrouter)
+[[ -z $PGB_SKIP ]] && TARGETS+=(pgbouncer)
+
 CLK_TCK=$(getconf CLK_TCK)
 
 cpu_ticks() { # PID -> utime + stime of the whole process, in clock ticks
@@ -183,12 +344,13 @@ cpu_ticks() { # PID -> utime + stime of the whole process, in clock ticks
 
 # ---------------------------------------------------------------- matrix
 
-declare -A TPS CPU FAILS
-any_failure=0
+declare -A TPS CPU FAILS EXPECTED
+PGB_PREPARED_NOTE="fails (no prepared statements in transaction mode)"
 
 pgbench_cmd() { # TARGET MODE CLIENTS -> the command line, one word per line
   local port=$PRIMARY_PORT jobs=$(($3 < 2 ? $3 : 2))
   [[ $1 == pgrouter ]] && port=$ROUTER_PORT
+  [[ $1 == pgbouncer ]] && port=$PGB_PORT
   printf '%s\n' "$PGBENCH" -n -S -M "$2" -c "$3" -j "$jobs" -T "$DURATION" \
     -h 127.0.0.1 -p "$port" -U app app
 }
@@ -197,10 +359,14 @@ run_one() { # ROUND TARGET MODE CLIENTS
   local round=$1 target=$2 mode=$3 clients=$4 key="$3,$4,$2"
   local -a cmd
   mapfile -t cmd < <(pgbench_cmd "$target" "$mode" "$clients")
-  local out rc=0 t0=0 t1=0
-  [[ $target == pgrouter ]] && t0=$(cpu_ticks "$ROUTER_PID")
+  local out rc=0 t0=0 t1=0 pid=""
+  case $target in
+    pgrouter) pid=$ROUTER_PID ;;
+    pgbouncer) pid=$PGB_PID ;;
+  esac
+  [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
   out=$("${cmd[@]}" 2>&1) || rc=$?
-  [[ $target == pgrouter ]] && t1=$(cpu_ticks "$ROUTER_PID")
+  if [[ -n $pid ]]; then t1=$(cpu_ticks "$pid" 2>/dev/null) || t1=$t0; fi
 
   local tps txs failed
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' <<<"$out" | head -n 1)
@@ -212,6 +378,14 @@ run_one() { # ROUND TARGET MODE CLIENTS
   elif [[ -n $failed && $failed != 0 ]]; then
     note="$failed failed tx"
   fi
+  if [[ -n $note && $target == pgbouncer && $mode == prepared ]] &&
+    grep -q 'prepared statement' <<<"$out"; then
+    # Expected: PgBouncer 1.18 transaction pooling loses named prepared statements.
+    EXPECTED[$key]=1
+    log "round $round $mode c=$clients $target: $PGB_PREPARED_NOTE ($note)"
+    printf '%s\n' "$out" | grep -m 3 'prepared statement' >&2 || true
+    return 0
+  fi
   if [[ -n $note ]]; then
     any_failure=1
     FAILS[$key]+="${FAILS[$key]:+; }round $round: $note"
@@ -222,26 +396,36 @@ run_one() { # ROUND TARGET MODE CLIENTS
   TPS[$key]+="$tps "
   local msg
   msg="round $round $mode c=$clients $target: $(printf '%.0f' "$tps") tps"
-  if [[ $target == pgrouter && ${txs:-0} -gt 0 ]]; then
+  if [[ -n $pid && ${txs:-0} -gt 0 ]]; then
     local us
     us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$txs" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
     CPU[$key]+="$us "
-    msg+=", pgrouter CPU $us µs/tx"
+    msg+=", $target CPU $us µs/tx"
   fi
   log "$msg"
   if ! kill -0 "$ROUTER_PID" 2>/dev/null; then
     tail -n 40 "$ROUTER_LOG" >&2
     die "pgrouter died during the benchmark (log: $ROUTER_LOG)"
   fi
+  if [[ $target == pgbouncer ]] && ! is_our_pgbouncer "$PGB_PID"; then
+    pgb_fail "PgBouncer died during the benchmark"
+    PGB_PID=""
+  fi
 }
 
-total=$((ROUNDS * ${#MODES[@]} * ${#CLIENTS[@]} * 2))
+total=$((ROUNDS * ${#MODES[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]}))
 log "running $total pgbench runs of ${DURATION}s (~$((total * DURATION / 60 + 1)) min)"
 for ((round = 1; round <= ROUNDS; round++)); do
-  if ((round % 2 == 1)); then order=(direct pgrouter); else order=(pgrouter direct); fi
+  # Odd rounds run the targets in order, even rounds in reverse.
+  order=()
+  for target in "${TARGETS[@]}"; do
+    if ((round % 2 == 1)); then order+=("$target"); else order=("$target" "${order[@]}"); fi
+  done
   for mode in "${MODES[@]}"; do
     for clients in "${CLIENTS[@]}"; do
       for target in "${order[@]}"; do
+        # PgBouncer may have been dropped mid-run (pgb_fail).
+        [[ $target == pgbouncer && -n $PGB_SKIP ]] && continue
         run_one "$round" "$target" "$mode" "$clients"
       done
     done
@@ -265,32 +449,61 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
 mkdir -p target/bench
 report=target/bench/relay-$stamp.md
 
+fmt_tps() { # TPS-or-empty -> integer, or n/a
+  if [[ -n $1 ]]; then printf '%.0f' "$1"; else printf 'n/a'; fi
+}
+fmt_ratio() { # BASE VALUE -> VALUE/BASE with 2 decimals, or n/a
+  awk -v d="${1:-0}" -v r="$2" 'BEGIN { if (d > 0 && r != "") printf "%.2f", r / d; else print "n/a" }'
+}
+fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
+  if [[ -n $1 ]]; then printf '%.1f' "$1"; else printf 'n/a'; fi
+}
+
 {
   echo "# pgrouter relay overhead ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
   echo "pgbench -S (select only), scale $SCALE, ${DURATION}s per run, $ROUNDS rounds interleaved"
-  echo "(direct and pgrouter alternate within each round); TPS excludes connection time,"
-  echo "each cell is the median over the rounds. CPU = pgrouter utime+stime / transactions."
+  echo "(direct, pgrouter and PgBouncer take turns within each round, the order reversed in"
+  echo "even rounds); TPS excludes connection time, each cell is the median over the rounds."
+  echo "ratio = TPS / direct TPS. CPU = the proxy's utime+stime / transactions (from /proc/PID/stat)."
+  echo "PgBouncer: pool_mode=transaction, default_pool_size=$PGB_POOL_SIZE, all queries to the primary;"
+  echo "pgrouter may send these reads to the standbys (all nodes share this machine's CPUs)."
+  if [[ -n $PGB_SKIP ]]; then
+    echo
+    echo "PgBouncer columns: $PGB_SKIP."
+  fi
   echo
-  echo "| workload | clients | direct TPS | pgrouter TPS | ratio | pgrouter CPU µs/tx | notes |"
-  echo "|---|---:|---:|---:|---:|---:|---|"
+  echo "| workload | clients | direct TPS | pgrouter TPS | pgrouter ratio | PgBouncer TPS | PgBouncer ratio | pgrouter CPU µs/tx | PgBouncer CPU µs/tx | notes |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for mode in "${MODES[@]}"; do
     for clients in "${CLIENTS[@]}"; do
       # shellcheck disable=SC2086 # the stored values are space-separated lists
       {
-        d=$(median ${TPS[$mode,$clients,direct]})
-        r=$(median ${TPS[$mode,$clients,pgrouter]})
-        c=$(median ${CPU[$mode,$clients,pgrouter]:-})
-        [[ -n $c ]] && c=$(printf '%.1f' "$c")
+        d=$(median ${TPS[$mode,$clients,direct]:-})
+        r=$(median ${TPS[$mode,$clients,pgrouter]:-})
+        b=$(median ${TPS[$mode,$clients,pgbouncer]:-})
+        rc=$(median ${CPU[$mode,$clients,pgrouter]:-})
+        bc=$(median ${CPU[$mode,$clients,pgbouncer]:-})
       }
-      ratio=$(awk -v d="$d" -v r="$r" 'BEGIN { if (d > 0) printf "%.2f", r / d; else print "n/a" }')
-      notes="${FAILS[$mode,$clients,direct]:+direct: ${FAILS[$mode,$clients,direct]}}"
-      if [[ -n ${FAILS[$mode,$clients,pgrouter]:-} ]]; then
-        notes+="${notes:+; }pgrouter: ${FAILS[$mode,$clients,pgrouter]}"
+      b_tps=$(fmt_tps "$b") b_ratio=$(fmt_ratio "$d" "$b") b_cpu=$(fmt_cpu "$bc")
+      if [[ -n ${EXPECTED[$mode,$clients,pgbouncer]:-} ]]; then
+        b_tps=$PGB_PREPARED_NOTE b_ratio=n/a b_cpu=n/a
+      elif [[ -n $PGB_SKIP && -z $b ]]; then
+        b_tps=skipped
       fi
+      notes=""
+      for target in direct pgrouter pgbouncer; do
+        if [[ -n ${FAILS[$mode,$clients,$target]:-} ]]; then
+          notes+="${notes:+; }$target: ${FAILS[$mode,$clients,$target]}"
+        fi
+      done
       [[ -n $notes ]] && notes="**FAILED** $notes"
-      printf '| -S -M %s | %s | %.0f | %.0f | %s | %s | %s |\n' \
-        "$mode" "$clients" "$d" "$r" "$ratio" "${c:-n/a}" "$notes"
+      if [[ $mode == prepared && -n $b && -z ${EXPECTED[$mode,$clients,pgbouncer]:-} ]]; then
+        notes+="${notes:+; }PgBouncer passed only because each client kept one server connection (transaction mode has no prepared-statement support)"
+      fi
+      printf '| -S -M %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        "$mode" "$clients" "$(fmt_tps "$d")" "$(fmt_tps "$r")" "$(fmt_ratio "$d" "$r")" \
+        "$b_tps" "$b_ratio" "$(fmt_cpu "$rc")" "$b_cpu" "$notes"
     done
   done
   echo
@@ -301,21 +514,33 @@ report=target/bench/relay-$stamp.md
   echo "- PostgreSQL: $pg_version"
   echo "- pgrouter commit: $commit"
   echo "- pgrouter binary: $BIN"
-  echo "- cluster: $PGR_CLUSTER_DIR (primary 127.0.0.1:$PRIMARY_PORT, 2 streaming standbys), pgrouter 127.0.0.1:$ROUTER_PORT"
+  echo "- PgBouncer: ${PGB_VERSION:-not available}${PGB_BIN:+ ($PGB_BIN)}"
+  echo "- cluster: $PGR_CLUSTER_DIR (primary 127.0.0.1:$PRIMARY_PORT, 2 streaming standbys), pgrouter 127.0.0.1:$ROUTER_PORT, PgBouncer 127.0.0.1:$PGB_PORT"
   echo
   echo "## Commands"
   echo
   echo '```'
   echo "PGPASSWORD=app $PGBENCH -i -s $SCALE -q -h 127.0.0.1 -p $PRIMARY_PORT -U app app   # once, if pgbench_accounts is missing"
+  if [[ -n $PGB_BIN && -f $PGB_INI ]]; then
+    echo "$(pgb_start_cmd)   # PgBouncer; $PGB_AUTH holds: \"app\" \"app\""
+  fi
   for mode in "${MODES[@]}"; do
     for clients in "${CLIENTS[@]}"; do
-      for target in direct pgrouter; do
+      for target in "${TARGETS[@]}"; do
         mapfile -t cmd < <(pgbench_cmd "$target" "$mode" "$clients")
         echo "PGPASSWORD=app ${cmd[*]}   # $target"
       done
     done
   done
   echo '```'
+  if [[ -n $PGB_BIN && -f $PGB_INI ]]; then
+    echo
+    echo "PgBouncer config ($PGB_INI):"
+    echo
+    echo '```ini'
+    cat "$PGB_INI"
+    echo '```'
+  fi
   if ((any_failure)); then
     echo
     echo "**Some runs had failures; see the notes column.**"

@@ -1,1 +1,70 @@
-//! placeholder
+//! Statement classification: may this SQL run on a replica, and what does it do to the session?
+//!
+//! [`Classifier::classify`] takes one statement string (possibly several statements) and returns
+//! a [`Classification`]:
+//! - a [`Route`] (`Read`, `Primary` or `AllBackends`),
+//! - the [`Rule`] that decided it,
+//! - the statement's [`Effects`] on the session: transaction control, session state to replay on
+//!   other backends, and features that pin the session to the primary.
+//!
+//! It parses with `sqlparser`'s PostgreSQL dialect. Anything it cannot parse or does not
+//! recognise goes to the primary: a read sent to the primary is only slower, while a write sent
+//! to a replica is an error.
+//!
+//! What it must not do: perform I/O, know protocol types, or keep session state. Decisions that
+//! depend on the session (inside a transaction, pinned, …) are made by the proxy from the
+//! classification.
+//!
+//! # Layout
+//! - [`decision`]: the output types.
+//! - [`functions`]: what is known about functions (built-in writers, safe volatile readers) and
+//!   the configurable policy.
+//! - [`hints`]: `/* pgrouter: primary */`-style hints in a leading comment.
+//! - `statement`: the walk over the syntax tree.
+//! - [`cache`]: a bounded cache so repeated statements are not parsed again.
+
+pub mod cache;
+pub mod decision;
+pub mod functions;
+pub mod hints;
+mod statement;
+
+pub use cache::ClassificationCache;
+pub use decision::{Classification, Effects, PinReason, Route, Rule, SessionChange, TxControl};
+pub use functions::FunctionPolicy;
+
+/// Classifies statements under one function policy.
+#[derive(Debug, Clone, Default)]
+pub struct Classifier {
+    policy: FunctionPolicy,
+}
+
+impl Classifier {
+    /// A classifier with the given function policy.
+    pub fn new(policy: FunctionPolicy) -> Self {
+        Self { policy }
+    }
+
+    /// The function policy in use.
+    pub fn policy(&self) -> &FunctionPolicy {
+        &self.policy
+    }
+
+    /// Classifies a statement string. Never panics; unparsable input is `Primary`.
+    pub fn classify(&self, sql: &str) -> Classification {
+        let hint = hints::leading_hint(sql);
+        let mut c = statement::classify(sql, &self.policy);
+        match hint {
+            Some(hints::Hint::Primary) if c.route == Route::Read => {
+                c.route = Route::Primary;
+                c.rule = Rule::HintPrimary;
+            }
+            Some(hints::Hint::Replica) if c.route == Route::Read => c.rule = Rule::HintReplica,
+            _ => {}
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests;

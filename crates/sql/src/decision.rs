@@ -1,0 +1,199 @@
+//! What classification decides.
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Provably read-only: a replica (or the primary, by weight) may run it.
+    Read,
+    /// Must run on the primary.
+    Primary,
+    /// Changes session state: runs on the session's current backend and is replayed on every
+    /// other backend the session has or opens later.
+    AllBackends,
+}
+
+impl Route {
+    /// Lower-case name, for logs, metrics and `pgrouter explain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Read => "read",
+            Route::Primary => "primary",
+            Route::AllBackends => "all",
+        }
+    }
+}
+
+/// The rule that made the decision; named in `pgrouter explain` and in metrics (bounded set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// `SELECT`, `VALUES`, `TABLE`, set operations, read-only CTEs and subqueries.
+    ReadOnlyQuery,
+    /// `SHOW`.
+    Show,
+    /// `EXPLAIN` (without `ANALYZE` of a write).
+    Explain,
+    /// `COPY … TO`.
+    CopyTo,
+    /// `/* pgrouter: replica */` on a read-only statement.
+    HintReplica,
+    /// `/* pgrouter: primary */` or `/*NO LOAD BALANCE*/`.
+    HintPrimary,
+    /// DML, DDL or a utility statement.
+    Write,
+    /// `SELECT … FOR UPDATE/NO KEY UPDATE/SHARE/KEY SHARE`.
+    LockingClause,
+    /// `SELECT … INTO`.
+    SelectInto,
+    /// A CTE containing `INSERT`/`UPDATE`/`DELETE`/`MERGE`.
+    DataModifyingCte,
+    /// A function known to write or to have side effects (built-in list or `write_functions`).
+    WriteFunction,
+    /// `read_only_functions` is set and the statement calls a function not in it.
+    FunctionNotReadOnly,
+    /// `EXPLAIN ANALYZE` (or `EXPLAIN`) of a statement that writes.
+    ExplainWrite,
+    /// `BEGIN`/`START TRANSACTION`, `COMMIT`, `ROLLBACK`, savepoints.
+    TransactionControl,
+    /// `SET`, `RESET`, `DISCARD`, `PREPARE`, `DEALLOCATE`.
+    SessionState,
+    /// `EXECUTE` of an SQL-level prepared statement: the proxy routes it as the prepared one.
+    ExecutePrepared,
+    /// `LISTEN`, `UNLISTEN`, `NOTIFY`.
+    Notification,
+    /// Cursor statements (`DECLARE`, `FETCH`, `MOVE`, `CLOSE`).
+    Cursor,
+    /// The parser did not understand the statement.
+    Unparsable,
+    /// Nothing but whitespace and comments.
+    Empty,
+}
+
+impl Rule {
+    /// Kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::ReadOnlyQuery => "read-only-query",
+            Rule::Show => "show",
+            Rule::Explain => "explain",
+            Rule::CopyTo => "copy-to",
+            Rule::HintReplica => "hint-replica",
+            Rule::HintPrimary => "hint-primary",
+            Rule::Write => "write",
+            Rule::LockingClause => "locking-clause",
+            Rule::SelectInto => "select-into",
+            Rule::DataModifyingCte => "data-modifying-cte",
+            Rule::WriteFunction => "write-function",
+            Rule::FunctionNotReadOnly => "function-not-read-only",
+            Rule::ExplainWrite => "explain-write",
+            Rule::TransactionControl => "transaction-control",
+            Rule::SessionState => "session-state",
+            Rule::ExecutePrepared => "execute-prepared",
+            Rule::Notification => "notification",
+            Rule::Cursor => "cursor",
+            Rule::Unparsable => "unparsable",
+            Rule::Empty => "empty",
+        }
+    }
+}
+
+/// Transaction control found in the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxControl {
+    /// `BEGIN` / `START TRANSACTION`; `read_only` when declared `READ ONLY`.
+    Begin {
+        /// Declared `READ ONLY`.
+        read_only: bool,
+    },
+    /// `SET TRANSACTION READ ONLY` (or `READ WRITE` when false).
+    SetReadOnly(bool),
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK` / `ABORT` (not `ROLLBACK TO SAVEPOINT`).
+    Rollback,
+}
+
+/// A session-state change to replay on other backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionChange {
+    /// A statement to run as is on other backends (`SET`, `RESET`, `SET ROLE`, …).
+    Replay(String),
+    /// `DISCARD ALL` (clears every replayed change and prepared statement).
+    DiscardAll,
+    /// SQL `PREPARE name AS …`: the statement text (to replay) and how its body routes.
+    Prepare {
+        /// Statement name, lower-cased unless quoted.
+        name: String,
+        /// The full `PREPARE` statement, to replay.
+        sql: String,
+        /// How `EXECUTE name` routes.
+        route: Route,
+    },
+    /// SQL `DEALLOCATE name`, or every statement when `None`.
+    Deallocate(Option<String>),
+    /// `SET default_transaction_read_only = on|off` (session scope).
+    DefaultReadOnly(bool),
+}
+
+/// Why the session must stay on the primary from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PinReason {
+    /// A temporary table, view or sequence was created.
+    TempObject,
+    /// `LISTEN`.
+    Listen,
+    /// A session-level advisory lock was taken.
+    AdvisoryLock,
+    /// A `WITH HOLD` cursor was declared.
+    HoldCursor,
+}
+
+impl PinReason {
+    /// Name for logs and docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinReason::TempObject => "temporary object",
+            PinReason::Listen => "LISTEN",
+            PinReason::AdvisoryLock => "session advisory lock",
+            PinReason::HoldCursor => "WITH HOLD cursor",
+        }
+    }
+}
+
+/// What a statement does to the session besides producing results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Transaction control, in statement order.
+    pub transaction: Vec<TxControl>,
+    /// Session-state changes, in statement order.
+    pub session: Vec<SessionChange>,
+    /// Set when the statement pins the session to the primary.
+    pub pin: Option<PinReason>,
+    /// For `EXECUTE name`: the prepared statement's name.
+    pub executes: Option<String>,
+}
+
+/// The result of classifying one statement string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// Where it may run.
+    pub route: Route,
+    /// Why.
+    pub rule: Rule,
+    /// What it does to the session.
+    pub effects: Effects,
+    /// For `Read` decisions: functions whose volatility must still be checked (user-defined or
+    /// not known to pgrouter); a volatile one sends the statement to the primary.
+    pub check_functions: Vec<String>,
+}
+
+impl Classification {
+    /// A decision with no effects.
+    pub fn new(route: Route, rule: Rule) -> Self {
+        Self {
+            route,
+            rule,
+            effects: Effects::default(),
+            check_functions: Vec::new(),
+        }
+    }
+}
