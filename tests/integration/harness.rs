@@ -164,13 +164,15 @@ pub struct Router {
     log: PathBuf,
 }
 
-/// Extra YAML appended to the generated configuration.
-pub fn router_config(cluster: &Cluster, port: u16, extra: &str) -> String {
+/// The generated configuration: the three nodes with the given read weights, the test users, and
+/// `extra` YAML appended.
+pub fn router_config(cluster: &Cluster, port: u16, weights: [u32; 3], extra: &str) -> String {
     let [r1, r2] = cluster.replica_ports();
+    let [w0, w1, w2] = weights;
     format!(
         "listen: 127.0.0.1:{port}\n\
          admin_listen: 127.0.0.1:0\n\
-         nodes:\n  - {{name: pg0, host: 127.0.0.1, port: {p}}}\n  - {{name: pg1, host: 127.0.0.1, port: {r1}}}\n  - {{name: pg2, host: 127.0.0.1, port: {r2}}}\n\
+         nodes:\n  - {{name: pg0, host: 127.0.0.1, port: {p}, weight: {w0}}}\n  - {{name: pg1, host: 127.0.0.1, port: {r1}, weight: {w1}}}\n  - {{name: pg2, host: 127.0.0.1, port: {r2}, weight: {w2}}}\n\
          users:\n  - {{name: app, password: app, auth: scram-sha-256}}\n  - {{name: legacy, password: legacy, auth: md5}}\n  - {{name: rawtest, password: raw, auth: trust}}\n{extra}",
         p = cluster.primary_port()
     )
@@ -179,11 +181,16 @@ pub fn router_config(cluster: &Cluster, port: u16, extra: &str) -> String {
 impl Router {
     /// Starts the real binary with the default test configuration plus `extra` YAML.
     pub fn start(cluster: &Cluster, extra: &str) -> Router {
+        Router::start_weighted(cluster, [1, 1, 1], extra)
+    }
+
+    /// Starts the real binary with the given node weights (primary first).
+    pub fn start_weighted(cluster: &Cluster, weights: [u32; 3], extra: &str) -> Router {
         let port = free_port_block(1);
         let dir = cluster.dir.join(format!("router-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pgrouter.yaml");
-        std::fs::write(&config, router_config(cluster, port, extra)).unwrap();
+        std::fs::write(&config, router_config(cluster, port, weights, extra)).unwrap();
         let log = dir.join("pgrouter.log");
         let child = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
             .arg("--config")

@@ -14,3 +14,4 @@ mod login;
 mod pgbench;
 mod raw;
 mod relay;
+mod routing;

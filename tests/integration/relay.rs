@@ -274,20 +274,25 @@ fn large_result_streams_with_flat_memory() {
     );
 }
 
-/// A server connection terminated by an administrator: the client gets the server's FATAL error
-/// and a closed connection, never a hang; other sessions continue.
+/// A server connection terminated by an administrator in the middle of a transaction: the client
+/// gets the server's FATAL error and a closed connection, never a hang; other sessions continue.
 #[tokio::test]
-async fn server_connection_killed_gives_the_client_an_error() {
+async fn server_connection_killed_mid_transaction_gives_the_client_an_error() {
     let Some(router) = shared_router() else {
         return;
     };
     let cluster = cluster().unwrap();
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
+    client.batch_execute("BEGIN").await.unwrap();
+    let row = client
+        .query_one("SELECT pg_backend_pid(), pg_is_in_recovery()", &[])
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    assert!(
+        !row.get::<_, bool>(1),
+        "a read-write transaction runs on the primary"
+    );
+    let pid: i32 = row.get(0);
     cluster.superuser_sql(&format!("SELECT pg_terminate_backend({pid})"));
     let result = tokio::time::timeout(Duration::from_secs(10), client.batch_execute("SELECT 1"))
         .await
@@ -297,6 +302,44 @@ async fn server_connection_killed_gives_the_client_an_error() {
 
     let other = connect(&router.conninfo("app", "app")).await.unwrap();
     other.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// An idle server connection that goes away is reopened on the next request, with the session's
+/// settings replayed: the client notices nothing.
+#[tokio::test]
+async fn idle_server_connection_killed_is_reopened_transparently() {
+    let Some(router) = shared_router() else {
+        return;
+    };
+    let cluster = cluster().unwrap();
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    client
+        .batch_execute("SET statement_timeout = '4321ms'")
+        .await
+        .unwrap();
+    // Simple protocol: no prepared statement whose background Close could still be in flight.
+    let rows = client
+        .simple_query("/* pgrouter: primary */ SELECT pg_backend_pid()")
+        .await
+        .unwrap();
+    let pid: i32 = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    cluster.superuser_sql(&format!("SELECT pg_terminate_backend({pid})"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = client
+        .query_one(
+            "/* pgrouter: primary */ SELECT pg_backend_pid(), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_ne!(row.get::<_, i32>(0), pid);
+    assert_eq!(row.get::<_, String>(1), "4321ms");
 }
 
 /// A client that goes away releases its server connection.

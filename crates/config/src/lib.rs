@@ -21,5 +21,7 @@ pub mod model;
 pub mod values;
 
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
-pub use model::{AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, UserConfig};
+pub use model::{
+    AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, RoutingConfig, UserConfig,
+};
 pub use values::{ByteSize, Duration, Secret};

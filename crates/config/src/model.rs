@@ -32,6 +32,9 @@ pub struct Config {
     /// Server connection settings.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Read/write splitting.
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 fn default_worker_threads() -> u16 {
@@ -142,6 +145,32 @@ impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Read/write splitting settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send provably read-only statements to replicas (and to the primary in proportion to its
+    /// weight). `false` sends everything to the primary.
+    pub load_balance: bool,
+    /// Extra functions that write or have side effects: a statement calling one goes to the
+    /// primary (Pgpool-II's `write_function_list`).
+    pub write_functions: Vec<String>,
+    /// When set, only these functions may appear in a statement sent to a replica; any other
+    /// function sends it to the primary (Pgpool-II's `read_only_function_list`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_functions: Option<Vec<String>>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            load_balance: true,
+            write_functions: Vec::new(),
+            read_only_functions: None,
         }
     }
 }

@@ -138,6 +138,14 @@ pub fn ready_for_query(buf: &mut BytesMut, status: TransactionStatus) {
     with_len(buf, READY_FOR_QUERY, |b| b.put_u8(status.as_byte()));
 }
 
+/// `CommandComplete` with a tag such as `BEGIN`.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    with_len(buf, b'C', |b| {
+        b.put_slice(tag.as_bytes());
+        b.put_u8(0);
+    });
+}
+
 /// `NegotiateProtocolVersion`: the newest minor version supported and the options not recognised.
 pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unrecognized: &[&str]) {
     with_len(buf, NEGOTIATE_PROTOCOL_VERSION, |b| {

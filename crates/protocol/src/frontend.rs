@@ -59,6 +59,51 @@ pub fn read_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&body[..end], &body[end + 1..]))
 }
 
+/// `Parse` body: statement name and query text.
+pub fn parse_parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (name, rest) = read_cstr(body)?;
+    let (query, _) = read_cstr(rest)?;
+    Some((name, query))
+}
+
+/// `Bind` body: the statement name (after the portal name).
+pub fn bind_statement(body: &[u8]) -> Option<&[u8]> {
+    let (_portal, rest) = read_cstr(body)?;
+    let (statement, _) = read_cstr(rest)?;
+    Some(statement)
+}
+
+/// `Describe` or `Close` body: the kind (`S` statement, `P` portal) and the name.
+pub fn describe_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = read_cstr(rest)?;
+    Some((kind, name))
+}
+
+/// `Query` body: the query text.
+pub fn query_text(body: &[u8]) -> Option<&[u8]> {
+    read_cstr(body).map(|(q, _)| q)
+}
+
+/// Writes a `Query` message.
+pub fn write_query(buf: &mut bytes::BytesMut, sql: &str) {
+    use bytes::BufMut;
+    buf.put_u8(QUERY);
+    buf.put_i32((sql.len() + 5) as i32);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+}
+
+/// Writes a `Close` message for a prepared statement.
+pub fn write_close_statement(buf: &mut bytes::BytesMut, name: &[u8]) {
+    use bytes::BufMut;
+    buf.put_u8(CLOSE);
+    buf.put_i32((name.len() + 6) as i32);
+    buf.put_u8(b'S');
+    buf.put_slice(name);
+    buf.put_u8(0);
+}
+
 /// Body of a `SASLInitialResponse`: the mechanism and the initial response bytes.
 pub fn parse_sasl_initial_response(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let (mechanism, rest) = read_cstr(body)?;
@@ -90,6 +135,24 @@ mod tests {
         ] {
             assert_eq!(parse_sasl_initial_response(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn extended_bodies() {
+        assert_eq!(
+            parse_parse(b"s1\0SELECT 1\0\0\0"),
+            Some((&b"s1"[..], &b"SELECT 1"[..]))
+        );
+        assert_eq!(parse_parse(b"s1\0SELECT"), None);
+        assert_eq!(bind_statement(b"\0s1\0\0\0"), Some(&b"s1"[..]));
+        assert_eq!(bind_statement(b"p"), None);
+        assert_eq!(describe_target(b"Ss1\0"), Some((b'S', &b"s1"[..])));
+        assert_eq!(describe_target(b""), None);
+        assert_eq!(query_text(b"SELECT 1\0"), Some(&b"SELECT 1"[..]));
+        let mut b = bytes::BytesMut::new();
+        write_query(&mut b, "SET a = 1");
+        write_close_statement(&mut b, b"s1");
+        assert_eq!(&b[..], &b"Q\0\0\0\x0eSET a = 1\0C\0\0\0\x08Ss1\0"[..]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What every session shares, built once from the configuration.
 
 use crate::cancel::CancelRegistry;
-use pgrouter_config::{AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig};
+use pgrouter_config::{AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, RoutingConfig};
 use pgrouter_protocol::auth::scram::ScramSecret;
+use pgrouter_sql::{Classifier, FunctionPolicy};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A user as sessions need it: how to check the client, the derived SCRAM verifier, and the
@@ -35,6 +37,12 @@ pub struct ProxyContext {
     pub pool: PoolConfig,
     /// Client keys for cancel requests.
     pub cancels: Arc<CancelRegistry>,
+    /// Read/write splitting settings.
+    pub routing: RoutingConfig,
+    /// Statement classification under the configured function policy.
+    pub classifier: Classifier,
+    read_weights: Vec<u32>,
+    sessions_started: AtomicU64,
 }
 
 impl ProxyContext {
@@ -61,7 +69,25 @@ impl ProxyContext {
             client: config.client.clone(),
             pool: config.pool.clone(),
             cancels: Arc::new(CancelRegistry::default()),
+            routing: config.routing.clone(),
+            classifier: Classifier::new(FunctionPolicy::from_lists(
+                &config.routing.write_functions,
+                config.routing.read_only_functions.as_deref(),
+            )),
+            read_weights: config.nodes.iter().map(|n| n.weight).collect(),
+            sessions_started: AtomicU64::new(0),
         }
+    }
+
+    /// The node that receives writes. Until role discovery lands it is the first configured node.
+    pub fn primary_node(&self) -> usize {
+        0
+    }
+
+    /// Picks a session's read node by weight (the primary included, with its own weight).
+    pub fn pick_read_node(&self) -> Option<usize> {
+        let ticket = self.sessions_started.fetch_add(1, Ordering::Relaxed);
+        crate::routing::pick_read_node(&self.read_weights, ticket)
     }
 
     /// Largest client message accepted, in bytes.

@@ -4,19 +4,24 @@
 //! - [`client`](self::client): the client socket with its buffers and message reads.
 //! - `startup`: SSL/GSS refusals, cancel requests, the `StartupMessage`.
 //! - `auth`: pgrouter authenticates the client (SCRAM-SHA-256, MD5, trust).
-//! - `relay`: forwarding messages both ways once logged in.
+//! - `relay`: routing requests and forwarding messages both ways once logged in.
+//! - `backend`: one server connection of a session and what it owes.
+//! - `state`: session state that moves between server connections (replay log, statements).
 
 mod auth;
+mod backend;
 pub mod client;
 mod relay;
 mod startup;
+mod state;
 
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::context::ProxyContext;
+use backend as backend_conn;
 use bytes::BytesMut;
 use client::ClientConn;
 use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
-use pgrouter_protocol::backend::{self, TransactionStatus};
+use pgrouter_protocol::backend::{self as backend_msg, TransactionStatus};
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
@@ -100,10 +105,10 @@ async fn serve(
             span.record("application_name", app);
         }
         let user = auth::authenticate(client, ctx, &startup).await?;
-        let server = connect_server(ctx, user, &startup).await?;
-        Ok(Some((startup, server)))
+        let server = connect_node(ctx, user, &startup, ctx.primary_node()).await?;
+        Ok(Some((startup, user, server)))
     };
-    let (_startup, mut server) = match tokio::time::timeout(login_timeout, login).await {
+    let (startup, user, server) = match tokio::time::timeout(login_timeout, login).await {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => return Err(e),
@@ -125,27 +130,60 @@ async fn serve(
         });
     }
 
-    // The client sees the server's parameters and pgrouter's own key.
+    // The client sees the primary's parameters and pgrouter's own key.
     let mut out = BytesMut::with_capacity(512);
     for (name, value) in &server.parameters {
-        backend::parameter_status(&mut out, name, value);
+        backend_msg::parameter_status(&mut out, name, value);
     }
-    backend::backend_key_data(&mut out, registration.process_id, registration.secret_key);
-    backend::ready_for_query(&mut out, TransactionStatus::Idle);
+    backend_msg::backend_key_data(&mut out, registration.process_id, registration.secret_key);
+    backend_msg::ready_for_query(&mut out, TransactionStatus::Idle);
     client.write_all(&out).await?;
     tracing::debug!(server = %server.addr, "session established");
 
-    relay::relay(client, &mut server, ctx, shutdown).await
+    let connect = |node: usize| -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<backend_conn::Backend, SessionError>>
+                + Send
+                + '_,
+        >,
+    > {
+        let startup = &startup;
+        Box::pin(async move {
+            connect_node(ctx, user, startup, node)
+                .await
+                .map(|c| backend_conn::Backend::new(c, node))
+        })
+    };
+    let mut session = relay::Session {
+        ctx,
+        primary: Some(backend_conn::Backend::new(server, ctx.primary_node())),
+        read: None,
+        read_node: if ctx.routing.load_balance {
+            ctx.pick_read_node()
+        } else {
+            None
+        },
+        state: state::SessionState::new(),
+        inflight: Vec::new(),
+        current: backend_conn::Slot::Primary,
+        deferred_begin: None,
+        cancel: slot,
+        connect: &connect,
+    };
+    let result = relay::relay(client, &mut session, shutdown).await;
+    drop(registration);
+    result
 }
 
-/// Logs in to the server that receives this session's traffic.
-async fn connect_server(
+/// Logs in to a node as the session's user.
+async fn connect_node(
     ctx: &ProxyContext,
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
+    node: usize,
 ) -> Result<ServerConn, SessionError> {
-    // invariant: the configuration is validated to have at least one node.
-    let Some(node) = ctx.nodes.first() else {
+    // invariant: node indexes come from the configuration, which has at least one node.
+    let Some(node) = ctx.nodes.get(node) else {
         return Err(
             ErrorResponse::fatal(SqlState::CANNOT_CONNECT_NOW, "no server configured").into(),
         );

@@ -1,62 +1,84 @@
-//! Relaying a logged-in session between the client and its server connection.
+//! The session loop after login: requests are classified and routed at transaction boundaries,
+//! then relayed; server output streams back to the client.
 //!
-//! Both directions are served by one loop: whichever side has bytes is read, and complete messages
-//! are written to the other side straight from the read buffer (no per-message copy or
-//! allocation). While a write to one side waits, nothing more is read from either, so a slow client
-//! slows its own server connection instead of filling memory.
+//! Bytes are forwarded from the buffer they were read into. Messages are copied only when
+//! pgrouter has to insert something of its own into the stream (a session replay, a deferred
+//! `BEGIN`, a prepared statement the chosen server does not have yet).
 //!
-//! Client messages are handled whole (they are bounded by `client.max_message_size`); server
-//! output streams through a [`FrameWalker`], so a result of any size passes with bounded memory.
+//! One loop serves the client and both server connections. While a write to one side waits,
+//! nothing more is read from any side, so a slow client slows its own server connection instead of
+//! filling memory. Client messages are handled whole (bounded by `client.max_message_size`); server
+//! output streams through a [`FrameWalker`](pgrouter_protocol::frame::FrameWalker), so a result of
+//! any size passes with bounded memory.
 
-use super::client::{frame_error, reserve_for_read, ClientConn};
+use super::backend::{read_opt, Backend, Slot};
+use super::client::{frame_error, ClientConn};
+use super::state::SessionState;
 use super::SessionError;
+use crate::cancel::{CancelSlot, ServerKey};
 use crate::context::ProxyContext;
-use bytes::{Buf, BytesMut};
-use pgrouter_conn::ServerConn;
+use crate::routing::{self, SessionFacts, Target};
+use bytes::{Buf, Bytes, BytesMut};
+use pgrouter_protocol::backend::{self as be, TransactionStatus};
 use pgrouter_protocol::error::ErrorFields;
-use pgrouter_protocol::frame::{self, FrameWalker, Step};
-use pgrouter_protocol::{backend, frontend, ErrorResponse, SqlState};
+use pgrouter_protocol::frame::{self, Step};
+use pgrouter_protocol::{frontend as fe, ErrorResponse, SqlState};
+use pgrouter_sql::{Classification, Route, Rule, TxControl};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// What the client side of the buffer allows next.
-struct ClientScan {
-    /// Bytes of complete messages at the front of the buffer, ready to forward.
-    ready: usize,
-    /// The client sent `Terminate`.
-    terminate: bool,
+/// Connects a new backend to a node on behalf of the session.
+pub(super) type Connector<'a> = dyn Fn(usize) -> Pin<Box<dyn Future<Output = Result<Backend, SessionError>> + Send + 'a>>
+    + Sync
+    + 'a;
+
+/// A session after login.
+pub(super) struct Session<'a> {
+    pub(super) ctx: &'a ProxyContext,
+    pub(super) primary: Option<Backend>,
+    pub(super) read: Option<Backend>,
+    /// The node serving this session's reads (index into the configured nodes).
+    pub(super) read_node: Option<usize>,
+    pub(super) state: SessionState,
+    /// Classifications of client requests whose responses are still coming.
+    pub(super) inflight: Vec<Arc<Classification>>,
+    /// The slot that served the last request (the transaction's slot while one is open).
+    pub(super) current: Slot,
+    /// A `BEGIN` answered by pgrouter and not yet sent: the next request decides where the
+    /// transaction runs (so `BEGIN; SET TRANSACTION READ ONLY` can go to a replica).
+    pub(super) deferred_begin: Option<Bytes>,
+    pub(super) cancel: CancelSlot,
+    pub(super) connect: &'a Connector<'a>,
 }
 
-/// Finds the complete, valid client messages at the front of `buf`.
-fn scan_client(buf: &mut BytesMut, max_len: usize) -> Result<ClientScan, SessionError> {
-    let mut pos = 0;
-    while let Some(f) = frame::next_frame(&buf[pos..], max_len).map_err(frame_error)? {
-        if !frontend::is_session_message(f.tag) {
-            return Err(ErrorResponse::fatal(
-                SqlState::PROTOCOL_VIOLATION,
-                format!("invalid frontend message type {}", f.tag),
-            )
-            .into());
-        }
-        pos += f.total_len;
-        if f.tag == frontend::TERMINATE {
-            return Ok(ClientScan {
-                ready: pos,
-                terminate: true,
-            });
-        }
-    }
-    // A message whose header has arrived: make room for all of it at once.
-    if let Ok(Some((_, len))) = frame::parse_header(&buf[pos..], max_len) {
-        let needed = pos + len + 1;
-        if needed > buf.len() {
-            buf.reserve(needed - buf.len());
-        }
-    }
-    Ok(ClientScan {
-        ready: pos,
-        terminate: false,
-    })
+/// What handling the client's buffered messages came to.
+pub(super) enum Drain {
+    /// Everything complete was handled; read more from the client.
+    NeedMore,
+    /// The next request must wait for earlier responses; do not read more from the client.
+    Blocked,
+    /// The client sent Terminate.
+    Terminated,
+}
+
+/// Where a unit goes and what it is.
+struct Plan {
+    /// `None`: nothing to route, stay on the current connection.
+    slot: Option<Slot>,
+    parts: Vec<Arc<Classification>>,
+    /// A lone `BEGIN` that pgrouter answers itself.
+    deferred_begin: bool,
+}
+
+/// A request found at a transaction boundary.
+struct Unit {
+    /// Bytes at the front of the client buffer.
+    len: usize,
+    /// Terminate.
+    terminate: bool,
 }
 
 fn server_lost() -> SessionError {
@@ -71,76 +93,775 @@ fn server_lost() -> SessionError {
     )
 }
 
-/// Relays until the client terminates, either side closes, or pgrouter shuts down.
-pub(super) async fn relay(
-    client: &mut ClientConn,
-    server: &mut ServerConn,
-    ctx: &ProxyContext,
-    shutdown: &CancellationToken,
-) -> Result<(), SessionError> {
-    let max_len = ctx.max_message_size();
-    let ClientConn { stream, buf: cbuf } = client;
-    let (mut client_rd, mut client_wr) = stream.split();
-    let (mut server_rd, mut server_wr) = server.stream.split();
-    let mut sbuf = BytesMut::with_capacity(super::client::READ_CHUNK);
-    let mut walker = FrameWalker::new();
-    let mut server_said_fatal = false;
+fn protocol_violation(message: String) -> SessionError {
+    ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, message).into()
+}
 
+/// Finds the next unit at the front of `buf`: a `Query`, a `FunctionCall`, or extended-protocol
+/// messages through `Sync` (or through a trailing `Flush`). `Ok(None)` means more bytes are needed.
+fn next_unit(buf: &mut BytesMut, max_len: usize) -> Result<Option<Unit>, SessionError> {
+    let mut pos = 0;
     loop {
-        // Client → server: everything complete in the buffer (also bytes pipelined right after
-        // start-up).
-        let scan = scan_client(cbuf, max_len)?;
-        if scan.ready > 0 {
-            if server_wr.write_all(&cbuf[..scan.ready]).await.is_err() {
-                return Err(server_lost());
+        let Some(f) = frame::next_frame(&buf[pos..], max_len).map_err(frame_error)? else {
+            // Make room for a message whose header has arrived.
+            if let Ok(Some((_, len))) = frame::parse_header(&buf[pos..], max_len) {
+                let needed = pos + len + 1;
+                if needed > buf.len() {
+                    buf.reserve(needed - buf.len());
+                }
             }
-            cbuf.advance(scan.ready);
+            // A very long pipeline without Sync: route what is there rather than buffer forever.
+            if pos > max_len {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: false,
+                }));
+            }
+            return Ok(None);
+        };
+        if !fe::is_session_message(f.tag) {
+            return Err(protocol_violation(format!(
+                "invalid frontend message type {}",
+                f.tag
+            )));
         }
-        if scan.terminate {
+        let starts_alone = matches!(f.tag, fe::QUERY | fe::FUNCTION_CALL | fe::TERMINATE);
+        if starts_alone && pos > 0 {
+            return Ok(Some(Unit {
+                len: pos,
+                terminate: false,
+            }));
+        }
+        pos += f.total_len;
+        match f.tag {
+            fe::TERMINATE => {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: true,
+                }))
+            }
+            fe::QUERY
+            | fe::FUNCTION_CALL
+            | fe::SYNC
+            | fe::COPY_DATA
+            | fe::COPY_DONE
+            | fe::COPY_FAIL => {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: false,
+                }))
+            }
+            fe::FLUSH
+                if frame::next_frame(&buf[pos..], max_len)
+                    .ok()
+                    .flatten()
+                    .is_none() =>
+            {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: false,
+                }))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Iterates over the complete frames of `bytes` as (tag, whole message).
+fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let f = frame::next_frame(&bytes[pos..], usize::MAX)
+            .ok()
+            .flatten()?;
+        let msg = &bytes[pos..pos + f.total_len];
+        pos += f.total_len;
+        Some((f.tag, msg))
+    })
+}
+
+fn body(msg: &[u8]) -> &[u8] {
+    &msg[frame::HEADER_LEN..]
+}
+
+fn utf8(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
+}
+
+/// Classifies with the per-thread cache: no lock on the hot path.
+fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<pgrouter_sql::ClassificationCache> =
+            std::cell::RefCell::new(pgrouter_sql::ClassificationCache::new(4096));
+    }
+    CACHE.with(|c| c.borrow_mut().classify(&ctx.classifier, sql))
+}
+
+impl<'a> Session<'a> {
+    fn backend(&mut self, slot: Slot) -> Option<&mut Backend> {
+        match slot {
+            Slot::Primary => self.primary.as_mut(),
+            Slot::Read => self.read.as_mut(),
+        }
+    }
+
+    /// The slot that must receive the next client bytes whatever they are: the transaction's
+    /// connection, or one in the middle of an extended-protocol segment.
+    fn attached(&self) -> Option<Slot> {
+        if self.state.tx_status != TransactionStatus::Idle && self.deferred_begin.is_none() {
+            return Some(self.current);
+        }
+        for (slot, b) in [(Slot::Primary, &self.primary), (Slot::Read, &self.read)] {
+            if b.as_ref().is_some_and(|b| b.in_segment) {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// A connection still owing responses to earlier requests (a pipelining client).
+    fn busy(&self) -> Option<Slot> {
+        [(Slot::Primary, &self.primary), (Slot::Read, &self.read)]
+            .into_iter()
+            .find(|(_, b)| b.as_ref().is_some_and(Backend::busy))
+            .map(|(slot, _)| slot)
+    }
+
+    fn facts(&self) -> SessionFacts {
+        SessionFacts {
+            pinned: self.state.pin.is_some(),
+            load_balance: self.ctx.routing.load_balance,
+            default_read_only: self.state.default_read_only,
+        }
+    }
+
+    /// Classifies a unit: the combined route and whether it starts a (read-only) transaction.
+    #[allow(clippy::type_complexity)]
+    fn classify_unit(
+        &self,
+        unit: &[u8],
+    ) -> (
+        Route,
+        Vec<Arc<Classification>>,
+        Option<TxControl>,
+        bool,
+        bool,
+    ) {
+        let mut routable = false;
+        let mut route = Route::Read;
+        let mut parts = Vec::new();
+        let mut parsed_here: Vec<&[u8]> = Vec::new();
+        let mut needs_unnamed = false;
+        let demote = |r: Route, route: &mut Route| {
+            if r != Route::Read {
+                *route = Route::Primary;
+            }
+        };
+        for (tag, msg) in frames(unit) {
+            routable |= matches!(
+                tag,
+                fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL | fe::COPY_DATA
+            );
+            match tag {
+                fe::QUERY => {
+                    let c = classify(
+                        self.ctx,
+                        utf8(fe::query_text(body(msg)).unwrap_or_default()),
+                    );
+                    demote(self.effective_route(&c), &mut route);
+                    parts.push(c);
+                }
+                fe::PARSE => {
+                    if let Some((name, sql)) = fe::parse_parse(body(msg)) {
+                        let c = classify(self.ctx, utf8(sql));
+                        demote(self.effective_route(&c), &mut route);
+                        parts.push(c);
+                        parsed_here.push(name);
+                    }
+                }
+                fe::BIND => {
+                    let name = fe::bind_statement(body(msg)).unwrap_or_default();
+                    if !parsed_here.contains(&name) {
+                        if name.is_empty() {
+                            needs_unnamed = true;
+                        } else {
+                            let r = self
+                                .state
+                                .statements
+                                .get(utf8(name))
+                                .map(|s| s.route)
+                                .unwrap_or(Route::Primary);
+                            demote(r, &mut route);
+                        }
+                    }
+                }
+                fe::FUNCTION_CALL | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
+                    route = Route::Primary
+                }
+                _ => {}
+            }
+        }
+        let first_tx = parts
+            .first()
+            .and_then(|c| c.effects.transaction.first().copied());
+        (route, parts, first_tx, needs_unnamed, routable)
+    }
+
+    /// The route of one statement once session knowledge is added (SQL `EXECUTE`, functions whose
+    /// volatility is unknown).
+    fn effective_route(&self, c: &Classification) -> Route {
+        if let Some(name) = &c.effects.executes {
+            return self
+                .state
+                .sql_prepared
+                .get(name)
+                .copied()
+                .unwrap_or(Route::Primary);
+        }
+        if c.route == Route::Read && !c.check_functions.is_empty() {
+            // User-defined or unfamiliar functions might write: the primary is always correct.
+            return Route::Primary;
+        }
+        c.route
+    }
+
+    /// Opens the backend for a slot if needed. A read node that cannot be reached falls back to
+    /// the primary.
+    async fn ensure(&mut self, slot: Slot) -> Result<Slot, SessionError> {
+        if self.backend(slot).is_some() {
+            return Ok(slot);
+        }
+        match slot {
+            Slot::Primary => {
+                let b = (self.connect)(self.ctx.primary_node()).await?;
+                self.primary = Some(b);
+                Ok(Slot::Primary)
+            }
+            Slot::Read => {
+                let node = self.read_node.unwrap_or(self.ctx.primary_node());
+                match (self.connect)(node).await {
+                    Ok(b) => {
+                        self.read = Some(b);
+                        Ok(Slot::Read)
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %self.ctx.nodes[node].name, error = ?e,
+                            "read node unreachable; this session reads from the primary");
+                        self.read_node = None;
+                        Box::pin(self.ensure(Slot::Primary)).await
+                    }
+                }
+            }
+        }
+    }
+
+    fn slot_for(&self, target: Target) -> Slot {
+        match (target, self.read_node) {
+            (Target::Read, Some(node)) if node != self.ctx.primary_node() => Slot::Read,
+            _ => Slot::Primary,
+        }
+    }
+
+    fn point_cancel_at(&self, slot: Slot) {
+        let key = match slot {
+            Slot::Primary => self.primary.as_ref(),
+            Slot::Read => self.read.as_ref(),
+        }
+        .and_then(|b| {
+            b.conn
+                .backend_key
+                .map(|(process_id, secret_key)| ServerKey {
+                    addr: b.conn.addr,
+                    process_id,
+                    secret_key,
+                })
+        });
+        *self.cancel.lock().unwrap_or_else(PoisonError::into_inner) = key;
+    }
+
+    /// Handles every complete client message in the buffer.
+    async fn drain_client(&mut self, client: &mut ClientConn) -> Result<Drain, SessionError> {
+        let max_len = self.ctx.max_message_size();
+        loop {
+            if let Some(slot) = self.attached() {
+                // Inside a transaction or a segment: everything goes to the same connection.
+                let mut ready = 0;
+                let mut terminate = false;
+                while let Some(f) =
+                    frame::next_frame(&client.buf[ready..], max_len).map_err(frame_error)?
+                {
+                    if !fe::is_session_message(f.tag) {
+                        return Err(protocol_violation(format!(
+                            "invalid frontend message type {}",
+                            f.tag
+                        )));
+                    }
+                    if f.tag == fe::TERMINATE {
+                        terminate = true;
+                        break;
+                    }
+                    ready += f.total_len;
+                }
+                if ready > 0 {
+                    let bytes = client.buf.split_to(ready).freeze();
+                    let classifications = self.classify_unit(&bytes).1;
+                    self.send(slot, &bytes, classifications, BytesMut::new())
+                        .await?;
+                }
+                if terminate {
+                    self.terminate_all().await;
+                    return Ok(Drain::Terminated);
+                }
+                // Make room for a partly received message.
+                let _ = next_unit(&mut client.buf, max_len)?;
+                return Ok(Drain::NeedMore);
+            }
+            let Some(unit) = next_unit(&mut client.buf, max_len)? else {
+                return Ok(Drain::NeedMore);
+            };
+            if unit.terminate {
+                self.terminate_all().await;
+                return Ok(Drain::Terminated);
+            }
+            let plan = self.plan(&client.buf[..unit.len]);
+            if let Some(busy) = self.busy() {
+                // Earlier requests are still answering: keep responses in order by sending this one
+                // to the same connection, or by waiting until that connection is done.
+                if plan.deferred_begin || plan.slot.is_some_and(|s| s != busy) {
+                    return Ok(Drain::Blocked);
+                }
+            }
+            let bytes = client.buf.split_to(unit.len).freeze();
+            self.route_unit(client, bytes, plan).await?;
+        }
+    }
+
+    /// Decides where a unit goes (without side effects).
+    fn plan(&self, bytes: &[u8]) -> Plan {
+        let (route, parts, first_tx, needs_unnamed, routable) = self.classify_unit(bytes);
+        let facts = self.facts();
+        let deferred_begin = self.deferred_begin.is_none()
+            && self.state.tx_status == TransactionStatus::Idle
+            && parts.len() == 1
+            && parts[0].rule == Rule::TransactionControl
+            && parts[0].effects.transaction == [TxControl::Begin { read_only: false }]
+            && frames(bytes).count() == 1
+            && bytes.first() == Some(&fe::QUERY)
+            && !facts.pinned
+            && facts.load_balance
+            && !facts.default_read_only;
+        let (begins, begins_ro) = match (&self.deferred_begin, first_tx) {
+            (Some(_), Some(TxControl::SetReadOnly(ro))) => (true, ro),
+            (Some(_), _) => (true, false),
+            (None, Some(TxControl::Begin { read_only })) => (true, read_only),
+            _ => (false, false),
+        };
+        let mut slot = if routable || self.deferred_begin.is_some() {
+            Some(self.slot_for(routing::choose(route, begins, begins_ro, facts)))
+        } else {
+            // Nothing to route (e.g. only Close/Sync): stay where the session is.
+            None
+        };
+        if needs_unnamed {
+            // The unnamed statement lives on one connection only: use it.
+            for s in [Slot::Primary, Slot::Read] {
+                let has = match s {
+                    Slot::Primary => self.primary.as_ref(),
+                    Slot::Read => self.read.as_ref(),
+                }
+                .is_some_and(|b| b.prepared.contains_key(""));
+                if has {
+                    slot = Some(s);
+                }
+            }
+        }
+        Plan {
+            slot,
+            parts,
+            deferred_begin,
+        }
+    }
+
+    /// Sends a unit that starts at a transaction boundary where its plan says.
+    async fn route_unit(
+        &mut self,
+        client: &mut ClientConn,
+        bytes: Bytes,
+        plan: Plan,
+    ) -> Result<(), SessionError> {
+        if plan.deferred_begin {
+            // A lone BEGIN: answer it now and let the next request choose the node.
+            self.deferred_begin = Some(bytes);
+            self.state.tx_status = TransactionStatus::InTransaction;
+            let mut out = BytesMut::with_capacity(32);
+            be::command_complete(&mut out, "BEGIN");
+            be::ready_for_query(&mut out, TransactionStatus::InTransaction);
+            client.write_all(&out).await?;
             return Ok(());
         }
-        reserve_for_read(cbuf);
-        reserve_for_read(&mut sbuf);
+        let wanted = plan
+            .slot
+            .unwrap_or(if self.backend(self.current).is_some() {
+                self.current
+            } else {
+                Slot::Primary
+            });
+        let slot = self.ensure(wanted).await?;
+        let mut prefix = BytesMut::new();
+        if let Some(begin) = self.deferred_begin.take() {
+            prefix.extend_from_slice(&begin);
+            if let Some(b) = self.backend(slot) {
+                b.swallow += 1;
+            }
+        }
+        self.replay_into(slot, &mut prefix);
+        if slot != self.current {
+            self.point_cancel_at(slot);
+        }
+        self.current = slot;
+        self.send(slot, &bytes, plan.parts, prefix).await
+    }
 
+    /// Appends the session changes this connection has not run yet (their results are swallowed).
+    fn replay_into(&mut self, slot: Slot, out: &mut BytesMut) {
+        let total = self.state.replay.len();
+        let log = &self.state.replay;
+        let b = match slot {
+            Slot::Primary => self.primary.as_mut(),
+            Slot::Read => self.read.as_mut(),
+        };
+        let Some(b) = b else { return };
+        if b.replayed >= total {
+            return;
+        }
+        let pending = &log[b.replayed..];
+        if pending.iter().any(|s| s == "DISCARD ALL") {
+            b.prepared.clear();
+        }
+        let sql = pending.join(";\n");
+        // Replay runs as one implicit transaction, so a DISCARD ALL inside it would fail: run
+        // such logs statement by statement.
+        if pending.len() > 1 && pending.iter().any(|s| s == "DISCARD ALL") {
+            for s in pending {
+                fe::write_query(out, s);
+                b.swallow += 1;
+            }
+        } else {
+            fe::write_query(out, &sql);
+            b.swallow += 1;
+        }
+        b.replayed = total;
+    }
+
+    /// Sends client messages to a connection with the bookkeeping they need; `prefix` holds
+    /// pgrouter's own messages to send first.
+    async fn send(
+        &mut self,
+        slot: Slot,
+        bytes: &Bytes,
+        parts: Vec<Arc<Classification>>,
+        mut out: BytesMut,
+    ) -> Result<(), SessionError> {
+        let state = &mut self.state;
+        let b = match slot {
+            Slot::Primary => self.primary.as_mut(),
+            Slot::Read => self.read.as_mut(),
+        };
+        let Some(b) = b else {
+            return Err(server_lost());
+        };
+        // Copy only when something has to be inserted between client messages.
+        let mut copied_upto = 0usize;
+        let mut pos = 0usize;
+        for (tag, msg) in frames(bytes) {
+            let start = pos;
+            pos += msg.len();
+            match tag {
+                fe::QUERY => {
+                    b.pending += 1;
+                    b.syncs_since_execute = 0;
+                    b.prepared.remove("");
+                }
+                fe::SYNC => {
+                    b.pending += 1;
+                    b.syncs_since_execute += 1;
+                    b.in_segment = false;
+                }
+                fe::FUNCTION_CALL => b.pending += 1,
+                fe::COPY_DONE | fe::COPY_FAIL => {
+                    // Syncs sent during copy-in were ignored by the server.
+                    b.pending = b.pending.saturating_sub(b.syncs_since_execute);
+                    b.syncs_since_execute = 0;
+                }
+                fe::PARSE => {
+                    b.in_segment = true;
+                    let Some((name, sql)) = fe::parse_parse(body(msg)) else {
+                        continue;
+                    };
+                    let name = utf8(name);
+                    let route = classify(self.ctx, utf8(sql)).route;
+                    let stale = !name.is_empty()
+                        && b.prepared.contains_key(name)
+                        && !state.statements.contains_key(name);
+                    let version = if name.is_empty() {
+                        0
+                    } else {
+                        state.store_statement(name, Bytes::copy_from_slice(msg), route)
+                    };
+                    if stale {
+                        // The client closed it on another connection: close it here first.
+                        out.extend_from_slice(&bytes[copied_upto..start]);
+                        copied_upto = start;
+                        fe::write_close_statement(&mut out, name.as_bytes());
+                        b.hide_close += 1;
+                    }
+                    b.prepared.insert(name.to_owned(), version);
+                }
+                fe::BIND | fe::DESCRIBE => {
+                    b.in_segment = true;
+                    let name = if tag == fe::BIND {
+                        fe::bind_statement(body(msg))
+                    } else {
+                        fe::describe_target(body(msg)).and_then(|(k, n)| (k == b'S').then_some(n))
+                    };
+                    let Some(name) = name.map(utf8).filter(|n| !n.is_empty()) else {
+                        continue;
+                    };
+                    let Some(stored) = state.statements.get(name) else {
+                        continue;
+                    };
+                    match b.prepared.get(name) {
+                        Some(v) if *v == stored.version => {}
+                        have => {
+                            // Prepared on another connection: prepare it here, invisibly.
+                            out.extend_from_slice(&bytes[copied_upto..start]);
+                            copied_upto = start;
+                            if have.is_some() {
+                                fe::write_close_statement(&mut out, name.as_bytes());
+                                b.hide_close += 1;
+                            }
+                            out.extend_from_slice(&stored.parse);
+                            b.hide_parse += 1;
+                            b.prepared.insert(name.to_owned(), stored.version);
+                        }
+                    }
+                }
+                fe::CLOSE => {
+                    b.in_segment = true;
+                    if let Some((b'S', name)) = fe::describe_target(body(msg)) {
+                        let name = utf8(name);
+                        state.statements.remove(name);
+                        b.prepared.remove(name);
+                    }
+                }
+                fe::EXECUTE => {
+                    b.in_segment = true;
+                    b.syncs_since_execute = 0;
+                }
+                fe::FLUSH => b.in_segment = true,
+                _ => {}
+            }
+        }
+        self.inflight.extend(parts);
+        let result = if !out.is_empty() {
+            out.extend_from_slice(&bytes[copied_upto..]);
+            b.conn.stream.write_all(&out).await
+        } else {
+            b.conn.stream.write_all(bytes).await
+        };
+        result.map_err(|_| server_lost())
+    }
+
+    async fn terminate_all(&mut self) {
+        for b in [self.primary.as_mut(), self.read.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+        }
+    }
+
+    /// Relays what a server sent. A connection that ends while idle is dropped (reopened later).
+    async fn relay_server_output(
+        &mut self,
+        client: &mut ClientConn,
+        slot: Slot,
+        read: std::io::Result<usize>,
+    ) -> Result<(), SessionError> {
+        let max_len = self.ctx.max_message_size();
+        if !matches!(read, Ok(n) if n > 0) {
+            let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
+            let pinned = slot == Slot::Primary && self.state.pin.is_some();
+            let ctx = self.ctx;
+            let Some(b) = self.backend(slot) else {
+                return Ok(());
+            };
+            let busy = b.busy() || in_tx;
+            let fatal = b.said_fatal;
+            if busy || pinned {
+                tracing::debug!(
+                    pending = b.pending,
+                    swallow = b.swallow,
+                    in_segment = b.in_segment,
+                    in_tx,
+                    pinned,
+                    "server connection in use was lost"
+                );
+                return if fatal {
+                    Err(SessionError::ServerLost(
+                        "server closed the connection after a FATAL error".into(),
+                    ))
+                } else {
+                    Err(server_lost())
+                };
+            }
+            // An idle connection went away: the next request opens a new one and replays state.
+            tracing::info!(node = %ctx.nodes[b.node].name,
+                "idle server connection closed; it will be reopened when needed");
+            match slot {
+                Slot::Primary => self.primary = None,
+                Slot::Read => self.read = None,
+            }
+            return Ok(());
+        }
+        let is_read_slot = slot == Slot::Read;
+        let in_tx_here = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
+        loop {
+            let Some(b) = (match slot {
+                Slot::Primary => self.primary.as_mut(),
+                Slot::Read => self.read.as_mut(),
+            }) else {
+                return Ok(());
+            };
+            let swallowing = b.swallow > 0;
+            let step = b.walker.step(&b.buf, max_len, |t| {
+                swallowing
+                    || matches!(t, be::READY_FOR_QUERY | be::ERROR_RESPONSE | b'1' | b'3')
+                    || (is_read_slot && t == be::PARAMETER_STATUS)
+            });
+            let (tag, range) = match step {
+                Ok(Step::NeedMore) => {
+                    let n = b.walker.position();
+                    if n > 0 {
+                        client.write_all(&b.buf[..n]).await?;
+                        b.buf.advance(n);
+                        b.walker.consumed(n);
+                    }
+                    return Ok(());
+                }
+                Ok(Step::Message { tag, range }) => (tag, range),
+                Err(e) => {
+                    tracing::warn!(error = %e, "invalid message from server");
+                    return Err(server_lost());
+                }
+            };
+            // What the bookkeeping needs from the body, copied out before `b` is updated.
+            let msg_body = &b.buf[range.start + frame::HEADER_LEN..range.end];
+            let rfq_status = msg_body
+                .first()
+                .and_then(|s| TransactionStatus::from_byte(*s))
+                .unwrap_or(TransactionStatus::Idle);
+            let (is_fatal, code) = if tag == be::ERROR_RESPONSE {
+                let fields = ErrorFields::parse(msg_body);
+                (fields.is_fatal(), fields.code.map(|c| utf8(c).to_owned()))
+            } else {
+                (false, None)
+            };
+            let hot_standby_param = msg_body.starts_with(b"in_hot_standby\0");
+            let mut drop_it = swallowing;
+            match tag {
+                be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
+                be::READY_FOR_QUERY => {
+                    let status = rfq_status;
+                    b.pending = b.pending.saturating_sub(1);
+                    let done = b.pending == 0 && !b.in_segment;
+                    let failed = std::mem::take(&mut b.saw_error);
+                    if done {
+                        let finished = std::mem::take(&mut self.inflight);
+                        let discarded = !failed
+                            && finished.iter().any(|c| {
+                                c.effects
+                                    .session
+                                    .contains(&pgrouter_sql::SessionChange::DiscardAll)
+                            });
+                        let caught_up = b.replayed >= self.state.replay.len();
+                        if discarded {
+                            b.prepared.clear();
+                            self.state.statements.clear();
+                        }
+                        self.state.complete(&finished, failed, status);
+                        if caught_up {
+                            // This connection ran the changes itself.
+                            b.replayed = self.state.replay.len();
+                        }
+                    } else {
+                        self.state.tx_status = status;
+                    }
+                }
+                be::ERROR_RESPONSE => {
+                    b.said_fatal |= is_fatal;
+                    if !swallowing && !b.busy() && !in_tx_here {
+                        // Unsolicited (e.g. the connection was terminated while idle): not the
+                        // client's business; the connection is reopened when next needed.
+                        tracing::info!(?code, "error from an idle server connection");
+                        drop_it = true;
+                    } else if swallowing {
+                        tracing::warn!(
+                            ?code,
+                            "replaying session state on a server connection failed"
+                        );
+                    } else {
+                        b.saw_error = true;
+                        b.hide_parse = 0;
+                        b.hide_close = 0;
+                    }
+                }
+                b'1' if b.hide_parse > 0 => {
+                    b.hide_parse -= 1;
+                    drop_it = true;
+                }
+                b'3' if b.hide_close > 0 => {
+                    b.hide_close -= 1;
+                    drop_it = true;
+                }
+                // A standby reports in_hot_standby=on; the client's session is with the primary.
+                be::PARAMETER_STATUS if !swallowing => drop_it = hot_standby_param,
+                _ => {}
+            }
+            if drop_it {
+                if range.start > 0 {
+                    client.write_all(&b.buf[..range.start]).await?;
+                }
+                b.buf.advance(range.end);
+                b.walker.consumed(range.end);
+            }
+        }
+    }
+}
+
+/// Relays until the client terminates, a connection in use is lost, or pgrouter shuts down.
+pub(super) async fn relay(
+    client: &mut ClientConn,
+    session: &mut Session<'_>,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    loop {
+        let blocked = match session.drain_client(client).await? {
+            Drain::Terminated => return Ok(()),
+            Drain::Blocked => true,
+            Drain::NeedMore => false,
+        };
+        super::client::reserve_for_read(&mut client.buf);
         tokio::select! {
-            read = client_rd.read_buf(cbuf) => {
+            read = client.stream.read_buf(&mut client.buf), if !blocked => {
                 if !matches!(read, Ok(n) if n > 0) {
-                    // Tell the server politely; it rolls back whatever was open.
-                    let _ = server_wr.write_all(&[frontend::TERMINATE, 0, 0, 0, 4]).await;
+                    // Tell the servers politely; they roll back whatever was open.
+                    session.terminate_all().await;
                     return Err(SessionError::ClientGone);
                 }
             }
-            read = server_rd.read_buf(&mut sbuf) => {
-                if !matches!(read, Ok(n) if n > 0) {
-                    return if server_said_fatal {
-                        Err(SessionError::ServerLost("server closed the connection after a FATAL error".into()))
-                    } else {
-                        Err(server_lost())
-                    };
-                }
-                // Server → client: stream through, noting FATAL errors on the way.
-                loop {
-                    match walker.step(&sbuf, max_len, |t| t == backend::ERROR_RESPONSE) {
-                        Ok(Step::Message { range, .. }) => {
-                            let body = &sbuf[range.start + frame::HEADER_LEN..range.end];
-                            server_said_fatal |= ErrorFields::parse(body).is_fatal();
-                        }
-                        Ok(Step::NeedMore) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "invalid message from server");
-                            return Err(server_lost());
-                        }
-                    }
-                }
-                let n = walker.position();
-                if n > 0 {
-                    if client_wr.write_all(&sbuf[..n]).await.is_err() {
-                        return Err(SessionError::ClientGone);
-                    }
-                    sbuf.advance(n);
-                    walker.consumed(n);
-                }
-            }
+            read = read_opt(&mut session.primary) => session.relay_server_output(client, Slot::Primary, read).await?,
+            read = read_opt(&mut session.read) => session.relay_server_output(client, Slot::Read, read).await?,
             _ = shutdown.cancelled() => {
                 return Err(ErrorResponse::fatal(
                     SqlState::ADMIN_SHUTDOWN,

@@ -1,0 +1,356 @@
+//! Read/write splitting observed from real clients: every statement reports where it ran with
+//! `inet_server_port()` and `pg_is_in_recovery()`.
+
+use crate::harness::{cluster, connect, psql, Cluster, Router};
+use std::sync::OnceLock;
+use tokio_postgres::SimpleQueryMessage;
+
+/// A router whose primary serves no reads (weight 0), so every read must land on a replica.
+fn router() -> Option<&'static Router> {
+    static ROUTER: OnceLock<Option<Router>> = OnceLock::new();
+    ROUTER
+        .get_or_init(|| {
+            cluster().map(|c| {
+                c.superuser_sql(
+                    "CREATE TABLE IF NOT EXISTS routing_t (id serial PRIMARY KEY, v int); \
+                     GRANT ALL ON routing_t TO app; GRANT ALL ON SEQUENCE routing_t_id_seq TO app; \
+                     CREATE SEQUENCE IF NOT EXISTS routing_seq; GRANT ALL ON SEQUENCE routing_seq TO app; \
+                     INSERT INTO routing_t (v) VALUES (0)",
+                );
+                wait_for_replicas(c);
+                Router::start_weighted(c, [0, 1, 1], "")
+            })
+        })
+        .as_ref()
+}
+
+/// Waits until both standbys have replayed everything the primary wrote so far.
+fn wait_for_replicas(c: &Cluster) {
+    let lsn = c.superuser_sql("SELECT pg_current_wal_lsn()");
+    let ok = crate::harness::eventually(std::time::Duration::from_secs(30), || {
+        c.superuser_sql(&format!(
+            "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn >= '{lsn}'"
+        )) == "2"
+    });
+    assert!(ok, "standbys did not catch up");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Primary,
+    Replica,
+}
+
+fn ran(cluster: &Cluster, port: &str, in_recovery: &str) -> Ran {
+    let port: u16 = port.parse().unwrap();
+    match in_recovery {
+        "t" | "true" => {
+            assert!(cluster.replica_ports().contains(&port), "{port}");
+            Ran::Replica
+        }
+        _ => {
+            assert_eq!(port, cluster.primary_port());
+            Ran::Primary
+        }
+    }
+}
+
+/// Runs SQL through the simple protocol and returns where the row carrying
+/// `inet_server_port(), pg_is_in_recovery()` (the last row returned) came from.
+async fn where_simple(client: &tokio_postgres::Client, sql: &str) -> Ran {
+    let cluster = cluster().unwrap();
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let row = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("{sql}: no row"));
+    ran(cluster, row.get(0).unwrap(), row.get(1).unwrap())
+}
+
+/// The same through the extended protocol (tokio-postgres prepares and binds).
+async fn where_extended(client: &tokio_postgres::Client, sql: &str) -> Ran {
+    let cluster = cluster().unwrap();
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let port: i32 = row.get(0);
+    let rec: bool = row.get(1);
+    ran(cluster, &port.to_string(), if rec { "t" } else { "f" })
+}
+
+const WHERE: &str = "inet_server_port(), pg_is_in_recovery()";
+
+/// One row per rule: the statement (which reports where it ran) and where it must run, through
+/// both the simple and the extended protocol.
+#[tokio::test]
+async fn statements_land_where_the_rules_say() {
+    let Some(router) = router() else { return };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    let cases: Vec<(String, Ran)> = vec![
+        (format!("SELECT {WHERE}"), Ran::Replica),
+        (format!("select {WHERE} from routing_t limit 1"), Ran::Replica),
+        (format!("SELECT {WHERE} FROM (SELECT count(*) FROM routing_t) s"), Ran::Replica),
+        (format!("WITH x AS (SELECT 1) SELECT {WHERE} FROM x"), Ran::Replica),
+        (format!("SELECT {WHERE} UNION ALL SELECT {WHERE} LIMIT 1"), Ran::Replica),
+        (format!("/* pgrouter: replica */ SELECT {WHERE}"), Ran::Replica),
+        (format!("/* pgrouter: primary */ SELECT {WHERE}"), Ran::Primary),
+        (format!("/*NO LOAD BALANCE*/ SELECT {WHERE}"), Ran::Primary),
+        (format!("SELECT {WHERE}, nextval('routing_seq')"), Ran::Primary),
+        (format!("SELECT {WHERE}, pg_catalog.NEXTVAL('routing_seq')"), Ran::Primary),
+        (format!("SELECT {WHERE}, pg_try_advisory_xact_lock(42)"), Ran::Primary),
+        (format!("SELECT {WHERE}, txid_current()"), Ran::Primary),
+        (format!("SELECT {WHERE}, set_config('x.y', '1', false)"), Ran::Primary),
+        (format!("SELECT {WHERE} FROM routing_t LIMIT 1 FOR UPDATE"), Ran::Primary),
+        (format!("SELECT {WHERE} FROM routing_t LIMIT 1 FOR SHARE"), Ran::Primary),
+        (
+            format!("WITH i AS (INSERT INTO routing_t (v) VALUES (1) RETURNING id) SELECT {WHERE} FROM i"),
+            Ran::Primary,
+        ),
+        (format!("INSERT INTO routing_t (v) VALUES (2) RETURNING {WHERE}"), Ran::Primary),
+        (format!("UPDATE routing_t SET v = v WHERE id = (SELECT min(id) FROM routing_t) RETURNING {WHERE}"), Ran::Primary),
+    ];
+    for (sql, expected) in &cases {
+        assert_eq!(where_simple(&client, sql).await, *expected, "simple: {sql}");
+        assert_eq!(
+            where_extended(&client, sql).await,
+            *expected,
+            "extended: {sql}"
+        );
+    }
+    // psql (libpq, simple protocol) sees the same.
+    let (ok, out, err) = psql(
+        &router.url("app", "app"),
+        &["-c", "SELECT pg_is_in_recovery()"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "t");
+}
+
+/// Transactions run on one node: read-write ones on the primary, declared read-only ones on a
+/// replica.
+#[tokio::test]
+async fn transactions_run_on_one_node() {
+    let Some(router) = router() else { return };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    let q = format!("SELECT {WHERE}");
+
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(where_simple(&client, &q).await, Ran::Primary);
+    client
+        .batch_execute("INSERT INTO routing_t (v) VALUES (3)")
+        .await
+        .unwrap();
+    assert_eq!(where_extended(&client, &q).await, Ran::Primary);
+    client.batch_execute("COMMIT").await.unwrap();
+
+    client.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(where_simple(&client, &q).await, Ran::Replica);
+    assert_eq!(where_extended(&client, &q).await, Ran::Replica);
+    client.batch_execute("COMMIT").await.unwrap();
+
+    client
+        .batch_execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .unwrap();
+    assert_eq!(where_simple(&client, &q).await, Ran::Replica);
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    // BEGIN, then SET TRANSACTION READ ONLY as the first statement.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET TRANSACTION READ ONLY")
+        .await
+        .unwrap();
+    assert_eq!(where_simple(&client, &q).await, Ran::Replica);
+    let ro: String = client
+        .query_one("SHOW transaction_read_only", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ro, "on");
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // A write inside a read-only transaction fails as PostgreSQL says, not silently elsewhere.
+    client.batch_execute("BEGIN READ ONLY").await.unwrap();
+    let err = client
+        .batch_execute("INSERT INTO routing_t (v) VALUES (4)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    // Session default read-only: plain BEGIN may go to a replica.
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(where_simple(&client, &q).await, Ran::Replica);
+    client.batch_execute("COMMIT").await.unwrap();
+    client
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(where_simple(&client, &q).await, Ran::Primary);
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // After the transactions, autocommit reads are back on the replica; the data is there.
+    assert_eq!(where_simple(&client, &q).await, Ran::Replica);
+}
+
+/// Session settings follow the session to every node, and SET LOCAL stays in its transaction.
+#[tokio::test]
+async fn session_state_follows_the_session() {
+    let Some(router) = router() else { return };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    client
+        .batch_execute("SET statement_timeout = '2345ms'; SET application_name = 'routing-test'")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT inet_server_port(), pg_is_in_recovery(), current_setting('statement_timeout'), current_setting('application_name')",
+        "/* pgrouter: primary */ SELECT inet_server_port(), pg_is_in_recovery(), current_setting('statement_timeout'), current_setting('application_name')",
+    ] {
+        let rows = client.simple_query(sql).await.unwrap();
+        let row = rows
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(row.get(2), Some("2345ms"), "{sql}");
+        assert_eq!(row.get(3), Some("routing-test"), "{sql}");
+    }
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .unwrap();
+    let v: String = client
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0");
+
+    // SET inside a rolled-back transaction is undone, as in PostgreSQL.
+    client
+        .batch_execute("BEGIN; SET search_path = nowhere; ROLLBACK")
+        .await
+        .unwrap();
+    let v: String = client
+        .query_one("SHOW search_path", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "\"$user\", public");
+    client
+        .batch_execute("BEGIN; SET LOCAL work_mem = '7MB'; COMMIT")
+        .await
+        .unwrap();
+    let v: String = client.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(v, "4MB");
+}
+
+/// Prepared statements move between nodes: prepared on the primary (inside a transaction), then
+/// executed on a replica, and SQL-level PREPARE/EXECUTE routes as the prepared statement.
+#[tokio::test]
+async fn prepared_statements_move_between_nodes() {
+    let Some(router) = router() else { return };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    let stmt = client
+        .prepare(&format!("SELECT {WHERE}, $1::int"))
+        .await
+        .unwrap();
+    let row = client.query_one(&stmt, &[&1i32]).await.unwrap();
+    assert!(
+        !row.get::<_, bool>(1),
+        "inside the read-write transaction: primary"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    for i in 0..5i32 {
+        let row = client.query_one(&stmt, &[&i]).await.unwrap();
+        assert!(row.get::<_, bool>(1), "autocommit read: replica");
+        assert_eq!(row.get::<_, i32>(2), i);
+    }
+    let write = client
+        .prepare(&format!(
+            "INSERT INTO routing_t (v) VALUES ($1) RETURNING {WHERE}"
+        ))
+        .await
+        .unwrap();
+    let row = client.query_one(&write, &[&5i32]).await.unwrap();
+    assert!(!row.get::<_, bool>(1));
+
+    client
+        .batch_execute(&format!("PREPARE q AS SELECT {WHERE}"))
+        .await
+        .unwrap();
+    assert_eq!(where_simple(&client, "EXECUTE q").await, Ran::Replica);
+    client
+        .batch_execute(&format!(
+            "PREPARE w AS SELECT {WHERE}, nextval('routing_seq')"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(where_simple(&client, "EXECUTE w").await, Ran::Primary);
+    client.batch_execute("DEALLOCATE q").await.unwrap();
+    assert!(client.simple_query("EXECUTE q").await.is_err());
+}
+
+/// Temporary tables, LISTEN and session advisory locks pin the session to the primary.
+#[tokio::test]
+async fn session_features_pin_to_the_primary() {
+    let Some(router) = router() else { return };
+    let q = format!("SELECT {WHERE}");
+    for pin in [
+        "CREATE TEMP TABLE pin_t (a int)",
+        "LISTEN pin_channel",
+        "SELECT pg_advisory_lock(4242)",
+        "BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT 1; COMMIT",
+    ] {
+        let client = connect(&router.conninfo("app", "app")).await.unwrap();
+        assert_eq!(
+            where_simple(&client, &q).await,
+            Ran::Replica,
+            "{pin}: before"
+        );
+        client.batch_execute(pin).await.unwrap();
+        assert_eq!(
+            where_simple(&client, &q).await,
+            Ran::Primary,
+            "{pin}: after"
+        );
+        assert_eq!(
+            where_extended(&client, &q).await,
+            Ran::Primary,
+            "{pin}: after"
+        );
+    }
+}
+
+/// With load balancing off everything goes to the primary.
+#[tokio::test]
+async fn load_balance_off_sends_everything_to_the_primary() {
+    let Some(cluster) = cluster() else { return };
+    let router = Router::start_weighted(cluster, [0, 1, 1], "routing:\n  load_balance: false\n");
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    assert_eq!(
+        where_simple(&client, &format!("SELECT {WHERE}")).await,
+        Ran::Primary
+    );
+}
