@@ -27,3 +27,43 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let ctx = Arc::new(ProxyContext::new(&config));
     pgrouter_proxy::serve(listener, ctx, shutdown).await;
 }
+
+/// Describes how a statement is classified and routed (`pgrouter explain`).
+pub fn explain(routing: &pgrouter_config::RoutingConfig, sql: &str) -> String {
+    use std::fmt::Write;
+    let classifier = pgrouter_sql::Classifier::new(pgrouter_sql::FunctionPolicy::from_lists(
+        &routing.write_functions,
+        routing.read_only_functions.as_deref(),
+    ));
+    let c = classifier.classify(sql);
+    let mut out = String::new();
+    let target = match c.route {
+        pgrouter_sql::Route::Read if !c.check_functions.is_empty() => {
+            "primary (calls functions pgrouter does not know; see docs/routing.md)"
+        }
+        pgrouter_sql::Route::Read if !routing.load_balance => "primary (load_balance is off)",
+        pgrouter_sql::Route::Read => "replica (or the primary, by weight)",
+        pgrouter_sql::Route::Primary => "primary",
+        pgrouter_sql::Route::AllBackends => "every server connection of the session (replayed)",
+    };
+    let _ = writeln!(out, "route:     {}", c.route.as_str());
+    let _ = writeln!(out, "runs on:   {target}");
+    let _ = writeln!(out, "rule:      {}", c.rule.as_str());
+    for t in &c.effects.transaction {
+        let _ = writeln!(out, "effect:    transaction {t:?}");
+    }
+    for s in &c.effects.session {
+        let _ = writeln!(out, "effect:    session {s:?}");
+    }
+    if let Some(pin) = c.effects.pin {
+        let _ = writeln!(
+            out,
+            "effect:    pins the session to the primary ({})",
+            pin.as_str()
+        );
+    }
+    if !c.check_functions.is_empty() {
+        let _ = writeln!(out, "functions: {}", c.check_functions.join(", "));
+    }
+    out
+}

@@ -36,6 +36,12 @@ enum Command {
     Run,
     /// Validate the configuration and print it as it will be used, with secrets masked.
     Check,
+    /// Show how pgrouter classifies a statement: where it may run, the rule that decided, and its
+    /// effects on the session. Uses `routing` from --config when given.
+    Explain {
+        /// The SQL text (may hold several statements).
+        sql: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -47,6 +53,9 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
+    if let Some(Command::Explain { sql }) = &cli.command {
+        return explain(cli.config.as_deref(), sql);
+    }
     let Some(path) = cli.config.as_deref() else {
         eprintln!("pgrouter: --config FILE is required (see config.example.yaml)");
         return ExitCode::from(EXIT_CONFIG);
@@ -70,6 +79,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Explain { .. } => ExitCode::SUCCESS,
         Command::Run => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -79,6 +89,22 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `pgrouter explain "SQL"`: the classification, for users debugging routing.
+fn explain(config: Option<&std::path::Path>, sql: &str) -> ExitCode {
+    let routing = match config {
+        Some(path) => match pgrouter::config::load(path, &pgrouter::config::ProcessEnv) {
+            Ok(c) => c.routing,
+            Err(e) => {
+                eprintln!("pgrouter: invalid configuration {}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => pgrouter::config::RoutingConfig::default(),
+    };
+    print!("{}", pgrouter::explain(&routing, sql));
+    ExitCode::SUCCESS
 }
 
 fn run(config: pgrouter::config::Config) -> anyhow::Result<()> {

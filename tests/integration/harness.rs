@@ -37,6 +37,11 @@ impl Cluster {
 
     /// Runs SQL as the superuser on the primary with psql, returning its unaligned output.
     pub fn superuser_sql(&self, sql: &str) -> String {
+        self.node_sql(0, sql)
+    }
+
+    /// Runs SQL as the superuser on node `pgN` (0 = the initial primary).
+    pub fn node_sql(&self, node: usize, sql: &str) -> String {
         let out = Command::new("psql")
             .args([
                 "-X",
@@ -49,9 +54,9 @@ impl Cluster {
                 "app",
             ])
             .arg("-h")
-            .arg(self.socket_dir(0))
+            .arg(self.socket_dir(node))
             .arg("-p")
-            .arg(self.primary_port().to_string())
+            .arg((self.base_port + node as u16).to_string())
             .arg("-c")
             .arg(sql)
             .output()

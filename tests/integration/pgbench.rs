@@ -1,8 +1,12 @@
 //! pgbench through pgrouter: initialisation, then 8 clients for 10 seconds in each query mode with
 //! zero failed transactions.
 
-use crate::harness::shared_router;
+use crate::harness::{cluster, shared_router, Router};
 use std::process::Command;
+use std::sync::Mutex;
+
+/// pgbench tests share the pgbench tables: one at a time.
+static PGBENCH_TABLES: Mutex<()> = Mutex::new(());
 
 fn pgbench(url: &str, args: &[&str]) -> String {
     let out = Command::new("pgbench")
@@ -24,6 +28,7 @@ fn pgbench_all_query_modes_without_failures() {
     let Some(router) = shared_router() else {
         return;
     };
+    let _tables = PGBENCH_TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let url = router.url("app", "app");
     pgbench(&url, &["-i", "-s", "2", "-q"]);
     for mode in ["simple", "extended", "prepared"] {
@@ -41,6 +46,63 @@ fn pgbench_all_query_modes_without_failures() {
         );
         eprintln!(
             "pgbench -M {mode} -c 8 -T 10 through pgrouter: {processed} transactions, 0 failed"
+        );
+    }
+}
+
+/// Select-only pgbench with 16 clients through a router whose primary has weight 0: the two
+/// replicas share the reads (each at least 30%) and the primary serves none.
+#[test]
+fn pgbench_select_only_spreads_reads_over_the_replicas() {
+    let Some(cluster) = cluster() else { return };
+    let Some(shared) = shared_router() else {
+        return;
+    };
+    let _tables = PGBENCH_TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    pgbench(&shared.url("app", "app"), &["-i", "-s", "2", "-q"]);
+    let lsn = cluster.superuser_sql("SELECT pg_current_wal_lsn()");
+    assert!(crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        || {
+            cluster.superuser_sql(&format!(
+                "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn >= '{lsn}'"
+            )) == "2"
+        }
+    ));
+    let router = Router::start_weighted(cluster, [0, 1, 1], "");
+    let commits = |node: usize| -> i64 {
+        cluster
+            .node_sql(
+                node,
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'",
+            )
+            .parse()
+            .unwrap()
+    };
+    // Statistics are flushed by backends at most every second: read them after a pause.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before: Vec<i64> = (0..3).map(commits).collect();
+    let out = pgbench(
+        &router.url("app", "app"),
+        &[
+            "-n", "-S", "-M", "prepared", "-c", "16", "-j", "2", "-T", "20",
+        ],
+    );
+    assert!(
+        out.contains("number of failed transactions: 0 (0.000%)"),
+        "{out}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after: Vec<i64> = (0..3).map(commits).collect();
+    let served: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: i64 = served.iter().sum();
+    eprintln!("pgbench -S -c 16 through pgrouter: transactions per node {served:?}");
+    // The primary only sees pgbench's own start-up chatter, if anything: a handful, not reads.
+    assert!(served[0] * 100 < total, "primary served reads: {served:?}");
+    for (node, n) in served.iter().enumerate().skip(1) {
+        assert!(
+            n * 100 >= total * 30,
+            "replica pg{node} served {n} of {total}: {served:?}"
         );
     }
 }
