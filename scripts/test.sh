@@ -26,6 +26,13 @@ elif ! scripts/dev-cluster.sh deps; then
   printf '%s: warning: PostgreSQL is not available; tests that need it will be skipped\n' "$PROG" >&2
 fi
 
+# psycopg 3 drives one of the end-to-end tests (from PyPI; its binary wheel bundles libpq).
+if ! python3 -c 'import psycopg' 2>/dev/null; then
+  python3 -m pip install --quiet 'psycopg[binary]' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'psycopg[binary]' ||
+    printf '%s: warning: could not install psycopg; its test will be skipped (fails in CI)\n' "$PROG" >&2
+fi
+
 command -v cargo >/dev/null 2>&1 ||
   { printf '%s: error: cargo not found: install Rust with rustup (https://rustup.rs)\n' "$PROG" >&2; exit 1; }
 

@@ -15,7 +15,11 @@ fn router() -> Option<&'static Router> {
                     "CREATE TABLE IF NOT EXISTS routing_t (id serial PRIMARY KEY, v int); \
                      GRANT ALL ON routing_t TO app; GRANT ALL ON SEQUENCE routing_t_id_seq TO app; \
                      CREATE SEQUENCE IF NOT EXISTS routing_seq; GRANT ALL ON SEQUENCE routing_seq TO app; \
-                     INSERT INTO routing_t (v) VALUES (0)",
+                     INSERT INTO routing_t (v) VALUES (0); \
+                     CREATE OR REPLACE FUNCTION stable_fn() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1'; \
+                     CREATE OR REPLACE FUNCTION volatile_fn() RETURNS int VOLATILE LANGUAGE sql AS 'SELECT 2'; \
+                     CREATE OR REPLACE FUNCTION writer_fn() RETURNS int LANGUAGE sql \
+                       AS 'INSERT INTO routing_t (v) VALUES (9) RETURNING 1'",
                 );
                 wait_for_replicas(c);
                 Router::start_weighted(c, [0, 1, 1], "")
@@ -109,6 +113,11 @@ async fn statements_land_where_the_rules_say() {
         (format!("SELECT {WHERE}, txid_current()"), Ran::Primary),
         (format!("SELECT {WHERE}, set_config('x.y', '1', false)"), Ran::Primary),
         (format!("SELECT {WHERE} FROM routing_t LIMIT 1 FOR UPDATE"), Ran::Primary),
+        // User-defined functions: their volatility is looked up in pg_proc once.
+        (format!("SELECT {WHERE}, stable_fn()"), Ran::Replica),
+        (format!("SELECT {WHERE}, public.STABLE_FN()"), Ran::Replica),
+        (format!("SELECT {WHERE}, volatile_fn()"), Ran::Primary),
+        (format!("SELECT {WHERE}, writer_fn()"), Ran::Primary),
         (format!("SELECT {WHERE} FROM routing_t LIMIT 1 FOR SHARE"), Ran::Primary),
         (
             format!("WITH i AS (INSERT INTO routing_t (v) VALUES (1) RETURNING id) SELECT {WHERE} FROM i"),
@@ -352,5 +361,39 @@ async fn load_balance_off_sends_everything_to_the_primary() {
     assert_eq!(
         where_simple(&client, &format!("SELECT {WHERE}")).await,
         Ran::Primary
+    );
+}
+
+/// psycopg 3 (libpq with server-side binding and automatic prepared statements) sees the same
+/// routing. Needs Python's psycopg; `scripts/test.sh` installs it.
+#[test]
+fn psycopg_sees_the_same_routing() {
+    let Some(router) = router() else { return };
+    let cluster = cluster().unwrap();
+    let has_psycopg = std::process::Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_psycopg {
+        let msg = "python3 with psycopg 3 is not installed (pip install 'psycopg[binary]')";
+        if std::env::var_os("PGR_REQUIRE_POSTGRES").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPING the psycopg test: {msg} !!!!!!!!\n");
+        return;
+    }
+    let script = crate::harness::repo().join("tests/clients/psycopg_routing.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(router.url("app", "app"))
+        .arg(cluster.primary_port().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psycopg checks failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -6,7 +6,7 @@ use pgrouter_protocol::auth::scram::ScramSecret;
 use pgrouter_sql::{Classifier, FunctionPolicy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A user as sessions need it: how to check the client, the derived SCRAM verifier, and the
 /// password for pgrouter's own server login.
@@ -41,6 +41,9 @@ pub struct ProxyContext {
     pub routing: RoutingConfig,
     /// Statement classification under the configured function policy.
     pub classifier: Classifier,
+    /// Volatility of functions looked up in `pg_proc` (`true` = VOLATILE), shared by sessions.
+    /// Touched only for statements calling functions pgrouter does not know, never per message.
+    pub function_volatility: Mutex<HashMap<String, bool>>,
     read_weights: Vec<u32>,
     sessions_started: AtomicU64,
 }
@@ -74,6 +77,7 @@ impl ProxyContext {
                 &config.routing.write_functions,
                 config.routing.read_only_functions.as_deref(),
             )),
+            function_volatility: Mutex::new(HashMap::new()),
             read_weights: config.nodes.iter().map(|n| n.weight).collect(),
             sessions_started: AtomicU64::new(0),
         }
@@ -88,6 +92,33 @@ impl ProxyContext {
     pub fn pick_read_node(&self) -> Option<usize> {
         let ticket = self.sessions_started.fetch_add(1, Ordering::Relaxed);
         crate::routing::pick_read_node(&self.read_weights, ticket)
+    }
+
+    /// Whether every named function is known to be non-volatile (`Some(false)`), some is volatile
+    /// (`Some(true)`), or some has not been looked up yet (`None`).
+    pub fn any_volatile(&self, names: &[String]) -> Option<bool> {
+        let cache = self
+            .function_volatility
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut any = false;
+        for n in names {
+            any |= *cache.get(n)?;
+        }
+        Some(any)
+    }
+
+    /// Records looked-up volatilities.
+    pub fn remember_volatility(&self, found: impl IntoIterator<Item = (String, bool)>) {
+        let mut cache = self
+            .function_volatility
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: a client inventing function names must not grow it forever.
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.extend(found);
     }
 
     /// Largest client message accepted, in bytes.

@@ -21,10 +21,12 @@
 //!   the configurable policy.
 //! - [`hints`]: `/* pgrouter: primary */`-style hints in a leading comment.
 //! - `statement`: the walk over the syntax tree.
+//! - `fast`: a lexical fast path for plain `SELECT`s, which need no parse.
 //! - [`cache`]: a bounded cache so repeated statements are not parsed again.
 
 pub mod cache;
 pub mod decision;
+mod fast;
 pub mod functions;
 pub mod hints;
 mod statement;
@@ -50,8 +52,17 @@ impl Classifier {
         &self.policy
     }
 
+    /// True when the statement is a plain `SELECT` that the lexical fast path classifies as a
+    /// read without parsing (no function call, subquery, locking clause, `INTO`, hint).
+    pub fn is_plain_select(&self, sql: &str) -> bool {
+        fast::is_plain_select(sql) && hints::leading_hint(sql).is_none()
+    }
+
     /// Classifies a statement string. Never panics; unparsable input is `Primary`.
     pub fn classify(&self, sql: &str) -> Classification {
+        if self.is_plain_select(sql) {
+            return Classification::new(Route::Read, Rule::ReadOnlyQuery);
+        }
         let hint = hints::leading_hint(sql);
         let mut c = statement::classify(sql, &self.policy);
         match hint {

@@ -270,6 +270,25 @@ fn unknown_functions_are_reported_for_lookup() {
 }
 
 proptest! {
+    /// The lexical fast path never disagrees with the parser: whatever it accepts, the parser
+    /// (when it understands the statement at all) also finds read-only.
+    #[test]
+    fn fast_path_agrees_with_the_parser(
+        cols in "[a-z_]{1,8}( *, *[a-z_]{1,8}){0,3}",
+        table in "[a-z_]{1,10}|\"[a-z ]{1,8}\"",
+        tail in "( WHERE [a-z]{1,5} *(=|<|>=) *('[a-z ;(]{0,6}'|[0-9]{1,4}))?( ORDER BY 1)?( LIMIT [0-9]{1,3})?( FOR UPDATE| INTO x)?",
+    ) {
+        let sql = format!("SELECT {cols} FROM {table}{tail}");
+        let fast = crate::fast::is_plain_select(&sql);
+        let full = crate::statement::classify(&sql, &FunctionPolicy::default());
+        if fast && full.rule != Rule::Unparsable {
+            prop_assert_eq!(full.route, Route::Read, "{}", sql);
+        }
+        if full.route != Route::Read && full.rule != Rule::Unparsable {
+            prop_assert!(!fast, "{}", sql);
+        }
+    }
+
     /// Random and mutated SQL: never a panic, and anything unparsable goes to the primary.
     #[test]
     fn random_sql_never_panics(sql in "\\PC{0,200}") {

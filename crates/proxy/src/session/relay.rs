@@ -167,6 +167,27 @@ fn next_unit(buf: &mut BytesMut, max_len: usize) -> Result<Option<Unit>, Session
     }
 }
 
+/// The route of one statement once session knowledge is added: SQL `EXECUTE` routes like the
+/// prepared statement; unfamiliar functions route by their volatility in `pg_proc`.
+fn effective_route(ctx: &ProxyContext, state: &SessionState, c: &Classification) -> Route {
+    if let Some(name) = &c.effects.executes {
+        return state
+            .sql_prepared
+            .get(name)
+            .copied()
+            .unwrap_or(Route::Primary);
+    }
+    if c.route == Route::Read && !c.check_functions.is_empty() {
+        // A replica only when pg_proc says none of them is VOLATILE (not looked up yet, or
+        // missing: the primary is always correct).
+        return match ctx.any_volatile(&c.check_functions) {
+            Some(false) => Route::Read,
+            _ => Route::Primary,
+        };
+    }
+    c.route
+}
+
 /// Iterates over the complete frames of `bytes` as (tag, whole message).
 fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     let mut pos = 0;
@@ -307,22 +328,9 @@ impl<'a> Session<'a> {
         (route, parts, first_tx, needs_unnamed, routable)
     }
 
-    /// The route of one statement once session knowledge is added (SQL `EXECUTE`, functions whose
-    /// volatility is unknown).
+    /// The route of one statement once session knowledge is added.
     fn effective_route(&self, c: &Classification) -> Route {
-        if let Some(name) = &c.effects.executes {
-            return self
-                .state
-                .sql_prepared
-                .get(name)
-                .copied()
-                .unwrap_or(Route::Primary);
-        }
-        if c.route == Route::Read && !c.check_functions.is_empty() {
-            // User-defined or unfamiliar functions might write: the primary is always correct.
-            return Route::Primary;
-        }
-        c.route
+        effective_route(self.ctx, &self.state, c)
     }
 
     /// Opens the backend for a slot if needed. A read node that cannot be reached falls back to
@@ -423,6 +431,13 @@ impl<'a> Session<'a> {
                 self.terminate_all().await;
                 return Ok(Drain::Terminated);
             }
+            let unknown = self.functions_to_look_up(&client.buf[..unit.len]);
+            if !unknown.is_empty() {
+                if self.busy().is_some() {
+                    return Ok(Drain::Blocked);
+                }
+                self.look_up_volatility(client, &unknown).await?;
+            }
             let plan = self.plan(&client.buf[..unit.len]);
             if let Some(busy) = self.busy() {
                 // Earlier requests are still answering: keep responses in order by sending this one
@@ -434,6 +449,54 @@ impl<'a> Session<'a> {
             let bytes = client.buf.split_to(unit.len).freeze();
             self.route_unit(client, bytes, plan).await?;
         }
+    }
+
+    /// Functions in a unit's read statements whose volatility is not known yet.
+    fn functions_to_look_up(&self, bytes: &[u8]) -> Vec<String> {
+        let mut names = Vec::new();
+        for (tag, msg) in frames(bytes) {
+            let sql = match tag {
+                fe::QUERY => fe::query_text(body(msg)),
+                fe::PARSE => fe::parse_parse(body(msg)).map(|(_, q)| q),
+                _ => None,
+            };
+            let Some(sql) = sql else { continue };
+            let c = classify(self.ctx, utf8(sql));
+            if c.route == Route::Read && self.ctx.any_volatile(&c.check_functions).is_none() {
+                names.extend(c.check_functions.iter().cloned());
+            }
+        }
+        names
+    }
+
+    /// Asks the primary's catalog whether these functions are VOLATILE, on the session's own
+    /// primary connection (which is idle here), and caches the answer for every session.
+    async fn look_up_volatility(
+        &mut self,
+        client: &mut ClientConn,
+        names: &[String],
+    ) -> Result<(), SessionError> {
+        let slot = self.ensure(Slot::Primary).await?;
+        let list = names
+            .iter()
+            .map(|n| format!("'{}'", n.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT proname, bool_or(provolatile = 'v') FROM pg_catalog.pg_proc \
+             WHERE proname IN ({list}) GROUP BY proname"
+        );
+        let Some(b) = self.backend(slot) else {
+            return Err(server_lost());
+        };
+        let rows = b.query_rows(client, &sql).await?;
+        self.ctx
+            .remember_volatility(rows.into_iter().filter_map(|row| {
+                let name = row.first()?.clone()?;
+                let volatile = row.get(1)?.as_deref() == Some("t");
+                Some((name, volatile))
+            }));
+        Ok(())
     }
 
     /// Decides where a unit goes (without side effects).
@@ -599,7 +662,7 @@ impl<'a> Session<'a> {
                         continue;
                     };
                     let name = utf8(name);
-                    let route = classify(self.ctx, utf8(sql)).route;
+                    let route = effective_route(self.ctx, state, &classify(self.ctx, utf8(sql)));
                     let stale = !name.is_empty()
                         && b.prepared.contains_key(name)
                         && !state.statements.contains_key(name);

@@ -1,0 +1,159 @@
+//! A lexical fast path for the most common statement of all: a plain `SELECT` with no function
+//! call, subquery, locking clause or `INTO`. Such a statement cannot write, so it is classified
+//! without running the parser. pgbench's `SELECT abalance FROM pgbench_accounts WHERE aid = 42`
+//! has a different literal every time, so it would otherwise be parsed every time.
+//!
+//! The scan is conservative: anything it does not fully understand (dollar quotes, escape
+//! strings, parentheses, several statements, a suspicious keyword) falls back to the parser.
+
+/// Keywords that may make a `SELECT` write, lock, or be something else.
+const DENY: &[&str] = &["INTO", "FOR", "WITH", "LOCK", "NOWAIT"];
+
+/// True when `sql` is a plain read-only `SELECT` by the rules above.
+pub(crate) fn is_plain_select(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    let mut first_word = true;
+    let mut ended = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                // Comments (hints are read elsewhere); nested comments fall back.
+                let Some(end) = sql[i + 2..].find("*/") else {
+                    return false;
+                };
+                if sql[i + 2..i + 2 + end].contains("/*") {
+                    return false;
+                }
+                i += end + 4;
+            }
+            _ if ended => return false,
+            b';' => {
+                ended = true;
+                i += 1;
+            }
+            b'\'' => {
+                // A standard string; '' is an escaped quote. E'' strings start with a word
+                // character and are rejected below.
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return false,
+                        Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                        Some(b'\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'"' => {
+                i += 1;
+                if bytes.get(i) == Some(&b'"') {
+                    // A zero-length identifier is an error; let the parser report it.
+                    return false;
+                }
+                loop {
+                    match bytes.get(i) {
+                        None => return false,
+                        Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            // `$1`: a parameter. Any other `$` starts a dollar-quoted string.
+            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                i += 1;
+                while i < bytes.len() && bytes[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            b'(' | b'$' | b'\\' | b'[' => return false,
+            _ if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                // E'...', U&'...', B'...', X'...' and similar prefixed strings: let the parser do it.
+                if matches!(bytes.get(i), Some(b'\'') | Some(b'&')) {
+                    return false;
+                }
+                if first_word {
+                    if !word.eq_ignore_ascii_case("SELECT") {
+                        return false;
+                    }
+                    first_word = false;
+                } else if DENY.iter().any(|d| word.eq_ignore_ascii_case(d)) {
+                    return false;
+                }
+            }
+            _ if c.is_ascii_digit() => {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.') {
+                    i += 1;
+                }
+            }
+            // Operators and punctuation of a plain expression.
+            b'=' | b'<' | b'>' | b'!' | b'+' | b'-' | b'*' | b'/' | b'%' | b',' | b'.' | b':'
+            | b'|' | b'&' | b'~' | b'^' | b'#' | b'@' => i += 1,
+            _ => return false,
+        }
+    }
+    !first_word
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_path_table() {
+        let yes = [
+            "SELECT 1",
+            "select abalance from pgbench_accounts where aid = 4242;",
+            "SELECT a, b FROM t WHERE c = 'x(y);FOR' AND d <> 3.5e3",
+            "  -- comment\n SELECT * FROM \"My Table\" /* c */ ORDER BY 1 LIMIT 10",
+            "SELECT a::text FROM t WHERE b = 'it''s'",
+            "SELECT $1",
+        ];
+        let no = [
+            "",
+            "-- only a comment",
+            "SELECT nextval('s')",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * INTO x FROM t",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SELECT 1; SELECT 2",
+            "SELECT 1; DELETE FROM t",
+            "SELECT E'\\x41'",
+            "SELECT $$x$$",
+            "SELECT $a$x$a$",
+            "SELECT \"\" FROM t",
+            "SELECT * FROM t WHERE a IN (SELECT 1)",
+            "INSERT INTO t VALUES (1)",
+            "SELECT 'unterminated",
+            "SELECT /* nested /* comment */ */ 1",
+            "SELECT a FROM t WHERE b = ANY('{1}')",
+            "SELECT ARRAY[1]",
+            "selectx 1",
+        ];
+        for sql in yes {
+            assert!(is_plain_select(sql), "should be fast: {sql}");
+        }
+        for sql in no {
+            assert!(!is_plain_select(sql), "should not be fast: {sql}");
+        }
+    }
+}
