@@ -25,6 +25,7 @@ pub struct ClassificationCache {
     hits: u64,
     misses: u64,
     plain_select: Arc<Classification>,
+    plain_dml: Arc<Classification>,
 }
 
 impl ClassificationCache {
@@ -40,14 +41,22 @@ impl ClassificationCache {
                 crate::decision::Route::Read,
                 crate::decision::Rule::ReadOnlyQuery,
             )),
+            plain_dml: Arc::new(Classification::new(
+                crate::decision::Route::Primary,
+                crate::decision::Rule::Write,
+            )),
         }
     }
 
-    /// The classification of `sql`, from the cache or freshly computed. Plain `SELECT`s take the
-    /// lexical fast path and are not cached (they often differ only by literals).
+    /// The classification of `sql`, from the cache or freshly computed. Plain `SELECT`s and plain
+    /// DML take the lexical fast path and are not cached (they often differ only by literals).
     pub fn classify(&mut self, classifier: &Classifier, sql: &str) -> Arc<Classification> {
-        if classifier.is_plain_select(sql) {
-            return Arc::clone(&self.plain_select);
+        match crate::fast::scan(sql) {
+            Some(crate::fast::Fast::PlainSelect) if crate::hints::leading_hint(sql).is_none() => {
+                return Arc::clone(&self.plain_select);
+            }
+            Some(crate::fast::Fast::PlainDml) => return Arc::clone(&self.plain_dml),
+            _ => {}
         }
         if let Some(c) = self.young.get(sql) {
             self.hits += 1;

@@ -9,8 +9,24 @@
 /// Keywords that may make a `SELECT` write, lock, or be something else.
 const DENY: &[&str] = &["INTO", "FOR", "WITH", "LOCK", "NOWAIT"];
 
+/// What the lexical scan recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fast {
+    /// A plain read-only `SELECT`.
+    PlainSelect,
+    /// A single `INSERT`/`UPDATE`/`DELETE` that calls no advisory-lock function: a write with no
+    /// effect on the session.
+    PlainDml,
+}
+
 /// True when `sql` is a plain read-only `SELECT` by the rules above.
 pub(crate) fn is_plain_select(sql: &str) -> bool {
+    scan(sql) == Some(Fast::PlainSelect)
+}
+
+/// Recognises a plain `SELECT` or a plain single DML statement; `None` means "use the parser".
+pub(crate) fn scan(sql: &str) -> Option<Fast> {
+    let mut kind = None;
     let bytes = sql.as_bytes();
     let mut i = 0;
     let mut first_word = true;
@@ -26,15 +42,13 @@ pub(crate) fn is_plain_select(sql: &str) -> bool {
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
                 // Comments (hints are read elsewhere); nested comments fall back.
-                let Some(end) = sql[i + 2..].find("*/") else {
-                    return false;
-                };
+                let end = sql[i + 2..].find("*/")?;
                 if sql[i + 2..i + 2 + end].contains("/*") {
-                    return false;
+                    return None;
                 }
                 i += end + 4;
             }
-            _ if ended => return false,
+            _ if ended => return None,
             b';' => {
                 ended = true;
                 i += 1;
@@ -45,7 +59,7 @@ pub(crate) fn is_plain_select(sql: &str) -> bool {
                 i += 1;
                 loop {
                     match bytes.get(i) {
-                        None => return false,
+                        None => return None,
                         Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
                         Some(b'\'') => {
                             i += 1;
@@ -59,11 +73,11 @@ pub(crate) fn is_plain_select(sql: &str) -> bool {
                 i += 1;
                 if bytes.get(i) == Some(&b'"') {
                     // A zero-length identifier is an error; let the parser report it.
-                    return false;
+                    return None;
                 }
                 loop {
                     match bytes.get(i) {
-                        None => return false,
+                        None => return None,
                         Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
                         Some(b'"') => {
                             i += 1;
@@ -80,7 +94,9 @@ pub(crate) fn is_plain_select(sql: &str) -> bool {
                     i += 1;
                 }
             }
-            b'(' | b'$' | b'\\' | b'[' => return false,
+            // Function calls and subqueries: harmless in DML (it goes to the primary anyway).
+            b'(' | b')' | b'[' | b']' if kind == Some(Fast::PlainDml) => i += 1,
+            b'(' | b'$' | b'\\' | b'[' => return None,
             _ if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = i;
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
@@ -89,15 +105,29 @@ pub(crate) fn is_plain_select(sql: &str) -> bool {
                 let word = &sql[start..i];
                 // E'...', U&'...', B'...', X'...' and similar prefixed strings: let the parser do it.
                 if matches!(bytes.get(i), Some(b'\'') | Some(b'&')) {
-                    return false;
+                    return None;
                 }
                 if first_word {
-                    if !word.eq_ignore_ascii_case("SELECT") {
-                        return false;
-                    }
+                    kind = if word.eq_ignore_ascii_case("SELECT") {
+                        Some(Fast::PlainSelect)
+                    } else if ["INSERT", "UPDATE", "DELETE"]
+                        .iter()
+                        .any(|k| word.eq_ignore_ascii_case(k))
+                    {
+                        Some(Fast::PlainDml)
+                    } else {
+                        return None;
+                    };
                     first_word = false;
-                } else if DENY.iter().any(|d| word.eq_ignore_ascii_case(d)) {
-                    return false;
+                } else if kind == Some(Fast::PlainSelect)
+                    && DENY.iter().any(|d| word.eq_ignore_ascii_case(d))
+                {
+                    return None;
+                } else if kind == Some(Fast::PlainDml)
+                    && word.to_ascii_lowercase().contains("advisory")
+                {
+                    // An advisory lock taken in a DML statement pins the session: parse it.
+                    return None;
                 }
             }
             _ if c.is_ascii_digit() => {
@@ -108,10 +138,10 @@ pub(crate) fn is_plain_select(sql: &str) -> bool {
             // Operators and punctuation of a plain expression.
             b'=' | b'<' | b'>' | b'!' | b'+' | b'-' | b'*' | b'/' | b'%' | b',' | b'.' | b':'
             | b'|' | b'&' | b'~' | b'^' | b'#' | b'@' => i += 1,
-            _ => return false,
+            _ => return None,
         }
     }
-    !first_word
+    kind
 }
 
 #[cfg(test)]
@@ -154,6 +184,27 @@ mod tests {
         }
         for sql in no {
             assert!(!is_plain_select(sql), "should not be fast: {sql}");
+        }
+        let dml = [
+            (
+                "UPDATE pgbench_accounts SET abalance = abalance + -4711 WHERE aid = 42;",
+                Some(Fast::PlainDml),
+            ),
+            (
+                "INSERT INTO t (a, b) VALUES (1, now())",
+                Some(Fast::PlainDml),
+            ),
+            (
+                "delete from t where id in (select id from u)",
+                Some(Fast::PlainDml),
+            ),
+            ("UPDATE t SET a = pg_advisory_lock(1)", None),
+            ("UPDATE t SET a = 1; SET search_path = x", None),
+            ("INSERT INTO t VALUES ($$x$$)", None),
+            ("TRUNCATE t", None),
+        ];
+        for (sql, expected) in dml {
+            assert_eq!(scan(sql), expected, "{sql}");
         }
     }
 }

@@ -60,8 +60,12 @@ impl Classifier {
 
     /// Classifies a statement string. Never panics; unparsable input is `Primary`.
     pub fn classify(&self, sql: &str) -> Classification {
-        if self.is_plain_select(sql) {
-            return Classification::new(Route::Read, Rule::ReadOnlyQuery);
+        match fast::scan(sql) {
+            Some(fast::Fast::PlainSelect) if hints::leading_hint(sql).is_none() => {
+                return Classification::new(Route::Read, Rule::ReadOnlyQuery);
+            }
+            Some(fast::Fast::PlainDml) => return Classification::new(Route::Primary, Rule::Write),
+            _ => {}
         }
         let hint = hints::leading_hint(sql);
         let mut c = statement::classify(sql, &self.policy);
