@@ -55,6 +55,8 @@ Environment:
   PGR_BENCH_PGBOUNCER=0    leave PgBouncer out
   PGR_SKIP_BUILD=1         do not run cargo build
   PGR_BIN                  pgrouter binary (default target/release/pgrouter)
+  PGR_BENCH_ROUTER_EXTRA   YAML appended to pgrouter's configuration, e.g.
+                           'routing: {load_balance: false}' to measure the bare relay
 EOF
 }
 
@@ -187,6 +189,7 @@ users:
   - name: app
     password: app
     auth: scram-sha-256
+${PGR_BENCH_ROUTER_EXTRA:-}
 EOF
 
 ROUTER_PID=""

@@ -19,7 +19,9 @@ fn router() -> Option<&'static Router> {
                      CREATE OR REPLACE FUNCTION stable_fn() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1'; \
                      CREATE OR REPLACE FUNCTION volatile_fn() RETURNS int VOLATILE LANGUAGE sql AS 'SELECT 2'; \
                      CREATE OR REPLACE FUNCTION writer_fn() RETURNS int LANGUAGE sql \
-                       AS 'INSERT INTO routing_t (v) VALUES (9) RETURNING 1'",
+                       AS 'INSERT INTO routing_t (v) VALUES (9) RETURNING 1'; \
+                     CREATE OR REPLACE FUNCTION sneaky_fn() RETURNS bigint STABLE LANGUAGE plpgsql \
+                       AS $$ BEGIN RETURN nextval('routing_seq'); END $$",
                 );
                 wait_for_replicas(c);
                 Router::start_weighted(c, [0, 1, 1], "")
@@ -396,4 +398,55 @@ fn psycopg_sees_the_same_routing() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A function that claims to be STABLE but writes: the replica rejects it with 25006 before
+/// anything reaches the client, and pgrouter re-runs it on the primary; the client sees a result.
+#[tokio::test]
+async fn write_hidden_in_a_stable_function_is_rerun_on_the_primary() {
+    let Some(router) = router() else { return };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    for _ in 0..2 {
+        let sql = format!("SELECT {WHERE}, sneaky_fn()");
+        assert_eq!(where_simple(&client, &sql).await, Ran::Primary, "simple");
+        assert_eq!(
+            where_extended(&client, &sql).await,
+            Ran::Primary,
+            "extended"
+        );
+    }
+}
+
+/// A read whose replica connection is terminated before it answers is re-run on the primary.
+#[tokio::test]
+async fn read_whose_replica_connection_breaks_is_rerun() {
+    let Some(router) = router() else { return };
+    let cluster = cluster().unwrap();
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    // Open the session's replica connection first.
+    assert_eq!(
+        where_simple(&client, &format!("SELECT {WHERE}")).await,
+        Ran::Replica
+    );
+    let marker = format!("m{}", rand::random::<u32>());
+    let sql = format!("SELECT {WHERE}, pg_sleep(2), '{marker}'");
+    let task = tokio::spawn(async move { where_simple(&client, &sql).await });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let mut killed = false;
+    for node in 1..=2 {
+        let out = cluster.node_sql(
+            node,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+            ),
+        );
+        killed |= out.contains('t');
+    }
+    assert!(killed, "the read was running on a replica");
+    let ran = tokio::time::timeout(std::time::Duration::from_secs(20), task)
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert_eq!(ran, Ran::Primary);
 }

@@ -48,7 +48,23 @@ pub(crate) struct Backend {
     pub(crate) saw_error: bool,
     /// The server sent a FATAL error.
     pub(crate) said_fatal: bool,
+    /// An autocommit read whose responses are held back until it is clear that it did not fail
+    /// with `25006` (a function that writes) and the connection did not break: until then it can
+    /// be re-run on the primary without the client noticing.
+    pub(crate) retry: Option<Retry>,
 }
+
+/// A read that can still be re-run elsewhere.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    /// The client's request, as sent.
+    pub(crate) unit: bytes::Bytes,
+    /// Its classifications.
+    pub(crate) parts: Vec<std::sync::Arc<pgrouter_sql::Classification>>,
+}
+
+/// Responses held for a retryable read beyond this size are released (no retry then).
+pub(crate) const MAX_HELD: usize = 64 * 1024;
 
 impl Backend {
     pub(crate) fn new(conn: ServerConn, node: usize) -> Self {
@@ -67,6 +83,7 @@ impl Backend {
             in_segment: false,
             saw_error: false,
             said_fatal: false,
+            retry: None,
         }
     }
 

@@ -442,7 +442,8 @@ impl<'a> Session<'a> {
             if let Some(busy) = self.busy() {
                 // Earlier requests are still answering: keep responses in order by sending this one
                 // to the same connection, or by waiting until that connection is done.
-                if plan.deferred_begin || plan.slot.is_some_and(|s| s != busy) {
+                let holding = self.backend(busy).is_some_and(|b| b.retry.is_some());
+                if plan.deferred_begin || holding || plan.slot.is_some_and(|s| s != busy) {
                     return Ok(Drain::Blocked);
                 }
             }
@@ -582,7 +583,30 @@ impl<'a> Session<'a> {
             self.point_cancel_at(slot);
         }
         self.current = slot;
+        let retryable = slot == Slot::Read
+            && self.state.tx_status == TransactionStatus::Idle
+            && matches!(frames(&bytes).last(), Some((fe::SYNC | fe::QUERY, _)));
+        if retryable {
+            if let Some(b) = self.read.as_mut() {
+                b.retry = Some(super::backend::Retry {
+                    unit: bytes.clone(),
+                    parts: plan.parts.clone(),
+                });
+            }
+        }
         self.send(slot, &bytes, plan.parts, prefix).await
+    }
+
+    /// Re-runs a held read on the primary: its replica rejected it with `25006` or the replica
+    /// connection broke before anything reached the client.
+    async fn retry_on_primary(&mut self, retry: super::backend::Retry) -> Result<(), SessionError> {
+        self.inflight.clear();
+        let slot = self.ensure(Slot::Primary).await?;
+        let mut prefix = BytesMut::new();
+        self.replay_into(slot, &mut prefix);
+        self.point_cancel_at(slot);
+        self.current = slot;
+        self.send(slot, &retry.unit, retry.parts, prefix).await
     }
 
     /// Appends the session changes this connection has not run yet (their results are swallowed).
@@ -753,6 +777,18 @@ impl<'a> Session<'a> {
     ) -> Result<(), SessionError> {
         let max_len = self.ctx.max_message_size();
         if !matches!(read, Ok(n) if n > 0) {
+            if let Some(retry) = self
+                .read
+                .as_mut()
+                .filter(|_| slot == Slot::Read)
+                .and_then(|b| b.retry.take())
+            {
+                tracing::warn!(
+                    "read connection lost before answering; re-running the read on the primary"
+                );
+                self.read = None;
+                return self.retry_on_primary(retry).await;
+            }
             let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
             let pinned = slot == Slot::Primary && self.state.pin.is_some();
             let ctx = self.ctx;
@@ -797,13 +833,22 @@ impl<'a> Session<'a> {
                 return Ok(());
             };
             let swallowing = b.swallow > 0;
+            let holding = b.retry.is_some() && !swallowing;
             let step = b.walker.step(&b.buf, max_len, |t| {
                 swallowing
+                    || holding
                     || matches!(t, be::READY_FOR_QUERY | be::ERROR_RESPONSE | b'1' | b'3')
                     || (is_read_slot && t == be::PARAMETER_STATUS)
             });
             let (tag, range) = match step {
+                Ok(Step::NeedMore)
+                    if holding && b.walker.position() <= super::backend::MAX_HELD =>
+                {
+                    // Keep what arrived so far until the read's fate is known.
+                    return Ok(());
+                }
                 Ok(Step::NeedMore) => {
+                    b.retry = None;
                     let n = b.walker.position();
                     if n > 0 {
                         client.write_all(&b.buf[..n]).await?;
@@ -831,6 +876,49 @@ impl<'a> Session<'a> {
                 (false, None)
             };
             let hot_standby_param = msg_body.starts_with(b"in_hot_standby\0");
+            if holding {
+                if code.as_deref() == Some("25006") {
+                    // The replica refused a write hidden in a read (a function pgrouter did not
+                    // know): drop what was held, swallow the rest of its answer, and run the
+                    // request on the primary. Its functions are remembered as writing.
+                    let Some(retry) = b.retry.take() else {
+                        continue;
+                    };
+                    b.buf.advance(range.end);
+                    b.walker.consumed(range.end);
+                    b.pending = b.pending.saturating_sub(1);
+                    b.swallow += 1;
+                    b.in_segment = false;
+                    b.hide_parse = 0;
+                    b.hide_close = 0;
+                    let written: Vec<(String, bool)> = retry
+                        .parts
+                        .iter()
+                        .flat_map(|c| c.check_functions.iter().map(|f| (f.clone(), true)))
+                        .collect();
+                    tracing::info!(functions = ?written, "read rejected by a replica (25006); re-running it on the primary");
+                    self.ctx.remember_volatility(written);
+                    self.retry_on_primary(retry).await?;
+                    continue;
+                }
+                if is_fatal && is_read_slot {
+                    // The replica connection is going away before any result: run the read on
+                    // the primary instead, and forget this connection.
+                    let Some(retry) = b.retry.take() else {
+                        continue;
+                    };
+                    tracing::warn!(
+                        ?code,
+                        "read connection lost before answering; re-running the read on the primary"
+                    );
+                    self.read = None;
+                    return self.retry_on_primary(retry).await;
+                }
+                if !matches!(tag, b'1' | b'2' | b't' | b'T' | b'n' | b'S' | b'N') {
+                    // Results are coming: the read stands; release what was held.
+                    b.retry = None;
+                }
+            }
             let mut drop_it = swallowing;
             match tag {
                 be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
@@ -891,7 +979,13 @@ impl<'a> Session<'a> {
                 be::PARAMETER_STATUS if !swallowing => drop_it = hot_standby_param,
                 _ => {}
             }
-            if drop_it {
+            if drop_it && b.retry.is_some() {
+                // Still holding a read: cut the message out without releasing what is held.
+                let tail = b.buf.split_off(range.end);
+                b.buf.truncate(range.start);
+                b.buf.unsplit(tail);
+                b.walker.consumed(range.end - range.start);
+            } else if drop_it {
                 if range.start > 0 {
                     client.write_all(&b.buf[..range.start]).await?;
                 }
