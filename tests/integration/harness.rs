@@ -69,6 +69,17 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Waits until both standbys have replayed everything the primary wrote so far.
+    pub fn wait_for_replicas(&self) {
+        let lsn = self.superuser_sql("SELECT pg_current_wal_lsn()");
+        let caught_up = eventually(Duration::from_secs(30), || {
+            self.superuser_sql(&format!(
+                "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn >= '{lsn}'"
+            )) == "2"
+        });
+        assert!(caught_up, "standbys did not catch up with the primary");
+    }
+
     fn script(&self, args: &[&str]) -> std::process::Output {
         Command::new("bash")
             .arg(repo().join("scripts/dev-cluster.sh"))

@@ -60,15 +60,7 @@ fn pgbench_select_only_spreads_reads_over_the_replicas() {
     };
     let _tables = PGBENCH_TABLES.lock().unwrap_or_else(|e| e.into_inner());
     pgbench(&shared.url("app", "app"), &["-i", "-s", "2", "-q"]);
-    let lsn = cluster.superuser_sql("SELECT pg_current_wal_lsn()");
-    assert!(crate::harness::eventually(
-        std::time::Duration::from_secs(30),
-        || {
-            cluster.superuser_sql(&format!(
-                "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn >= '{lsn}'"
-            )) == "2"
-        }
-    ));
+    cluster.wait_for_replicas();
     let router = Router::start_weighted(cluster, [0, 1, 1], "");
     let commits = |node: usize| -> i64 {
         cluster

@@ -23,22 +23,11 @@ fn router() -> Option<&'static Router> {
                      CREATE OR REPLACE FUNCTION sneaky_fn() RETURNS bigint STABLE LANGUAGE plpgsql \
                        AS $$ BEGIN RETURN nextval('routing_seq'); END $$",
                 );
-                wait_for_replicas(c);
+                c.wait_for_replicas();
                 Router::start_weighted(c, [0, 1, 1], "")
             })
         })
         .as_ref()
-}
-
-/// Waits until both standbys have replayed everything the primary wrote so far.
-fn wait_for_replicas(c: &Cluster) {
-    let lsn = c.superuser_sql("SELECT pg_current_wal_lsn()");
-    let ok = crate::harness::eventually(std::time::Duration::from_secs(30), || {
-        c.superuser_sql(&format!(
-            "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn >= '{lsn}'"
-        )) == "2"
-    });
-    assert!(ok, "standbys did not catch up");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

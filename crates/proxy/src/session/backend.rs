@@ -111,12 +111,7 @@ impl Backend {
     ) -> Result<Vec<Vec<Option<String>>>, super::SessionError> {
         use pgrouter_protocol::frame;
         use tokio::io::AsyncWriteExt;
-        let lost = || {
-            super::SessionError::Fatal(pgrouter_protocol::ErrorResponse::fatal(
-                pgrouter_protocol::SqlState::CONNECTION_FAILURE,
-                "server closed the connection unexpectedly",
-            ))
-        };
+        let lost = super::server_lost;
         let mut out = BytesMut::with_capacity(sql.len() + 8);
         pgrouter_protocol::frontend::write_query(&mut out, sql);
         self.conn.stream.write_all(&out).await.map_err(|_| lost())?;

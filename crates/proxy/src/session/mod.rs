@@ -53,6 +53,19 @@ impl From<ErrorResponse> for SessionError {
     }
 }
 
+/// The FATAL error a client gets when its server connection ends without saying why.
+pub(super) fn server_lost() -> SessionError {
+    SessionError::Fatal(
+        ErrorResponse::fatal(
+            SqlState::CONNECTION_FAILURE,
+            "server closed the connection unexpectedly",
+        )
+        .with_hint(
+            "The server may have been restarted or terminated this session; reconnect and retry.",
+        ),
+    )
+}
+
 /// Runs a client session to its end. Never panics on client input; every failure is logged once.
 pub async fn run(
     stream: TcpStream,

@@ -14,7 +14,7 @@
 use super::backend::{read_opt, Backend, Slot};
 use super::client::{frame_error, ClientConn};
 use super::state::SessionState;
-use super::SessionError;
+use super::{server_lost, SessionError};
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::context::ProxyContext;
 use crate::routing::{self, SessionFacts, Target};
@@ -79,18 +79,6 @@ struct Unit {
     len: usize,
     /// Terminate.
     terminate: bool,
-}
-
-fn server_lost() -> SessionError {
-    SessionError::Fatal(
-        ErrorResponse::fatal(
-            SqlState::CONNECTION_FAILURE,
-            "server closed the connection unexpectedly",
-        )
-        .with_hint(
-            "The server may have been restarted or terminated this session; reconnect and retry.",
-        ),
-    )
 }
 
 fn protocol_violation(message: String) -> SessionError {
