@@ -36,11 +36,17 @@ fi
 command -v cargo >/dev/null 2>&1 ||
   { printf '%s: error: cargo not found: install Rust with rustup (https://rustup.rs)\n' "$PROG" >&2; exit 1; }
 
-args=(test --workspace --all-targets)
-[[ -f Cargo.lock ]] && args+=(--locked)
+locked=()
+[[ -f Cargo.lock ]] && locked=(--locked)
 
+# Build every target, benchmarks included, so none can rot; run the doc tests; then the unit,
+# property and end-to-end tests (benchmarks run only with `cargo bench`), so the output ends with
+# cargo's own summary line for a crate that has tests.
 rc=0
-cargo "${args[@]}" "$@" || rc=$?
+cargo test --workspace --all-targets --no-run "${locked[@]}" || rc=$?
+((rc == 0)) && { cargo test --workspace --doc "${locked[@]}" || rc=$?; }
+args=(test --workspace --lib --bins --tests "${locked[@]}")
+((rc == 0)) && { cargo "${args[@]}" "$@" || rc=$?; }
 if ((rc != 0)); then
   printf '%s: FAILED: cargo %s exited with %d\n' "$PROG" "${args[*]} $*" "$rc" >&2
 fi
