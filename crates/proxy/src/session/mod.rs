@@ -4,7 +4,9 @@
 //! - [`client`](self::client): the client socket with its buffers and message reads.
 //! - `startup`: SSL/GSS refusals, cancel requests, the `StartupMessage`.
 //! - `auth`: pgrouter authenticates the client (SCRAM-SHA-256, MD5, trust).
-//! - `relay`: routing requests and forwarding messages both ways once logged in.
+//! - `relay`: the session loop; routing requests at transaction boundaries and sending them.
+//! - `unit`: cutting client input into routable units; the message bodies routing reads.
+//! - `server_output`: relaying server output with the per-connection bookkeeping.
 //! - `backend`: one server connection of a session and what it owes.
 //! - `state`: session state that moves between server connections (replay log, statements).
 
@@ -12,8 +14,10 @@ mod auth;
 mod backend;
 pub mod client;
 mod relay;
+mod server_output;
 mod startup;
 mod state;
+mod unit;
 
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::context::ProxyContext;

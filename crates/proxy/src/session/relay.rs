@@ -14,14 +14,14 @@
 use super::backend::{read_opt, Backend, Slot};
 use super::client::{frame_error, ClientConn};
 use super::state::SessionState;
+use super::unit::{body, classify, effective_route, frames, next_unit, protocol_violation, utf8};
 use super::{server_lost, SessionError};
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::context::ProxyContext;
 use crate::routing::{self, SessionFacts, Target};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use pgrouter_protocol::backend::{self as be, TransactionStatus};
-use pgrouter_protocol::error::ErrorFields;
-use pgrouter_protocol::frame::{self, Step};
+use pgrouter_protocol::frame;
 use pgrouter_protocol::{frontend as fe, ErrorResponse, SqlState};
 use pgrouter_sql::{Classification, Route, Rule, TxControl};
 use std::future::Future;
@@ -73,141 +73,8 @@ struct Plan {
     deferred_begin: bool,
 }
 
-/// A request found at a transaction boundary.
-struct Unit {
-    /// Bytes at the front of the client buffer.
-    len: usize,
-    /// Terminate.
-    terminate: bool,
-}
-
-fn protocol_violation(message: String) -> SessionError {
-    ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, message).into()
-}
-
-/// Finds the next unit at the front of `buf`: a `Query`, a `FunctionCall`, or extended-protocol
-/// messages through `Sync` (or through a trailing `Flush`). `Ok(None)` means more bytes are needed.
-fn next_unit(buf: &mut BytesMut, max_len: usize) -> Result<Option<Unit>, SessionError> {
-    let mut pos = 0;
-    loop {
-        let Some(f) = frame::next_frame(&buf[pos..], max_len).map_err(frame_error)? else {
-            // Make room for a message whose header has arrived.
-            if let Ok(Some((_, len))) = frame::parse_header(&buf[pos..], max_len) {
-                let needed = pos + len + 1;
-                if needed > buf.len() {
-                    buf.reserve(needed - buf.len());
-                }
-            }
-            // A very long pipeline without Sync: route what is there rather than buffer forever.
-            if pos > max_len {
-                return Ok(Some(Unit {
-                    len: pos,
-                    terminate: false,
-                }));
-            }
-            return Ok(None);
-        };
-        if !fe::is_session_message(f.tag) {
-            return Err(protocol_violation(format!(
-                "invalid frontend message type {}",
-                f.tag
-            )));
-        }
-        let starts_alone = matches!(f.tag, fe::QUERY | fe::FUNCTION_CALL | fe::TERMINATE);
-        if starts_alone && pos > 0 {
-            return Ok(Some(Unit {
-                len: pos,
-                terminate: false,
-            }));
-        }
-        pos += f.total_len;
-        match f.tag {
-            fe::TERMINATE => {
-                return Ok(Some(Unit {
-                    len: pos,
-                    terminate: true,
-                }))
-            }
-            fe::QUERY
-            | fe::FUNCTION_CALL
-            | fe::SYNC
-            | fe::COPY_DATA
-            | fe::COPY_DONE
-            | fe::COPY_FAIL => {
-                return Ok(Some(Unit {
-                    len: pos,
-                    terminate: false,
-                }))
-            }
-            fe::FLUSH
-                if frame::next_frame(&buf[pos..], max_len)
-                    .ok()
-                    .flatten()
-                    .is_none() =>
-            {
-                return Ok(Some(Unit {
-                    len: pos,
-                    terminate: false,
-                }))
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The route of one statement once session knowledge is added: SQL `EXECUTE` routes like the
-/// prepared statement; unfamiliar functions route by their volatility in `pg_proc`.
-fn effective_route(ctx: &ProxyContext, state: &SessionState, c: &Classification) -> Route {
-    if let Some(name) = &c.effects.executes {
-        return state
-            .sql_prepared
-            .get(name)
-            .copied()
-            .unwrap_or(Route::Primary);
-    }
-    if c.route == Route::Read && !c.check_functions.is_empty() {
-        // A replica only when pg_proc says none of them is VOLATILE (not looked up yet, or
-        // missing: the primary is always correct).
-        return match ctx.any_volatile(&c.check_functions) {
-            Some(false) => Route::Read,
-            _ => Route::Primary,
-        };
-    }
-    c.route
-}
-
-/// Iterates over the complete frames of `bytes` as (tag, whole message).
-fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        let f = frame::next_frame(&bytes[pos..], usize::MAX)
-            .ok()
-            .flatten()?;
-        let msg = &bytes[pos..pos + f.total_len];
-        pos += f.total_len;
-        Some((f.tag, msg))
-    })
-}
-
-fn body(msg: &[u8]) -> &[u8] {
-    &msg[frame::HEADER_LEN..]
-}
-
-fn utf8(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap_or("")
-}
-
-/// Classifies with the per-thread cache: no lock on the hot path.
-fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
-    thread_local! {
-        static CACHE: std::cell::RefCell<pgrouter_sql::ClassificationCache> =
-            std::cell::RefCell::new(pgrouter_sql::ClassificationCache::new(4096));
-    }
-    CACHE.with(|c| c.borrow_mut().classify(&ctx.classifier, sql))
-}
-
 impl<'a> Session<'a> {
-    fn backend(&mut self, slot: Slot) -> Option<&mut Backend> {
+    pub(super) fn backend(&mut self, slot: Slot) -> Option<&mut Backend> {
         match slot {
             Slot::Primary => self.primary.as_mut(),
             Slot::Read => self.read.as_mut(),
@@ -216,7 +83,7 @@ impl<'a> Session<'a> {
 
     /// The slot that must receive the next client bytes whatever they are: the transaction's
     /// connection, or one in the middle of an extended-protocol segment.
-    fn attached(&self) -> Option<Slot> {
+    pub(super) fn attached(&self) -> Option<Slot> {
         if self.state.tx_status != TransactionStatus::Idle && self.deferred_begin.is_none() {
             return Some(self.current);
         }
@@ -229,14 +96,14 @@ impl<'a> Session<'a> {
     }
 
     /// A connection still owing responses to earlier requests (a pipelining client).
-    fn busy(&self) -> Option<Slot> {
+    pub(super) fn busy(&self) -> Option<Slot> {
         [(Slot::Primary, &self.primary), (Slot::Read, &self.read)]
             .into_iter()
             .find(|(_, b)| b.as_ref().is_some_and(Backend::busy))
             .map(|(slot, _)| slot)
     }
 
-    fn facts(&self) -> SessionFacts {
+    pub(super) fn facts(&self) -> SessionFacts {
         SessionFacts {
             pinned: self.state.pin.is_some(),
             load_balance: self.ctx.routing.load_balance,
@@ -246,7 +113,7 @@ impl<'a> Session<'a> {
 
     /// Classifies a unit: the combined route and whether it starts a (read-only) transaction.
     #[allow(clippy::type_complexity)]
-    fn classify_unit(
+    pub(super) fn classify_unit(
         &self,
         unit: &[u8],
     ) -> (
@@ -317,13 +184,13 @@ impl<'a> Session<'a> {
     }
 
     /// The route of one statement once session knowledge is added.
-    fn effective_route(&self, c: &Classification) -> Route {
+    pub(super) fn effective_route(&self, c: &Classification) -> Route {
         effective_route(self.ctx, &self.state, c)
     }
 
     /// Opens the backend for a slot if needed. A read node that cannot be reached falls back to
     /// the primary.
-    async fn ensure(&mut self, slot: Slot) -> Result<Slot, SessionError> {
+    pub(super) async fn ensure(&mut self, slot: Slot) -> Result<Slot, SessionError> {
         if self.backend(slot).is_some() {
             return Ok(slot);
         }
@@ -331,6 +198,9 @@ impl<'a> Session<'a> {
             Slot::Primary => {
                 let b = (self.connect)(self.ctx.primary_node()).await?;
                 self.primary = Some(b);
+                if self.current == Slot::Primary {
+                    self.point_cancel_at(Slot::Primary);
+                }
                 Ok(Slot::Primary)
             }
             Slot::Read => {
@@ -338,6 +208,10 @@ impl<'a> Session<'a> {
                 match (self.connect)(node).await {
                     Ok(b) => {
                         self.read = Some(b);
+                        if self.current == Slot::Read {
+                            // A reopened connection has a new key for cancel requests.
+                            self.point_cancel_at(Slot::Read);
+                        }
                         Ok(Slot::Read)
                     }
                     Err(e) => {
@@ -351,14 +225,14 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn slot_for(&self, target: Target) -> Slot {
+    pub(super) fn slot_for(&self, target: Target) -> Slot {
         match (target, self.read_node) {
             (Target::Read, Some(node)) if node != self.ctx.primary_node() => Slot::Read,
             _ => Slot::Primary,
         }
     }
 
-    fn point_cancel_at(&self, slot: Slot) {
+    pub(super) fn point_cancel_at(&self, slot: Slot) {
         let key = match slot {
             Slot::Primary => self.primary.as_ref(),
             Slot::Read => self.read.as_ref(),
@@ -376,7 +250,10 @@ impl<'a> Session<'a> {
     }
 
     /// Handles every complete client message in the buffer.
-    async fn drain_client(&mut self, client: &mut ClientConn) -> Result<Drain, SessionError> {
+    pub(super) async fn drain_client(
+        &mut self,
+        client: &mut ClientConn,
+    ) -> Result<Drain, SessionError> {
         let max_len = self.ctx.max_message_size();
         loop {
             if let Some(slot) = self.attached() {
@@ -441,7 +318,7 @@ impl<'a> Session<'a> {
     }
 
     /// Functions in a unit's read statements whose volatility is not known yet.
-    fn functions_to_look_up(&self, bytes: &[u8]) -> Vec<String> {
+    pub(super) fn functions_to_look_up(&self, bytes: &[u8]) -> Vec<String> {
         let mut names = Vec::new();
         for (tag, msg) in frames(bytes) {
             let sql = match tag {
@@ -460,7 +337,7 @@ impl<'a> Session<'a> {
 
     /// Asks the primary's catalog whether these functions are VOLATILE, on the session's own
     /// primary connection (which is idle here), and caches the answer for every session.
-    async fn look_up_volatility(
+    pub(super) async fn look_up_volatility(
         &mut self,
         client: &mut ClientConn,
         names: &[String],
@@ -587,7 +464,10 @@ impl<'a> Session<'a> {
 
     /// Re-runs a held read on the primary: its replica rejected it with `25006` or the replica
     /// connection broke before anything reached the client.
-    async fn retry_on_primary(&mut self, retry: super::backend::Retry) -> Result<(), SessionError> {
+    pub(super) async fn retry_on_primary(
+        &mut self,
+        retry: super::backend::Retry,
+    ) -> Result<(), SessionError> {
         self.inflight.clear();
         let slot = self.ensure(Slot::Primary).await?;
         let mut prefix = BytesMut::new();
@@ -598,7 +478,7 @@ impl<'a> Session<'a> {
     }
 
     /// Appends the session changes this connection has not run yet (their results are swallowed).
-    fn replay_into(&mut self, slot: Slot, out: &mut BytesMut) {
+    pub(super) fn replay_into(&mut self, slot: Slot, out: &mut BytesMut) {
         let total = self.state.replay.len();
         let log = &self.state.replay;
         let b = match slot {
@@ -630,7 +510,7 @@ impl<'a> Session<'a> {
 
     /// Sends client messages to a connection with the bookkeeping they need; `prefix` holds
     /// pgrouter's own messages to send first.
-    async fn send(
+    pub(super) async fn send(
         &mut self,
         slot: Slot,
         bytes: &Bytes,
@@ -747,239 +627,12 @@ impl<'a> Session<'a> {
         result.map_err(|_| server_lost())
     }
 
-    async fn terminate_all(&mut self) {
+    pub(super) async fn terminate_all(&mut self) {
         for b in [self.primary.as_mut(), self.read.as_mut()]
             .into_iter()
             .flatten()
         {
             let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
-        }
-    }
-
-    /// Relays what a server sent. A connection that ends while idle is dropped (reopened later).
-    async fn relay_server_output(
-        &mut self,
-        client: &mut ClientConn,
-        slot: Slot,
-        read: std::io::Result<usize>,
-    ) -> Result<(), SessionError> {
-        let max_len = self.ctx.max_message_size();
-        if !matches!(read, Ok(n) if n > 0) {
-            if let Some(retry) = self
-                .read
-                .as_mut()
-                .filter(|_| slot == Slot::Read)
-                .and_then(|b| b.retry.take())
-            {
-                tracing::warn!(
-                    "read connection lost before answering; re-running the read on the primary"
-                );
-                self.read = None;
-                return self.retry_on_primary(retry).await;
-            }
-            let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
-            let pinned = slot == Slot::Primary && self.state.pin.is_some();
-            let ctx = self.ctx;
-            let Some(b) = self.backend(slot) else {
-                return Ok(());
-            };
-            let busy = b.busy() || in_tx;
-            let fatal = b.said_fatal;
-            if busy || pinned {
-                tracing::debug!(
-                    pending = b.pending,
-                    swallow = b.swallow,
-                    in_segment = b.in_segment,
-                    in_tx,
-                    pinned,
-                    "server connection in use was lost"
-                );
-                return if fatal {
-                    Err(SessionError::ServerLost(
-                        "server closed the connection after a FATAL error".into(),
-                    ))
-                } else {
-                    Err(server_lost())
-                };
-            }
-            // An idle connection went away: the next request opens a new one and replays state.
-            tracing::info!(node = %ctx.nodes[b.node].name,
-                "idle server connection closed; it will be reopened when needed");
-            match slot {
-                Slot::Primary => self.primary = None,
-                Slot::Read => self.read = None,
-            }
-            return Ok(());
-        }
-        let is_read_slot = slot == Slot::Read;
-        let in_tx_here = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
-        loop {
-            let Some(b) = (match slot {
-                Slot::Primary => self.primary.as_mut(),
-                Slot::Read => self.read.as_mut(),
-            }) else {
-                return Ok(());
-            };
-            let swallowing = b.swallow > 0;
-            let holding = b.retry.is_some() && !swallowing;
-            let step = b.walker.step(&b.buf, max_len, |t| {
-                swallowing
-                    || holding
-                    || matches!(t, be::READY_FOR_QUERY | be::ERROR_RESPONSE | b'1' | b'3')
-                    || (is_read_slot && t == be::PARAMETER_STATUS)
-            });
-            let (tag, range) = match step {
-                Ok(Step::NeedMore)
-                    if holding && b.walker.position() <= super::backend::MAX_HELD =>
-                {
-                    // Keep what arrived so far until the read's fate is known.
-                    return Ok(());
-                }
-                Ok(Step::NeedMore) => {
-                    b.retry = None;
-                    let n = b.walker.position();
-                    if n > 0 {
-                        client.write_all(&b.buf[..n]).await?;
-                        b.buf.advance(n);
-                        b.walker.consumed(n);
-                    }
-                    return Ok(());
-                }
-                Ok(Step::Message { tag, range }) => (tag, range),
-                Err(e) => {
-                    tracing::warn!(error = %e, "invalid message from server");
-                    return Err(server_lost());
-                }
-            };
-            // What the bookkeeping needs from the body, copied out before `b` is updated.
-            let msg_body = &b.buf[range.start + frame::HEADER_LEN..range.end];
-            let rfq_status = msg_body
-                .first()
-                .and_then(|s| TransactionStatus::from_byte(*s))
-                .unwrap_or(TransactionStatus::Idle);
-            let (is_fatal, code) = if tag == be::ERROR_RESPONSE {
-                let fields = ErrorFields::parse(msg_body);
-                (fields.is_fatal(), fields.code.map(|c| utf8(c).to_owned()))
-            } else {
-                (false, None)
-            };
-            let hot_standby_param = msg_body.starts_with(b"in_hot_standby\0");
-            if holding {
-                if code.as_deref() == Some("25006") {
-                    // The replica refused a write hidden in a read (a function pgrouter did not
-                    // know): drop what was held, swallow the rest of its answer, and run the
-                    // request on the primary. Its functions are remembered as writing.
-                    let Some(retry) = b.retry.take() else {
-                        continue;
-                    };
-                    b.buf.advance(range.end);
-                    b.walker.consumed(range.end);
-                    b.pending = b.pending.saturating_sub(1);
-                    b.swallow += 1;
-                    b.in_segment = false;
-                    b.hide_parse = 0;
-                    b.hide_close = 0;
-                    let written: Vec<(String, bool)> = retry
-                        .parts
-                        .iter()
-                        .flat_map(|c| c.check_functions.iter().map(|f| (f.clone(), true)))
-                        .collect();
-                    tracing::info!(functions = ?written, "read rejected by a replica (25006); re-running it on the primary");
-                    self.ctx.remember_volatility(written);
-                    self.retry_on_primary(retry).await?;
-                    continue;
-                }
-                if is_fatal && is_read_slot {
-                    // The replica connection is going away before any result: run the read on
-                    // the primary instead, and forget this connection.
-                    let Some(retry) = b.retry.take() else {
-                        continue;
-                    };
-                    tracing::warn!(
-                        ?code,
-                        "read connection lost before answering; re-running the read on the primary"
-                    );
-                    self.read = None;
-                    return self.retry_on_primary(retry).await;
-                }
-                if !matches!(tag, b'1' | b'2' | b't' | b'T' | b'n' | b'S' | b'N') {
-                    // Results are coming: the read stands; release what was held.
-                    b.retry = None;
-                }
-            }
-            let mut drop_it = swallowing;
-            match tag {
-                be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
-                be::READY_FOR_QUERY => {
-                    let status = rfq_status;
-                    b.pending = b.pending.saturating_sub(1);
-                    let done = b.pending == 0 && !b.in_segment;
-                    let failed = std::mem::take(&mut b.saw_error);
-                    if done {
-                        let finished = std::mem::take(&mut self.inflight);
-                        let discarded = !failed
-                            && finished.iter().any(|c| {
-                                c.effects
-                                    .session
-                                    .contains(&pgrouter_sql::SessionChange::DiscardAll)
-                            });
-                        let caught_up = b.replayed >= self.state.replay.len();
-                        if discarded {
-                            b.prepared.clear();
-                            self.state.statements.clear();
-                        }
-                        self.state.complete(&finished, failed, status);
-                        if caught_up {
-                            // This connection ran the changes itself.
-                            b.replayed = self.state.replay.len();
-                        }
-                    } else {
-                        self.state.tx_status = status;
-                    }
-                }
-                be::ERROR_RESPONSE => {
-                    b.said_fatal |= is_fatal;
-                    if !swallowing && !b.busy() && !in_tx_here {
-                        // Unsolicited (e.g. the connection was terminated while idle): not the
-                        // client's business; the connection is reopened when next needed.
-                        tracing::info!(?code, "error from an idle server connection");
-                        drop_it = true;
-                    } else if swallowing {
-                        tracing::warn!(
-                            ?code,
-                            "replaying session state on a server connection failed"
-                        );
-                    } else {
-                        b.saw_error = true;
-                        b.hide_parse = 0;
-                        b.hide_close = 0;
-                    }
-                }
-                b'1' if b.hide_parse > 0 => {
-                    b.hide_parse -= 1;
-                    drop_it = true;
-                }
-                b'3' if b.hide_close > 0 => {
-                    b.hide_close -= 1;
-                    drop_it = true;
-                }
-                // A standby reports in_hot_standby=on; the client's session is with the primary.
-                be::PARAMETER_STATUS if !swallowing => drop_it = hot_standby_param,
-                _ => {}
-            }
-            if drop_it && b.retry.is_some() {
-                // Still holding a read: cut the message out without releasing what is held.
-                let tail = b.buf.split_off(range.end);
-                b.buf.truncate(range.start);
-                b.buf.unsplit(tail);
-                b.walker.consumed(range.end - range.start);
-            } else if drop_it {
-                if range.start > 0 {
-                    client.write_all(&b.buf[..range.start]).await?;
-                }
-                b.buf.advance(range.end);
-                b.walker.consumed(range.end);
-            }
         }
     }
 }

@@ -1,0 +1,242 @@
+//! Server output: what each server connection sends is relayed to the client, with the
+//! bookkeeping that keeps the session's view of every connection right (responses owed,
+//! transaction status, hidden and swallowed messages, reads held for a retry).
+
+use super::backend::Slot;
+use super::client::ClientConn;
+use super::relay::Session;
+use super::unit::utf8;
+use super::{server_lost, SessionError};
+use bytes::Buf;
+use pgrouter_protocol::backend::{self as be, TransactionStatus};
+use pgrouter_protocol::error::ErrorFields;
+use pgrouter_protocol::frame::{self, Step};
+
+impl Session<'_> {
+    /// Relays what a server sent. A connection that ends while idle is dropped (reopened later).
+    pub(super) async fn relay_server_output(
+        &mut self,
+        client: &mut ClientConn,
+        slot: Slot,
+        read: std::io::Result<usize>,
+    ) -> Result<(), SessionError> {
+        let max_len = self.ctx.max_message_size();
+        if !matches!(read, Ok(n) if n > 0) {
+            if let Some(retry) = self
+                .read
+                .as_mut()
+                .filter(|_| slot == Slot::Read)
+                .and_then(|b| b.retry.take())
+            {
+                tracing::warn!(
+                    "read connection lost before answering; re-running the read on the primary"
+                );
+                self.read = None;
+                return self.retry_on_primary(retry).await;
+            }
+            let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
+            let pinned = slot == Slot::Primary && self.state.pin.is_some();
+            let ctx = self.ctx;
+            let Some(b) = self.backend(slot) else {
+                return Ok(());
+            };
+            let busy = b.busy() || in_tx;
+            let fatal = b.said_fatal;
+            if busy || pinned {
+                tracing::debug!(
+                    pending = b.pending,
+                    swallow = b.swallow,
+                    in_segment = b.in_segment,
+                    in_tx,
+                    pinned,
+                    "server connection in use was lost"
+                );
+                return if fatal {
+                    Err(SessionError::ServerLost(
+                        "server closed the connection after a FATAL error".into(),
+                    ))
+                } else {
+                    Err(server_lost())
+                };
+            }
+            // An idle connection went away: the next request opens a new one and replays state.
+            tracing::info!(node = %ctx.nodes[b.node].name,
+                "idle server connection closed; it will be reopened when needed");
+            match slot {
+                Slot::Primary => self.primary = None,
+                Slot::Read => self.read = None,
+            }
+            return Ok(());
+        }
+        let is_read_slot = slot == Slot::Read;
+        let in_tx_here = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
+        loop {
+            let Some(b) = (match slot {
+                Slot::Primary => self.primary.as_mut(),
+                Slot::Read => self.read.as_mut(),
+            }) else {
+                return Ok(());
+            };
+            let swallowing = b.swallow > 0;
+            let holding = b.retry.is_some() && !swallowing;
+            let step = b.walker.step(&b.buf, max_len, |t| {
+                swallowing
+                    || holding
+                    || matches!(t, be::READY_FOR_QUERY | be::ERROR_RESPONSE | b'1' | b'3')
+                    || (is_read_slot && t == be::PARAMETER_STATUS)
+            });
+            let (tag, range) = match step {
+                Ok(Step::NeedMore)
+                    if holding && b.walker.position() <= super::backend::MAX_HELD =>
+                {
+                    // Keep what arrived so far until the read's fate is known.
+                    return Ok(());
+                }
+                Ok(Step::NeedMore) => {
+                    b.retry = None;
+                    let n = b.walker.position();
+                    if n > 0 {
+                        client.write_all(&b.buf[..n]).await?;
+                        b.buf.advance(n);
+                        b.walker.consumed(n);
+                    }
+                    return Ok(());
+                }
+                Ok(Step::Message { tag, range }) => (tag, range),
+                Err(e) => {
+                    tracing::warn!(error = %e, "invalid message from server");
+                    return Err(server_lost());
+                }
+            };
+            // What the bookkeeping needs from the body, copied out before `b` is updated.
+            let msg_body = &b.buf[range.start + frame::HEADER_LEN..range.end];
+            let rfq_status = msg_body
+                .first()
+                .and_then(|s| TransactionStatus::from_byte(*s))
+                .unwrap_or(TransactionStatus::Idle);
+            let (is_fatal, code) = if tag == be::ERROR_RESPONSE {
+                let fields = ErrorFields::parse(msg_body);
+                (fields.is_fatal(), fields.code.map(|c| utf8(c).to_owned()))
+            } else {
+                (false, None)
+            };
+            let hot_standby_param = msg_body.starts_with(b"in_hot_standby\0");
+            if holding {
+                if code.as_deref() == Some("25006") {
+                    // The replica refused a write hidden in a read (a function pgrouter did not
+                    // know): drop what was held, swallow the rest of its answer, and run the
+                    // request on the primary. Its functions are remembered as writing.
+                    let Some(retry) = b.retry.take() else {
+                        continue;
+                    };
+                    b.buf.advance(range.end);
+                    b.walker.consumed(range.end);
+                    b.pending = b.pending.saturating_sub(1);
+                    b.swallow += 1;
+                    b.in_segment = false;
+                    b.hide_parse = 0;
+                    b.hide_close = 0;
+                    let written: Vec<(String, bool)> = retry
+                        .parts
+                        .iter()
+                        .flat_map(|c| c.check_functions.iter().map(|f| (f.clone(), true)))
+                        .collect();
+                    tracing::info!(functions = ?written, "read rejected by a replica (25006); re-running it on the primary");
+                    self.ctx.remember_volatility(written);
+                    self.retry_on_primary(retry).await?;
+                    continue;
+                }
+                if is_fatal && is_read_slot {
+                    // The replica connection is going away before any result: run the read on
+                    // the primary instead, and forget this connection.
+                    let Some(retry) = b.retry.take() else {
+                        continue;
+                    };
+                    tracing::warn!(
+                        ?code,
+                        "read connection lost before answering; re-running the read on the primary"
+                    );
+                    self.read = None;
+                    return self.retry_on_primary(retry).await;
+                }
+                if !matches!(tag, b'1' | b'2' | b't' | b'T' | b'n' | b'S' | b'N') {
+                    // Results are coming: the read stands; release what was held.
+                    b.retry = None;
+                }
+            }
+            let mut drop_it = swallowing;
+            match tag {
+                be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
+                be::READY_FOR_QUERY => {
+                    let status = rfq_status;
+                    b.pending = b.pending.saturating_sub(1);
+                    let done = b.pending == 0 && !b.in_segment;
+                    let failed = std::mem::take(&mut b.saw_error);
+                    if done {
+                        let finished = std::mem::take(&mut self.inflight);
+                        let discarded = !failed
+                            && finished.iter().any(|c| {
+                                c.effects
+                                    .session
+                                    .contains(&pgrouter_sql::SessionChange::DiscardAll)
+                            });
+                        let caught_up = b.replayed >= self.state.replay.len();
+                        if discarded {
+                            b.prepared.clear();
+                            self.state.statements.clear();
+                        }
+                        self.state.complete(&finished, failed, status);
+                        if caught_up {
+                            // This connection ran the changes itself.
+                            b.replayed = self.state.replay.len();
+                        }
+                    } else {
+                        self.state.tx_status = status;
+                    }
+                }
+                be::ERROR_RESPONSE => {
+                    b.said_fatal |= is_fatal;
+                    if !swallowing && !b.busy() && !in_tx_here {
+                        // Unsolicited (e.g. the connection was terminated while idle): not the
+                        // client's business; the connection is reopened when next needed.
+                        tracing::info!(?code, "error from an idle server connection");
+                        drop_it = true;
+                    } else if swallowing {
+                        tracing::warn!(
+                            ?code,
+                            "replaying session state on a server connection failed"
+                        );
+                    } else {
+                        b.saw_error = true;
+                        b.hide_parse = 0;
+                        b.hide_close = 0;
+                    }
+                }
+                b'1' if b.hide_parse > 0 => {
+                    b.hide_parse -= 1;
+                    drop_it = true;
+                }
+                b'3' if b.hide_close > 0 => {
+                    b.hide_close -= 1;
+                    drop_it = true;
+                }
+                // A standby reports in_hot_standby=on; the client's session is with the primary.
+                be::PARAMETER_STATUS if !swallowing => drop_it = hot_standby_param,
+                _ => {}
+            }
+            if drop_it && b.retry.is_some() {
+                // Still holding a read: cut the message out without releasing what is held.
+                let tail = b.buf.split_off(range.end);
+                b.buf.truncate(range.start);
+                b.buf.unsplit(tail);
+                b.walker.consumed(range.end - range.start);
+            } else if drop_it {
+                if range.start > 0 {
+                    client.write_all(&b.buf[..range.start]).await?;
+                }
+                b.buf.advance(range.end);
+                b.walker.consumed(range.end);
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Cutting the client's byte stream into routable units, and reading the few message bodies
+//! routing needs.
+
+use super::client::frame_error;
+use super::state::SessionState;
+use super::SessionError;
+use crate::context::ProxyContext;
+use bytes::BytesMut;
+use pgrouter_protocol::frame;
+use pgrouter_protocol::frontend as fe;
+use pgrouter_protocol::{ErrorResponse, SqlState};
+use pgrouter_sql::{Classification, Route};
+use std::sync::Arc;
+
+/// A request found at a transaction boundary.
+pub(super) struct Unit {
+    /// Bytes at the front of the client buffer.
+    pub(super) len: usize,
+    /// Terminate.
+    pub(super) terminate: bool,
+}
+
+pub(super) fn protocol_violation(message: String) -> SessionError {
+    ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, message).into()
+}
+
+/// Finds the next unit at the front of `buf`: a `Query`, a `FunctionCall`, or extended-protocol
+/// messages through `Sync` (or through a trailing `Flush`). `Ok(None)` means more bytes are needed.
+pub(super) fn next_unit(buf: &mut BytesMut, max_len: usize) -> Result<Option<Unit>, SessionError> {
+    let mut pos = 0;
+    loop {
+        let Some(f) = frame::next_frame(&buf[pos..], max_len).map_err(frame_error)? else {
+            // Make room for a message whose header has arrived.
+            if let Ok(Some((_, len))) = frame::parse_header(&buf[pos..], max_len) {
+                let needed = pos + len + 1;
+                if needed > buf.len() {
+                    buf.reserve(needed - buf.len());
+                }
+            }
+            // A very long pipeline without Sync: route what is there rather than buffer forever.
+            if pos > max_len {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: false,
+                }));
+            }
+            return Ok(None);
+        };
+        if !fe::is_session_message(f.tag) {
+            return Err(protocol_violation(format!(
+                "invalid frontend message type {}",
+                f.tag
+            )));
+        }
+        let starts_alone = matches!(f.tag, fe::QUERY | fe::FUNCTION_CALL | fe::TERMINATE);
+        if starts_alone && pos > 0 {
+            return Ok(Some(Unit {
+                len: pos,
+                terminate: false,
+            }));
+        }
+        pos += f.total_len;
+        match f.tag {
+            fe::TERMINATE => {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: true,
+                }))
+            }
+            fe::QUERY
+            | fe::FUNCTION_CALL
+            | fe::SYNC
+            | fe::COPY_DATA
+            | fe::COPY_DONE
+            | fe::COPY_FAIL => {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: false,
+                }))
+            }
+            fe::FLUSH
+                if frame::next_frame(&buf[pos..], max_len)
+                    .ok()
+                    .flatten()
+                    .is_none() =>
+            {
+                return Ok(Some(Unit {
+                    len: pos,
+                    terminate: false,
+                }))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The route of one statement once session knowledge is added: SQL `EXECUTE` routes like the
+/// prepared statement; unfamiliar functions route by their volatility in `pg_proc`.
+pub(super) fn effective_route(
+    ctx: &ProxyContext,
+    state: &SessionState,
+    c: &Classification,
+) -> Route {
+    if let Some(name) = &c.effects.executes {
+        return state
+            .sql_prepared
+            .get(name)
+            .copied()
+            .unwrap_or(Route::Primary);
+    }
+    if c.route == Route::Read && !c.check_functions.is_empty() {
+        // A replica only when pg_proc says none of them is VOLATILE (not looked up yet, or
+        // missing: the primary is always correct).
+        return match ctx.any_volatile(&c.check_functions) {
+            Some(false) => Route::Read,
+            _ => Route::Primary,
+        };
+    }
+    c.route
+}
+
+/// Iterates over the complete frames of `bytes` as (tag, whole message).
+pub(super) fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let f = frame::next_frame(&bytes[pos..], usize::MAX)
+            .ok()
+            .flatten()?;
+        let msg = &bytes[pos..pos + f.total_len];
+        pos += f.total_len;
+        Some((f.tag, msg))
+    })
+}
+
+pub(super) fn body(msg: &[u8]) -> &[u8] {
+    &msg[frame::HEADER_LEN..]
+}
+
+pub(super) fn utf8(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
+}
+
+/// Classifies with the per-thread cache: no lock on the hot path.
+pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<pgrouter_sql::ClassificationCache> =
+            std::cell::RefCell::new(pgrouter_sql::ClassificationCache::new(4096));
+    }
+    CACHE.with(|c| c.borrow_mut().classify(&ctx.classifier, sql))
+}
