@@ -354,6 +354,19 @@ pub async fn eventually_async(limit: Duration, mut f: impl FnMut() -> bool) -> b
     }
 }
 
+/// The data rows of a simple-protocol result.
+pub fn rows(
+    messages: &[tokio_postgres::SimpleQueryMessage],
+) -> Vec<&tokio_postgres::SimpleQueryRow> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Path helper for temporary files of one test.
 pub fn temp_file(router: &Router, name: &str) -> PathBuf {
     router.dir.join(name)

@@ -322,12 +322,10 @@ async fn idle_server_connection_killed_is_reopened_transparently() {
         .simple_query("/* pgrouter: primary */ SELECT pg_backend_pid()")
         .await
         .unwrap();
-    let pid: i32 = rows
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
-            _ => None,
-        })
+    let pid: i32 = crate::harness::rows(&rows)[0]
+        .get(0)
+        .unwrap()
+        .parse()
         .unwrap();
     cluster.superuser_sql(&format!("SELECT pg_terminate_backend({pid})"));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -3,7 +3,6 @@
 
 use crate::harness::{cluster, connect, psql, Cluster, Router};
 use std::sync::OnceLock;
-use tokio_postgres::SimpleQueryMessage;
 
 /// A router whose primary serves no reads (weight 0), so every read must land on a replica.
 fn router() -> Option<&'static Router> {
@@ -58,14 +57,8 @@ async fn where_simple(client: &tokio_postgres::Client, sql: &str) -> Ran {
         .simple_query(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let row = messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("{sql}: no row"));
+    let rows = crate::harness::rows(&messages);
+    let row = rows.last().unwrap_or_else(|| panic!("{sql}: no row"));
     ran(cluster, row.get(0).unwrap(), row.get(1).unwrap())
 }
 
@@ -225,13 +218,7 @@ async fn session_state_follows_the_session() {
         "/* pgrouter: primary */ SELECT inet_server_port(), pg_is_in_recovery(), current_setting('statement_timeout'), current_setting('application_name')",
     ] {
         let rows = client.simple_query(sql).await.unwrap();
-        let row = rows
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
-            .unwrap();
+        let row = crate::harness::rows(&rows)[0];
         assert_eq!(row.get(2), Some("2345ms"), "{sql}");
         assert_eq!(row.get(3), Some("routing-test"), "{sql}");
     }
