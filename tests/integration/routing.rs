@@ -222,6 +222,18 @@ async fn session_state_follows_the_session() {
         assert_eq!(row.get(2), Some("2345ms"), "{sql}");
         assert_eq!(row.get(3), Some("routing-test"), "{sql}");
     }
+    // Hundreds of SETs (the replay log is compacted) still leave exactly the last value.
+    let many: Vec<String> = (0..300)
+        .map(|i| format!("SET application_name = 'many-{i}'"))
+        .collect();
+    client.batch_execute(&many.join("; ")).await.unwrap();
+    for sql in [
+        "SELECT current_setting('application_name')",
+        "/* pgrouter: primary */ SELECT current_setting('application_name')",
+    ] {
+        let v: String = client.query_one(sql, &[]).await.unwrap().get(0);
+        assert_eq!(v, "many-299", "{sql}");
+    }
     client
         .batch_execute("RESET statement_timeout")
         .await

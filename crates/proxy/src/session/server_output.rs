@@ -165,6 +165,7 @@ impl Session<'_> {
                 }
             }
             let mut drop_it = swallowing;
+            let mut compacted = None;
             match tag {
                 be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
                 be::READY_FOR_QUERY => {
@@ -190,6 +191,7 @@ impl Session<'_> {
                             // This connection ran the changes itself.
                             b.replayed = self.state.replay.len();
                         }
+                        compacted = self.state.compact_replay();
                     } else {
                         self.state.tx_status = status;
                     }
@@ -236,6 +238,17 @@ impl Session<'_> {
                 }
                 b.buf.advance(range.end);
                 b.walker.consumed(range.end);
+            }
+            if let Some(old_len) = compacted {
+                // Connections that had run the whole log still have; the others run the shorter,
+                // equivalent log from its start.
+                let new_len = self.state.replay.len();
+                for c in [self.primary.as_mut(), self.read.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    c.replayed = if c.replayed == old_len { new_len } else { 0 };
+                }
             }
         }
     }

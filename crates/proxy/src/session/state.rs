@@ -7,6 +7,25 @@ use pgrouter_sql::{Classification, PinReason, Route, SessionChange, TxControl};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Past this many entries the replay log is compacted.
+pub(crate) const REPLAY_LOG_LIMIT: usize = 256;
+
+/// `SET [SESSION] name …` and `RESET name` touch one parameter: the key under which only the last
+/// one matters.
+fn parameter_key(sql: &str) -> Option<String> {
+    let mut words = sql.split_whitespace().map(str::to_ascii_lowercase);
+    let verb = words.next()?;
+    let mut name = words.next()?;
+    if verb == "set" && name == "session" {
+        name = words.next()?;
+    }
+    match (verb.as_str(), name.as_str()) {
+        (_, "role" | "all" | "local" | "transaction") => None,
+        ("set" | "reset", _) => Some(name.trim_end_matches(['=', ';']).to_owned()),
+        _ => None,
+    }
+}
+
 /// A protocol-level prepared statement as the client created it.
 #[derive(Debug)]
 pub(crate) struct StoredStatement {
@@ -125,6 +144,36 @@ impl SessionState {
         self.tx_status = status;
     }
 
+    /// Shrinks the replay log once it grows past `REPLAY_LOG_LIMIT` entries (an application that
+    /// runs `SET` on every request would otherwise grow it forever). Keeps the last `SET`/`RESET`
+    /// of each parameter and everything else in order; drops everything before a `RESET ALL` or
+    /// `DISCARD ALL`. Returns the old length when it compacted.
+    pub(crate) fn compact_replay(&mut self) -> Option<usize> {
+        if self.replay.len() <= REPLAY_LOG_LIMIT {
+            return None;
+        }
+        let old_len = self.replay.len();
+        let start = self
+            .replay
+            .iter()
+            .rposition(|s| {
+                let u = s.to_ascii_uppercase();
+                u == "DISCARD ALL" || u == "RESET ALL"
+            })
+            .unwrap_or(0);
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<String> = Vec::new();
+        for sql in self.replay[start..].iter().rev() {
+            let repeated = parameter_key(sql).is_some_and(|key| !seen.insert(key));
+            if !repeated {
+                kept.push(sql.clone());
+            }
+        }
+        kept.reverse();
+        self.replay = kept;
+        Some(old_len)
+    }
+
     fn apply(&mut self, change: SessionChange) {
         match change {
             SessionChange::Replay(sql) => self.replay.push(sql),
@@ -153,5 +202,45 @@ impl SessionState {
             },
             SessionChange::DefaultReadOnly(on) => self.default_read_only = on,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_log_is_compacted() {
+        let mut s = SessionState::new();
+        s.replay.push("PREPARE q AS SELECT 1".into());
+        for i in 0..300 {
+            s.replay.push(format!("SET application_name = 'req{i}'"));
+            s.replay
+                .push(format!("SET SESSION statement_timeout = {i}"));
+        }
+        s.replay.push("RESET statement_timeout".into());
+        assert_eq!(s.compact_replay(), Some(602));
+        assert_eq!(
+            s.replay,
+            vec![
+                "PREPARE q AS SELECT 1".to_string(),
+                "SET application_name = 'req299'".to_string(),
+                "RESET statement_timeout".to_string(),
+            ]
+        );
+        assert_eq!(s.compact_replay(), None);
+        for _ in 0..300 {
+            s.replay.push("SET ROLE app".into());
+        }
+        s.replay.push("DISCARD ALL".into());
+        s.replay.push("SET search_path = x".into());
+        for _ in 0..300 {
+            s.replay.push("SET search_path = y".into());
+        }
+        s.compact_replay();
+        assert_eq!(
+            s.replay,
+            vec!["DISCARD ALL".to_string(), "SET search_path = y".to_string()]
+        );
     }
 }
