@@ -171,6 +171,14 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
+                // Describing the unnamed statement made by an earlier segment: it lives on one
+                // connection only.
+                fe::DESCRIBE
+                    if fe::describe_target(body(msg)) == Some((b'S', &b""[..]))
+                        && !parsed_here.contains(&&b""[..]) =>
+                {
+                    needs_unnamed = true;
+                }
                 fe::FUNCTION_CALL | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
                     route = Route::Primary
                 }
