@@ -134,19 +134,19 @@ fn start_cluster() -> Option<Cluster> {
         String::from_utf8_lossy(&out.stderr)
     );
     // Stop the routers and tear the cluster down when this test process exits, however it exits.
-    let watcher = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         pkill -f -- '--config {dir}/'; \
-         PGR_CLUSTER_DIR='{dir}' PGR_BASE_PORT={port} bash '{script}' destroy >/dev/null 2>&1",
-        pid = std::process::id(),
-        dir = cluster.dir.display(),
-        port = base_port,
-        script = repo().join("scripts/dev-cluster.sh").display()
-    );
+    // Paths reach the watcher through its environment, so that its own command line does not
+    // match the pkill pattern (pkill -f would otherwise kill the watcher itself).
+    let watcher = "while kill -0 \"$PGR_WATCH_PID\" 2>/dev/null; do sleep 1; done; \
+                   pkill -f -- \"--config $PGR_CLUSTER_DIR/\"; \
+                   bash \"$PGR_CLUSTER_SCRIPT\" destroy >/dev/null 2>&1";
     // Deliberately detached and never waited for: it outlives this process to clean up after it.
     #[allow(clippy::zombie_processes)]
     Command::new("setsid")
-        .args(["bash", "-c", &watcher])
+        .args(["bash", "-c", watcher])
+        .env("PGR_WATCH_PID", std::process::id().to_string())
+        .env("PGR_CLUSTER_DIR", &cluster.dir)
+        .env("PGR_BASE_PORT", base_port.to_string())
+        .env("PGR_CLUSTER_SCRIPT", repo().join("scripts/dev-cluster.sh"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
