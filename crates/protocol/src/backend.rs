@@ -74,11 +74,6 @@ pub fn authentication_ok(buf: &mut BytesMut) {
     with_len(buf, AUTHENTICATION, |b| b.put_i32(0));
 }
 
-/// `AuthenticationCleartextPassword`.
-pub fn authentication_cleartext(buf: &mut BytesMut) {
-    with_len(buf, AUTHENTICATION, |b| b.put_i32(3));
-}
-
 /// `AuthenticationMD5Password` with its salt.
 pub fn authentication_md5(buf: &mut BytesMut, salt: [u8; 4]) {
     with_len(buf, AUTHENTICATION, |b| {

@@ -41,13 +41,6 @@ pub struct Frame {
     pub total_len: usize,
 }
 
-impl Frame {
-    /// The body's byte range within the buffer the frame was found in (starting at offset 0).
-    pub fn body(&self) -> Range<usize> {
-        HEADER_LEN..self.total_len
-    }
-}
-
 /// Reads a frame header, validating the length against `max_len` (the declared length, which
 /// counts itself but not the tag).
 pub fn parse_header(buf: &[u8], max_len: usize) -> Result<Option<(u8, usize)>, FrameError> {

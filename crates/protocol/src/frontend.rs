@@ -48,11 +48,6 @@ pub fn is_session_message(tag: u8) -> bool {
     )
 }
 
-/// True for messages after which the server sends `ReadyForQuery`.
-pub fn ends_request(tag: u8) -> bool {
-    matches!(tag, QUERY | SYNC | FUNCTION_CALL)
-}
-
 /// Reads a NUL-terminated string at the start of `body`, returning it and the rest.
 pub fn read_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = memchr::memchr(0, body)?;
@@ -160,6 +155,5 @@ mod tests {
         assert!(is_session_message(QUERY));
         assert!(!is_session_message(PASSWORD));
         assert!(!is_session_message(0));
-        assert!(ends_request(SYNC) && !ends_request(FLUSH));
     }
 }

@@ -97,6 +97,9 @@ impl ProxyContext {
     /// Whether every named function is known to be non-volatile (`Some(false)`), some is volatile
     /// (`Some(true)`), or some has not been looked up yet (`None`).
     pub fn any_volatile(&self, names: &[String]) -> Option<bool> {
+        if names.is_empty() {
+            return Some(false);
+        }
         let cache = self
             .function_volatility
             .lock()

@@ -53,40 +53,12 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
                 ended = true;
                 i += 1;
             }
-            b'\'' => {
-                // A standard string; '' is an escaped quote. E'' strings start with a word
-                // character and are rejected below.
-                i += 1;
-                loop {
-                    match bytes.get(i) {
-                        None => return None,
-                        Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
-                        Some(b'\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-            }
-            b'"' => {
-                i += 1;
-                if bytes.get(i) == Some(&b'"') {
-                    // A zero-length identifier is an error; let the parser report it.
-                    return None;
-                }
-                loop {
-                    match bytes.get(i) {
-                        None => return None,
-                        Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
-                        Some(b'"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-            }
+            // A standard string ('' is an escaped quote; E'' strings start with a word character
+            // and are rejected below) or a quoted identifier ("" is an escaped quote).
+            b'\'' => i = skip_quoted(bytes, i, b'\'')?,
+            // A zero-length identifier is an error; let the parser report it.
+            b'"' if bytes.get(i + 1) == Some(&b'"') => return None,
+            b'"' => i = skip_quoted(bytes, i, b'"')?,
             // `$1`: a parameter. Any other `$` starts a dollar-quoted string.
             b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 i += 1;
@@ -142,6 +114,19 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
         }
     }
     kind
+}
+
+/// The index just past the quoted text starting at `start` (a doubled quote is an escaped one);
+/// `None` when it is not terminated.
+fn skip_quoted(bytes: &[u8], start: usize, quote: u8) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match bytes.get(i)? {
+            q if *q == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
+            q if *q == quote => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,16 @@ struct Plan {
     deferred_begin: bool,
 }
 
+/// Functions called by a unit's read statements whose volatility is not known yet.
+fn unresolved_functions(ctx: &ProxyContext, parts: &[Arc<Classification>]) -> Vec<String> {
+    parts
+        .iter()
+        .filter(|c| c.route == Route::Read && !c.check_functions.is_empty())
+        .filter(|c| ctx.any_volatile(&c.check_functions).is_none())
+        .flat_map(|c| c.check_functions.iter().cloned())
+        .collect()
+}
+
 impl<'a> Session<'a> {
     pub(super) fn backend(&mut self, slot: Slot) -> Option<&mut Backend> {
         match slot {
@@ -304,14 +314,15 @@ impl<'a> Session<'a> {
                 self.terminate_all().await;
                 return Ok(Drain::Terminated);
             }
-            let unknown = self.functions_to_look_up(&client.buf[..unit.len]);
+            let mut plan = self.plan(&client.buf[..unit.len]);
+            let unknown = unresolved_functions(self.ctx, &plan.parts);
             if !unknown.is_empty() {
                 if self.busy().is_some() {
                     return Ok(Drain::Blocked);
                 }
                 self.look_up_volatility(client, &unknown).await?;
+                plan = self.plan(&client.buf[..unit.len]);
             }
-            let plan = self.plan(&client.buf[..unit.len]);
             if let Some(busy) = self.busy() {
                 // Earlier requests are still answering: keep responses in order by sending this one
                 // to the same connection, or by waiting until that connection is done.
@@ -323,24 +334,6 @@ impl<'a> Session<'a> {
             let bytes = client.buf.split_to(unit.len).freeze();
             self.route_unit(client, bytes, plan).await?;
         }
-    }
-
-    /// Functions in a unit's read statements whose volatility is not known yet.
-    pub(super) fn functions_to_look_up(&self, bytes: &[u8]) -> Vec<String> {
-        let mut names = Vec::new();
-        for (tag, msg) in frames(bytes) {
-            let sql = match tag {
-                fe::QUERY => fe::query_text(body(msg)),
-                fe::PARSE => fe::parse_parse(body(msg)).map(|(_, q)| q),
-                _ => None,
-            };
-            let Some(sql) = sql else { continue };
-            let c = classify(self.ctx, utf8(sql));
-            if c.route == Route::Read && self.ctx.any_volatile(&c.check_functions).is_none() {
-                names.extend(c.check_functions.iter().cloned());
-            }
-        }
-        names
     }
 
     /// Asks the primary's catalog whether these functions are VOLATILE, on the session's own
