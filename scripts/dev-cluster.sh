@@ -425,6 +425,7 @@ CREATE DATABASE app OWNER app;
 \connect app
 GRANT ALL ON SCHEMA public TO app, legacy;
 GRANT app TO legacy;
+GRANT pg_monitor TO app; -- health checks read replication status (pg_stat_wal_receiver)
 SQL
   as_pg touch "$(node_dir "$node")/.ready"
 }

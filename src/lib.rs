@@ -7,10 +7,12 @@
 //! - `crates/protocol`: sans-IO wire protocol (framing, start-up, errors, SCRAM/MD5 server side).
 //! - `crates/config`: the YAML configuration model and its validation.
 //! - `crates/conn`: logging in to PostgreSQL servers.
+//! - `crates/topology`: health checks, role discovery, the routing table.
 //! - `crates/proxy`: listener and client sessions.
 
 use pgrouter_config::Config;
 use pgrouter_proxy::ProxyContext;
+use pgrouter_topology::{MonitorSettings, Policy};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,10 +24,36 @@ pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
     TcpListener::bind(config.listen).await
 }
 
-/// Serves clients on `listener` until `shutdown` is cancelled and every session has ended.
+/// Serves clients on `listener` until `shutdown` is cancelled and every session has ended. The
+/// health checks run meanwhile (and stop last, so draining sessions still follow failovers).
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) {
     let ctx = Arc::new(ProxyContext::new(&config));
+    let monitor_stop = CancellationToken::new();
+    let monitor = ctx
+        .topology
+        .start(monitor_settings(&config), monitor_stop.clone());
     pgrouter_proxy::serve(listener, ctx, shutdown).await;
+    monitor_stop.cancel();
+    let _ = monitor.await;
+}
+
+/// The health checks' settings, from the configuration.
+pub fn monitor_settings(config: &Config) -> MonitorSettings {
+    let hc = &config.health_check;
+    let max_lag = config.routing.max_replica_lag.get();
+    MonitorSettings {
+        discovery: config.topology.discovery,
+        interval: hc.interval.get(),
+        timeout: hc.timeout.get(),
+        max_failures: hc.max_failures,
+        min_successes: hc.min_successes,
+        login: config.health_check_login(),
+        policy: Policy {
+            discovery: config.topology.discovery,
+            max_lag_bytes: config.routing.max_replica_lag_bytes.bytes(),
+            max_lag_seconds: (!max_lag.is_zero()).then_some(max_lag.as_secs_f64()),
+        },
+    }
 }
 
 /// Describes how a statement is classified and routed (`pgrouter explain`).

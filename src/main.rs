@@ -163,11 +163,17 @@ async fn watch_signals(shutdown: CancellationToken) {
 fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let filter = match &cli.log_level {
+        // A bare level is pgrouter's: the libraries' own debug output (every health-check query,
+        // every parser step) is kept at info unless a directive asks for it.
+        Some(f) if !f.contains(['=', ',']) => {
+            EnvFilter::new(format!("{f},tokio_postgres=info,sqlparser=info"))
+        }
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),

@@ -91,7 +91,7 @@ impl Cluster {
     }
 }
 
-fn postgres_available() -> bool {
+pub fn postgres_available() -> bool {
     let has_bin = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| d.flatten().any(|e| e.path().join("bin/initdb").exists()))
         .unwrap_or(false);
@@ -133,7 +133,18 @@ fn start_cluster() -> Option<Cluster> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Stop the routers and tear the cluster down when this test process exits, however it exits.
+    destroy_at_exit("scripts/dev-cluster.sh", &cluster.dir, base_port);
+    // A role that pgrouter lets in without a password (auth: trust) for raw-protocol tests.
+    cluster.superuser_sql(
+        "CREATE ROLE rawtest LOGIN PASSWORD 'raw'; GRANT ALL ON DATABASE app TO rawtest; \
+         GRANT ALL ON SCHEMA public TO rawtest",
+    );
+    Some(cluster)
+}
+
+/// Stops the routers and tears a cluster down (with `script destroy`) when this test process
+/// exits, however it exits.
+pub fn destroy_at_exit(script: &str, dir: &std::path::Path, base_port: u16) {
     // Paths reach the watcher through its environment, so that its own command line does not
     // match the pkill pattern (pkill -f would otherwise kill the watcher itself).
     let watcher = "while kill -0 \"$PGR_WATCH_PID\" 2>/dev/null; do sleep 1; done; \
@@ -144,20 +155,14 @@ fn start_cluster() -> Option<Cluster> {
     Command::new("setsid")
         .args(["bash", "-c", watcher])
         .env("PGR_WATCH_PID", std::process::id().to_string())
-        .env("PGR_CLUSTER_DIR", &cluster.dir)
+        .env("PGR_CLUSTER_DIR", dir)
         .env("PGR_BASE_PORT", base_port.to_string())
-        .env("PGR_CLUSTER_SCRIPT", repo().join("scripts/dev-cluster.sh"))
+        .env("PGR_CLUSTER_SCRIPT", repo().join(script))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("teardown watcher starts");
-    // A role that pgrouter lets in without a password (auth: trust) for raw-protocol tests.
-    cluster.superuser_sql(
-        "CREATE ROLE rawtest LOGIN PASSWORD 'raw'; GRANT ALL ON DATABASE app TO rawtest; \
-         GRANT ALL ON SCHEMA public TO rawtest",
-    );
-    Some(cluster)
 }
 
 /// A block of `n` consecutive free ports on 127.0.0.1.
@@ -202,11 +207,19 @@ impl Router {
 
     /// Starts the real binary with the given node weights (primary first).
     pub fn start_weighted(cluster: &Cluster, weights: [u32; 3], extra: &str) -> Router {
+        Router::start_in(&cluster.dir, |port| {
+            router_config(cluster, port, weights, extra)
+        })
+    }
+
+    /// Starts the real binary in a new directory under `parent` with the configuration that
+    /// `config_for(port)` writes.
+    pub fn start_in(parent: &std::path::Path, config_for: impl FnOnce(u16) -> String) -> Router {
         let port = free_port_block(1);
-        let dir = cluster.dir.join(format!("router-{port}"));
+        let dir = parent.join(format!("router-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pgrouter.yaml");
-        std::fs::write(&config, router_config(cluster, port, weights, extra)).unwrap();
+        std::fs::write(&config, config_for(port)).unwrap();
         let log = dir.join("pgrouter.log");
         let child = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
             .arg("--config")

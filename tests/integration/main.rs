@@ -10,6 +10,7 @@
 mod harness;
 
 mod bad_input;
+mod ha;
 mod login;
 mod pgbench;
 mod raw;

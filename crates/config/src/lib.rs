@@ -22,6 +22,7 @@ pub mod values;
 
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::{
-    AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, RoutingConfig, UserConfig,
+    AuthMethod, ClientConfig, Config, Discovery, HealthCheckConfig, HealthCheckLogin, NodeConfig,
+    PoolConfig, RoutingConfig, TopologyConfig, UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

@@ -1,7 +1,7 @@
 //! Loading: YAML → model, `${VAR}` and file secrets, validation. Every error names the key and,
 //! where the YAML parser knows it, the line.
 
-use crate::model::{AuthMethod, Config};
+use crate::model::{AuthMethod, Config, Discovery};
 use crate::values::Secret;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -207,6 +207,11 @@ fn resolve_secrets(
             }
         }
     }
+    if let Some(p) = &config.health_check.password {
+        let value = expand_env(p.expose(), env)
+            .map_err(|m| invalid(text, "health_check.password".into(), m))?;
+        config.health_check.password = Some(Secret::new(value));
+    }
     Ok(())
 }
 
@@ -321,12 +326,65 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             "must be positive",
         ));
     }
-    if config.pool.connect_timeout.get().is_zero() {
-        return Err(invalid(
-            text,
-            "pool.connect_timeout".into(),
-            "must be positive",
-        ));
+    let positive = [
+        ("pool.connect_timeout", config.pool.connect_timeout),
+        ("health_check.interval", config.health_check.interval),
+        ("health_check.timeout", config.health_check.timeout),
+        (
+            "topology.failover_timeout",
+            config.topology.failover_timeout,
+        ),
+    ];
+    for (key, value) in positive {
+        if value.get().is_zero() {
+            return Err(invalid(text, key.into(), "must be positive"));
+        }
+    }
+    for (key, value) in [
+        (
+            "health_check.max_failures",
+            config.health_check.max_failures,
+        ),
+        (
+            "health_check.min_successes",
+            config.health_check.min_successes,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(text, key.into(), "must be at least 1"));
+        }
+    }
+    let hc = &config.health_check;
+    match &hc.user {
+        Some(name) if hc.password.is_none() && !config.users.iter().any(|u| &u.name == name) => {
+            return Err(invalid(
+                text,
+                "health_check.password".into(),
+                format!("required: {name:?} is not listed under users"),
+            ))
+        }
+        _ => {}
+    }
+    if config.topology.discovery == Discovery::Patroni {
+        for (i, node) in config.nodes.iter().enumerate() {
+            match node.patroni_url.as_deref() {
+                None => {
+                    return Err(invalid(
+                        text,
+                        format!("nodes[{i}]"),
+                        "patroni_url is required with topology.discovery: patroni",
+                    ))
+                }
+                Some(url) if !url.starts_with("http://") => {
+                    return Err(invalid(
+                        text,
+                        format!("nodes[{i}].patroni_url"),
+                        "must start with http:// (e.g. http://127.0.0.1:8008)",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
     }
     Ok(())
 }

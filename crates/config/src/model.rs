@@ -16,8 +16,7 @@ pub struct Config {
     /// Address of the admin HTTP server (`/metrics`, `/health`, …).
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
-    /// The PostgreSQL servers. Roles are discovered, not configured; until discovery is enabled the
-    /// first node receives all traffic.
+    /// The PostgreSQL servers. Roles are discovered, not configured (`topology`).
     pub nodes: Vec<NodeConfig>,
     /// Users allowed to connect, with the password pgrouter checks and also uses for its own login
     /// to the servers.
@@ -35,6 +34,55 @@ pub struct Config {
     /// Read/write splitting.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// How node health is checked.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+    /// How roles are discovered and failovers followed.
+    #[serde(default)]
+    pub topology: TopologyConfig,
+}
+
+/// Who health probes log in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckLogin {
+    /// Role name.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// Database.
+    pub database: String,
+}
+
+impl Config {
+    /// The health probes' login: `health_check.user`/`password`/`database`, with the defaults
+    /// documented there filled in.
+    pub fn health_check_login(&self) -> HealthCheckLogin {
+        let hc = &self.health_check;
+        let listed = |name: &str| self.users.iter().find(|u| u.name == name);
+        let user = hc
+            .user
+            .clone()
+            .or_else(|| self.users.first().map(|u| u.name.clone()))
+            .unwrap_or_default();
+        let password = hc
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .or_else(|| listed(&user).map(|u| u.password().to_owned()))
+            .unwrap_or_default();
+        let database = hc.database.clone().unwrap_or_else(|| {
+            match self.topology.discovery {
+                Discovery::Repmgr => "repmgr",
+                Discovery::Sql | Discovery::Patroni => "postgres",
+            }
+            .to_owned()
+        });
+        HealthCheckLogin {
+            user,
+            password,
+            database,
+        }
+    }
 }
 
 fn default_worker_threads() -> u16 {
@@ -63,6 +111,9 @@ pub struct NodeConfig {
     /// Relative share of reads this node serves; `0` means it never serves reads.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// This node's Patroni REST API (`http://host:port`), for `topology.discovery: patroni`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patroni_url: Option<String>,
 }
 
 fn default_pg_port() -> u16 {
@@ -163,6 +214,14 @@ pub struct RoutingConfig {
     /// function sends it to the primary (Pgpool-II's `read_only_function_list`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only_functions: Option<Vec<String>>,
+    /// A replica further behind the primary than this many bytes of WAL serves no reads.
+    /// `0` disables the check.
+    pub max_replica_lag_bytes: ByteSize,
+    /// A replica whose last replayed transaction is older than this, while it still has WAL to
+    /// replay, serves no reads. `0s` disables the check.
+    pub max_replica_lag: Duration,
+    /// With no usable replica, reads go to the primary (`true`) or fail with an error (`false`).
+    pub reads_fallback_to_primary: bool,
 }
 
 impl Default for RoutingConfig {
@@ -171,6 +230,79 @@ impl Default for RoutingConfig {
             load_balance: true,
             write_functions: Vec::new(),
             read_only_functions: None,
+            max_replica_lag_bytes: ByteSize(16 << 20),
+            max_replica_lag: Duration::from_secs(10),
+            reads_fallback_to_primary: true,
+        }
+    }
+}
+
+/// Health checks: one probe per node every `interval`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Time between two probes of a node.
+    pub interval: Duration,
+    /// Time a probe (connect, query, or REST call) may take before it counts as failed.
+    pub timeout: Duration,
+    /// Consecutive failed probes before a node is marked down.
+    pub max_failures: u32,
+    /// Consecutive successful probes before a down node returns.
+    pub min_successes: u32,
+    /// Role the probes log in as; defaults to the first entry of `users`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its password; defaults to that user's password from `users` when `user` names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Database the probes connect to; defaults to `repmgr` with `topology.discovery: repmgr`
+    /// (repmgr's metadata lives there) and to `postgres` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            max_failures: 3,
+            min_successes: 2,
+            user: None,
+            password: None,
+            database: None,
+        }
+    }
+}
+
+/// Where roles come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// Ask each node: `pg_is_in_recovery()`, timeline and WAL positions.
+    #[default]
+    Sql,
+    /// Ask each node's Patroni REST API (`nodes[].patroni_url`); the Patroni leader is the primary.
+    Patroni,
+    /// Read repmgr's metadata (`repmgr.nodes`), cross-checked with `pg_is_in_recovery()`.
+    Repmgr,
+}
+
+/// Role discovery and failover following.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// Where roles come from.
+    pub discovery: Discovery,
+    /// How long writes wait for a primary when there is none before they fail.
+    pub failover_timeout: Duration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self {
+            discovery: Discovery::Sql,
+            failover_timeout: Duration::from_secs(30),
         }
     }
 }

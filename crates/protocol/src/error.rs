@@ -190,9 +190,52 @@ impl<'a> ErrorFields<'a> {
     }
 }
 
+/// Rewrites a FATAL `ErrorResponse` body (fields only, no header) as an ERROR, in place: both
+/// severity fields (`S`, which may be localized and is then left alone, and `V`) say `ERROR`.
+/// Returns whether anything changed. Malformed bodies are left as they are.
+pub fn downgrade_fatal(body: &mut [u8]) -> bool {
+    let mut changed = false;
+    let mut pos = 0;
+    while pos < body.len() && body[pos] != 0 {
+        let kind = body[pos];
+        let start = pos + 1;
+        let Some(len) = body[start..].iter().position(|&b| b == 0) else {
+            return changed;
+        };
+        let value = &mut body[start..start + len];
+        if matches!(kind, b'S' | b'V') && value == b"FATAL" {
+            value.copy_from_slice(b"ERROR");
+            changed = true;
+        }
+        pos = start + len + 1;
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fatal_becomes_error_in_place() {
+        let mut buf = BytesMut::new();
+        ErrorResponse::fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection").encode(&mut buf);
+        let body = &mut buf[5..];
+        assert!(downgrade_fatal(body));
+        let fields = ErrorFields::parse(body);
+        assert!(!fields.is_fatal());
+        assert_eq!(fields.code, Some(&b"57P01"[..]));
+        assert!(!downgrade_fatal(body), "already an ERROR");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn downgrade_never_panics(mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let len = bytes.len();
+            downgrade_fatal(&mut bytes);
+            proptest::prop_assert_eq!(bytes.len(), len);
+        }
+    }
 
     #[test]
     fn encode_then_parse_round_trips() {

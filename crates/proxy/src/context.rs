@@ -1,9 +1,12 @@
 //! What every session shares, built once from the configuration.
 
 use crate::cancel::CancelRegistry;
-use pgrouter_config::{AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, RoutingConfig};
+use pgrouter_config::{
+    AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, RoutingConfig, TopologyConfig,
+};
 use pgrouter_protocol::auth::scram::ScramSecret;
 use pgrouter_sql::{Classifier, FunctionPolicy};
+use pgrouter_topology::{NodeTarget, RoutingTable, Topology};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,8 +32,12 @@ pub struct ProxyContext {
     pub users: HashMap<String, UserEntry>,
     /// A verifier for users that do not exist, so their login fails exactly like a wrong password.
     pub mock_scram: ScramSecret,
-    /// The servers. Until role discovery lands, the first one receives all traffic.
+    /// The servers, in configuration order (node indexes everywhere refer to this list).
     pub nodes: Vec<NodeConfig>,
+    /// Who is primary and who serves reads, as the health checks last found.
+    pub topology: Arc<Topology>,
+    /// Role discovery settings (`failover_timeout`).
+    pub topology_config: TopologyConfig,
     /// Client limits.
     pub client: ClientConfig,
     /// Server connection settings.
@@ -44,8 +51,7 @@ pub struct ProxyContext {
     /// Volatility of functions looked up in `pg_proc` (`true` = VOLATILE), shared by sessions.
     /// Touched only for statements calling functions pgrouter does not know, never per message.
     pub function_volatility: Mutex<HashMap<String, bool>>,
-    read_weights: Vec<u32>,
-    sessions_started: AtomicU64,
+    read_picks: AtomicU64,
 }
 
 impl ProxyContext {
@@ -65,10 +71,25 @@ impl ProxyContext {
             })
             .collect();
         let mock_password: [u8; 16] = rand::random();
+        let topology = Topology::new(
+            config
+                .nodes
+                .iter()
+                .map(|n| NodeTarget {
+                    name: n.name.clone(),
+                    host: n.host.clone(),
+                    port: n.port,
+                    weight: n.weight,
+                    patroni_url: n.patroni_url.clone(),
+                })
+                .collect(),
+        );
         Self {
             users,
             mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
             nodes: config.nodes.clone(),
+            topology,
+            topology_config: config.topology.clone(),
             client: config.client.clone(),
             pool: config.pool.clone(),
             cancels: Arc::new(CancelRegistry::default()),
@@ -78,20 +99,16 @@ impl ProxyContext {
                 config.routing.read_only_functions.as_deref(),
             )),
             function_volatility: Mutex::new(HashMap::new()),
-            read_weights: config.nodes.iter().map(|n| n.weight).collect(),
-            sessions_started: AtomicU64::new(0),
+            read_picks: AtomicU64::new(0),
         }
     }
 
-    /// The node that receives writes. Until role discovery lands it is the first configured node.
-    pub fn primary_node(&self) -> usize {
-        0
-    }
-
-    /// Picks a session's read node by weight (the primary included, with its own weight).
-    pub fn pick_read_node(&self) -> Option<usize> {
-        let ticket = self.sessions_started.fetch_add(1, Ordering::Relaxed);
-        crate::routing::pick_read_node(&self.read_weights, ticket)
+    /// Picks a read node from the table's readers by weight (the primary among them when its
+    /// weight is not 0). `None` when nothing serves reads.
+    pub fn pick_read_node(&self, table: &RoutingTable) -> Option<usize> {
+        let ticket = self.read_picks.fetch_add(1, Ordering::Relaxed);
+        let weights: Vec<u32> = table.readers.iter().map(|(_, w)| *w).collect();
+        crate::routing::pick_read_node(&weights, ticket).map(|i| table.readers[i].0)
     }
 
     /// Whether every named function is known to be non-volatile (`Some(false)`), some is volatile

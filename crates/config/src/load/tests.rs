@@ -63,7 +63,7 @@ fn errors_name_key_and_line() {
     let cases: &[(&str, &str)] = &[
         (
             "nodes:\n  - name: a\n    host: h\n    prot: 1\nusers: []\n",
-            "nodes[0].prot: unknown field `prot`, expected one of `name`, `host`, `port`, `weight` (line 4)",
+            "nodes[0].prot: unknown field `prot`, expected one of `name`, `host`, `port`, `weight`, `patroni_url` (line 4)",
         ),
         (
             "nodes:\n  - name: a\n    host: h\n    port: many\nusers: []\n",
@@ -98,11 +98,60 @@ fn errors_name_key_and_line() {
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nclient:\n  max_message_size: 10\n",
             "client.max_message_size: must be between 1kB and 1GB (line 8)",
         ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\ntopology:\n  discovery: patroni\n",
+            "nodes[0]: patroni_url is required with topology.discovery: patroni (line 2)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\n    patroni_url: https://h:8008\nusers:\n  - name: u\n    password: p\ntopology:\n  discovery: patroni\n",
+            "nodes[0].patroni_url: must start with http:// (e.g. http://127.0.0.1:8008) (line 4)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\ntopology:\n  discovery: consul\n",
+            "topology.discovery: unknown variant `consul`, expected one of `sql`, `patroni`, `repmgr` (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nhealth_check:\n  max_failures: 0\n",
+            "health_check.max_failures: must be at least 1 (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nhealth_check:\n  user: monitor\n",
+            "health_check.password: required: \"monitor\" is not listed under users",
+        ),
     ];
     for (text, expected) in cases {
         let err = parse(text).expect_err(text).to_string();
         assert_eq!(&err, expected, "for:\n{text}");
     }
+}
+
+#[test]
+fn health_check_login_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    let login = c.health_check_login();
+    assert_eq!(
+        (
+            login.user.as_str(),
+            login.password.as_str(),
+            login.database.as_str()
+        ),
+        ("app", "x", "postgres")
+    );
+    let c = parse(&format!(
+        "{MINIMAL}health_check:\n  user: monitor\n  password: ${{APP_PW}}\ntopology:\n  discovery: repmgr\n"
+    ))
+    .unwrap();
+    let login = c.health_check_login();
+    assert_eq!(
+        (
+            login.user.as_str(),
+            login.password.as_str(),
+            login.database.as_str()
+        ),
+        ("monitor", "from-env", "repmgr")
+    );
+    assert_eq!(c.health_check.max_failures, 3);
+    assert_eq!(c.topology.failover_timeout, Duration::from_secs(30));
 }
 
 #[test]

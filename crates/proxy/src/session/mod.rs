@@ -49,6 +49,10 @@ pub enum SessionError {
     /// The server's connection ended; the client was told.
     #[error("server connection lost: {0}")]
     ServerLost(String),
+    /// The request cannot be served now (no primary, no replica): it is answered with this error
+    /// and the session goes on.
+    #[error("{}", .0.message)]
+    Unavailable(ErrorResponse),
 }
 
 impl From<ErrorResponse> for SessionError {
@@ -92,6 +96,11 @@ pub async fn run(
             }
             Err(SessionError::ServerRefused(raw)) => client.send_raw_and_close(&raw).await,
             Err(e @ SessionError::ServerLost(_)) => tracing::info!(error = %e, "session ended"),
+            Err(SessionError::Unavailable(mut e)) => {
+                e.severity = pgrouter_protocol::error::Severity::Fatal;
+                tracing::info!(code = e.code.code(), reason = %e.message, "session closed with error");
+                client.send_error_and_close(&e).await;
+            }
         }
     }
     .instrument(span)
@@ -122,20 +131,21 @@ async fn serve(
             span.record("application_name", app);
         }
         let user = auth::authenticate(client, ctx, &startup).await?;
-        let server = connect_node(ctx, user, &startup, ctx.primary_node()).await?;
-        Ok(Some((startup, user, server)))
+        let (server, node) = connect_primary(ctx, user, &startup).await?;
+        Ok(Some((startup, user, server, node)))
     };
-    let (startup, user, server) = match tokio::time::timeout(login_timeout, login).await {
-        Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(SessionError::Fatal(ErrorResponse::fatal(
-                SqlState::QUERY_CANCELED,
-                "canceling authentication due to timeout",
-            )))
-        }
-    };
+    let (startup, user, server, primary_node) =
+        match tokio::time::timeout(login_timeout, login).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(SessionError::Fatal(ErrorResponse::fatal(
+                    SqlState::QUERY_CANCELED,
+                    "canceling authentication due to timeout",
+                )))
+            }
+        };
 
     let slot: CancelSlot = Arc::default();
     let registration = ctx.cancels.register(Arc::clone(&slot));
@@ -157,7 +167,8 @@ async fn serve(
     client.write_all(&out).await?;
     tracing::debug!(server = %server.addr, "session established");
 
-    let connect = |node: usize| -> std::pin::Pin<
+    // `None` asks for the primary (waiting for one during a failover), `Some(n)` for node `n`.
+    let connect = |node: Option<usize>| -> std::pin::Pin<
         Box<
             dyn std::future::Future<Output = Result<backend_conn::Backend, SessionError>>
                 + Send
@@ -166,20 +177,28 @@ async fn serve(
     > {
         let startup = &startup;
         Box::pin(async move {
-            connect_node(ctx, user, startup, node)
-                .await
-                .map(|c| backend_conn::Backend::new(c, node))
+            match node {
+                Some(node) => connect_node(ctx, user, startup, node)
+                    .await
+                    .map(|c| backend_conn::Backend::new(c, node)),
+                None => connect_primary(ctx, user, startup)
+                    .await
+                    .map(|(c, node)| backend_conn::Backend::new(c, node)),
+            }
         })
     };
+    let table = ctx.topology.snapshot();
     let mut session = relay::Session {
         ctx,
-        primary: Some(backend_conn::Backend::new(server, ctx.primary_node())),
+        primary: Some(backend_conn::Backend::new(server, primary_node)),
         read: None,
         read_node: if ctx.routing.load_balance {
-            ctx.pick_read_node()
+            ctx.pick_read_node(&table)
         } else {
             None
         },
+        read_generation: table.generation,
+        lost_transaction: None,
         state: state::SessionState::new(),
         inflight: Vec::new(),
         current: backend_conn::Slot::Primary,
@@ -192,6 +211,61 @@ async fn serve(
     result
 }
 
+/// Logs in to the primary. While there is none, or it does not accept the login because it is
+/// going away, this waits for the topology to name a new one, up to `topology.failover_timeout`.
+async fn connect_primary(
+    ctx: &ProxyContext,
+    user: &crate::context::UserEntry,
+    startup: &startup::Startup,
+) -> Result<(ServerConn, usize), SessionError> {
+    let timeout = ctx.topology_config.failover_timeout.get();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(node) = ctx.topology.wait_for(remaining, |t| t.primary).await else {
+            let table = ctx.topology.load();
+            return Err(SessionError::Unavailable(
+                ErrorResponse::error(
+                    SqlState::CANNOT_CONNECT_NOW,
+                    format!(
+                        "no primary server is available (waited {}s for a failover)",
+                        timeout.as_secs()
+                    ),
+                )
+                .with_detail(
+                    table
+                        .no_primary_reason
+                        .clone()
+                        .unwrap_or_else(|| "the primary is changing".into()),
+                )
+                .with_hint("Writes resume once the HA manager promotes a new primary."),
+            ));
+        };
+        match connect_node_raw(ctx, user, startup, node).await {
+            // The table may have changed during the login: only the current primary will do.
+            Ok(conn) if ctx.topology.load().primary == Some(node) => return Ok((conn, node)),
+            Ok(_) => continue,
+            Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(node = %ctx.nodes[node].name, error = %e,
+                    "primary not accepting logins; waiting for the topology");
+                let wait = remaining.min(std::time::Duration::from_millis(250));
+                ctx.topology.changed(wait).await;
+            }
+            Err(e) => return Err(login_error(ctx, node, e)),
+        }
+    }
+}
+
+/// A login failure that a failover may cure: the network, or a server starting up or shutting
+/// down (`57P0x`), as opposed to a wrong password or a missing database.
+fn is_transient(e: &ConnError) -> bool {
+    match e {
+        ConnError::Refused { code, .. } => code.starts_with("57P") || code.starts_with("08"),
+        ConnError::Io { .. } | ConnError::Timeout { .. } => true,
+        _ => false,
+    }
+}
+
 /// Logs in to a node as the session's user.
 async fn connect_node(
     ctx: &ProxyContext,
@@ -199,12 +273,19 @@ async fn connect_node(
     startup: &startup::Startup,
     node: usize,
 ) -> Result<ServerConn, SessionError> {
-    // invariant: node indexes come from the configuration, which has at least one node.
-    let Some(node) = ctx.nodes.get(node) else {
-        return Err(
-            ErrorResponse::fatal(SqlState::CANNOT_CONNECT_NOW, "no server configured").into(),
-        );
-    };
+    connect_node_raw(ctx, user, startup, node)
+        .await
+        .map_err(|e| login_error(ctx, node, e))
+}
+
+async fn connect_node_raw(
+    ctx: &ProxyContext,
+    user: &crate::context::UserEntry,
+    startup: &startup::Startup,
+    node: usize,
+) -> Result<ServerConn, ConnError> {
+    // invariant: node indexes come from the routing table, built from the configured nodes.
+    let node = &ctx.nodes[node];
     let target = ServerTarget {
         host: &node.host,
         port: node.port,
@@ -213,7 +294,12 @@ async fn connect_node(
         params: &startup.server_params,
         timeout: ctx.pool.connect_timeout.get(),
     };
-    ServerConn::connect(&target).await.map_err(|e| match e {
+    ServerConn::connect(&target).await
+}
+
+fn login_error(ctx: &ProxyContext, node: usize, e: ConnError) -> SessionError {
+    let node = &ctx.nodes[node];
+    match e {
         // The server's own refusal (no such database, too many connections, …) reaches the client
         // word for word.
         ConnError::Refused {
@@ -232,7 +318,7 @@ async fn connect_node(
                 .with_detail(other.to_string()),
             )
         }
-    })
+    }
 }
 
 async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret_key: i32) {

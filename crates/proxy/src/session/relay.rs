@@ -30,8 +30,9 @@ use std::sync::{Arc, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// Connects a new backend to a node on behalf of the session.
-pub(super) type Connector<'a> = dyn Fn(usize) -> Pin<Box<dyn Future<Output = Result<Backend, SessionError>> + Send + 'a>>
+/// Connects a new backend on behalf of the session: to node `Some(n)`, or to the primary (`None`),
+/// waiting for one during a failover.
+pub(super) type Connector<'a> = dyn Fn(Option<usize>) -> Pin<Box<dyn Future<Output = Result<Backend, SessionError>> + Send + 'a>>
     + Sync
     + 'a;
 
@@ -40,8 +41,14 @@ pub(super) struct Session<'a> {
     pub(super) ctx: &'a ProxyContext,
     pub(super) primary: Option<Backend>,
     pub(super) read: Option<Backend>,
-    /// The node serving this session's reads (index into the configured nodes).
+    /// The node serving this session's reads (index into the configured nodes); `None`: the
+    /// primary.
     pub(super) read_node: Option<usize>,
+    /// The routing table generation `read_node` was checked against.
+    pub(super) read_generation: u64,
+    /// The server connection of an open transaction was lost while the client was not waiting
+    /// for anything: its next request gets this error (the transaction is gone).
+    pub(super) lost_transaction: Option<ErrorResponse>,
     pub(super) state: SessionState,
     /// Classifications of client requests whose responses are still coming.
     pub(super) inflight: Vec<Arc<Classification>>,
@@ -66,6 +73,10 @@ pub(super) enum Drain {
 
 /// Where a unit goes and what it is.
 struct Plan {
+    /// Only reads, outside a transaction: safe to re-run elsewhere if its connection breaks.
+    is_read: bool,
+    /// The unit cannot be served now (reads with no replica and no fallback to the primary).
+    unavailable: Option<ErrorResponse>,
     /// `None`: nothing to route, stay on the current connection.
     slot: Option<Slot>,
     parts: Vec<Arc<Classification>>,
@@ -206,15 +217,60 @@ impl<'a> Session<'a> {
         effective_route(self.ctx, &self.state, c)
     }
 
-    /// Opens the backend for a slot if needed. A read node that cannot be reached falls back to
-    /// the primary.
+    /// Re-checks the session's read node when the routing table changed: a node that no longer
+    /// serves reads is replaced by another (or by the primary).
+    pub(super) fn follow_topology(&mut self) {
+        let table = self.ctx.topology.load();
+        if table.generation == self.read_generation {
+            return;
+        }
+        self.read_generation = table.generation;
+        if self.ctx.routing.load_balance && !self.read_node.is_some_and(|n| table.serves_reads(n)) {
+            self.read_node = self.ctx.pick_read_node(&table);
+        }
+    }
+
+    /// The slot's connection is to a node that no longer has that job: the primary connection
+    /// to a node that is not the primary any more, or the read connection to a node that is not
+    /// this session's read node.
+    pub(super) fn is_stale(&self, slot: Slot) -> bool {
+        match slot {
+            Slot::Primary => self
+                .primary
+                .as_ref()
+                .is_some_and(|b| self.ctx.topology.load().primary != Some(b.node)),
+            Slot::Read => self
+                .read
+                .as_ref()
+                .is_some_and(|b| self.read_node != Some(b.node)),
+        }
+    }
+
+    /// Closes a slot's connection (politely: an open transaction there is rolled back).
+    pub(super) async fn close_backend(&mut self, slot: Slot) {
+        let taken = match slot {
+            Slot::Primary => self.primary.take(),
+            Slot::Read => self.read.take(),
+        };
+        if let Some(mut b) = taken {
+            tracing::info!(node = %self.ctx.nodes[b.node].name, "closing a server connection to a node whose role changed");
+            let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+        }
+    }
+
+    /// Opens the backend for a slot if needed, following the routing table: a connection to a
+    /// node that lost its role is closed first (the caller made sure it owes nothing). A read
+    /// node that cannot be reached falls back to the primary.
     pub(super) async fn ensure(&mut self, slot: Slot) -> Result<Slot, SessionError> {
+        if self.is_stale(slot) {
+            self.close_backend(slot).await;
+        }
         if self.backend(slot).is_some() {
             return Ok(slot);
         }
         match slot {
             Slot::Primary => {
-                let b = (self.connect)(self.ctx.primary_node()).await?;
+                let b = (self.connect)(None).await?;
                 self.primary = Some(b);
                 if self.current == Slot::Primary {
                     self.point_cancel_at(Slot::Primary);
@@ -222,8 +278,11 @@ impl<'a> Session<'a> {
                 Ok(Slot::Primary)
             }
             Slot::Read => {
-                let node = self.read_node.unwrap_or(self.ctx.primary_node());
-                match (self.connect)(node).await {
+                let primary = self.ctx.topology.load().primary;
+                let Some(node) = self.read_node.filter(|n| Some(*n) != primary) else {
+                    return Box::pin(self.ensure(Slot::Primary)).await;
+                };
+                match (self.connect)(Some(node)).await {
                     Ok(b) => {
                         self.read = Some(b);
                         if self.current == Slot::Read {
@@ -244,10 +303,30 @@ impl<'a> Session<'a> {
     }
 
     pub(super) fn slot_for(&self, target: Target) -> Slot {
+        let primary = self.ctx.topology.load().primary;
         match (target, self.read_node) {
-            (Target::Read, Some(node)) if node != self.ctx.primary_node() => Slot::Read,
+            (Target::Read, Some(node)) if Some(node) != primary => Slot::Read,
             _ => Slot::Primary,
         }
+    }
+
+    /// Reads are refused when nothing serves them and `routing.reads_fallback_to_primary` is off.
+    fn reads_unavailable(&self, target: Target) -> Option<ErrorResponse> {
+        if target != Target::Read
+            || self.read_node.is_some()
+            || self.ctx.routing.reads_fallback_to_primary
+        {
+            return None;
+        }
+        Some(
+            ErrorResponse::error(
+                SqlState::CANNOT_CONNECT_NOW,
+                "no replica is available for reads",
+            )
+            .with_hint(
+                "Every replica is down, lagging or excluded, and routing.reads_fallback_to_primary is off.",
+            ),
+        )
     }
 
     pub(super) fn point_cancel_at(&self, slot: Slot) {
@@ -295,9 +374,16 @@ impl<'a> Session<'a> {
                 }
                 if ready > 0 {
                     let bytes = client.buf.split_to(ready).freeze();
-                    let classifications = self.classify_unit(&bytes).1;
-                    self.send(slot, &bytes, classifications, BytesMut::new())
-                        .await?;
+                    if self.backend(slot).is_none() || self.is_stale(slot) {
+                        // The transaction's server is gone or is not the primary any more:
+                        // never send it more (that could write to two primaries).
+                        self.abandon(client, slot, transaction_lost(), &bytes)
+                            .await?;
+                    } else {
+                        let classifications = self.classify_unit(&bytes).1;
+                        self.send(slot, &bytes, classifications, BytesMut::new())
+                            .await?;
+                    }
                 }
                 if terminate {
                     self.terminate_all().await;
@@ -314,20 +400,42 @@ impl<'a> Session<'a> {
                 self.terminate_all().await;
                 return Ok(Drain::Terminated);
             }
+            if let Some(error) = self.lost_transaction.take() {
+                if self.busy().is_some() {
+                    self.lost_transaction = Some(error);
+                    return Ok(Drain::Blocked);
+                }
+                let bytes = client.buf.split_to(unit.len).freeze();
+                self.answer_lost_transaction(client, &bytes, error).await?;
+                continue;
+            }
+            self.follow_topology();
             let mut plan = self.plan(&client.buf[..unit.len]);
             let unknown = unresolved_functions(self.ctx, &plan.parts);
             if !unknown.is_empty() {
                 if self.busy().is_some() {
                     return Ok(Drain::Blocked);
                 }
-                self.look_up_volatility(client, &unknown).await?;
-                plan = self.plan(&client.buf[..unit.len]);
+                match self.look_up_volatility(client, &unknown).await {
+                    Ok(()) => plan = self.plan(&client.buf[..unit.len]),
+                    Err(SessionError::Unavailable(error)) => {
+                        let bytes = client.buf.split_to(unit.len).freeze();
+                        self.answer_with_error(client, &bytes, &error).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if let Some(busy) = self.busy() {
                 // Earlier requests are still answering: keep responses in order by sending this one
-                // to the same connection, or by waiting until that connection is done.
+                // to the same connection, or by waiting until that connection is done (also when
+                // that connection's node lost its role: it is replaced once it owes nothing).
                 let holding = self.backend(busy).is_some_and(|b| b.retry.is_some());
-                if plan.deferred_begin || holding || plan.slot.is_some_and(|s| s != busy) {
+                if plan.deferred_begin
+                    || holding
+                    || plan.slot.is_some_and(|s| s != busy)
+                    || (plan.slot == Some(busy) && self.is_stale(busy))
+                {
                     return Ok(Drain::Blocked);
                 }
             }
@@ -386,8 +494,11 @@ impl<'a> Session<'a> {
             (None, Some(TxControl::Begin { read_only })) => (true, read_only),
             _ => (false, false),
         };
+        let mut unavailable = None;
         let mut slot = if routable || self.deferred_begin.is_some() {
-            Some(self.slot_for(routing::choose(route, begins, begins_ro, facts)))
+            let target = routing::choose(route, begins, begins_ro, facts);
+            unavailable = self.reads_unavailable(target);
+            Some(self.slot_for(target))
         } else {
             // Nothing to route (e.g. only Close/Sync): stay where the session is.
             None
@@ -406,6 +517,8 @@ impl<'a> Session<'a> {
             }
         }
         Plan {
+            is_read: routable && route == Route::Read && first_tx.is_none(),
+            unavailable,
             slot,
             parts,
             deferred_begin,
@@ -429,6 +542,9 @@ impl<'a> Session<'a> {
             client.write_all(&out).await?;
             return Ok(());
         }
+        if let Some(error) = plan.unavailable {
+            return self.answer_with_error(client, &bytes, &error).await;
+        }
         let wanted = plan
             .slot
             .unwrap_or(if self.backend(self.current).is_some() {
@@ -436,7 +552,17 @@ impl<'a> Session<'a> {
             } else {
                 Slot::Primary
             });
-        let slot = self.ensure(wanted).await?;
+        let slot = match self.ensure(wanted).await {
+            Ok(slot) => slot,
+            Err(SessionError::Unavailable(error)) => {
+                // No primary after the failover timeout: this request fails, the session stays.
+                if self.deferred_begin.take().is_some() {
+                    self.state.tx_status = TransactionStatus::Idle;
+                }
+                return self.answer_with_error(client, &bytes, &error).await;
+            }
+            Err(e) => return Err(e),
+        };
         let mut prefix = BytesMut::new();
         if let Some(begin) = self.deferred_begin.take() {
             prefix.extend_from_slice(&begin);
@@ -449,11 +575,11 @@ impl<'a> Session<'a> {
             self.point_cancel_at(slot);
         }
         self.current = slot;
-        let retryable = slot == Slot::Read
+        let retryable = (slot == Slot::Read || plan.is_read)
             && self.state.tx_status == TransactionStatus::Idle
             && matches!(frames(&bytes).last(), Some((fe::SYNC | fe::QUERY, _)));
         if retryable {
-            if let Some(b) = self.read.as_mut() {
+            if let Some(b) = self.backend(slot) {
                 b.retry = Some(super::backend::Retry {
                     unit: bytes.clone(),
                     parts: plan.parts.clone(),
@@ -467,10 +593,17 @@ impl<'a> Session<'a> {
     /// connection broke before anything reached the client.
     pub(super) async fn retry_on_primary(
         &mut self,
+        client: &mut ClientConn,
         retry: super::backend::Retry,
     ) -> Result<(), SessionError> {
         self.inflight.clear();
-        let slot = self.ensure(Slot::Primary).await?;
+        let slot = match self.ensure(Slot::Primary).await {
+            Ok(slot) => slot,
+            Err(SessionError::Unavailable(error)) => {
+                return self.answer_with_error(client, &retry.unit, &error).await
+            }
+            Err(e) => return Err(e),
+        };
         let mut prefix = BytesMut::new();
         self.replay_into(slot, &mut prefix);
         self.point_cancel_at(slot);
@@ -625,7 +758,103 @@ impl<'a> Session<'a> {
         } else {
             b.conn.stream.write_all(bytes).await
         };
-        result.map_err(|_| server_lost())
+        if let Err(e) = result {
+            // The connection is dead: reading it reports the end, and the requests just counted
+            // as owed are answered then (see `abandon`).
+            tracing::debug!(error = %e, "writing to a server connection failed");
+        }
+        Ok(())
+    }
+
+    /// Gives up a server connection that was lost (or must not be used any more) while the
+    /// client waited for answers or had a transaction open there. Every request it owed, and the
+    /// client's `unsent` requests, get `error` (the transaction is gone, as after a server
+    /// restart), and the session goes on: its next request opens a new connection and replays the
+    /// session's state there. A session pinned to its primary connection (temporary tables,
+    /// LISTEN, …) cannot get that state back and is closed instead.
+    pub(super) async fn abandon(
+        &mut self,
+        client: &mut ClientConn,
+        slot: Slot,
+        error: ErrorResponse,
+        unsent: &[u8],
+    ) -> Result<(), SessionError> {
+        if slot == Slot::Primary && self.state.pin.is_some() {
+            return Err(server_lost());
+        }
+        let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
+        let taken = match slot {
+            Slot::Primary => self.primary.take(),
+            Slot::Read => self.read.take(),
+        };
+        let (owed, error_sent) = match taken {
+            Some(mut b) => {
+                if !b.walker.at_boundary() {
+                    // Part of a message reached the client: its stream cannot be repaired.
+                    return Err(server_lost());
+                }
+                tracing::warn!(node = %self.ctx.nodes[b.node].name, owed = b.pending, in_tx,
+                    "server connection lost mid-request; failing the request, keeping the client");
+                let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+                (b.pending, b.saw_error)
+            }
+            None => (0, false),
+        };
+        let finished = std::mem::take(&mut self.inflight);
+        self.state
+            .complete(&finished, true, TransactionStatus::Idle);
+        self.deferred_begin = None;
+        let mut out = BytesMut::new();
+        for i in 0..owed {
+            // A FATAL error the server sent before closing was already relayed (as an ERROR).
+            if i > 0 || !error_sent {
+                error.encode(&mut out);
+            }
+            be::ready_for_query(&mut out, TransactionStatus::Idle);
+        }
+        let answered_unsent = answer_requests(&mut out, unsent, &error);
+        if owed == 0 && !answered_unsent && in_tx {
+            // Idle in a transaction that no longer exists: its next request learns it.
+            self.lost_transaction = Some(error);
+        }
+        if !out.is_empty() {
+            client.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers every request in `unit` with `error`, as the server would have failed them.
+    pub(super) async fn answer_with_error(
+        &mut self,
+        client: &mut ClientConn,
+        unit: &[u8],
+        error: &ErrorResponse,
+    ) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        answer_requests(&mut out, unit, error);
+        client.write_all(&out).await
+    }
+
+    /// The first request after a transaction was lost while idle: a plain `ROLLBACK` succeeds
+    /// (there is nothing left to roll back), anything else gets the error.
+    async fn answer_lost_transaction(
+        &mut self,
+        client: &mut ClientConn,
+        unit: &[u8],
+        error: ErrorResponse,
+    ) -> Result<(), SessionError> {
+        let parts = self.classify_unit(unit).1;
+        let rollback = matches!(frames(unit).next(), Some((fe::QUERY, _)))
+            && frames(unit).count() == 1
+            && parts.len() == 1
+            && parts[0].effects.transaction == [TxControl::Rollback];
+        if rollback {
+            let mut out = BytesMut::with_capacity(32);
+            be::command_complete(&mut out, "ROLLBACK");
+            be::ready_for_query(&mut out, TransactionStatus::Idle);
+            return client.write_all(&out).await;
+        }
+        self.answer_with_error(client, unit, &error).await
     }
 
     pub(super) async fn terminate_all(&mut self) {
@@ -636,6 +865,45 @@ impl<'a> Session<'a> {
             let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
         }
     }
+}
+
+/// The error for requests whose server connection was lost mid-transaction.
+pub(super) fn transaction_lost() -> ErrorResponse {
+    ErrorResponse::error(
+        SqlState::CONNECTION_FAILURE,
+        "server connection lost; the current transaction was rolled back",
+    )
+    .with_detail("If a COMMIT was in progress, whether it committed is unknown.")
+    .with_hint("pgrouter kept this client connection open: retry the transaction.")
+}
+
+/// Writes what PostgreSQL answers to `unit` when each of its requests fails with `error`: a simple
+/// query or function call gets the error and `ReadyForQuery`; an extended-protocol segment gets
+/// the error once, then `ReadyForQuery` at its `Sync`. Returns whether anything was answered.
+fn answer_requests(out: &mut BytesMut, unit: &[u8], error: &ErrorResponse) -> bool {
+    let mut failed_segment = false;
+    let mut answered = false;
+    for (tag, _) in frames(unit) {
+        match tag {
+            fe::QUERY | fe::FUNCTION_CALL => {
+                error.encode(out);
+                be::ready_for_query(out, TransactionStatus::Idle);
+                answered = true;
+            }
+            fe::SYNC => {
+                be::ready_for_query(out, TransactionStatus::Idle);
+                failed_segment = false;
+                answered = true;
+            }
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE if !failed_segment => {
+                error.encode(out);
+                failed_segment = true;
+                answered = true;
+            }
+            _ => {}
+        }
+    }
+    answered
 }
 
 /// Relays until the client terminates, a connection in use is lost, or pgrouter shuts down.

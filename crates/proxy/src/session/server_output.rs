@@ -22,17 +22,15 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         let max_len = self.ctx.max_message_size();
         if !matches!(read, Ok(n) if n > 0) {
-            if let Some(retry) = self
-                .read
-                .as_mut()
-                .filter(|_| slot == Slot::Read)
-                .and_then(|b| b.retry.take())
-            {
+            if let Some(retry) = self.backend(slot).and_then(|b| b.retry.take()) {
                 tracing::warn!(
-                    "read connection lost before answering; re-running the read on the primary"
+                    "server connection lost before answering a read; re-running the read on the primary"
                 );
-                self.read = None;
-                return self.retry_on_primary(retry).await;
+                match slot {
+                    Slot::Primary => self.primary = None,
+                    Slot::Read => self.read = None,
+                }
+                return self.retry_on_primary(client, retry).await;
             }
             let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
             let pinned = slot == Slot::Primary && self.state.pin.is_some();
@@ -40,24 +38,10 @@ impl Session<'_> {
             let Some(b) = self.backend(slot) else {
                 return Ok(());
             };
-            let busy = b.busy() || in_tx;
-            let fatal = b.said_fatal;
-            if busy || pinned {
-                tracing::debug!(
-                    pending = b.pending,
-                    swallow = b.swallow,
-                    in_segment = b.in_segment,
-                    in_tx,
-                    pinned,
-                    "server connection in use was lost"
-                );
-                return if fatal {
-                    Err(SessionError::ServerLost(
-                        "server closed the connection after a FATAL error".into(),
-                    ))
-                } else {
-                    Err(server_lost())
-                };
+            if b.busy() || in_tx || pinned {
+                return self
+                    .abandon(client, slot, super::relay::transaction_lost(), &[])
+                    .await;
             }
             // An idle connection went away: the next request opens a new one and replays state.
             tracing::info!(node = %ctx.nodes[b.node].name,
@@ -69,7 +53,6 @@ impl Session<'_> {
             return Ok(());
         }
         let is_read_slot = slot == Slot::Read;
-        let in_tx_here = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
         loop {
             let Some(b) = (match slot {
                 Slot::Primary => self.primary.as_mut(),
@@ -143,21 +126,24 @@ impl Session<'_> {
                         .collect();
                     tracing::info!(functions = ?written, "read rejected by a replica (25006); re-running it on the primary");
                     self.ctx.remember_volatility(written);
-                    self.retry_on_primary(retry).await?;
+                    self.retry_on_primary(client, retry).await?;
                     continue;
                 }
-                if is_fatal && is_read_slot {
-                    // The replica connection is going away before any result: run the read on
-                    // the primary instead, and forget this connection.
+                if is_fatal {
+                    // The connection is going away before any result: run the read on the
+                    // primary instead (a new connection), and forget this one.
                     let Some(retry) = b.retry.take() else {
                         continue;
                     };
                     tracing::warn!(
                         ?code,
-                        "read connection lost before answering; re-running the read on the primary"
+                        "server connection lost before answering a read; re-running the read on the primary"
                     );
-                    self.read = None;
-                    return self.retry_on_primary(retry).await;
+                    match slot {
+                        Slot::Primary => self.primary = None,
+                        Slot::Read => self.read = None,
+                    }
+                    return self.retry_on_primary(client, retry).await;
                 }
                 if !matches!(tag, b'1' | b'2' | b't' | b'T' | b'n' | b'S' | b'N') {
                     // Results are coming: the read stands; release what was held.
@@ -198,9 +184,10 @@ impl Session<'_> {
                 }
                 be::ERROR_RESPONSE => {
                     b.said_fatal |= is_fatal;
-                    if !swallowing && !b.busy() && !in_tx_here {
+                    if !swallowing && !b.busy() {
                         // Unsolicited (e.g. the connection was terminated while idle): not the
-                        // client's business; the connection is reopened when next needed.
+                        // client's business now; the connection is reopened when next needed, and
+                        // a transaction open there fails at the client's next request.
                         tracing::info!(?code, "error from an idle server connection");
                         drop_it = true;
                     } else if swallowing {
@@ -212,6 +199,12 @@ impl Session<'_> {
                         b.saw_error = true;
                         b.hide_parse = 0;
                         b.hide_close = 0;
+                        if is_fatal && !(slot == Slot::Primary && self.state.pin.is_some()) {
+                            // The server is closing this connection, but the client keeps its
+                            // session (see `abandon`): to the client this is an ERROR.
+                            let body = &mut b.buf[range.start + frame::HEADER_LEN..range.end];
+                            pgrouter_protocol::error::downgrade_fatal(body);
+                        }
                     }
                 }
                 b'1' if b.hide_parse > 0 => {

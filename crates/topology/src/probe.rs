@@ -1,0 +1,74 @@
+//! Probing one node: SQL always (reachability, recovery state, timeline, WAL positions), plus the
+//! HA manager's view where discovery asks for it.
+
+mod patroni;
+mod sql;
+
+pub(crate) use sql::SqlProbe;
+
+use crate::observation::Observation;
+use pgrouter_config::Discovery;
+use std::time::{Duration, Instant};
+
+/// Probes one node, keeping its SQL connection between probes.
+pub(crate) struct NodeProbe {
+    sql: SqlProbe,
+    discovery: Discovery,
+    patroni_url: Option<String>,
+    timeout: Duration,
+}
+
+impl NodeProbe {
+    pub(crate) fn new(
+        sql: SqlProbe,
+        discovery: Discovery,
+        patroni_url: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            sql,
+            discovery,
+            patroni_url,
+            timeout,
+        }
+    }
+
+    /// One probe, bounded by the timeout as a whole. The error is a reason for operators.
+    pub(crate) async fn probe(&mut self) -> Result<Observation, String> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.probe_inner()).await;
+        match result {
+            Ok(Ok(mut obs)) => {
+                obs.latency = started.elapsed();
+                Ok(obs)
+            }
+            Ok(Err(e)) => {
+                self.sql.reset();
+                Err(e)
+            }
+            Err(_) => {
+                self.sql.reset();
+                Err(format!(
+                    "health check timed out after {:.1}s",
+                    self.timeout.as_secs_f64()
+                ))
+            }
+        }
+    }
+
+    async fn probe_inner(&mut self) -> Result<Observation, String> {
+        let with_repmgr = self.discovery == Discovery::Repmgr;
+        let mut obs = self.sql.probe(with_repmgr).await?;
+        if let (Discovery::Patroni, Some(url)) = (self.discovery, &self.patroni_url) {
+            // A node whose Patroni does not answer is still reachable by SQL; the decision
+            // treats a missing manager view as "not backed by Patroni".
+            match patroni::fetch(url).await {
+                Ok(view) => obs.manager = Some(view),
+                Err(e) => {
+                    tracing::debug!(url = %url, error = %e, "Patroni REST API did not answer")
+                }
+            }
+        }
+        Ok(obs)
+    }
+}

@@ -1,0 +1,240 @@
+//! High availability against real clusters of their own (they are broken on purpose): the SQL
+//! discovery on a plain streaming cluster, repmgr with repmgrd, Patroni with etcd.
+//!
+//! The tests run one at a time (they measure failover gaps on a 2-core machine), each with a
+//! writer that inserts a counter in a loop and readers that ask `inet_server_port()`, all through
+//! pgrouter.
+
+#![allow(unreachable_pub, dead_code)]
+
+mod sql;
+
+use crate::harness::{connect, destroy_at_exit, free_port_block, postgres_available, repo};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One HA test at a time.
+pub static HA_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A cluster made by one of the cluster scripts, destroyed when dropped (or at exit).
+pub struct ScriptCluster {
+    script: &'static str,
+    pub dir: PathBuf,
+    pub base_port: u16,
+}
+
+impl ScriptCluster {
+    /// Creates the cluster with `script up`; `None` when PostgreSQL is not installed (outside
+    /// CI), like the other real-server tests.
+    pub fn up(script: &'static str, name: &str, ports: u16) -> Option<ScriptCluster> {
+        if !postgres_available() {
+            assert!(
+                std::env::var_os("PGR_REQUIRE_POSTGRES").is_none(),
+                "PostgreSQL is not installed"
+            );
+            return None;
+        }
+        let base_port = free_port_block(ports);
+        let dir = std::env::temp_dir().join(format!(
+            "pgrouter-test-{}-{name}-{base_port}",
+            std::process::id()
+        ));
+        let cluster = ScriptCluster {
+            script,
+            dir,
+            base_port,
+        };
+        destroy_at_exit(script, &cluster.dir, base_port);
+        let out = cluster.run(&["up"]);
+        assert!(out.0, "{script} up failed:\n{}", out.1);
+        Some(cluster)
+    }
+
+    /// Runs the script with a command; returns (success, stdout + stderr).
+    pub fn run(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("bash")
+            .arg(repo().join(self.script))
+            .args(args)
+            .env("PGR_CLUSTER_DIR", &self.dir)
+            .env("PGR_BASE_PORT", self.base_port.to_string())
+            .output()
+            .expect("cluster script runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// `script ACTION NODE`, which must succeed.
+    pub fn node(&self, action: &str, node: &str) {
+        let (ok, out) = self.run(&[action, node]);
+        assert!(ok, "{} {action} {node} failed:\n{out}", self.script);
+    }
+
+    pub fn port(&self, node: usize) -> u16 {
+        self.base_port + node as u16
+    }
+
+    /// The three nodes as pgrouter configuration, with `per_node(i)` appended inside each entry.
+    pub fn nodes_yaml(&self, per_node: impl Fn(usize) -> String) -> String {
+        let mut yaml = String::from("nodes:\n");
+        for i in 0..3 {
+            yaml.push_str(&format!(
+                "  - {{name: pg{i}, host: 127.0.0.1, port: {}{}}}\n",
+                self.port(i),
+                per_node(i)
+            ));
+        }
+        yaml
+    }
+}
+
+impl Drop for ScriptCluster {
+    fn drop(&mut self) {
+        let _ = self.run(&["destroy"]);
+    }
+}
+
+/// What one client of the workload saw.
+#[derive(Debug, Default)]
+pub struct ClientLog {
+    /// Writes acknowledged: (counter value, when, port that answered).
+    pub acked: Vec<(i64, Instant, u16)>,
+    /// Reads answered: (when, port).
+    pub reads: Vec<(Instant, u16)>,
+    /// Errors: (when, text).
+    pub errors: Vec<(Instant, String)>,
+    /// Writes answered by a node in recovery (must never happen).
+    pub writes_on_standby: usize,
+}
+
+/// A writer and readers running through pgrouter until stopped.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    writer: tokio::task::JoinHandle<ClientLog>,
+    readers: Vec<tokio::task::JoinHandle<ClientLog>>,
+}
+
+impl Workload {
+    /// Starts one writer (into `ha_counter`, created if needed) and `readers` readers.
+    pub async fn start(conninfo: &str, readers: usize) -> Workload {
+        let setup = connect(conninfo).await.unwrap();
+        setup
+            .batch_execute("CREATE TABLE IF NOT EXISTS ha_counter (v bigint PRIMARY KEY)")
+            .await
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(client_loop(conninfo.to_owned(), stop.clone(), true));
+        let readers = (0..readers)
+            .map(|_| tokio::spawn(client_loop(conninfo.to_owned(), stop.clone(), false)))
+            .collect();
+        Workload {
+            stop,
+            writer,
+            readers,
+        }
+    }
+
+    /// Stops every client; returns the writer's log and the readers' logs.
+    pub async fn finish(self) -> (ClientLog, Vec<ClientLog>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let writer = self.writer.await.unwrap();
+        let mut readers = Vec::new();
+        for r in self.readers {
+            readers.push(r.await.unwrap());
+        }
+        (writer, readers)
+    }
+}
+
+/// One client: writes the next counter value, or reads, in a loop; reconnects when its
+/// connection is closed. Every request has a generous client-side timeout so a hang fails the
+/// test instead of stalling it.
+async fn client_loop(conninfo: String, stop: Arc<AtomicBool>, writes: bool) -> ClientLog {
+    let mut log = ClientLog::default();
+    let mut client = None;
+    let mut next: i64 = 1;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match &client {
+            Some(c) => c,
+            None => match connect(&conninfo).await {
+                Ok(c) => client.insert(c),
+                Err(e) => {
+                    log.errors.push((Instant::now(), format!("connect: {e}")));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let sql = if writes {
+            format!("INSERT INTO ha_counter VALUES ({next}) RETURNING inet_server_port(), pg_is_in_recovery()")
+        } else {
+            "SELECT inet_server_port(), pg_is_in_recovery()".to_owned()
+        };
+        let result = tokio::time::timeout(Duration::from_secs(60), c.simple_query(&sql)).await;
+        match result {
+            Ok(Ok(messages)) => {
+                let rows = crate::harness::rows(&messages);
+                let port: u16 = rows[0].get(0).unwrap().parse().unwrap();
+                let in_recovery = rows[0].get(1) == Some("t");
+                if writes {
+                    log.acked.push((next, Instant::now(), port));
+                    log.writes_on_standby += usize::from(in_recovery);
+                    next += 1;
+                } else {
+                    log.reads.push((Instant::now(), port));
+                }
+            }
+            Ok(Err(e)) => {
+                let text = match e.as_db_error() {
+                    Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                    None => e.to_string(),
+                };
+                log.errors.push((Instant::now(), text));
+                if writes {
+                    // The value may or may not have been written: never reuse it.
+                    next += 1;
+                }
+                if client.as_ref().is_some_and(|c| c.is_closed()) {
+                    client = None;
+                }
+            }
+            Err(_) => panic!("a request through pgrouter hung for 60 s"),
+        }
+        tokio::time::sleep(Duration::from_millis(if writes { 10 } else { 20 })).await;
+    }
+    log
+}
+
+/// The acknowledged writes missing from `node`'s `ha_counter` (read over TCP as `app`).
+pub async fn missing_writes(port: u16, acked: &[(i64, Instant, u16)]) -> Vec<i64> {
+    let direct = connect(&format!(
+        "host=127.0.0.1 port={port} user=app password=app dbname=app"
+    ))
+    .await
+    .unwrap();
+    let present: std::collections::HashSet<i64> = direct
+        .query("SELECT v FROM ha_counter", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    acked
+        .iter()
+        .map(|(v, _, _)| *v)
+        .filter(|v| !present.contains(v))
+        .collect()
+}
+
+/// The first acknowledged write after `t` (its time), if any.
+pub fn first_write_after(log: &ClientLog, t: Instant) -> Option<Instant> {
+    log.acked.iter().map(|(_, at, _)| *at).find(|at| *at > t)
+}

@@ -1,0 +1,339 @@
+//! `topology.discovery: sql` on a plain streaming cluster: replicas stopped, paused, lagging and
+//! back; then the primary killed and a standby promoted by hand (`pg_ctl promote`), and the old
+//! primary restarted unrewound (a false primary).
+
+use super::{first_write_after, missing_writes, ScriptCluster, Workload, HA_TESTS};
+use crate::harness::{connect, eventually_async, Router};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const INTERVAL_MS: u64 = 500;
+const TIMEOUT_MS: u64 = 1000;
+const MAX_FAILURES: u64 = 3;
+
+fn superuser(cluster: &ScriptCluster, node: usize, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+            "-h",
+        ])
+        .arg(cluster.dir.join(format!("pg{node}")))
+        .arg("-p")
+        .arg(cluster.port(node).to_string())
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Sends a signal to a node's postmaster and every process it started.
+fn signal_node(cluster: &ScriptCluster, node: usize, signal: &str) {
+    let pidfile = cluster.dir.join(format!("pg{node}/data/postmaster.pid"));
+    let pid = std::fs::read_to_string(pidfile).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_owned();
+    let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+    let mut pids = vec![pid];
+    pids.extend(
+        String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned),
+    );
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(&pids)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The port a fresh session's read lands on.
+async fn fresh_read_port(router: &Router) -> u16 {
+    let c = connect(&router.conninfo("app", "app")).await.unwrap();
+    let rows = tokio::time::timeout(
+        Duration::from_secs(30),
+        c.simple_query("SELECT inet_server_port()"),
+    )
+    .await
+    .expect("a read through pgrouter hung")
+    .unwrap();
+    crate::harness::rows(&rows)[0]
+        .get(0)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Whether a run of fresh sessions (one per reader in the rotation, and some) avoids `port`.
+async fn fresh_reads_avoid(router: &Router, port: u16) -> bool {
+    for _ in 0..6 {
+        if fresh_read_port(router).await == port {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_discovery_follows_replicas_and_a_manual_failover() {
+    let _one = HA_TESTS.lock().await;
+    let Some(cluster) = ScriptCluster::up("scripts/dev-cluster.sh", "sql", 3) else {
+        return;
+    };
+    // Acknowledged commits must be on pg1 (promoted later): wait for it synchronously.
+    superuser(
+        &cluster,
+        0,
+        "ALTER SYSTEM SET synchronous_standby_names = 'pg1'",
+    );
+    superuser(&cluster, 0, "SELECT pg_reload_conf()");
+    let router = Router::start_in(&cluster.dir, |port| {
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\n{}\
+             users:\n  - {{name: app, password: app}}\n\
+             health_check: {{interval: {INTERVAL_MS}ms, timeout: {TIMEOUT_MS}ms, max_failures: {MAX_FAILURES}, min_successes: 2}}\n\
+             routing: {{max_replica_lag_bytes: 1MB, max_replica_lag: 0s}}\n\
+             topology: {{discovery: sql, failover_timeout: 30s}}\n",
+            cluster.nodes_yaml(|_| String::new())
+        )
+    });
+    let conninfo = router.conninfo("app", "app");
+    let [p0, p1, p2] = [cluster.port(0), cluster.port(1), cluster.port(2)];
+    assert!(
+        eventually_async(Duration::from_secs(10), || router
+            .log_text()
+            .contains("topology change: primary: none -> pg0"))
+        .await,
+        "{}",
+        router.log_text()
+    );
+
+    // --- A replica stopped under read load: reads go on without errors; it comes back. ---
+    let load = Workload::start(&conninfo, 3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.node("stop", "pg2");
+    assert!(
+        fresh_reads_avoid(&router, p2).await || {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fresh_reads_avoid(&router, p2).await
+        }
+    );
+    cluster.node("start", "pg2");
+    let mut back = false;
+    for _ in 0..40 {
+        if fresh_read_port(&router).await == p2 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        back,
+        "pg2 did not return to rotation:\n{}",
+        router.log_text()
+    );
+    let (writer, readers) = load.finish().await;
+    for r in &readers {
+        assert!(
+            r.errors.is_empty(),
+            "a reader saw errors while a replica stopped: {:?}",
+            r.errors
+        );
+    }
+    assert!(
+        writer.errors.is_empty(),
+        "writes failed while a replica stopped: {:?}",
+        writer.errors
+    );
+
+    // --- A replica frozen with SIGSTOP: its health checks time out and reads move away. ---
+    let idle: Vec<_> = {
+        // Sessions that read from pg2 and then sit idle.
+        let mut on_p2 = Vec::new();
+        for _ in 0..9 {
+            let c = connect(&conninfo).await.unwrap();
+            let rows = c.simple_query("SELECT inet_server_port()").await.unwrap();
+            if crate::harness::rows(&rows)[0].get(0) == Some(p2.to_string().as_str()) {
+                on_p2.push(c);
+            }
+        }
+        on_p2
+    };
+    assert!(!idle.is_empty(), "no session was given pg2 for reads");
+    let went_down = "node pg2: replica up -> unknown down";
+    let came_back = "node pg2: unknown down -> replica up";
+    let downs = router.log_text().matches(went_down).count();
+    signal_node(&cluster, 2, "STOP");
+    let frozen_at = Instant::now();
+    let window = Duration::from_millis(TIMEOUT_MS * MAX_FAILURES + INTERVAL_MS * 2);
+    let moved = eventually_async(Duration::from_secs(20), || {
+        router.log_text().matches(went_down).count() > downs
+    })
+    .await;
+    let detected = frozen_at.elapsed();
+    assert!(
+        moved,
+        "a frozen replica was not marked down:\n{}",
+        router.log_text()
+    );
+    eprintln!("frozen replica marked down after {detected:?} (timeout x max_failures = {window:?} + one interval)");
+    for c in &idle {
+        let rows = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.simple_query("SELECT inet_server_port()"),
+        )
+        .await
+        .expect("an idle session's next read went to the frozen replica")
+        .unwrap();
+        assert_ne!(
+            crate::harness::rows(&rows)[0].get(0),
+            Some(p2.to_string().as_str())
+        );
+    }
+    assert!(fresh_reads_avoid(&router, p2).await);
+    signal_node(&cluster, 2, "CONT");
+    drop(idle);
+
+    // --- A lagging replica leaves rotation past the threshold and returns after catching up. ---
+    let backs = downs + 1;
+    assert!(
+        eventually_async(Duration::from_secs(20), || router
+            .log_text()
+            .matches(came_back)
+            .count()
+            > backs)
+        .await
+    );
+    superuser(&cluster, 2, "SELECT pg_wal_replay_pause()");
+    let writer = connect(&conninfo).await.unwrap();
+    writer
+        .batch_execute(
+            "CREATE TABLE lag_filler AS SELECT g, md5(g::text) AS m FROM generate_series(1, 60000) g",
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(20), || router
+            .log_text()
+            .contains("node pg2: replica up -> replica lagging"))
+        .await,
+        "{}",
+        router.log_text()
+    );
+    assert!(
+        fresh_reads_avoid(&router, p2).await,
+        "reads still reach a lagging replica"
+    );
+    superuser(&cluster, 2, "SELECT pg_wal_replay_resume()");
+    assert!(
+        eventually_async(Duration::from_secs(20), || router
+            .log_text()
+            .contains("node pg2: replica lagging -> replica up"))
+        .await,
+        "{}",
+        router.log_text()
+    );
+
+    // --- The primary killed, pg1 promoted by hand: writes resume, nothing acknowledged is lost. ---
+    let load = Workload::start(&conninfo, 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kill_started = Instant::now();
+    cluster.node("kill", "pg0");
+    // Requests answered before the kill command returned may have run on pg0.
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.node("promote", "pg1");
+    let promoted_at = Instant::now();
+    assert!(
+        eventually_async(Duration::from_secs(30), || router
+            .log_text()
+            .contains("topology change: primary: pg0 -> pg1")
+            || router
+                .log_text()
+                .contains("topology change: primary: none -> pg1"))
+        .await,
+        "{}",
+        router.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (writer, readers) = load.finish().await;
+    let resumed = first_write_after(&writer, promoted_at).expect("writes resumed");
+    let after_promotion = resumed - promoted_at;
+    eprintln!(
+        "sql failover: write gap {:?} from the kill, {:?} after pg_ctl promote returned",
+        resumed - kill_started,
+        after_promotion
+    );
+    // Two check intervals, plus one for the probe in flight and a margin for a loaded machine.
+    assert!(
+        after_promotion < Duration::from_millis(INTERVAL_MS * 3) + Duration::from_secs(2),
+        "writes resumed {after_promotion:?} after the promotion"
+    );
+    assert_eq!(writer.writes_on_standby, 0);
+    assert!(
+        writer
+            .acked
+            .iter()
+            .filter(|(_, at, _)| *at > killed_at)
+            .all(|(_, _, port)| *port == p1),
+        "a write after the failover ran somewhere else than the new primary"
+    );
+    let missing = missing_writes(p1, &writer.acked).await;
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing on the new primary: {missing:?}"
+    );
+    for r in &readers {
+        assert!(
+            r.errors.is_empty(),
+            "a reader saw errors during the failover: {:?}",
+            r.errors
+        );
+        assert!(r
+            .reads
+            .iter()
+            .all(|(at, port)| *at < killed_at || *port != p0));
+    }
+
+    // --- The old primary restarted without rewind: a false primary, never used. ---
+    cluster.node("start", "pg0");
+    assert!(
+        eventually_async(Duration::from_secs(20), || router
+            .log_text()
+            .contains("false primary"))
+        .await,
+        "{}",
+        router.log_text()
+    );
+    let c = connect(&conninfo).await.unwrap();
+    for i in 0..10 {
+        let rows = c
+            .simple_query(&format!(
+                "INSERT INTO ha_counter VALUES ({}) RETURNING inet_server_port()",
+                1_000_000 + i
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::harness::rows(&rows)[0].get(0),
+            Some(p1.to_string().as_str())
+        );
+        assert_ne!(
+            fresh_read_port(&router).await,
+            p0,
+            "a read reached the false primary"
+        );
+    }
+}
