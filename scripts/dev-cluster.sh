@@ -760,6 +760,6 @@ main() {
   esac
 }
 
-# "exit" on the same line: bash must not read past this line, even if the
-# file is edited while it runs.
-main "$@"; exit $?
+# Sourced by ha-cluster.sh for its helpers: then define only. "exit" on the same
+# line: bash must not read past this line, even if the file is edited while it runs.
+[[ ${BASH_SOURCE[0]} != "$0" ]] || { main "$@"; exit $?; }

@@ -2,8 +2,8 @@
 # test.sh: run every test of the workspace.
 #   scripts/test.sh [ARGS...]   ARGS go to cargo test as is, e.g.
 #   scripts/test.sh -- --nocapture        scripts/test.sh failover
-# PostgreSQL is installed if needed (scripts/dev-cluster.sh deps); the
-# integration tests start their own clusters, so none is started here.
+# PostgreSQL, repmgr, Patroni and etcd are installed if needed (the cluster
+# scripts' deps); the integration tests start their own clusters.
 # With CI set, PGR_REQUIRE_POSTGRES=1 makes tests fail instead of skipping
 # when PostgreSQL is missing.
 set -euo pipefail
@@ -22,8 +22,16 @@ esac
 if [[ -n ${CI:-} ]]; then
   export PGR_REQUIRE_POSTGRES=1
   scripts/dev-cluster.sh deps
+  scripts/ha-cluster.sh repmgr deps
+  scripts/ha-cluster.sh patroni deps
 elif ! scripts/dev-cluster.sh deps; then
   printf '%s: warning: PostgreSQL is not available; tests that need it will be skipped\n' "$PROG" >&2
+else
+  # The HA managers for the failover tests (repmgr, Patroni + etcd), from the OS packages.
+  for manager in repmgr patroni; do
+    scripts/ha-cluster.sh "$manager" deps ||
+      printf '%s: warning: %s is not available; its failover test will be skipped\n' "$PROG" "$manager" >&2
+  done
 fi
 
 # psycopg 3 drives one of the end-to-end tests (from PyPI; its binary wheel bundles libpq).

@@ -133,7 +133,7 @@ fn start_cluster() -> Option<Cluster> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    destroy_at_exit("scripts/dev-cluster.sh", &cluster.dir, base_port);
+    destroy_at_exit("scripts/dev-cluster.sh", &[], &cluster.dir, base_port);
     // A role that pgrouter lets in without a password (auth: trust) for raw-protocol tests.
     cluster.superuser_sql(
         "CREATE ROLE rawtest LOGIN PASSWORD 'raw'; GRANT ALL ON DATABASE app TO rawtest; \
@@ -144,12 +144,12 @@ fn start_cluster() -> Option<Cluster> {
 
 /// Stops the routers and tears a cluster down (with `script destroy`) when this test process
 /// exits, however it exits.
-pub fn destroy_at_exit(script: &str, dir: &std::path::Path, base_port: u16) {
+pub fn destroy_at_exit(script: &str, args: &[&str], dir: &std::path::Path, base_port: u16) {
     // Paths reach the watcher through its environment, so that its own command line does not
     // match the pkill pattern (pkill -f would otherwise kill the watcher itself).
     let watcher = "while kill -0 \"$PGR_WATCH_PID\" 2>/dev/null; do sleep 1; done; \
                    pkill -f -- \"--config $PGR_CLUSTER_DIR/\"; \
-                   bash \"$PGR_CLUSTER_SCRIPT\" destroy >/dev/null 2>&1";
+                   bash \"$PGR_CLUSTER_SCRIPT\" $PGR_CLUSTER_ARGS destroy >/dev/null 2>&1";
     // Deliberately detached and never waited for: it outlives this process to clean up after it.
     #[allow(clippy::zombie_processes)]
     Command::new("setsid")
@@ -158,6 +158,7 @@ pub fn destroy_at_exit(script: &str, dir: &std::path::Path, base_port: u16) {
         .env("PGR_CLUSTER_DIR", dir)
         .env("PGR_BASE_PORT", base_port.to_string())
         .env("PGR_CLUSTER_SCRIPT", repo().join(script))
+        .env("PGR_CLUSTER_ARGS", args.join(" "))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -200,7 +200,16 @@ impl Topology {
                 let ok = outcome.is_ok();
                 health[index].record(ok, settings.max_failures, settings.min_successes);
                 match outcome {
-                    Ok(obs) => {
+                    Ok(mut obs) => {
+                        // A replica of an idle primary briefly has received but unreplayed WAL
+                        // (a checkpoint record) while its last replayed transaction is old: one
+                        // probe alone would call that lag. Real lag shows in two in a row.
+                        if let (Some(now), Some(before)) = (
+                            obs.replay_delay,
+                            latest[index].as_ref().and_then(|o| o.replay_delay),
+                        ) {
+                            obs.replay_delay = Some(now.min(before));
+                        }
                         if let Some(tl) = obs
                             .timeline
                             .or(obs.manager.as_ref().and_then(|m| m.timeline))

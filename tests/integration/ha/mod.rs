@@ -7,6 +7,7 @@
 
 #![allow(unreachable_pub, dead_code)]
 
+mod managers;
 mod sql;
 
 use crate::harness::{connect, destroy_at_exit, free_port_block, postgres_available, repo};
@@ -22,6 +23,8 @@ pub static HA_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A cluster made by one of the cluster scripts, destroyed when dropped (or at exit).
 pub struct ScriptCluster {
     script: &'static str,
+    /// Arguments before the command (`repmgr` / `patroni` for ha-cluster.sh).
+    script_args: &'static [&'static str],
     pub dir: PathBuf,
     pub base_port: u16,
 }
@@ -29,7 +32,12 @@ pub struct ScriptCluster {
 impl ScriptCluster {
     /// Creates the cluster with `script up`; `None` when PostgreSQL is not installed (outside
     /// CI), like the other real-server tests.
-    pub fn up(script: &'static str, name: &str, ports: u16) -> Option<ScriptCluster> {
+    pub fn up(
+        script: &'static str,
+        name: &str,
+        ports: u16,
+        script_args: &'static [&'static str],
+    ) -> Option<ScriptCluster> {
         if !postgres_available() {
             assert!(
                 std::env::var_os("PGR_REQUIRE_POSTGRES").is_none(),
@@ -44,10 +52,11 @@ impl ScriptCluster {
         ));
         let cluster = ScriptCluster {
             script,
+            script_args,
             dir,
             base_port,
         };
-        destroy_at_exit(script, &cluster.dir, base_port);
+        destroy_at_exit(script, script_args, &cluster.dir, base_port);
         let out = cluster.run(&["up"]);
         assert!(out.0, "{script} up failed:\n{}", out.1);
         Some(cluster)
@@ -57,6 +66,7 @@ impl ScriptCluster {
     pub fn run(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("bash")
             .arg(repo().join(self.script))
+            .args(self.script_args)
             .args(args)
             .env("PGR_CLUSTER_DIR", &self.dir)
             .env("PGR_BASE_PORT", self.base_port.to_string())
@@ -107,8 +117,8 @@ impl Drop for ScriptCluster {
 pub struct ClientLog {
     /// Writes acknowledged: (counter value, when, port that answered).
     pub acked: Vec<(i64, Instant, u16)>,
-    /// Reads answered: (when, port).
-    pub reads: Vec<(Instant, u16)>,
+    /// Reads answered: (when, port, whether that node was in recovery).
+    pub reads: Vec<(Instant, u16, bool)>,
     /// Errors: (when, text).
     pub errors: Vec<(Instant, String)>,
     /// Writes answered by a node in recovery (must never happen).
@@ -189,7 +199,7 @@ async fn client_loop(conninfo: String, stop: Arc<AtomicBool>, writes: bool) -> C
                     log.writes_on_standby += usize::from(in_recovery);
                     next += 1;
                 } else {
-                    log.reads.push((Instant::now(), port));
+                    log.reads.push((Instant::now(), port, in_recovery));
                 }
             }
             Ok(Err(e)) => {

@@ -89,7 +89,7 @@ async fn fresh_reads_avoid(router: &Router, port: u16) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_discovery_follows_replicas_and_a_manual_failover() {
     let _one = HA_TESTS.lock().await;
-    let Some(cluster) = ScriptCluster::up("scripts/dev-cluster.sh", "sql", 3) else {
+    let Some(cluster) = ScriptCluster::up("scripts/dev-cluster.sh", "sql", 3, &[]) else {
         return;
     };
     // Acknowledged commits must be on pg1 (promoted later): wait for it synchronously.
@@ -304,7 +304,7 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
         assert!(r
             .reads
             .iter()
-            .all(|(at, port)| *at < killed_at || *port != p0));
+            .all(|(at, port, _)| *at < killed_at || *port != p0));
     }
 
     // --- The old primary restarted without rewind: a false primary, never used. ---
@@ -336,4 +336,49 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
             "a read reached the false primary"
         );
     }
+
+    // --- No primary at all: writes fail after topology.failover_timeout, the session stays. ---
+    let impatient = Router::start_in(&cluster.dir, |port| {
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\n{}\
+             users:\n  - {{name: app, password: app}}\n\
+             health_check: {{interval: {INTERVAL_MS}ms, timeout: {TIMEOUT_MS}ms}}\n\
+             topology: {{failover_timeout: 2s}}\n",
+            cluster.nodes_yaml(|_| String::new())
+        )
+    });
+    let session = connect(&impatient.conninfo("app", "app")).await.unwrap();
+    session.simple_query("SELECT 1").await.unwrap();
+    cluster.node("kill", "pg1");
+    let started = Instant::now();
+    let error = session
+        .simple_query("INSERT INTO ha_counter VALUES (-1)")
+        .await
+        .expect_err("no primary");
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().code()),
+        Some("57P03"),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited for a failover first"
+    );
+    // Reads still work on the surviving replica, on the same client connection.
+    let rows = session
+        .simple_query("SELECT inet_server_port()")
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::harness::rows(&rows)[0].get(0),
+        Some(p2.to_string().as_str())
+    );
+    let login = connect(&impatient.conninfo("app", "app"))
+        .await
+        .expect_err("no login without a primary");
+    assert_eq!(
+        login.as_db_error().map(|e| e.code().code()),
+        Some("57P03"),
+        "{login:?}"
+    );
 }

@@ -263,6 +263,16 @@ impl<'a> Session<'a> {
     /// node that cannot be reached falls back to the primary.
     pub(super) async fn ensure(&mut self, slot: Slot) -> Result<Slot, SessionError> {
         if self.is_stale(slot) {
+            if slot == Slot::Primary && self.state.pin.is_some() {
+                // Temporary tables, listeners, … live on the old primary: they cannot follow.
+                return Err(SessionError::Fatal(
+                    ErrorResponse::fatal(
+                        SqlState::CONNECTION_FAILURE,
+                        "the primary changed; this session's server-side state (temporary tables, LISTEN, locks) is gone",
+                    )
+                    .with_hint("Reconnect and recreate the session state."),
+                ));
+            }
             self.close_backend(slot).await;
         }
         if self.backend(slot).is_some() {
@@ -935,6 +945,49 @@ pub(super) async fn relay(
                     "terminating connection due to administrator command",
                 ).into());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message with an empty body (enough for `answer_requests`, which looks at tags only).
+    fn msg(tag: u8) -> [u8; 5] {
+        [tag, 0, 0, 0, 4]
+    }
+
+    #[test]
+    fn failed_requests_are_answered_as_postgresql_would() {
+        let error = ErrorResponse::error(SqlState::CANNOT_CONNECT_NOW, "no primary");
+        #[rustfmt::skip]
+        let cases: &[(&str, &[u8], &[u8])] = &[
+            ("simple query", &[fe::QUERY], b"EZ"),
+            ("two simple queries", &[fe::QUERY, fe::QUERY], b"EZEZ"),
+            ("extended segment: one error, then ReadyForQuery at Sync",
+                &[fe::PARSE, fe::BIND, fe::DESCRIBE, fe::EXECUTE, fe::SYNC], b"EZ"),
+            ("two segments", &[fe::BIND, fe::EXECUTE, fe::SYNC, fe::BIND, fe::EXECUTE, fe::SYNC], b"EZEZ"),
+            ("a lone Sync only gets ReadyForQuery", &[fe::SYNC], b"Z"),
+            ("segment without Sync yet", &[fe::PARSE, fe::BIND, fe::FLUSH], b"E"),
+            ("function call", &[fe::FUNCTION_CALL], b"EZ"),
+            ("copy data is not answered", &[fe::COPY_DATA, fe::COPY_DONE], b""),
+        ];
+        for (why, tags, expected) in cases {
+            let unit: Vec<u8> = tags.iter().flat_map(|t| msg(*t)).collect();
+            let mut out = BytesMut::new();
+            let answered = answer_requests(&mut out, &unit, &error);
+            let mut got = Vec::new();
+            let mut rest = &out[..];
+            while let Ok(Some(f)) = frame::next_frame(rest, usize::MAX) {
+                got.push(f.tag);
+                if f.tag == be::READY_FOR_QUERY {
+                    assert_eq!(rest[5], b'I', "{why}: the transaction is over");
+                }
+                rest = &rest[f.total_len..];
+            }
+            assert_eq!(got, *expected, "{why}");
+            assert_eq!(answered, !expected.is_empty(), "{why}");
         }
     }
 }

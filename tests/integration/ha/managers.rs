@@ -1,0 +1,216 @@
+//! `topology.discovery: repmgr` and `patroni` against the real HA managers: the primary's
+//! PostgreSQL is crashed while a client writes a counter and others read; the manager promotes a
+//! standby and pgrouter follows.
+
+use super::{missing_writes, ScriptCluster, Workload, HA_TESTS};
+use crate::harness::{connect, eventually_async, Router};
+use std::time::{Duration, Instant};
+
+const INTERVAL_MS: u64 = 500;
+
+/// Whether the HA manager's programs are installed; without them the test is skipped outside CI
+/// (`scripts/test.sh` installs them) and fails in CI.
+fn manager_installed(manager: &str) -> bool {
+    let found = match manager {
+        "repmgr" => std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| d.flatten().any(|e| e.path().join("bin/repmgrd").exists()))
+            .unwrap_or(false),
+        _ => ["patroni", "etcd", "curl"].iter().all(|p| {
+            std::process::Command::new("which")
+                .arg(p)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        }),
+    };
+    if !found {
+        assert!(
+            std::env::var_os("PGR_REQUIRE_POSTGRES").is_none(),
+            "{manager} is not installed: run scripts/ha-cluster.sh {manager} deps"
+        );
+        eprintln!("\n!!!!!!!! SKIPPING the {manager} failover test: {manager} is not installed !!!!!!!!\n");
+    }
+    found
+}
+
+/// Polls the standbys directly until one of them is out of recovery: when the HA manager's
+/// promotion took effect, as seen from outside pgrouter.
+async fn promoted(cluster: &ScriptCluster) -> (usize, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut clients = Vec::new();
+    for node in [1, 2] {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=app password=app dbname=app connect_timeout=2",
+            cluster.port(node)
+        );
+        clients.push((node, connect(&conninfo).await.unwrap()));
+    }
+    while Instant::now() < deadline {
+        for (node, c) in &clients {
+            if let Ok(rows) = c.simple_query("SELECT pg_is_in_recovery()").await {
+                if crate::harness::rows(&rows)[0].get(0) == Some("f") {
+                    return (*node, Instant::now());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for node in 0..3 {
+        let log = std::fs::read_to_string(cluster.dir.join(format!("pg{node}/patroni.log")))
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        eprintln!(
+            "--- pg{node}/patroni.log (last lines, newest first)\n{}",
+            tail.join("\n")
+        );
+    }
+    panic!("no standby was promoted within 60 s");
+}
+
+/// Kills the primary under load and checks what clients saw. Returns (gap from the kill to the
+/// first acknowledged write, gap from the promotion to it).
+async fn failover_under_load(cluster: &ScriptCluster, router: &Router) -> (Duration, Duration) {
+    let conninfo = router.conninfo("app", "app");
+    assert!(
+        eventually_async(Duration::from_secs(20), || router
+            .log_text()
+            .contains("topology change: primary: none -> pg0"))
+        .await,
+        "{}",
+        router.log_text()
+    );
+    let load = Workload::start(&conninfo, 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kill_started = Instant::now();
+    cluster.node("kill", "pg0");
+    let killed_at = Instant::now();
+    let (new_primary, promoted_at) = promoted(cluster).await;
+    let new_port = cluster.port(new_primary);
+    let followed = format!("-> pg{new_primary}");
+    assert!(
+        eventually_async(Duration::from_secs(30), || {
+            router
+                .log_text()
+                .lines()
+                .any(|l| l.contains("topology change: primary:") && l.contains(&followed))
+        })
+        .await,
+        "{}",
+        router.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (writer, readers) = load.finish().await;
+    let resumed = writer
+        .acked
+        .iter()
+        .map(|(_, at, _)| *at)
+        .find(|at| *at > killed_at)
+        .expect("writes resumed");
+    let gap = resumed - kill_started;
+    let after_promotion = resumed.saturating_duration_since(promoted_at);
+    // Two check intervals, one for the probe in flight, and a margin for a loaded machine.
+    assert!(
+        after_promotion < Duration::from_millis(INTERVAL_MS * 3) + Duration::from_secs(2),
+        "writes resumed {after_promotion:?} after the promotion"
+    );
+    assert_eq!(writer.writes_on_standby, 0);
+    assert!(
+        writer
+            .acked
+            .iter()
+            // Killing a postmaster leaves its backends running for a moment: writes acknowledged
+            // between the kill and the promotion may come from the old primary (and, replicated
+            // synchronously, are on the new one, as checked below).
+            .filter(|(_, at, _)| *at > promoted_at)
+            .all(|(_, _, port)| *port == new_port),
+        "a write after the promotion ran somewhere else than the new primary"
+    );
+    let missing = missing_writes(new_port, &writer.acked).await;
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing on the new primary: {missing:?}"
+    );
+    for r in &readers {
+        assert!(
+            r.errors.is_empty(),
+            "a reader saw errors during the failover: {:?}",
+            r.errors
+        );
+        assert!(
+            r.reads
+                .iter()
+                .all(|(at, port, in_recovery)| *at < promoted_at
+                    || *port != cluster.port(0)
+                    || *in_recovery),
+            "a read ran on the old primary after the promotion"
+        );
+        assert!(!r.reads.is_empty());
+    }
+    (gap, after_promotion)
+}
+
+fn router_for(
+    cluster: &ScriptCluster,
+    discovery: &str,
+    per_node: impl Fn(usize) -> String,
+) -> Router {
+    Router::start_in(&cluster.dir, |port| {
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\n{}\
+             users:\n  - {{name: app, password: app}}\n\
+             health_check: {{interval: {INTERVAL_MS}ms, timeout: 1s, max_failures: 3, min_successes: 2}}\n\
+             topology: {{discovery: {discovery}, failover_timeout: 60s}}\n",
+            cluster.nodes_yaml(per_node)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repmgr_failover_is_followed() {
+    let _one = HA_TESTS.lock().await;
+    if !manager_installed("repmgr") {
+        return;
+    }
+    let Some(cluster) = ScriptCluster::up("scripts/ha-cluster.sh", "repmgr", 3, &["repmgr"]) else {
+        return;
+    };
+    let router = router_for(&cluster, "repmgr", |_| String::new());
+    let (gap, after) = failover_under_load(&cluster, &router).await;
+    eprintln!("repmgr failover: write gap {gap:?} from the kill, {after:?} after the promotion");
+    // repmgr leaves the dead primary's row as an inactive primary.
+    assert!(
+        router.log_text().contains("repmgr primary"),
+        "{}",
+        router.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_failover_is_followed() {
+    let _one = HA_TESTS.lock().await;
+    if !manager_installed("patroni") {
+        return;
+    }
+    let Some(cluster) = ScriptCluster::up("scripts/ha-cluster.sh", "patroni", 22, &["patroni"])
+    else {
+        return;
+    };
+    let base = cluster.base_port;
+    let router = router_for(&cluster, "patroni", |i| {
+        format!(
+            ", patroni_url: \"http://127.0.0.1:{}\"",
+            base + 10 + i as u16
+        )
+    });
+    let (gap, after) = failover_under_load(&cluster, &router).await;
+    eprintln!("patroni failover: write gap {gap:?} from the kill, {after:?} after the promotion");
+    // Patroni rewinds the old primary and brings it back as a replica: it returns to rotation.
+    assert!(
+        eventually_async(Duration::from_secs(60), || router.log_text().lines().any(
+            |l| l.contains("node pg0:") && l.ends_with("-> replica up (streaming replica)")
+                || l.contains("node pg0:") && l.contains("-> replica up (streaming replica) ")
+        ))
+        .await,
+        "{}",
+        router.log_text()
+    );
+}
