@@ -32,9 +32,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let monitor = ctx
         .topology
         .start(monitor_settings(&config), monitor_stop.clone());
+    let upkeep = {
+        let ctx = Arc::clone(&ctx);
+        let stop = monitor_stop.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => ctx.maintain_pools(),
+                }
+            }
+        })
+    };
     pgrouter_proxy::serve(listener, ctx, shutdown).await;
     monitor_stop.cancel();
     let _ = monitor.await;
+    let _ = upkeep.await;
 }
 
 /// The health checks' settings, from the configuration.

@@ -13,6 +13,7 @@ mod bad_input;
 mod ha;
 mod login;
 mod pgbench;
+mod pool;
 mod raw;
 mod relay;
 mod routing;

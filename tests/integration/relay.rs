@@ -72,6 +72,8 @@ async fn copy_in_and_out() {
         sink.send(bytes::Bytes::from(data)).await.unwrap();
     }
     assert_eq!(sink.finish().await.unwrap(), 10_000);
+    // The reads below may run on a replica: let it replay the rows first.
+    cluster().unwrap().wait_for_replicas();
 
     let stream = client
         .copy_out("COPY (SELECT * FROM copy_test ORDER BY id) TO STDOUT")
@@ -91,6 +93,7 @@ async fn copy_in_and_out() {
     );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "COPY 2");
+    cluster().unwrap().wait_for_replicas();
     let (ok, out, err) = psql(
         &url,
         &[
@@ -376,6 +379,7 @@ async fn client_disconnect_releases_the_server_connection() {
     drop(client);
     assert!(
         eventually_async(Duration::from_secs(10), || count() == 0).await,
-        "server connection still open after the client left"
+        "server connection still open after the client left: {}",
+        cluster.superuser_sql(&format!("SELECT state, query, backend_start FROM pg_stat_activity WHERE application_name = '{app}'"))
     );
 }

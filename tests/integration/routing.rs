@@ -145,6 +145,16 @@ async fn transactions_run_on_one_node() {
     assert_eq!(where_extended(&client, &q).await, Ran::Primary);
     client.batch_execute("COMMIT").await.unwrap();
 
+    // BEGIN and more in one simple query: every statement is answered, in one transaction.
+    let messages = client
+        .simple_query(&format!("BEGIN; SELECT {WHERE}; SELECT 42"))
+        .await
+        .unwrap();
+    let rows = crate::harness::rows(&messages);
+    assert_eq!(rows.len(), 2, "both SELECTs answered");
+    assert_eq!(rows[1].get(0), Some("42"));
+    client.batch_execute("COMMIT").await.unwrap();
+
     client.batch_execute("BEGIN READ ONLY").await.unwrap();
     assert_eq!(where_simple(&client, &q).await, Ran::Replica);
     assert_eq!(where_extended(&client, &q).await, Ran::Replica);

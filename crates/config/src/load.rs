@@ -328,6 +328,7 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
     }
     let positive = [
         ("pool.connect_timeout", config.pool.connect_timeout),
+        ("pool.checkout_timeout", config.pool.checkout_timeout),
         ("health_check.interval", config.health_check.interval),
         ("health_check.timeout", config.health_check.timeout),
         (
@@ -348,6 +349,10 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
         (
             "health_check.min_successes",
             config.health_check.min_successes,
+        ),
+        (
+            "pool.max_server_connections",
+            config.pool.max_server_connections,
         ),
     ] {
         if value == 0 {

@@ -184,18 +184,37 @@ impl Default for ClientConfig {
     }
 }
 
-/// Server connection settings.
+/// Server connections and their pools.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Time allowed to connect and log in to a server.
     pub connect_timeout: Duration,
+    /// Server connections per node, idle and in use together.
+    pub max_server_connections: u32,
+    /// Idle connections per pool kept even past `idle_timeout`.
+    pub min_idle: u32,
+    /// Idle connections unused this long are closed (`0s`: never).
+    pub idle_timeout: Duration,
+    /// Connections older than this are closed instead of reused (`0s`: never).
+    pub max_lifetime: Duration,
+    /// How long a client waits for a server connection when its node is full, before
+    /// `53300`.
+    pub checkout_timeout: Duration,
+    /// Run on a server connection before another client may use it.
+    pub reset_query: String,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(5),
+            max_server_connections: 40,
+            min_idle: 0,
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            checkout_timeout: Duration::from_secs(10),
+            reset_query: "DISCARD ALL".into(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct ProxyContext {
     pub mock_scram: ScramSecret,
     /// The servers, in configuration order (node indexes everywhere refer to this list).
     pub nodes: Vec<NodeConfig>,
+    /// Server connections kept for reuse.
+    pub pools: pgrouter_pool::Pools,
     /// Who is primary and who serves reads, as the health checks last found.
     pub topology: Arc<Topology>,
     /// Role discovery settings (`failover_timeout`).
@@ -88,6 +90,17 @@ impl ProxyContext {
             users,
             mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
             nodes: config.nodes.clone(),
+            pools: pgrouter_pool::Pools::new(
+                config.nodes.len(),
+                pgrouter_pool::PoolSettings {
+                    max_server_connections: config.pool.max_server_connections,
+                    min_idle: config.pool.min_idle,
+                    idle_timeout: config.pool.idle_timeout.get(),
+                    max_lifetime: config.pool.max_lifetime.get(),
+                    checkout_timeout: config.pool.checkout_timeout.get(),
+                    reset_query: config.pool.reset_query.clone(),
+                },
+            ),
             topology,
             topology_config: config.topology.clone(),
             client: config.client.clone(),
@@ -139,6 +152,18 @@ impl ProxyContext {
             cache.clear();
         }
         cache.extend(found);
+    }
+
+    /// Pool upkeep, run periodically: closes idle connections past their time and those of nodes
+    /// that are not up in the routing table.
+    pub fn maintain_pools(&self) {
+        self.pools.prune();
+        let table = self.topology.load();
+        for (i, node) in table.nodes.iter().enumerate() {
+            if node.state == pgrouter_topology::NodeState::Down {
+                self.pools.close_idle(i);
+            }
+        }
     }
 
     /// Largest client message accepted, in bytes.

@@ -5,6 +5,7 @@
 use super::client::reserve_for_read;
 use bytes::BytesMut;
 use pgrouter_conn::ServerConn;
+use pgrouter_pool::Ticket;
 use pgrouter_protocol::frame::FrameWalker;
 use std::collections::HashMap;
 use tokio::io::AsyncReadExt;
@@ -23,6 +24,9 @@ pub(crate) enum Slot {
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) conn: ServerConn,
+    /// The connection's claim on its pool; handed back with the connection when the session
+    /// ends cleanly.
+    pub(crate) ticket: Ticket,
     /// Index of the node in the configuration.
     pub(crate) node: usize,
     pub(crate) buf: BytesMut,
@@ -67,9 +71,10 @@ pub(crate) struct Retry {
 pub(crate) const MAX_HELD: usize = 64 * 1024;
 
 impl Backend {
-    pub(crate) fn new(conn: ServerConn, node: usize) -> Self {
+    pub(crate) fn new(conn: ServerConn, ticket: Ticket, node: usize) -> Self {
         Self {
             conn,
+            ticket,
             node,
             buf: BytesMut::with_capacity(super::client::READ_CHUNK),
             walker: FrameWalker::new(),

@@ -25,6 +25,7 @@ use backend as backend_conn;
 use bytes::BytesMut;
 use client::ClientConn;
 use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
+use pgrouter_pool::{CheckoutError, PoolKey, Ticket};
 use pgrouter_protocol::backend::{self as backend_msg, TransactionStatus};
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use std::net::SocketAddr;
@@ -131,10 +132,10 @@ async fn serve(
             span.record("application_name", app);
         }
         let user = auth::authenticate(client, ctx, &startup).await?;
-        let (server, node) = connect_primary(ctx, user, &startup).await?;
-        Ok(Some((startup, user, server, node)))
+        let (server, ticket, node) = connect_primary(ctx, user, &startup).await?;
+        Ok(Some((startup, user, server, ticket, node)))
     };
-    let (startup, user, server, primary_node) =
+    let (startup, user, server, ticket, primary_node) =
         match tokio::time::timeout(login_timeout, login).await {
             Ok(Ok(Some(s))) => s,
             Ok(Ok(None)) => return Ok(()),
@@ -180,17 +181,17 @@ async fn serve(
             match node {
                 Some(node) => connect_node(ctx, user, startup, node)
                     .await
-                    .map(|c| backend_conn::Backend::new(c, node)),
+                    .map(|(c, ticket)| backend_conn::Backend::new(c, ticket, node)),
                 None => connect_primary(ctx, user, startup)
                     .await
-                    .map(|(c, node)| backend_conn::Backend::new(c, node)),
+                    .map(|(c, ticket, node)| backend_conn::Backend::new(c, ticket, node)),
             }
         })
     };
     let table = ctx.topology.snapshot();
     let mut session = relay::Session {
         ctx,
-        primary: Some(backend_conn::Backend::new(server, primary_node)),
+        primary: Some(backend_conn::Backend::new(server, ticket, primary_node)),
         read: None,
         read_node: if ctx.routing.load_balance {
             ctx.pick_read_node(&table)
@@ -208,6 +209,7 @@ async fn serve(
     };
     let result = relay::relay(client, &mut session, shutdown).await;
     drop(registration);
+    session.release_all().await;
     result
 }
 
@@ -217,7 +219,7 @@ async fn connect_primary(
     ctx: &ProxyContext,
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
-) -> Result<(ServerConn, usize), SessionError> {
+) -> Result<(ServerConn, Ticket, usize), SessionError> {
     let timeout = ctx.topology_config.failover_timeout.get();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -243,7 +245,9 @@ async fn connect_primary(
         };
         match connect_node_raw(ctx, user, startup, node).await {
             // The table may have changed during the login: only the current primary will do.
-            Ok(conn) if ctx.topology.load().primary == Some(node) => return Ok((conn, node)),
+            Ok((conn, ticket)) if ctx.topology.load().primary == Some(node) => {
+                return Ok((conn, ticket, node))
+            }
             Ok(_) => continue,
             Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::debug!(node = %ctx.nodes[node].name, error = %e,
@@ -258,13 +262,18 @@ async fn connect_primary(
 
 /// A login failure that a failover may cure: the network, or a server starting up or shutting
 /// down (`57P0x`), as opposed to a wrong password or a missing database.
-fn is_transient(e: &ConnError) -> bool {
+fn is_transient(e: &LoginFailure) -> bool {
     match e {
-        ConnError::Refused { code, .. } => code.starts_with("57P") || code.starts_with("08"),
-        ConnError::Io { .. } | ConnError::Timeout { .. } => true,
+        CheckoutError::Connect(ConnError::Refused { code, .. }) => {
+            code.starts_with("57P") || code.starts_with("08")
+        }
+        CheckoutError::Connect(ConnError::Io { .. } | ConnError::Timeout { .. }) => true,
         _ => false,
     }
 }
+
+/// Why no server connection could be had: the pool is full, or the login failed.
+type LoginFailure = CheckoutError<ConnError>;
 
 /// Logs in to a node as the session's user.
 async fn connect_node(
@@ -272,7 +281,7 @@ async fn connect_node(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
     node: usize,
-) -> Result<ServerConn, SessionError> {
+) -> Result<(ServerConn, Ticket), SessionError> {
     connect_node_raw(ctx, user, startup, node)
         .await
         .map_err(|e| login_error(ctx, node, e))
@@ -283,8 +292,14 @@ async fn connect_node_raw(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
     node: usize,
-) -> Result<ServerConn, ConnError> {
+) -> Result<(ServerConn, Ticket), LoginFailure> {
     // invariant: node indexes come from the routing table, built from the configured nodes.
+    let key = PoolKey {
+        node,
+        user: user.name.clone(),
+        database: startup.database.clone(),
+        params: startup.server_params.clone(),
+    };
     let node = &ctx.nodes[node];
     let target = ServerTarget {
         host: &node.host,
@@ -294,11 +309,29 @@ async fn connect_node_raw(
         params: &startup.server_params,
         timeout: ctx.pool.connect_timeout.get(),
     };
-    ServerConn::connect(&target).await
+    ctx.pools
+        .checkout(key, || ServerConn::connect(&target))
+        .await
 }
 
-fn login_error(ctx: &ProxyContext, node: usize, e: ConnError) -> SessionError {
+fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError {
     let node = &ctx.nodes[node];
+    let e = match e {
+        CheckoutError::Full { waited, max } => {
+            tracing::warn!(node = %node.name, max, "pool exhausted: no server connection free");
+            return SessionError::Unavailable(
+                ErrorResponse::error(
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    format!(
+                        "no server connection available on \"{}\": all {max} are in use (pool.max_server_connections)",
+                        node.name
+                    ),
+                )
+                .with_detail(format!("Waited {:.1}s (pool.checkout_timeout).", waited.as_secs_f64())),
+            );
+        }
+        CheckoutError::Connect(e) => e,
+    };
     match e {
         // The server's own refusal (no such database, too many connections, …) reaches the client
         // word for word.

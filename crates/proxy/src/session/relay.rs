@@ -396,7 +396,6 @@ impl<'a> Session<'a> {
                     }
                 }
                 if terminate {
-                    self.terminate_all().await;
                     return Ok(Drain::Terminated);
                 }
                 // Make room for a partly received message.
@@ -407,7 +406,6 @@ impl<'a> Session<'a> {
                 return Ok(Drain::NeedMore);
             };
             if unit.terminate {
-                self.terminate_all().await;
                 return Ok(Drain::Terminated);
             }
             if let Some(error) = self.lost_transaction.take() {
@@ -495,6 +493,7 @@ impl<'a> Session<'a> {
             && parts[0].effects.transaction == [TxControl::Begin { read_only: false }]
             && frames(bytes).count() == 1
             && bytes.first() == Some(&fe::QUERY)
+            && is_single_statement(bytes)
             && !facts.pinned
             && facts.load_balance
             && !facts.default_read_only;
@@ -867,14 +866,47 @@ impl<'a> Session<'a> {
         self.answer_with_error(client, unit, &error).await
     }
 
-    pub(super) async fn terminate_all(&mut self) {
-        for b in [self.primary.as_mut(), self.read.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+    /// At the end of the session: each server connection that owes nothing, is outside a
+    /// transaction and whose node still has its role goes back to its pool (after the reset
+    /// query); the others are closed politely, which rolls back whatever was open there.
+    pub(super) async fn release_all(&mut self) {
+        let table = self.ctx.topology.snapshot();
+        let in_tx =
+            self.state.tx_status != TransactionStatus::Idle && self.deferred_begin.is_none();
+        for (slot, backend) in [
+            (Slot::Primary, self.primary.take()),
+            (Slot::Read, self.read.take()),
+        ] {
+            let Some(mut b) = backend else { continue };
+            let still_has_role = match slot {
+                Slot::Primary => table.primary == Some(b.node),
+                Slot::Read => table.serves_reads(b.node) || table.primary == Some(b.node),
+            };
+            let reusable = still_has_role
+                && !b.busy()
+                && b.buf.is_empty()
+                && b.walker.at_boundary()
+                && !(in_tx && self.current == slot)
+                && !b.said_fatal;
+            if reusable {
+                self.ctx.pools.checkin(b.conn, b.ticket).await;
+            } else {
+                let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+            }
         }
     }
+}
+
+/// A simple-protocol `Query` holding one statement (`BEGIN;` but not `BEGIN; SELECT 1`, whose
+/// results the client expects now). A `BEGIN` has no string literals, so any `;` before the end
+/// means another statement.
+fn is_single_statement(query: &[u8]) -> bool {
+    let text = fe::query_text(body(query)).unwrap_or_default();
+    let trimmed = text
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b';')
+        .map_or(&text[..0], |end| &text[..=end]);
+    !trimmed.contains(&b';')
 }
 
 /// The error for requests whose server connection was lost mid-transaction.
@@ -932,8 +964,8 @@ pub(super) async fn relay(
         tokio::select! {
             read = client.stream.read_buf(&mut client.buf), if !blocked => {
                 if !matches!(read, Ok(n) if n > 0) {
-                    // Tell the servers politely; they roll back whatever was open.
-                    session.terminate_all().await;
+                    // The session's connections are released (or closed, rolling back whatever
+                    // was open) when it ends.
                     return Err(SessionError::ClientGone);
                 }
             }
@@ -956,6 +988,20 @@ mod tests {
     /// A message with an empty body (enough for `answer_requests`, which looks at tags only).
     fn msg(tag: u8) -> [u8; 5] {
         [tag, 0, 0, 0, 4]
+    }
+
+    #[test]
+    fn single_statement_queries() {
+        #[rustfmt::skip]
+        let cases = [
+            ("BEGIN", true), ("BEGIN;", true), ("begin ;  \n", true),
+            ("BEGIN; SELECT 1", false), ("BEGIN;SELECT 1;", false), ("BEGIN;;", true),
+        ];
+        for (sql, single) in cases {
+            let mut q = BytesMut::new();
+            fe::write_query(&mut q, sql);
+            assert_eq!(is_single_statement(&q), single, "{sql:?}");
+        }
     }
 
     #[test]

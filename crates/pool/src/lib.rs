@@ -1,0 +1,351 @@
+//! Server connection pools: logged-in server connections kept for reuse by later clients.
+//!
+//! Connections are pooled per [`PoolKey`]: node, user, database and the client's start-up
+//! parameters, so a reused connection is exactly what a fresh login would have given. Each node
+//! has one limit, `max_server_connections`, shared by all its pools and counting idle and
+//! checked-out connections. A client that needs a connection when its node is full waits in a
+//! FIFO queue (a fair semaphore) for up to `checkout_timeout`. An idle connection of another
+//! pool is closed to make room rather than letting a client wait.
+//!
+//! A connection is returned only after its reset query (`DISCARD ALL` by default) succeeded;
+//! one that is broken, too old, or idle too long is closed, never handed out.
+//!
+//! What it must not do: route, authenticate clients, or read a connection other than to reset
+//! it and to check that an idle one is still open. Locks are held only to push or pop idle
+//! connections, never across an `.await`.
+
+use pgrouter_conn::ServerConn;
+use pgrouter_protocol::frame;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Pool settings (from `pool:` in the configuration).
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Connections per node, idle and checked out together.
+    pub max_server_connections: u32,
+    /// Idle connections per pool kept even past `idle_timeout`.
+    pub min_idle: u32,
+    /// Idle connections older than this are closed (`0`: never).
+    pub idle_timeout: Duration,
+    /// Connections older than this are closed when next returned or found idle (`0`: never).
+    pub max_lifetime: Duration,
+    /// How long a client waits for a connection when its node is full.
+    pub checkout_timeout: Duration,
+    /// Run on a connection before it returns to the pool.
+    pub reset_query: String,
+}
+
+/// Which connections are interchangeable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Node index.
+    pub node: usize,
+    /// Role.
+    pub user: String,
+    /// Database.
+    pub database: String,
+    /// Start-up parameters sent to the server, in order.
+    pub params: Vec<(String, String)>,
+}
+
+/// A checked-out connection's claim on its pool: give it back with [`Pools::checkin`].
+#[derive(Debug)]
+pub struct Ticket {
+    key: PoolKey,
+    _active: OwnedSemaphorePermit,
+    created: Instant,
+    /// The connection came from the pool (it served an earlier client).
+    pub reused: bool,
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError<E> {
+    /// The node is at `max_server_connections` and none was freed in time.
+    #[error(
+        "no server connection free on this node after {waited:?} (max_server_connections {max})"
+    )]
+    Full {
+        /// How long the client waited.
+        waited: Duration,
+        /// The limit.
+        max: u32,
+    },
+    /// Opening a new connection failed.
+    #[error(transparent)]
+    Connect(E),
+}
+
+struct Idle {
+    conn: ServerConn,
+    created: Instant,
+    since: Instant,
+}
+
+struct NodePool {
+    /// Checked-out connections: one permit each. Fair (FIFO) waiting.
+    active: Arc<Semaphore>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+/// Every node's pools.
+pub struct Pools {
+    settings: PoolSettings,
+    nodes: Vec<NodePool>,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools")
+            .field("settings", &self.settings)
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl Pools {
+    /// Empty pools for `nodes` nodes.
+    pub fn new(nodes: usize, settings: PoolSettings) -> Self {
+        let max = settings.max_server_connections.max(1) as usize;
+        Self {
+            nodes: (0..nodes)
+                .map(|_| NodePool {
+                    active: Arc::new(Semaphore::new(max)),
+                    idle: Mutex::new(HashMap::new()),
+                })
+                .collect(),
+            settings,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// A connection for `key`: an idle one from its pool, else a new one from `connect`, waiting
+    /// in line while the node is full.
+    pub async fn checkout<E, F>(
+        &self,
+        key: PoolKey,
+        connect: impl FnOnce() -> F,
+    ) -> Result<(ServerConn, Ticket), CheckoutError<E>>
+    where
+        F: Future<Output = Result<ServerConn, E>>,
+    {
+        let Some(node) = self.nodes.get(key.node) else {
+            return Err(CheckoutError::Full {
+                waited: Duration::ZERO,
+                max: 0,
+            });
+        };
+        let started = Instant::now();
+        let permit = match Arc::clone(&node.active).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = Arc::clone(&node.active).acquire_owned();
+                match tokio::time::timeout(self.settings.checkout_timeout, wait).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(CheckoutError::Full {
+                            waited: started.elapsed(),
+                            max: self.settings.max_server_connections,
+                        })
+                    }
+                }
+            }
+        };
+        if let Some(idle) = self.take_idle(node, &key) {
+            return Ok((
+                idle.conn,
+                Ticket {
+                    key,
+                    _active: permit,
+                    created: idle.created,
+                    reused: true,
+                },
+            ));
+        }
+        // Room for one more: the permit covers checked-out connections; idle ones of other pools
+        // count against the limit too, so close one if the node is at it.
+        let active =
+            self.settings.max_server_connections as usize - node.active.available_permits();
+        if active + idle_count(node) > self.settings.max_server_connections as usize {
+            evict_one(node);
+        }
+        let conn = connect().await.map_err(CheckoutError::Connect)?;
+        Ok((
+            conn,
+            Ticket {
+                key,
+                _active: permit,
+                created: Instant::now(),
+                reused: false,
+            },
+        ))
+    }
+
+    /// Resets a connection and returns it to its pool; closes it if the reset fails or it is too
+    /// old. Call it only for a connection that owes nothing (idle, outside a transaction) and on
+    /// whose node it may still be used.
+    pub async fn checkin(&self, mut conn: ServerConn, ticket: Ticket) {
+        let Some(node) = self.nodes.get(ticket.key.node) else {
+            return;
+        };
+        if expired(&self.settings.max_lifetime, ticket.created) {
+            return;
+        }
+        if let Err(why) = reset(&mut conn, &self.settings.reset_query).await {
+            tracing::debug!(error = %why, "server connection not reusable; closed");
+            return;
+        }
+        let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.entry(ticket.key.clone()).or_default().push(Idle {
+            conn,
+            created: ticket.created,
+            since: Instant::now(),
+        });
+        // The permit drops after the connection is in the pool, so the next waiter finds it.
+        drop(idle);
+        drop(ticket);
+    }
+
+    /// Closes the idle connections of a node (it left the routing table).
+    pub fn close_idle(&self, node: usize) {
+        if let Some(n) = self.nodes.get(node) {
+            n.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    /// Closes idle connections past `idle_timeout` (keeping `min_idle` per pool) or
+    /// `max_lifetime`. Run it periodically.
+    pub fn prune(&self) {
+        for node in &self.nodes {
+            let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            for conns in idle.values_mut() {
+                conns.retain(|c| !expired(&self.settings.max_lifetime, c.created));
+                let keep = self.settings.min_idle as usize;
+                // Newest last: the oldest idle ones go first.
+                while conns.len() > keep
+                    && conns
+                        .first()
+                        .is_some_and(|c| expired(&self.settings.idle_timeout, c.since))
+                {
+                    conns.remove(0);
+                }
+            }
+            idle.retain(|_, v| !v.is_empty());
+        }
+    }
+
+    /// Idle and checked-out connections of a node.
+    pub fn counts(&self, node: usize) -> (usize, usize) {
+        self.nodes.get(node).map_or((0, 0), |n| {
+            (
+                idle_count(n),
+                self.settings.max_server_connections as usize - n.active.available_permits(),
+            )
+        })
+    }
+
+    fn take_idle(&self, node: &NodePool, key: &PoolKey) -> Option<Idle> {
+        let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let conns = idle.get_mut(key)?;
+        // Most recently used first: warm, and the oldest can time out.
+        while let Some(c) = conns.pop() {
+            if !expired(&self.settings.max_lifetime, c.created) && still_open(&c.conn) {
+                return Some(c);
+            }
+        }
+        None
+    }
+}
+
+fn idle_count(node: &NodePool) -> usize {
+    node.idle
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .map(Vec::len)
+        .sum()
+}
+
+fn evict_one(node: &NodePool) {
+    let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    let oldest = idle
+        .iter()
+        .filter_map(|(k, v)| v.first().map(|c| (k.clone(), c.since)))
+        .min_by_key(|(_, since)| *since)
+        .map(|(k, _)| k);
+    if let Some(k) = oldest {
+        if let Some(v) = idle.get_mut(&k) {
+            v.remove(0);
+        }
+    }
+}
+
+fn expired(limit: &Duration, since: Instant) -> bool {
+    !limit.is_zero() && since.elapsed() > *limit
+}
+
+/// An idle connection must have nothing to say: data or end-of-file means the server closed it
+/// (or is about to, with a FATAL error).
+fn still_open(conn: &ServerConn) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Runs the reset query; the connection is reusable if it answers without error and is idle.
+async fn reset(conn: &mut ServerConn, query: &str) -> Result<(), String> {
+    let mut msg = Vec::with_capacity(query.len() + 6);
+    msg.push(b'Q');
+    msg.extend_from_slice(&((query.len() + 5) as i32).to_be_bytes());
+    msg.extend_from_slice(query.as_bytes());
+    msg.push(0);
+    let exchange = async {
+        conn.stream
+            .write_all(&msg)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(256);
+        let mut failed = false;
+        loop {
+            while let Some(f) = frame::next_frame(&buf, 1 << 20).map_err(|e| format!("{e:?}"))? {
+                match f.tag {
+                    b'E' => failed = true,
+                    b'Z' => {
+                        let idle = buf.get(5) == Some(&b'I');
+                        return if failed || !idle || f.total_len != buf.len() {
+                            Err("reset query failed".to_owned())
+                        } else {
+                            Ok(())
+                        };
+                    }
+                    _ => {}
+                }
+                buf.drain(..f.total_len);
+            }
+            let mut chunk = [0u8; 1024];
+            let n = conn
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| "reset query timed out".to_owned())?
+}

@@ -1,0 +1,88 @@
+//! Server connection pools (session mode): reuse with a reset in between, and a full node.
+
+use crate::harness::{cluster, connect, Router};
+use std::time::{Duration, Instant};
+
+/// A connection a client leaves is reset and handed to the next client of the same user,
+/// database and start-up parameters: same server process, none of the first client's state.
+#[tokio::test]
+async fn server_connections_are_reused_after_a_reset() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = Router::start(
+        cluster,
+        "pool: {max_server_connections: 1, checkout_timeout: 10s}\nrouting: {load_balance: false}\n",
+    );
+    let first = connect(&router.conninfo("app", "app")).await.unwrap();
+    let pid: i32 = first
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    first
+        .batch_execute(
+            "SET work_mem = '7MB'; CREATE TEMP TABLE pooled_tmp (x int); PREPARE p AS SELECT 1",
+        )
+        .await
+        .unwrap();
+    drop(first);
+    // The node allows one connection: the next client waits for this one to come back.
+    let second = connect(&router.conninfo("app", "app")).await.unwrap();
+    let row = second
+        .query_one(
+            "SELECT pg_backend_pid(), current_setting('work_mem'), to_regclass('pg_temp.pooled_tmp') IS NULL, \
+             (SELECT count(*) FROM pg_prepared_statements WHERE name = 'p')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i32>(0),
+        pid,
+        "the server connection was reused"
+    );
+    assert_eq!(row.get::<_, String>(1), "4MB", "SET was reset");
+    assert!(row.get::<_, bool>(2), "the temporary table is gone");
+    assert_eq!(row.get::<_, i64>(3), 0, "the prepared statement is gone");
+}
+
+/// When a node's connections are all in use, a client waits up to `pool.checkout_timeout`, then
+/// gets `53300`; one that is still waiting when a connection comes back gets it.
+#[tokio::test]
+async fn a_full_node_queues_clients_then_answers_53300() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = Router::start(
+        cluster,
+        "pool: {max_server_connections: 1, checkout_timeout: 1s}\nrouting: {load_balance: false}\n",
+    );
+    let holder = connect(&router.conninfo("app", "app")).await.unwrap();
+    holder.batch_execute("SELECT 1").await.unwrap();
+
+    let started = Instant::now();
+    let refused = connect(&router.conninfo("app", "app"))
+        .await
+        .expect_err("the node is full");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let db = refused.as_db_error().expect("a PostgreSQL error");
+    assert_eq!(db.code().code(), "53300");
+    assert!(
+        db.message().contains("max_server_connections"),
+        "{}",
+        db.message()
+    );
+
+    // A waiting client gets the connection as soon as the holder leaves.
+    let waiter = tokio::spawn({
+        let conninfo = router.conninfo("app", "app");
+        async move { connect(&conninfo).await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(holder);
+    waiter
+        .await
+        .unwrap()
+        .expect("the waiting client got the released connection");
+}
