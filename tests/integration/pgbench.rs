@@ -98,3 +98,47 @@ fn pgbench_select_only_spreads_reads_over_the_replicas() {
         );
     }
 }
+
+/// Transaction pooling: 40 pgbench clients, in every query mode (prepared statements included),
+/// share 4 server connections per node with no failed transaction; then 20 clients that each
+/// connect anew for every transaction (`-C`).
+#[test]
+fn pgbench_through_transaction_pooling() {
+    let Some(cluster) = cluster() else { return };
+    let _tables = PGBENCH_TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    let router = Router::start(
+        cluster,
+        "pool: {mode: transaction, max_server_connections: 4, checkout_timeout: 30s}\n",
+    );
+    let url = router.url("app", "app");
+    pgbench(&url, &["-i", "-s", "2", "-q"]);
+    for (mode, extra) in [
+        ("simple", &[][..]),
+        ("extended", &[][..]),
+        ("prepared", &[][..]),
+        ("simple", &["-C"][..]),
+    ] {
+        let clients = if extra.is_empty() { "40" } else { "20" };
+        let mut args = vec!["-M", mode, "-c", clients, "-j", "2", "-T", "5"];
+        args.extend_from_slice(extra);
+        let out = pgbench(&url, &args);
+        assert!(
+            out.contains("number of failed transactions: 0 (0.000%)"),
+            "{args:?}:\n{out}"
+        );
+        let tps = out
+            .lines()
+            .find(|l| l.starts_with("tps"))
+            .unwrap_or_default()
+            .to_owned();
+        eprintln!("pgbench {args:?} through transaction pooling: {tps}");
+    }
+    let used = cluster.superuser_sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND client_port IS NOT NULL \
+         AND application_name = 'pgbench'",
+    );
+    assert!(
+        used.parse::<u32>().unwrap() <= 12,
+        "at most 4 server connections per node: {used}"
+    );
+}

@@ -86,3 +86,88 @@ async fn a_full_node_queues_clients_then_answers_53300() {
         .unwrap()
         .expect("the waiting client got the released connection");
 }
+
+fn transaction_router(cluster: &crate::harness::Cluster) -> Router {
+    Router::start(
+        cluster,
+        "pool: {mode: transaction, max_server_connections: 1, checkout_timeout: 10s}\nrouting: {load_balance: false}\n",
+    )
+}
+
+async fn show(c: &tokio_postgres::Client) -> String {
+    let rows = c.simple_query("SHOW work_mem").await.unwrap();
+    crate::harness::rows(&rows)[0].get(0).unwrap().to_owned()
+}
+
+async fn pid(client: &tokio_postgres::Client) -> i32 {
+    let rows = client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap();
+    crate::harness::rows(&rows)[0]
+        .get(0)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Transaction pooling: two clients take turns on one server connection; a client inside a
+/// transaction keeps it until the transaction ends, and the other waits meanwhile.
+#[tokio::test]
+async fn transaction_mode_shares_one_connection() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = transaction_router(cluster);
+    let a = connect(&router.conninfo("app", "app")).await.unwrap();
+    let b = connect(&router.conninfo("app", "app")).await.unwrap();
+    assert_eq!(
+        pid(&a).await,
+        pid(&b).await,
+        "one server connection serves both"
+    );
+
+    a.batch_execute("BEGIN").await.unwrap();
+    let in_a = pid(&a).await;
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let p = pid(&b).await;
+        (p, started.elapsed(), b)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "b must wait while a's transaction holds the connection"
+    );
+    a.batch_execute("COMMIT").await.unwrap();
+    let (in_b, waited, _b) = waiting.await.unwrap();
+    assert_eq!(in_a, in_b);
+    assert!(waited >= Duration::from_millis(400));
+}
+
+/// Session settings and prepared statements follow each client across the shared connection;
+/// neither leaks to the other client.
+#[tokio::test]
+async fn transaction_mode_keeps_each_clients_session() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = transaction_router(cluster);
+    let a = connect(&router.conninfo("app", "app")).await.unwrap();
+    let b = connect(&router.conninfo("app", "app")).await.unwrap();
+    a.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    assert_eq!(show(&b).await, "4MB", "a's SET does not leak to b");
+    assert_eq!(show(&a).await, "7MB", "a keeps its SET");
+
+    // Same statement name, different definitions, on the one connection.
+    let sa = a.prepare("SELECT $1::int + 1").await.unwrap();
+    let sb = b.prepare("SELECT $1::int * 10").await.unwrap();
+    for i in 0..5 {
+        let ra: i32 = a.query_one(&sa, &[&i]).await.unwrap().get(0);
+        let rb: i32 = b.query_one(&sb, &[&i]).await.unwrap().get(0);
+        assert_eq!((ra, rb), (i + 1, i * 10));
+    }
+    // LISTEN keeps the connection for that client (pinned) and notifications arrive.
+    a.batch_execute("LISTEN pool_chan").await.unwrap();
+    assert_eq!(show(&a).await, "7MB");
+}

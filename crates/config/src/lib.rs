@@ -23,6 +23,6 @@ pub mod values;
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::{
     AuthMethod, ClientConfig, Config, Discovery, HealthCheckConfig, HealthCheckLogin, NodeConfig,
-    PoolConfig, RoutingConfig, TopologyConfig, UserConfig,
+    PoolConfig, PoolMode, RoutingConfig, TopologyConfig, UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

@@ -155,6 +155,9 @@ pub struct UserConfig {
     /// How clients logging in as this user are authenticated.
     #[serde(default)]
     pub auth: AuthMethod,
+    /// This user's pool mode, instead of `pool.mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_mode: Option<PoolMode>,
 }
 
 impl UserConfig {
@@ -188,6 +191,8 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
+    /// How long a client keeps a server connection (overridable per user).
+    pub mode: PoolMode,
     /// Time allowed to connect and log in to a server.
     pub connect_timeout: Duration,
     /// Server connections per node, idle and in use together.
@@ -208,6 +213,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
+            mode: PoolMode::Session,
             connect_timeout: Duration::from_secs(5),
             max_server_connections: 40,
             min_idle: 0,
@@ -217,6 +223,18 @@ impl Default for PoolConfig {
             reset_query: "DISCARD ALL".into(),
         }
     }
+}
+
+/// How long a client keeps a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// From the first use until the client disconnects.
+    #[default]
+    Session,
+    /// For one transaction (or one statement outside a transaction); then it serves other
+    /// clients.
+    Transaction,
 }
 
 /// Read/write splitting settings.

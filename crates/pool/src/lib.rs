@@ -81,25 +81,28 @@ pub enum CheckoutError<E> {
     Connect(E),
 }
 
-struct Idle {
+struct Idle<S> {
     conn: ServerConn,
+    state: S,
     created: Instant,
     since: Instant,
 }
 
-struct NodePool {
+struct NodePool<S> {
     /// Checked-out connections: one permit each. Fair (FIFO) waiting.
     active: Arc<Semaphore>,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle<S>>>>,
 }
 
-/// Every node's pools.
-pub struct Pools {
+/// Every node's pools. `S` is what the caller remembers about each connection (e.g. the prepared
+/// statements it holds); it travels with the connection through the pool and starts as
+/// `S::default()` for a new or reset connection.
+pub struct Pools<S = ()> {
     settings: PoolSettings,
-    nodes: Vec<NodePool>,
+    nodes: Vec<NodePool<S>>,
 }
 
-impl std::fmt::Debug for Pools {
+impl<S> std::fmt::Debug for Pools<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pools")
             .field("settings", &self.settings)
@@ -108,7 +111,7 @@ impl std::fmt::Debug for Pools {
     }
 }
 
-impl Pools {
+impl<S: Default> Pools<S> {
     /// Empty pools for `nodes` nodes.
     pub fn new(nodes: usize, settings: PoolSettings) -> Self {
         let max = settings.max_server_connections.max(1) as usize;
@@ -134,7 +137,7 @@ impl Pools {
         &self,
         key: PoolKey,
         connect: impl FnOnce() -> F,
-    ) -> Result<(ServerConn, Ticket), CheckoutError<E>>
+    ) -> Result<(ServerConn, S, Ticket), CheckoutError<E>>
     where
         F: Future<Output = Result<ServerConn, E>>,
     {
@@ -163,6 +166,7 @@ impl Pools {
         if let Some(idle) = self.take_idle(node, &key) {
             return Ok((
                 idle.conn,
+                idle.state,
                 Ticket {
                     key,
                     _active: permit,
@@ -181,6 +185,7 @@ impl Pools {
         let conn = connect().await.map_err(CheckoutError::Connect)?;
         Ok((
             conn,
+            S::default(),
             Ticket {
                 key,
                 _active: permit,
@@ -190,23 +195,28 @@ impl Pools {
         ))
     }
 
-    /// Resets a connection and returns it to its pool; closes it if the reset fails or it is too
-    /// old. Call it only for a connection that owes nothing (idle, outside a transaction) and on
-    /// whose node it may still be used.
-    pub async fn checkin(&self, mut conn: ServerConn, ticket: Ticket) {
+    /// Returns a connection to its pool, after running the reset query when `reset` is set (the
+    /// state then starts over); closes it if the reset fails or it is too old. Call it only for
+    /// a connection that owes nothing (idle, outside a transaction) and on whose node it may
+    /// still be used.
+    pub async fn checkin(&self, mut conn: ServerConn, mut state: S, ticket: Ticket, reset: bool) {
         let Some(node) = self.nodes.get(ticket.key.node) else {
             return;
         };
         if expired(&self.settings.max_lifetime, ticket.created) {
             return;
         }
-        if let Err(why) = reset(&mut conn, &self.settings.reset_query).await {
-            tracing::debug!(error = %why, "server connection not reusable; closed");
-            return;
+        if reset {
+            if let Err(why) = reset_connection(&mut conn, &self.settings.reset_query).await {
+                tracing::debug!(error = %why, "server connection not reusable; closed");
+                return;
+            }
+            state = S::default();
         }
         let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.entry(ticket.key.clone()).or_default().push(Idle {
             conn,
+            state,
             created: ticket.created,
             since: Instant::now(),
         });
@@ -256,7 +266,7 @@ impl Pools {
         })
     }
 
-    fn take_idle(&self, node: &NodePool, key: &PoolKey) -> Option<Idle> {
+    fn take_idle(&self, node: &NodePool<S>, key: &PoolKey) -> Option<Idle<S>> {
         let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let conns = idle.get_mut(key)?;
         // Most recently used first: warm, and the oldest can time out.
@@ -269,7 +279,7 @@ impl Pools {
     }
 }
 
-fn idle_count(node: &NodePool) -> usize {
+fn idle_count<S>(node: &NodePool<S>) -> usize {
     node.idle
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -278,7 +288,7 @@ fn idle_count(node: &NodePool) -> usize {
         .sum()
 }
 
-fn evict_one(node: &NodePool) {
+fn evict_one<S>(node: &NodePool<S>) {
     let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
     let oldest = idle
         .iter()
@@ -304,7 +314,7 @@ fn still_open(conn: &ServerConn) -> bool {
 }
 
 /// Runs the reset query; the connection is reusable if it answers without error and is idle.
-async fn reset(conn: &mut ServerConn, query: &str) -> Result<(), String> {
+async fn reset_connection(conn: &mut ServerConn, query: &str) -> Result<(), String> {
     let mut msg = Vec::with_capacity(query.len() + 6);
     msg.push(b'Q');
     msg.extend_from_slice(&((query.len() + 5) as i32).to_be_bytes());

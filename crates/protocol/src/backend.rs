@@ -133,7 +133,12 @@ pub fn ready_for_query(buf: &mut BytesMut, status: TransactionStatus) {
     with_len(buf, READY_FOR_QUERY, |b| b.put_u8(status.as_byte()));
 }
 
-/// `CommandComplete` with a tag such as `BEGIN`.
+/// `ParseComplete`.
+pub fn parse_complete(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+}
+
+/// `CommandComplete` with its tag (e.g. `BEGIN`).
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     with_len(buf, b'C', |b| {
         b.put_slice(tag.as_bytes());

@@ -30,6 +30,8 @@ impl SqlState {
     pub const CANNOT_CONNECT_NOW: Self = Self("57P03");
     /// `57014` query_canceled.
     pub const QUERY_CANCELED: Self = Self("57014");
+    /// `42P05` duplicate_prepared_statement.
+    pub const DUPLICATE_PREPARED_STATEMENT: Self = Self("42P05");
     /// `XX000` internal_error.
     pub const INTERNAL_ERROR: Self = Self("XX000");
 

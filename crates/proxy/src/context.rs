@@ -11,6 +11,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Name/value pairs, in order (start-up parameters, `ParameterStatus` values).
+type Parameters = Vec<(String, String)>;
+
+/// The protocol-level prepared statements a server connection holds: name → definition identity.
+pub type PreparedOnServer = HashMap<String, u64>;
+
 /// A user as sessions need it: how to check the client, the derived SCRAM verifier, and the
 /// password for pgrouter's own server login.
 #[derive(Debug)]
@@ -23,6 +29,8 @@ pub struct UserEntry {
     pub auth: AuthMethod,
     /// SCRAM verifier derived once at start-up.
     pub scram: ScramSecret,
+    /// Server connections are released after each transaction (`pool_mode: transaction`).
+    pub transaction_pooling: bool,
 }
 
 /// Shared, read-only state for sessions.
@@ -34,8 +42,8 @@ pub struct ProxyContext {
     pub mock_scram: ScramSecret,
     /// The servers, in configuration order (node indexes everywhere refer to this list).
     pub nodes: Vec<NodeConfig>,
-    /// Server connections kept for reuse.
-    pub pools: pgrouter_pool::Pools,
+    /// Server connections kept for reuse, each with the prepared statements it holds.
+    pub pools: pgrouter_pool::Pools<PreparedOnServer>,
     /// Who is primary and who serves reads, as the health checks last found.
     pub topology: Arc<Topology>,
     /// Role discovery settings (`failover_timeout`).
@@ -53,6 +61,9 @@ pub struct ProxyContext {
     /// Volatility of functions looked up in `pg_proc` (`true` = VOLATILE), shared by sessions.
     /// Touched only for statements calling functions pgrouter does not know, never per message.
     pub function_volatility: Mutex<HashMap<String, bool>>,
+    /// `ParameterStatus` values reported at login, by user and start-up parameters: what
+    /// transaction-pooled clients are told at login without taking a server connection.
+    login_parameters: Mutex<HashMap<(String, Parameters), Parameters>>,
     read_picks: AtomicU64,
 }
 
@@ -68,6 +79,8 @@ impl ProxyContext {
                     password: u.password().to_owned(),
                     auth: u.auth,
                     scram: ScramSecret::generate(u.password()),
+                    transaction_pooling: u.pool_mode.unwrap_or(config.pool.mode)
+                        == pgrouter_config::PoolMode::Transaction,
                 };
                 (u.name.clone(), entry)
             })
@@ -112,6 +125,7 @@ impl ProxyContext {
                 config.routing.read_only_functions.as_deref(),
             )),
             function_volatility: Mutex::new(HashMap::new()),
+            login_parameters: Mutex::new(HashMap::new()),
             read_picks: AtomicU64::new(0),
         }
     }
@@ -152,6 +166,38 @@ impl ProxyContext {
             cache.clear();
         }
         cache.extend(found);
+    }
+
+    /// The parameters a server reported to an earlier login of this user with these start-up
+    /// parameters.
+    pub fn login_parameters(
+        &self,
+        user: &str,
+        startup: &[(String, String)],
+    ) -> Option<Vec<(String, String)>> {
+        let cache = self
+            .login_parameters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache.get(&(user.to_owned(), startup.to_vec())).cloned()
+    }
+
+    /// Records what a server reported at login (bounded: distinct start-up parameters are few
+    /// in practice, but a client could invent many).
+    pub fn remember_login_parameters(
+        &self,
+        user: &str,
+        startup: &[(String, String)],
+        reported: &[(String, String)],
+    ) {
+        let mut cache = self
+            .login_parameters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert((user.to_owned(), startup.to_vec()), reported.to_vec());
     }
 
     /// Pool upkeep, run periodically: closes idle connections past their time and those of nodes

@@ -71,7 +71,14 @@ pub(crate) struct Retry {
 pub(crate) const MAX_HELD: usize = 64 * 1024;
 
 impl Backend {
-    pub(crate) fn new(conn: ServerConn, ticket: Ticket, node: usize) -> Self {
+    pub(crate) fn new(
+        conn: ServerConn,
+        mut prepared: HashMap<String, u64>,
+        ticket: Ticket,
+        node: usize,
+    ) -> Self {
+        // The unnamed statement belongs to whoever used the connection last.
+        prepared.remove("");
         Self {
             conn,
             ticket,
@@ -79,7 +86,7 @@ impl Backend {
             buf: BytesMut::with_capacity(super::client::READ_CHUNK),
             walker: FrameWalker::new(),
             replayed: 0,
-            prepared: HashMap::new(),
+            prepared,
             pending: 0,
             swallow: 0,
             hide_parse: 0,

@@ -20,7 +20,7 @@ mod state;
 mod unit;
 
 use crate::cancel::{CancelSlot, ServerKey};
-use crate::context::ProxyContext;
+use crate::context::{PreparedOnServer, ProxyContext};
 use backend as backend_conn;
 use bytes::BytesMut;
 use client::ClientConn;
@@ -132,10 +132,25 @@ async fn serve(
             span.record("application_name", app);
         }
         let user = auth::authenticate(client, ctx, &startup).await?;
-        let (server, ticket, node) = connect_primary(ctx, user, &startup).await?;
-        Ok(Some((startup, user, server, ticket, node)))
+        // Transaction pooling: once a login with these parameters has been seen, later ones are
+        // answered with the parameters it reported, without taking a server connection (a
+        // client that logs in while holding a transaction open elsewhere must not wait for one).
+        if user.transaction_pooling {
+            if let Some(params) = ctx.login_parameters(&user.name, &startup.server_params) {
+                return Ok(Some((startup, user, params, None)));
+            }
+        }
+        let (server, prepared, ticket, node) = connect_primary(ctx, user, &startup).await?;
+        ctx.remember_login_parameters(&user.name, &startup.server_params, &server.parameters);
+        let params = server.parameters.clone();
+        Ok(Some((
+            startup,
+            user,
+            params,
+            Some((server, prepared, ticket, node)),
+        )))
     };
-    let (startup, user, server, ticket, primary_node) =
+    let (startup, user, parameters, first_server) =
         match tokio::time::timeout(login_timeout, login).await {
             Ok(Ok(Some(s))) => s,
             Ok(Ok(None)) => return Ok(()),
@@ -150,23 +165,25 @@ async fn serve(
 
     let slot: CancelSlot = Arc::default();
     let registration = ctx.cancels.register(Arc::clone(&slot));
-    if let Some((process_id, secret_key)) = server.backend_key {
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(ServerKey {
-            addr: server.addr,
-            process_id,
-            secret_key,
-        });
+    if let Some((server, ..)) = &first_server {
+        if let Some((process_id, secret_key)) = server.backend_key {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(ServerKey {
+                addr: server.addr,
+                process_id,
+                secret_key,
+            });
+        }
     }
 
     // The client sees the primary's parameters and pgrouter's own key.
     let mut out = BytesMut::with_capacity(512);
-    for (name, value) in &server.parameters {
+    for (name, value) in &parameters {
         backend_msg::parameter_status(&mut out, name, value);
     }
     backend_msg::backend_key_data(&mut out, registration.process_id, registration.secret_key);
     backend_msg::ready_for_query(&mut out, TransactionStatus::Idle);
     client.write_all(&out).await?;
-    tracing::debug!(server = %server.addr, "session established");
+    tracing::debug!("session established");
 
     // `None` asks for the primary (waiting for one during a failover), `Some(n)` for node `n`.
     let connect = |node: Option<usize>| -> std::pin::Pin<
@@ -181,17 +198,19 @@ async fn serve(
             match node {
                 Some(node) => connect_node(ctx, user, startup, node)
                     .await
-                    .map(|(c, ticket)| backend_conn::Backend::new(c, ticket, node)),
+                    .map(|(c, p, ticket)| backend_conn::Backend::new(c, p, ticket, node)),
                 None => connect_primary(ctx, user, startup)
                     .await
-                    .map(|(c, ticket, node)| backend_conn::Backend::new(c, ticket, node)),
+                    .map(|(c, p, ticket, node)| backend_conn::Backend::new(c, p, ticket, node)),
             }
         })
     };
     let table = ctx.topology.snapshot();
     let mut session = relay::Session {
         ctx,
-        primary: Some(backend_conn::Backend::new(server, ticket, primary_node)),
+        primary: first_server.map(|(server, prepared, ticket, node)| {
+            backend_conn::Backend::new(server, prepared, ticket, node)
+        }),
         read: None,
         read_node: if ctx.routing.load_balance {
             ctx.pick_read_node(&table)
@@ -200,6 +219,7 @@ async fn serve(
         },
         read_generation: table.generation,
         lost_transaction: None,
+        transaction_pooling: user.transaction_pooling,
         state: state::SessionState::new(),
         inflight: Vec::new(),
         current: backend_conn::Slot::Primary,
@@ -219,7 +239,7 @@ async fn connect_primary(
     ctx: &ProxyContext,
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
-) -> Result<(ServerConn, Ticket, usize), SessionError> {
+) -> Result<(ServerConn, PreparedOnServer, Ticket, usize), SessionError> {
     let timeout = ctx.topology_config.failover_timeout.get();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -245,8 +265,8 @@ async fn connect_primary(
         };
         match connect_node_raw(ctx, user, startup, node).await {
             // The table may have changed during the login: only the current primary will do.
-            Ok((conn, ticket)) if ctx.topology.load().primary == Some(node) => {
-                return Ok((conn, ticket, node))
+            Ok((conn, prepared, ticket)) if ctx.topology.load().primary == Some(node) => {
+                return Ok((conn, prepared, ticket, node))
             }
             Ok(_) => continue,
             Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
@@ -281,7 +301,7 @@ async fn connect_node(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
     node: usize,
-) -> Result<(ServerConn, Ticket), SessionError> {
+) -> Result<(ServerConn, PreparedOnServer, Ticket), SessionError> {
     connect_node_raw(ctx, user, startup, node)
         .await
         .map_err(|e| login_error(ctx, node, e))
@@ -292,7 +312,7 @@ async fn connect_node_raw(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
     node: usize,
-) -> Result<(ServerConn, Ticket), LoginFailure> {
+) -> Result<(ServerConn, PreparedOnServer, Ticket), LoginFailure> {
     // invariant: node indexes come from the routing table, built from the configured nodes.
     let key = PoolKey {
         node,

@@ -49,6 +49,8 @@ pub(super) struct Session<'a> {
     /// The server connection of an open transaction was lost while the client was not waiting
     /// for anything: its next request gets this error (the transaction is gone).
     pub(super) lost_transaction: Option<ErrorResponse>,
+    /// Server connections go back to the pool after each transaction.
+    pub(super) transaction_pooling: bool,
     pub(super) state: SessionState,
     /// Classifications of client requests whose responses are still coming.
     pub(super) inflight: Vec<Arc<Classification>>,
@@ -417,6 +419,12 @@ impl<'a> Session<'a> {
                 self.answer_lost_transaction(client, &bytes, error).await?;
                 continue;
             }
+            if self.transaction_pooling
+                && self.busy().is_none()
+                && self.prepare_locally(client, unit.len).await?
+            {
+                continue;
+            }
             self.follow_topology();
             let mut plan = self.plan(&client.buf[..unit.len]);
             let unknown = unresolved_functions(self.ctx, &plan.parts);
@@ -450,6 +458,67 @@ impl<'a> Session<'a> {
             let bytes = client.buf.split_to(unit.len).freeze();
             self.route_unit(client, bytes, plan).await?;
         }
+    }
+
+    /// Transaction pooling: a request that only prepares named statements (`Parse`… `Sync`, as
+    /// libpq's `PQprepare` sends) outside a transaction is answered here, without taking a server
+    /// connection; each statement is prepared on whichever connection first runs it. Waiting for
+    /// a connection here could deadlock a client program that prepares on one connection while it
+    /// holds a transaction open on another (pgbench does). An invalid statement reports its error
+    /// when first used. Returns whether the request was answered.
+    async fn prepare_locally(
+        &mut self,
+        client: &mut ClientConn,
+        len: usize,
+    ) -> Result<bool, SessionError> {
+        if self.state.tx_status != TransactionStatus::Idle || self.deferred_begin.is_some() {
+            return Ok(false);
+        }
+        let unit = &client.buf[..len];
+        let count = frames(unit).count();
+        let only_named_parses = count >= 2
+            && frames(unit).enumerate().all(|(i, (tag, msg))| {
+                if i + 1 == count {
+                    tag == fe::SYNC
+                } else {
+                    tag == fe::PARSE
+                        && fe::parse_parse(body(msg)).is_some_and(|(name, _)| !name.is_empty())
+                }
+            });
+        if !only_named_parses {
+            return Ok(false);
+        }
+        let bytes = client.buf.split_to(len).freeze();
+        let mut out = BytesMut::new();
+        let mut failed = false;
+        for (tag, msg) in frames(&bytes) {
+            if tag == fe::SYNC {
+                be::ready_for_query(&mut out, TransactionStatus::Idle);
+                continue;
+            }
+            let Some((name, sql)) = fe::parse_parse(body(msg)) else {
+                continue;
+            };
+            if failed {
+                continue;
+            }
+            let name = utf8(name);
+            if self.state.statements.contains_key(name) {
+                ErrorResponse::error(
+                    SqlState::DUPLICATE_PREPARED_STATEMENT,
+                    format!("prepared statement \"{name}\" already exists"),
+                )
+                .encode(&mut out);
+                failed = true;
+                continue;
+            }
+            let route = effective_route(self.ctx, &self.state, &classify(self.ctx, utf8(sql)));
+            self.state
+                .store_statement(name, Bytes::copy_from_slice(msg), route);
+            be::parse_complete(&mut out);
+        }
+        client.write_all(&out).await?;
+        Ok(true)
     }
 
     /// Asks the primary's catalog whether these functions are VOLATILE, on the session's own
@@ -866,6 +935,47 @@ impl<'a> Session<'a> {
         self.answer_with_error(client, unit, &error).await
     }
 
+    /// Transaction pooling: hands a connection back to the pool once the client's transaction
+    /// (or statement) is over and the connection owes nothing. Sessions with state that lives
+    /// only on that connection (pinned: temporary tables, LISTEN, …) keep it.
+    pub(super) async fn release_if_idle(&mut self, slot: Slot) {
+        if !self.transaction_pooling
+            || self.state.pin.is_some()
+            || self.state.tx_status != TransactionStatus::Idle
+            || self.deferred_begin.is_some()
+            || self.lost_transaction.is_some()
+        {
+            return;
+        }
+        let idle = self.backend(slot).is_some_and(|b| {
+            !b.busy()
+                && b.retry.is_none()
+                && b.buf.is_empty()
+                && b.walker.at_boundary()
+                && b.hide_parse == 0
+                && b.hide_close == 0
+                && !b.said_fatal
+        });
+        if !idle {
+            return;
+        }
+        let taken = match slot {
+            Slot::Primary => self.primary.take(),
+            Slot::Read => self.read.take(),
+        };
+        let Some(b) = taken else { return };
+        if self.current == slot {
+            // A cancel request must not reach the connection's next client.
+            *self.cancel.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        // Session settings replayed on (or made on) this connection must not leak to others.
+        let dirty = b.replayed > 0;
+        self.ctx
+            .pools
+            .checkin(b.conn, b.prepared, b.ticket, dirty)
+            .await;
+    }
+
     /// At the end of the session: each server connection that owes nothing, is outside a
     /// transaction and whose node still has its role goes back to its pool (after the reset
     /// query); the others are closed politely, which rolls back whatever was open there.
@@ -889,7 +999,10 @@ impl<'a> Session<'a> {
                 && !(in_tx && self.current == slot)
                 && !b.said_fatal;
             if reusable {
-                self.ctx.pools.checkin(b.conn, b.ticket).await;
+                self.ctx
+                    .pools
+                    .checkin(b.conn, b.prepared, b.ticket, true)
+                    .await;
             } else {
                 let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
             }
@@ -954,6 +1067,8 @@ pub(super) async fn relay(
     session: &mut Session<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
+    // Transaction pooling: the connection opened at login goes back until the first request.
+    session.release_if_idle(Slot::Primary).await;
     loop {
         let blocked = match session.drain_client(client).await? {
             Drain::Terminated => return Ok(()),

@@ -83,6 +83,7 @@ impl Session<'_> {
                         b.buf.advance(n);
                         b.walker.consumed(n);
                     }
+                    self.release_if_idle(slot).await;
                     return Ok(());
                 }
                 Ok(Step::Message { tag, range }) => (tag, range),

@@ -26,6 +26,18 @@ fn parameter_key(sql: &str) -> Option<String> {
     }
 }
 
+/// Identifies a statement's definition (query text and parameter types), whatever its name and
+/// whichever client made it: a pooled server connection that already holds a statement under
+/// this name with this version can run it for any client without a new `Parse`.
+fn statement_version(parse: &[u8], name_len: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // The Parse message: tag, length, name, NUL, then the definition.
+    let definition = parse.get(5 + name_len + 1..).unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    definition.hash(&mut h);
+    h.finish()
+}
+
 /// A protocol-level prepared statement as the client created it.
 #[derive(Debug)]
 pub(crate) struct StoredStatement {
@@ -33,7 +45,8 @@ pub(crate) struct StoredStatement {
     pub(crate) parse: Bytes,
     /// How statements using it route.
     pub(crate) route: Route,
-    /// Distinguishes re-definitions of the same name.
+    /// The definition's identity ([`statement_version`]): distinguishes re-definitions of the
+    /// same name, and lets clients share what a pooled connection has prepared.
     pub(crate) version: u64,
 }
 
@@ -52,7 +65,6 @@ pub(crate) struct SessionState {
     pub(crate) sql_prepared: HashMap<String, Route>,
     /// Protocol-level statements by name (`""` is the unnamed one).
     pub(crate) statements: HashMap<String, Arc<StoredStatement>>,
-    next_version: u64,
     /// Changes made inside the current transaction, kept until it commits.
     tx_changes: Vec<SessionChange>,
     /// The current transaction failed at some point (its changes are discarded).
@@ -68,7 +80,6 @@ impl SessionState {
             replay: Vec::new(),
             sql_prepared: HashMap::new(),
             statements: HashMap::new(),
-            next_version: 1,
             tx_changes: Vec::new(),
             tx_failed: false,
         }
@@ -76,8 +87,7 @@ impl SessionState {
 
     /// Remembers a client `Parse`; returns the version now current for the name.
     pub(crate) fn store_statement(&mut self, name: &str, parse: Bytes, route: Route) -> u64 {
-        let version = self.next_version;
-        self.next_version += 1;
+        let version = statement_version(&parse, name.len());
         self.statements.insert(
             name.to_owned(),
             Arc::new(StoredStatement {
