@@ -275,14 +275,16 @@ mgr_start_existing() {
 
 mgr_stop_all() {
   local node primary
+  local -a replicas=()
   primary=$(current_primary 2>/dev/null) || primary=""
-  # Replicas first, so that the leader does not hand over to one of them on its way out.
   for node in "${HA_NODES[@]}"; do
-    [[ $node == "$primary" ]] || stop_daemon "$(patroni_pidfile "$node")" 60
+    [[ $node == "$primary" ]] || replicas+=("$(patroni_pidfile "$node")")
   done
-  [[ -z $primary ]] || stop_daemon "$(patroni_pidfile "$primary")" 60
+  # Replicas first, so that the leader does not hand over to one of them on its way out.
+  stop_daemons 60 "${replicas[@]}"
+  [[ -z $primary ]] || stop_daemons 60 "$(patroni_pidfile "$primary")"
   stop_all fast || die "some nodes failed to stop"
-  stop_daemon "$(etcd_dir)/etcd.pid" 10
+  stop_daemons 10 "$(etcd_dir)/etcd.pid"
 }
 
 mgr_node() { # ACTION NODE
@@ -290,13 +292,14 @@ mgr_node() { # ACTION NODE
   case $action in
     kill)
       local pid
-      node_running "$node" && pid=$(node_pid "$node") || die "$node's PostgreSQL is not running"
+      node_running "$node" || die "$node's PostgreSQL is not running"
+      pid=$(node_pid "$node") || die "$node has no postmaster.pid"
       log "killing the postmaster of $node (pid $pid) with SIGKILL"
       kill -KILL "$pid"
       ;;
     stop)
       log "stopping Patroni (and PostgreSQL) on $node"
-      stop_daemon "$(patroni_pidfile "$node")" 60
+      stop_daemons 60 "$(patroni_pidfile "$node")"
       if node_running "$node"; then stop_node "$node" fast; fi
       ;;
     start)

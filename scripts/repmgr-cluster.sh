@@ -215,7 +215,9 @@ mgr_start_existing() {
 
 mgr_stop_all() {
   local node
-  for node in "${HA_NODES[@]}"; do stop_daemon "$(node_dir "$node")/repmgrd.pid" 10; done
+  local -a pidfiles=()
+  for node in "${HA_NODES[@]}"; do pidfiles+=("$(node_dir "$node")/repmgrd.pid"); done
+  stop_daemons 10 "${pidfiles[@]}"
   stop_all fast || die "some nodes failed to stop"
 }
 

@@ -113,6 +113,7 @@ sql_literal() {
 
 # A private file (0600, owned by the PostgreSQL OS user) with the given content on stdin.
 write_private_file() { # PATH
+  # shellcheck disable=SC2016 # expanded by the inner shell
   as_pg bash -c 'umask 077 && cat >"$1"' _ "$1"
 }
 
@@ -219,18 +220,33 @@ wait_until() { # SECONDS WHAT COMMAND...
 
 pid_gone() { ! pid_is_ours "$1"; }
 
-# SIGTERM to the daemon; SIGKILL to its whole process group if it is still there after SECONDS.
-stop_daemon() { # PIDFILE SECONDS
+pids_gone() { # PID...
   local pid
-  pid=$(pidfile_pid "$1") || return 0
-  if pid_is_ours "$pid"; then
+  for pid in "$@"; do pid_is_ours "$pid" && return 1; done
+  return 0
+}
+
+# SIGTERM to the daemons (all at once); SIGKILL to the process group of any that is still there
+# after SECONDS.
+stop_daemons() { # SECONDS PIDFILE...
+  local limit=$1 f pid
+  shift
+  local -a pids=()
+  for f in "$@"; do
+    pid=$(pidfile_pid "$f") || continue
+    pid_is_ours "$pid" || continue
     kill -TERM "$pid" 2>/dev/null || true
-    if ! poll_until "$2" pid_gone "$pid"; then
-      warn "pid $pid ($1) ignored SIGTERM for $2 s; killing it"
-      kill_daemon "$1"
-    fi
+    pids+=("$pid")
+  done
+  if ((${#pids[@]})) && ! poll_until "$limit" pids_gone "${pids[@]}"; then
+    for f in "$@"; do
+      pid=$(pidfile_pid "$f") || continue
+      pid_is_ours "$pid" || continue
+      warn "pid $pid ($f) ignored SIGTERM for $limit s; killing it"
+      kill_daemon "$f"
+    done
   fi
-  rm -f -- "$1"
+  rm -f -- "$@"
 }
 
 # SIGKILL to the daemon's process group (itself and any command it is running).
@@ -264,17 +280,15 @@ cluster_processes() {
   for pid in $(own_pids); do own[$pid]=1; done
   pattern="$(glob_escape "$CLUSTER_DIR")/*"
   # PostgreSQL servers: a postgres binary working in one of our data directories.
-  for pid in $(find /proc -mindepth 2 -maxdepth 2 -name cwd -lname "$pattern" -printf '%h\n' 2>/dev/null |
-    sed 's|^/proc/||'); do
+  while read -r pid; do
     [[ $pid =~ ^[0-9]+$ && -z ${own[$pid]:-} ]] || continue
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
-    [[ ${exe##*/} == postgres ]] && echo "$pid postgres"
-  done
+    if [[ ${exe##*/} == postgres ]]; then echo "$pid postgres"; fi
+  done < <(find /proc -mindepth 2 -maxdepth 2 -name cwd -lname "$pattern" -printf '%h\n' 2>/dev/null | cut -d/ -f3)
   [[ -n $HA_TAG ]] || return 0
-  for pid in $(grep -lzxF -- "$HA_TAG_VAR=$HA_TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
-    [[ -z ${own[$pid]:-} ]] && echo "$pid tagged"
-  done
-  return 0
+  while read -r pid; do
+    if [[ -n $pid && -z ${own[$pid]:-} ]]; then echo "$pid tagged"; fi
+  done < <(grep -lzxF -- "$HA_TAG_VAR=$HA_TAG" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3)
 }
 
 # Kills whatever cluster_processes still finds: postgres first with SIGQUIT (immediate shutdown,
@@ -469,18 +483,18 @@ ha_destroy() {
 }
 
 ha_env() {
-  local node ports="" others="" primary=pg0
+  local node ports="" replica_ports="" primary=pg0
   if have_marker && [[ -n $PG_BIN ]]; then primary=$(current_primary 2>/dev/null) || primary=pg0; fi
   for node in "${HA_NODES[@]}"; do
     ports+="${ports:+,}$(node_port "$node")"
-    [[ $node == "$primary" ]] || others+="${others:+,}$(node_port "$node")"
+    [[ $node == "$primary" ]] || replica_ports+="${replica_ports:+,}$(node_port "$node")"
   done
   printf 'export PGR_HA_MANAGER=%s\n' "$HA_MANAGER"
   printf 'export PGR_CLUSTER_DIR=%s\n' "$(shell_quote "$CLUSTER_DIR")"
   printf 'export PGR_BASE_PORT=%s\n' "$BASE_PORT"
   printf 'export PGR_NODE_PORTS=%s\n' "$(shell_quote "$ports")"
   printf 'export PGR_PRIMARY_PORT=%s\n' "$(node_port "$primary")"
-  printf 'export PGR_REPLICA_PORTS=%s\n' "$(shell_quote "$others")"
+  printf 'export PGR_REPLICA_PORTS=%s\n' "$(shell_quote "$replica_ports")"
   printf 'export PGR_PG_BIN=%s\n' "$(shell_quote "$PG_BIN")"
   mgr_env
   printf '# superuser: psql -h %s -p %s -U postgres app\n' "$(shell_quote "$CLUSTER_DIR/$primary")" "$(node_port "$primary")"

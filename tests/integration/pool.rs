@@ -171,3 +171,42 @@ async fn transaction_mode_keeps_each_clients_session() {
     a.batch_execute("LISTEN pool_chan").await.unwrap();
     assert_eq!(show(&a).await, "7MB");
 }
+
+/// Client limits answer as PostgreSQL does: `53300` naming the role (or `sorry, too many clients
+/// already` for the overall limit); a freed slot admits the next client.
+#[tokio::test]
+async fn client_limits_refuse_with_53300() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = Router::start(
+        cluster,
+        "client: {max_connections: 3, max_connections_per_user: 1}\n",
+    );
+    let first = connect(&router.conninfo("app", "app")).await.unwrap();
+    let refused = connect(&router.conninfo("app", "app")).await.unwrap_err();
+    let db = refused.as_db_error().expect("a PostgreSQL error");
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("53300", "too many connections for role \"app\"")
+    );
+    let _legacy = connect(&router.conninfo("legacy", "legacy")).await.unwrap();
+    let _raw = connect(&router.conninfo("rawtest", "raw")).await.unwrap();
+    let refused = connect(&router.conninfo("legacy", "legacy"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.as_db_error().map(|e| e.message()),
+        Some("sorry, too many clients already")
+    );
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..50 {
+        if connect(&router.conninfo("app", "app")).await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "the freed slot admits the next client");
+}

@@ -176,6 +176,12 @@ pub struct ClientConfig {
     pub login_timeout: Duration,
     /// Largest message a client may send; a larger one closes that client with SQLSTATE 08P01.
     pub max_message_size: ByteSize,
+    /// Client connections pgrouter accepts at once (`0`: no limit).
+    pub max_connections: u32,
+    /// Client connections per user (`0`: no limit).
+    pub max_connections_per_user: u32,
+    /// Client connections per database (`0`: no limit).
+    pub max_connections_per_database: u32,
 }
 
 impl Default for ClientConfig {
@@ -183,6 +189,9 @@ impl Default for ClientConfig {
         Self {
             login_timeout: Duration::from_secs(60),
             max_message_size: ByteSize(64 << 20),
+            max_connections: 10_000,
+            max_connections_per_user: 0,
+            max_connections_per_database: 0,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct ProxyContext {
     pub topology_config: TopologyConfig,
     /// Client limits.
     pub client: ClientConfig,
+    /// Clients counted against `client.max_connections*`.
+    pub client_limits: crate::limits::ClientLimits,
     /// Server connection settings.
     pub pool: PoolConfig,
     /// Client keys for cancel requests.
@@ -117,6 +119,7 @@ impl ProxyContext {
             topology,
             topology_config: config.topology.clone(),
             client: config.client.clone(),
+            client_limits: crate::limits::ClientLimits::default(),
             pool: config.pool.clone(),
             cancels: Arc::new(CancelRegistry::default()),
             routing: config.routing.clone(),

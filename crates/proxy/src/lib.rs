@@ -12,12 +12,14 @@
 //! # Layout
 //! - [`listener`]: accept loop, one task per client, shutdown.
 //! - [`context`]: what sessions share: users with derived secrets, nodes, limits, cancel registry.
+//! - [`limits`]: client connection limits.
 //! - [`cancel`]: client-facing `BackendKeyData` and the mapping to server keys.
 //! - [`routing`]: where a request goes, as a pure function of classification and session facts.
 //! - [`session`]: one client's life: `startup`, `auth`, `relay`.
 
 pub mod cancel;
 pub mod context;
+pub mod limits;
 pub mod listener;
 pub mod routing;
 pub mod session;

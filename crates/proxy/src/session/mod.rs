@@ -125,6 +125,9 @@ async fn serve(
             }
             startup::Start::Session(s) => s,
         };
+        let admitted = ctx
+            .client_limits
+            .admit(&ctx.client, &startup.user, &startup.database)?;
         let span = tracing::Span::current();
         span.record("user", startup.user.as_str());
         span.record("database", startup.database.as_str());
@@ -137,7 +140,7 @@ async fn serve(
         // client that logs in while holding a transaction open elsewhere must not wait for one).
         if user.transaction_pooling {
             if let Some(params) = ctx.login_parameters(&user.name, &startup.server_params) {
-                return Ok(Some((startup, user, params, None)));
+                return Ok(Some((startup, user, params, None, admitted)));
             }
         }
         let (server, prepared, ticket, node) = connect_primary(ctx, user, &startup).await?;
@@ -148,9 +151,10 @@ async fn serve(
             user,
             params,
             Some((server, prepared, ticket, node)),
+            admitted,
         )))
     };
-    let (startup, user, parameters, first_server) =
+    let (startup, user, parameters, first_server, _admitted) =
         match tokio::time::timeout(login_timeout, login).await {
             Ok(Ok(Some(s))) => s,
             Ok(Ok(None)) => return Ok(()),
