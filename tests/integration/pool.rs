@@ -210,3 +210,73 @@ async fn client_limits_refuse_with_53300() {
     }
     assert!(admitted, "the freed slot admits the next client");
 }
+
+/// A pooled connection that the server closed while it sat idle (here `pg_terminate_backend`)
+/// is never handed to a client: the next client gets a live one.
+#[tokio::test]
+async fn a_connection_killed_in_the_pool_is_not_handed_out() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = Router::start(
+        cluster,
+        "pool: {max_server_connections: 1, checkout_timeout: 10s}\nrouting: {load_balance: false}\n",
+    );
+    let first = connect(&router.conninfo("app", "app")).await.unwrap();
+    let killed = pid(&first).await;
+    drop(first);
+    // Wait until it is back in the pool (idle after its reset), then kill it there.
+    let idle_in_pool = crate::harness::eventually_async(Duration::from_secs(10), || {
+        cluster.superuser_sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {killed} AND state = 'idle' AND query = 'DISCARD ALL'"
+        )) == "1"
+    })
+    .await;
+    assert!(idle_in_pool);
+    cluster.superuser_sql(&format!("SELECT pg_terminate_backend({killed})"));
+    assert!(
+        crate::harness::eventually_async(Duration::from_secs(10), || cluster.superuser_sql(
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {killed}")
+        ) == "0")
+        .await
+    );
+    let next = connect(&router.conninfo("app", "app")).await.unwrap();
+    let fresh = pid(&next).await;
+    assert_ne!(fresh, killed);
+    next.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// A client that leaves in the middle of a transaction leaves nothing open on the server, in
+/// either mode: its connection is closed (rolling the transaction back), not pooled.
+#[tokio::test]
+async fn a_client_leaving_mid_transaction_leaves_no_transaction_open() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    for mode in ["session", "transaction"] {
+        let router = Router::start(
+            cluster,
+            &format!("pool: {{mode: {mode}}}\nrouting: {{load_balance: false}}\n"),
+        );
+        let app = format!("midtx-{mode}-{}", rand::random::<u32>());
+        let client = connect(&format!(
+            "host=127.0.0.1 port={} user=app password=app dbname=app application_name={app}",
+            router.port
+        ))
+        .await
+        .unwrap();
+        client
+            .batch_execute("BEGIN; CREATE TEMP TABLE IF NOT EXISTS midtx (x int); SELECT 1")
+            .await
+            .unwrap();
+        drop(client);
+        let gone = crate::harness::eventually_async(Duration::from_secs(10), || {
+            cluster.superuser_sql(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' \
+                 AND state LIKE 'idle in transaction%'"
+            )) == "0"
+        })
+        .await;
+        assert!(gone, "{mode} mode: a transaction was left open");
+    }
+}

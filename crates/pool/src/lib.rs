@@ -266,6 +266,19 @@ impl<S: Default> Pools<S> {
         })
     }
 
+    /// Idle connections per pool, for introspection (the admin console's `SHOW POOLS`).
+    pub fn idle_by_pool(&self) -> Vec<(PoolKey, usize)> {
+        self.nodes
+            .iter()
+            .flat_map(|n| {
+                let idle = n.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.iter()
+                    .map(|(k, v)| (k.clone(), v.len()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn take_idle(&self, node: &NodePool<S>, key: &PoolKey) -> Option<Idle<S>> {
         let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let conns = idle.get_mut(key)?;
@@ -359,3 +372,6 @@ async fn reset_connection(conn: &mut ServerConn, query: &str) -> Result<(), Stri
         .await
         .map_err(|_| "reset query timed out".to_owned())?
 }
+
+#[cfg(test)]
+mod tests;
