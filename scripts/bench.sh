@@ -26,10 +26,11 @@ PGB_INI=$PGB_DIR/pgbouncer.ini
 PGB_AUTH=$PGB_DIR/userlist.txt
 PGB_LOG=$PGB_DIR/pgbouncer.log
 PGB_PIDFILE=$PGB_DIR/pgbouncer.pid
-PGB_POOL_SIZE=20
+PGB_POOL_SIZE=${PGR_BENCH_POOL_SIZE:-20}
 PG_OS_USER=postgres
-MODES=(simple prepared)
-CLIENTS=(1 8 32)
+read -r -a MODES <<<"${PGR_BENCH_MODES:-simple prepared}"
+read -r -a CLIENTS <<<"${PGR_BENCH_CLIENTS:-1 8 32}"
+read -r -a PGBENCH_ARGS <<<"${PGR_BENCH_PGBENCH_ARGS--S}"
 
 usage() {
   cat <<EOF
@@ -57,6 +58,17 @@ Environment:
   PGR_BIN                  pgrouter binary (default target/release/pgrouter)
   PGR_BENCH_ROUTER_EXTRA   YAML appended to pgrouter's configuration, e.g.
                            'routing: {load_balance: false}' to measure the bare relay
+  PGR_BENCH_CLIENTS        client counts (default "1 8 32")
+  PGR_BENCH_MODES          query modes (default "simple prepared")
+  PGR_BENCH_PGBENCH_ARGS   pgbench script arguments (default "-S"; "" for TPC-B,
+                           "-S -C" for a new connection per transaction)
+  PGR_BENCH_POOL_SIZE      PgBouncer default_pool_size (default 20)
+  PGR_MAX_CONNECTIONS      the bench cluster's max_connections (default 100)
+
+Pooling comparison (the cluster allows 50 connections, 200 clients):
+  PGR_MAX_CONNECTIONS=50 PGR_BENCH_CLIENTS=200 PGR_BENCH_PGBENCH_ARGS= \
+  PGR_BENCH_POOL_SIZE=40 PGR_BENCH_SECONDS=30 PGR_BENCH_ROUNDS=1 \
+  PGR_BENCH_ROUTER_EXTRA='pool: {mode: transaction, max_server_connections: 40}' $PROG
 EOF
 }
 
@@ -354,7 +366,7 @@ pgbench_cmd() { # TARGET MODE CLIENTS -> the command line, one word per line
   local port=$PRIMARY_PORT jobs=$(($3 < 2 ? $3 : 2))
   [[ $1 == pgrouter ]] && port=$ROUTER_PORT
   [[ $1 == pgbouncer ]] && port=$PGB_PORT
-  printf '%s\n' "$PGBENCH" -n -S -M "$2" -c "$3" -j "$jobs" -T "$DURATION" \
+  printf '%s\n' "$PGBENCH" -n "${PGBENCH_ARGS[@]}" -M "$2" -c "$3" -j "$jobs" -T "$DURATION" \
     -h 127.0.0.1 -p "$port" -U app app
 }
 
@@ -372,7 +384,7 @@ run_one() { # ROUND TARGET MODE CLIENTS
   if [[ -n $pid ]]; then t1=$(cpu_ticks "$pid" 2>/dev/null) || t1=$t0; fi
 
   local tps txs failed
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' <<<"$out" | head -n 1)
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection\|including reconnection\) time.*/\1/p' <<<"$out" | head -n 1)
   txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out" | head -n 1)
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out" | head -n 1)
   local note=""

@@ -315,6 +315,13 @@ start_node() { # NODE
 
 stop_node() { # NODE MODE
   log "stopping $1 (-m $2)"
+  # A node frozen with SIGSTOP (tests do that) cannot shut down: let it run first.
+  local pid
+  pid=$(head -n 1 "$(node_data "$1")/postmaster.pid" 2>/dev/null) || pid=""
+  if [[ $pid =~ ^[0-9]+$ ]]; then
+    pkill -CONT -P "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true
+  fi
   if ! as_pg "$PG_BIN/pg_ctl" -D "$(node_data "$1")" -m "$2" -w -t 60 stop >/dev/null; then
     show_log_tail "$1"
     die "$1 failed to stop"
