@@ -45,7 +45,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             }
         })
     };
-    pgrouter_proxy::serve(listener, ctx, shutdown).await;
+    pgrouter_proxy::serve(listener, Arc::clone(&ctx), shutdown).await;
+    let stats = &ctx.prepared_stats;
+    let (hits, misses) = (
+        stats.hits.load(std::sync::atomic::Ordering::Relaxed),
+        stats.misses.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    if hits + misses > 0 {
+        tracing::info!(
+            hits,
+            misses,
+            hit_rate = format!("{:.1}%", hits as f64 * 100.0 / (hits + misses) as f64),
+            "prepared statements: uses that found the statement on the server connection"
+        );
+    }
     monitor_stop.cancel();
     let _ = monitor.await;
     let _ = upkeep.await;

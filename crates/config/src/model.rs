@@ -217,6 +217,9 @@ pub struct PoolConfig {
     pub checkout_timeout: Duration,
     /// Run on a server connection before another client may use it.
     pub reset_query: String,
+    /// Pool mode per database, instead of `mode` (a user's own `pool_mode` wins).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub database_modes: std::collections::BTreeMap<String, PoolMode>,
 }
 
 impl Default for PoolConfig {
@@ -230,6 +233,7 @@ impl Default for PoolConfig {
             max_lifetime: Duration::from_secs(3600),
             checkout_timeout: Duration::from_secs(10),
             reset_query: "DISCARD ALL".into(),
+            database_modes: std::collections::BTreeMap::new(),
         }
     }
 }

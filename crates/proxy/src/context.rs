@@ -11,6 +11,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Uses of protocol-level prepared statements (`Bind`/`Describe` by name): `hits` found the
+/// statement already prepared on the server connection, `misses` had pgrouter prepare it there
+/// first.
+#[derive(Debug, Default)]
+pub struct PreparedStats {
+    /// Found on the connection.
+    pub hits: AtomicU64,
+    /// Prepared there first.
+    pub misses: AtomicU64,
+}
+
 /// Name/value pairs, in order (start-up parameters, `ParameterStatus` values).
 type Parameters = Vec<(String, String)>;
 
@@ -31,6 +42,8 @@ pub struct UserEntry {
     pub scram: ScramSecret,
     /// Server connections are released after each transaction (`pool_mode: transaction`).
     pub transaction_pooling: bool,
+    /// The user's own `pool_mode` was set (it wins over `pool.database_modes`).
+    pub pool_mode_set: bool,
 }
 
 /// Shared, read-only state for sessions.
@@ -42,6 +55,8 @@ pub struct ProxyContext {
     pub mock_scram: ScramSecret,
     /// The servers, in configuration order (node indexes everywhere refer to this list).
     pub nodes: Vec<NodeConfig>,
+    /// How often a client's prepared statement was already on the server connection that ran it.
+    pub prepared_stats: PreparedStats,
     /// Server connections kept for reuse, each with the prepared statements it holds.
     pub pools: pgrouter_pool::Pools<PreparedOnServer>,
     /// Who is primary and who serves reads, as the health checks last found.
@@ -83,6 +98,7 @@ impl ProxyContext {
                     scram: ScramSecret::generate(u.password()),
                     transaction_pooling: u.pool_mode.unwrap_or(config.pool.mode)
                         == pgrouter_config::PoolMode::Transaction,
+                    pool_mode_set: u.pool_mode.is_some(),
                 };
                 (u.name.clone(), entry)
             })
@@ -130,6 +146,7 @@ impl ProxyContext {
             function_volatility: Mutex::new(HashMap::new()),
             login_parameters: Mutex::new(HashMap::new()),
             read_picks: AtomicU64::new(0),
+            prepared_stats: PreparedStats::default(),
         }
     }
 
@@ -212,6 +229,18 @@ impl ProxyContext {
             if node.state == pgrouter_topology::NodeState::Down {
                 self.pools.close_idle(i);
             }
+        }
+    }
+
+    /// Whether a session of this user on this database uses transaction pooling:
+    /// `users[].pool_mode`, else `pool.database_modes`, else `pool.mode`.
+    pub fn transaction_pooling(&self, user: &UserEntry, database: &str) -> bool {
+        if user.pool_mode_set {
+            return user.transaction_pooling;
+        }
+        match self.pool.database_modes.get(database) {
+            Some(mode) => *mode == pgrouter_config::PoolMode::Transaction,
+            None => user.transaction_pooling,
         }
     }
 

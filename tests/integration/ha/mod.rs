@@ -244,7 +244,72 @@ pub async fn missing_writes(port: u16, acked: &[(i64, Instant, u16)]) -> Vec<i64
         .collect()
 }
 
-/// The first acknowledged write after `t` (its time), if any.
-pub fn first_write_after(log: &ClientLog, t: Instant) -> Option<Instant> {
-    log.acked.iter().map(|(_, at, _)| *at).find(|at| *at > t)
+/// When the failover happened, as the test saw it.
+pub struct FailoverTimes {
+    /// Just before the primary was killed.
+    pub kill_started: Instant,
+    /// The kill command returned (requests answered before may have run on the old primary).
+    pub killed_at: Instant,
+    /// The new primary was out of recovery.
+    pub promoted_at: Instant,
+}
+
+/// What every failover must come to: writes resumed within two check intervals (plus one for a
+/// probe in flight and a margin for a loaded machine) of the promotion, never on a standby,
+/// after the promotion only on the new primary, and every acknowledged one is there; readers
+/// outside transactions saw no errors, and no read ran on the old primary as a primary after
+/// the promotion. Returns the write gap from the kill and from the promotion.
+pub async fn assert_failover_outcome(
+    writer: &ClientLog,
+    readers: &[ClientLog],
+    times: &FailoverTimes,
+    old_port: u16,
+    new_port: u16,
+    interval: Duration,
+) -> (Duration, Duration) {
+    let resumed = writer
+        .acked
+        .iter()
+        .map(|(_, at, _)| *at)
+        .find(|at| *at > times.killed_at)
+        .expect("writes resumed");
+    let after_promotion = resumed.saturating_duration_since(times.promoted_at);
+    assert!(
+        after_promotion < interval * 3 + Duration::from_secs(2),
+        "writes resumed {after_promotion:?} after the promotion"
+    );
+    assert_eq!(writer.writes_on_standby, 0);
+    assert!(
+        writer
+            .acked
+            .iter()
+            // Killing a postmaster leaves its backends running for a moment: writes acknowledged
+            // between the kill and the promotion may come from the old primary (and, replicated
+            // synchronously, are on the new one, as checked below).
+            .filter(|(_, at, _)| *at > times.promoted_at)
+            .all(|(_, _, port)| *port == new_port),
+        "a write after the promotion ran somewhere else than the new primary"
+    );
+    let missing = missing_writes(new_port, &writer.acked).await;
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing on the new primary: {missing:?}"
+    );
+    for r in readers {
+        assert!(
+            r.errors.is_empty(),
+            "a reader saw errors during the failover: {:?}",
+            r.errors
+        );
+        assert!(!r.reads.is_empty());
+        assert!(
+            r.reads
+                .iter()
+                .all(|(at, port, in_recovery)| *at < times.promoted_at
+                    || *port != old_port
+                    || *in_recovery),
+            "a read ran on the old primary after the promotion"
+        );
+    }
+    (resumed - times.kill_started, after_promotion)
 }

@@ -155,6 +155,21 @@ fn health_check_login_defaults() {
 }
 
 #[test]
+fn pool_modes_per_user_and_database() {
+    let c = parse(&format!(
+        "{MINIMAL}  - {{name: batch, password: y, pool_mode: session}}\npool:\n  mode: transaction\n  database_modes: {{reporting: session}}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.pool.mode, crate::model::PoolMode::Transaction);
+    assert_eq!(
+        c.pool.database_modes.get("reporting"),
+        Some(&crate::model::PoolMode::Session)
+    );
+    assert_eq!(c.users[1].pool_mode, Some(crate::model::PoolMode::Session));
+    assert_eq!(c.users[0].pool_mode, None);
+}
+
+#[test]
 fn no_trust_user_needs_no_password() {
     let c = parse("nodes:\n  - {name: a, host: h}\nusers:\n  - {name: t, auth: trust}\n").unwrap();
     assert_eq!(c.users[0].password(), "");

@@ -138,7 +138,7 @@ async fn serve(
         // Transaction pooling: once a login with these parameters has been seen, later ones are
         // answered with the parameters it reported, without taking a server connection (a
         // client that logs in while holding a transaction open elsewhere must not wait for one).
-        if user.transaction_pooling {
+        if ctx.transaction_pooling(user, &startup.database) {
             if let Some(params) = ctx.login_parameters(&user.name, &startup.server_params) {
                 return Ok(Some((startup, user, params, None, admitted)));
             }
@@ -223,7 +223,7 @@ async fn serve(
         },
         read_generation: table.generation,
         lost_transaction: None,
-        transaction_pooling: user.transaction_pooling,
+        transaction_pooling: ctx.transaction_pooling(user, &startup.database),
         state: state::SessionState::new(),
         inflight: Vec::new(),
         current: backend_conn::Slot::Primary,

@@ -26,6 +26,7 @@ use pgrouter_protocol::{frontend as fe, ErrorResponse, SqlState};
 use pgrouter_sql::{Classification, Route, Rule, TxControl};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -798,8 +799,14 @@ impl<'a> Session<'a> {
                         continue;
                     };
                     match b.prepared.get(name) {
-                        Some(v) if *v == stored.version => {}
+                        Some(v) if *v == stored.version => {
+                            self.ctx.prepared_stats.hits.fetch_add(1, Ordering::Relaxed);
+                        }
                         have => {
+                            self.ctx
+                                .prepared_stats
+                                .misses
+                                .fetch_add(1, Ordering::Relaxed);
                             // Prepared on another connection: prepare it here, invisibly.
                             out.extend_from_slice(&bytes[copied_upto..start]);
                             copied_upto = start;
