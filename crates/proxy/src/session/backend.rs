@@ -8,7 +8,7 @@ use pgrouter_conn::ServerConn;
 use pgrouter_pool::Ticket;
 use pgrouter_protocol::frame::FrameWalker;
 use std::collections::HashMap;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Which of the session's two connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,15 @@ impl Backend {
             said_fatal: false,
             retry: None,
         }
+    }
+
+    /// Closes the connection politely: the server rolls back whatever was open there.
+    pub(crate) async fn terminate(mut self) {
+        let _ = self
+            .conn
+            .stream
+            .write_all(&[pgrouter_protocol::frontend::TERMINATE, 0, 0, 0, 4])
+            .await;
     }
 
     /// True while the connection owes responses or is inside an extended-protocol segment: the

@@ -98,6 +98,14 @@ fn unresolved_functions(ctx: &ProxyContext, parts: &[Arc<Classification>]) -> Ve
 }
 
 impl<'a> Session<'a> {
+    /// Takes a slot's connection out of the session.
+    pub(super) fn take_backend(&mut self, slot: Slot) -> Option<Backend> {
+        match slot {
+            Slot::Primary => self.primary.take(),
+            Slot::Read => self.read.take(),
+        }
+    }
+
     pub(super) fn backend(&mut self, slot: Slot) -> Option<&mut Backend> {
         match slot {
             Slot::Primary => self.primary.as_mut(),
@@ -251,13 +259,10 @@ impl<'a> Session<'a> {
 
     /// Closes a slot's connection (politely: an open transaction there is rolled back).
     pub(super) async fn close_backend(&mut self, slot: Slot) {
-        let taken = match slot {
-            Slot::Primary => self.primary.take(),
-            Slot::Read => self.read.take(),
-        };
-        if let Some(mut b) = taken {
+        let taken = self.take_backend(slot);
+        if let Some(b) = taken {
             tracing::info!(node = %self.ctx.nodes[b.node].name, "closing a server connection to a node whose role changed");
-            let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+            b.terminate().await;
         }
     }
 
@@ -868,20 +873,18 @@ impl<'a> Session<'a> {
             return Err(server_lost());
         }
         let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
-        let taken = match slot {
-            Slot::Primary => self.primary.take(),
-            Slot::Read => self.read.take(),
-        };
+        let taken = self.take_backend(slot);
         let (owed, error_sent) = match taken {
-            Some(mut b) => {
+            Some(b) => {
                 if !b.walker.at_boundary() {
                     // Part of a message reached the client: its stream cannot be repaired.
                     return Err(server_lost());
                 }
                 tracing::warn!(node = %self.ctx.nodes[b.node].name, owed = b.pending, in_tx,
                     "server connection lost mid-request; failing the request, keeping the client");
-                let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
-                (b.pending, b.saw_error)
+                let owed = (b.pending, b.saw_error);
+                b.terminate().await;
+                owed
             }
             None => (0, false),
         };
@@ -966,10 +969,7 @@ impl<'a> Session<'a> {
         if !idle {
             return;
         }
-        let taken = match slot {
-            Slot::Primary => self.primary.take(),
-            Slot::Read => self.read.take(),
-        };
+        let taken = self.take_backend(slot);
         let Some(b) = taken else { return };
         if self.current == slot {
             // A cancel request must not reach the connection's next client.
@@ -994,7 +994,7 @@ impl<'a> Session<'a> {
             (Slot::Primary, self.primary.take()),
             (Slot::Read, self.read.take()),
         ] {
-            let Some(mut b) = backend else { continue };
+            let Some(b) = backend else { continue };
             let still_has_role = match slot {
                 Slot::Primary => table.primary == Some(b.node),
                 Slot::Read => table.serves_reads(b.node) || table.primary == Some(b.node),
@@ -1011,7 +1011,7 @@ impl<'a> Session<'a> {
                     .checkin(b.conn, b.prepared, b.ticket, true)
                     .await;
             } else {
-                let _ = b.conn.stream.write_all(&[fe::TERMINATE, 0, 0, 0, 4]).await;
+                b.terminate().await;
             }
         }
     }

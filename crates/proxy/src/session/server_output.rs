@@ -26,10 +26,7 @@ impl Session<'_> {
                 tracing::warn!(
                     "server connection lost before answering a read; re-running the read on the primary"
                 );
-                match slot {
-                    Slot::Primary => self.primary = None,
-                    Slot::Read => self.read = None,
-                }
+                self.take_backend(slot);
                 return self.retry_on_primary(client, retry).await;
             }
             let in_tx = self.current == slot && self.state.tx_status != TransactionStatus::Idle;
@@ -46,10 +43,7 @@ impl Session<'_> {
             // An idle connection went away: the next request opens a new one and replays state.
             tracing::info!(node = %ctx.nodes[b.node].name,
                 "idle server connection closed; it will be reopened when needed");
-            match slot {
-                Slot::Primary => self.primary = None,
-                Slot::Read => self.read = None,
-            }
+            self.take_backend(slot);
             return Ok(());
         }
         let is_read_slot = slot == Slot::Read;
@@ -140,10 +134,7 @@ impl Session<'_> {
                         ?code,
                         "server connection lost before answering a read; re-running the read on the primary"
                     );
-                    match slot {
-                        Slot::Primary => self.primary = None,
-                        Slot::Read => self.read = None,
-                    }
+                    self.take_backend(slot);
                     return self.retry_on_primary(client, retry).await;
                 }
                 if !matches!(tag, b'1' | b'2' | b't' | b'T' | b'n' | b'S' | b'N') {
