@@ -252,6 +252,17 @@ impl Router {
         panic!("pgrouter did not start listening:\n{}", self.log_text());
     }
 
+    /// Waits up to `limit` for `needle` to appear in the router's log; fails the test with the
+    /// log otherwise.
+    pub async fn expect_log(&self, needle: &str, limit: Duration) {
+        let found = eventually_async(limit, || self.log_text().contains(needle)).await;
+        assert!(
+            found,
+            "{needle:?} not in the log within {limit:?}:\n{}",
+            self.log_text()
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -70,14 +70,12 @@ async fn promoted(cluster: &ScriptCluster) -> (usize, Instant) {
 /// first acknowledged write, gap from the promotion to it).
 async fn failover_under_load(cluster: &ScriptCluster, router: &Router) -> (Duration, Duration) {
     let conninfo = router.conninfo("app", "app");
-    assert!(
-        eventually_async(Duration::from_secs(20), || router
-            .log_text()
-            .contains("topology change: primary: none -> pg0"))
-        .await,
-        "{}",
-        router.log_text()
-    );
+    router
+        .expect_log(
+            "topology change: primary: none -> pg0",
+            Duration::from_secs(20),
+        )
+        .await;
     let load = Workload::start(&conninfo, 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kill_started = Instant::now();

@@ -91,14 +91,12 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
     });
     let conninfo = router.conninfo("app", "app");
     let [p0, p1, p2] = [cluster.port(0), cluster.port(1), cluster.port(2)];
-    assert!(
-        eventually_async(Duration::from_secs(10), || router
-            .log_text()
-            .contains("topology change: primary: none -> pg0"))
-        .await,
-        "{}",
-        router.log_text()
-    );
+    router
+        .expect_log(
+            "topology change: primary: none -> pg0",
+            Duration::from_secs(10),
+        )
+        .await;
 
     // --- A replica stopped under read load: reads go on without errors; it comes back. ---
     let load = Workload::start(&conninfo, 3).await;
@@ -204,27 +202,23 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
         )
         .await
         .unwrap();
-    assert!(
-        eventually_async(Duration::from_secs(20), || router
-            .log_text()
-            .contains("node pg2: replica up -> replica lagging"))
-        .await,
-        "{}",
-        router.log_text()
-    );
+    router
+        .expect_log(
+            "node pg2: replica up -> replica lagging",
+            Duration::from_secs(20),
+        )
+        .await;
     assert!(
         fresh_reads_avoid(&router, p2).await,
         "reads still reach a lagging replica"
     );
     superuser(&cluster, 2, "SELECT pg_wal_replay_resume()");
-    assert!(
-        eventually_async(Duration::from_secs(20), || router
-            .log_text()
-            .contains("node pg2: replica lagging -> replica up"))
-        .await,
-        "{}",
-        router.log_text()
-    );
+    router
+        .expect_log(
+            "node pg2: replica lagging -> replica up",
+            Duration::from_secs(20),
+        )
+        .await;
 
     // --- The primary killed, pg1 promoted by hand: writes resume, nothing acknowledged is lost. ---
     let load = Workload::start(&conninfo, 2).await;
@@ -262,14 +256,9 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
 
     // --- The old primary restarted without rewind: a false primary, never used. ---
     cluster.node("start", "pg0");
-    assert!(
-        eventually_async(Duration::from_secs(20), || router
-            .log_text()
-            .contains("false primary"))
-        .await,
-        "{}",
-        router.log_text()
-    );
+    router
+        .expect_log("false primary", Duration::from_secs(20))
+        .await;
     let c = connect(&conninfo).await.unwrap();
     for i in 0..10 {
         let rows = c
