@@ -392,6 +392,11 @@ pub fn rows(
         .collect()
 }
 
+/// The first column of the first row of a simple-protocol result.
+pub fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> &str {
+    rows(messages)[0].get(0).expect("a non-NULL value")
+}
+
 /// Path helper for temporary files of one test.
 pub fn temp_file(router: &Router, name: &str) -> PathBuf {
     router.dir.join(name)

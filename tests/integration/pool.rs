@@ -10,10 +10,7 @@ async fn server_connections_are_reused_after_a_reset() {
     let Some(cluster) = cluster() else {
         return;
     };
-    let router = Router::start(
-        cluster,
-        "pool: {max_server_connections: 1, checkout_timeout: 10s}\nrouting: {load_balance: false}\n",
-    );
+    let router = one_connection_router(cluster, "session", "10s");
     let first = connect(&router.conninfo("app", "app")).await.unwrap();
     let pid: i32 = first
         .query_one("SELECT pg_backend_pid()", &[])
@@ -54,10 +51,7 @@ async fn a_full_node_queues_clients_then_answers_53300() {
     let Some(cluster) = cluster() else {
         return;
     };
-    let router = Router::start(
-        cluster,
-        "pool: {max_server_connections: 1, checkout_timeout: 1s}\nrouting: {load_balance: false}\n",
-    );
+    let router = one_connection_router(cluster, "session", "1s");
     let holder = connect(&router.conninfo("app", "app")).await.unwrap();
     holder.batch_execute("SELECT 1").await.unwrap();
 
@@ -87,16 +81,24 @@ async fn a_full_node_queues_clients_then_answers_53300() {
         .expect("the waiting client got the released connection");
 }
 
-fn transaction_router(cluster: &crate::harness::Cluster) -> Router {
+/// A router whose nodes each allow one server connection, everything on the primary.
+fn one_connection_router(
+    cluster: &crate::harness::Cluster,
+    mode: &str,
+    checkout_timeout: &str,
+) -> Router {
     Router::start(
         cluster,
-        "pool: {mode: transaction, max_server_connections: 1, checkout_timeout: 10s}\nrouting: {load_balance: false}\n",
+        &format!(
+            "pool: {{mode: {mode}, max_server_connections: 1, checkout_timeout: {checkout_timeout}}}\n\
+             routing: {{load_balance: false}}\n"
+        ),
     )
 }
 
 async fn show(c: &tokio_postgres::Client) -> String {
     let rows = c.simple_query("SHOW work_mem").await.unwrap();
-    crate::harness::rows(&rows)[0].get(0).unwrap().to_owned()
+    crate::harness::first_value(&rows).to_owned()
 }
 
 async fn pid(client: &tokio_postgres::Client) -> i32 {
@@ -104,11 +106,7 @@ async fn pid(client: &tokio_postgres::Client) -> i32 {
         .simple_query("SELECT pg_backend_pid()")
         .await
         .unwrap();
-    crate::harness::rows(&rows)[0]
-        .get(0)
-        .unwrap()
-        .parse()
-        .unwrap()
+    crate::harness::first_value(&rows).parse().unwrap()
 }
 
 /// Transaction pooling: two clients take turns on one server connection; a client inside a
@@ -118,7 +116,7 @@ async fn transaction_mode_shares_one_connection() {
     let Some(cluster) = cluster() else {
         return;
     };
-    let router = transaction_router(cluster);
+    let router = one_connection_router(cluster, "transaction", "10s");
     let a = connect(&router.conninfo("app", "app")).await.unwrap();
     let b = connect(&router.conninfo("app", "app")).await.unwrap();
     assert_eq!(
@@ -152,7 +150,7 @@ async fn transaction_mode_keeps_each_clients_session() {
     let Some(cluster) = cluster() else {
         return;
     };
-    let router = transaction_router(cluster);
+    let router = one_connection_router(cluster, "transaction", "10s");
     let a = connect(&router.conninfo("app", "app")).await.unwrap();
     let b = connect(&router.conninfo("app", "app")).await.unwrap();
     a.batch_execute("SET work_mem = '7MB'").await.unwrap();
@@ -218,10 +216,7 @@ async fn a_connection_killed_in_the_pool_is_not_handed_out() {
     let Some(cluster) = cluster() else {
         return;
     };
-    let router = Router::start(
-        cluster,
-        "pool: {max_server_connections: 1, checkout_timeout: 10s}\nrouting: {load_balance: false}\n",
-    );
+    let router = one_connection_router(cluster, "session", "10s");
     let first = connect(&router.conninfo("app", "app")).await.unwrap();
     let killed = pid(&first).await;
     drop(first);

@@ -49,11 +49,7 @@ async fn fresh_read_port(router: &Router) -> u16 {
     .await
     .expect("a read through pgrouter hung")
     .unwrap();
-    crate::harness::rows(&rows)[0]
-        .get(0)
-        .unwrap()
-        .parse()
-        .unwrap()
+    crate::harness::first_value(&rows).parse().unwrap()
 }
 
 /// Whether a run of fresh sessions (one per reader in the rotation, and some) avoids `port`.
