@@ -304,6 +304,22 @@ impl Drop for Router {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failing test shows what the router said (its notable lines; the log file has
+            // the debug ones too, but a CI run keeps only the output).
+            let text = self.log_text();
+            let notable: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+                .collect();
+            let tail = &notable[notable.len().saturating_sub(150)..];
+            eprintln!(
+                "--- pgrouter log ({}), last {} notable lines ---\n{}",
+                self.log.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

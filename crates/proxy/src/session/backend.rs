@@ -65,7 +65,13 @@ pub(crate) struct Retry {
     pub(crate) unit: bytes::Bytes,
     /// Its classifications.
     pub(crate) parts: Vec<std::sync::Arc<pgrouter_sql::Classification>>,
+    /// How many times it was re-run already (a connection checked out during a failover may
+    /// die before answering, too).
+    pub(crate) reruns: u8,
 }
+
+/// A read is re-run at most this many times before its error reaches the client.
+pub(crate) const MAX_RERUNS: u8 = 3;
 
 /// Responses held for a retryable read beyond this size are released (no retry then).
 pub(crate) const MAX_HELD: usize = 64 * 1024;

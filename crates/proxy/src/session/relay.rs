@@ -667,6 +667,7 @@ impl<'a> Session<'a> {
                 b.retry = Some(super::backend::Retry {
                     unit: bytes.clone(),
                     parts: plan.parts.clone(),
+                    reruns: 0,
                 });
             }
         }
@@ -692,7 +693,17 @@ impl<'a> Session<'a> {
         self.replay_into(slot, &mut prefix);
         self.point_cancel_at(slot);
         self.current = slot;
-        self.send(slot, &retry.unit, retry.parts, prefix).await
+        let (unit, parts) = (retry.unit.clone(), retry.parts.clone());
+        if retry.reruns < super::backend::MAX_RERUNS {
+            // Hold this answer too: the primary connection may be lost before answering.
+            if let Some(b) = self.backend(slot) {
+                b.retry = Some(super::backend::Retry {
+                    reruns: retry.reruns + 1,
+                    ..retry
+                });
+            }
+        }
+        self.send(slot, &unit, parts, prefix).await
     }
 
     /// Appends the session changes this connection has not run yet (their results are swallowed).

@@ -104,9 +104,11 @@ impl Session<'_> {
                     // The replica refused a write hidden in a read (a function pgrouter did not
                     // know): drop what was held, swallow the rest of its answer, and run the
                     // request on the primary. Its functions are remembered as writing.
-                    let Some(retry) = b.retry.take() else {
+                    let Some(mut retry) = b.retry.take() else {
                         continue;
                     };
+                    // It writes: once sent to the primary it is never re-run.
+                    retry.reruns = super::backend::MAX_RERUNS;
                     b.buf.advance(range.end);
                     b.walker.consumed(range.end);
                     b.pending = b.pending.saturating_sub(1);
