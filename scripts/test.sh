@@ -2,7 +2,7 @@
 # test.sh: run every test of the workspace.
 #   scripts/test.sh [ARGS...]   ARGS go to cargo test as is, e.g.
 #   scripts/test.sh -- --nocapture        scripts/test.sh failover
-# PostgreSQL, repmgr, Patroni and etcd are installed if needed (the cluster
+# PostgreSQL, repmgr, Patroni, etcd and Prometheus are installed if needed (the cluster
 # scripts' deps); the integration tests start their own clusters.
 # With CI set, PGR_REQUIRE_POSTGRES=1 makes tests fail instead of skipping
 # when PostgreSQL is missing.
@@ -32,6 +32,18 @@ else
     scripts/ha-cluster.sh "$manager" deps ||
       printf '%s: warning: %s is not available; its failover test will be skipped\n' "$PROG" "$manager" >&2
   done
+fi
+
+# Prometheus and promtool (Debian package `prometheus`) for the metrics tests: a real server
+# scrapes pgrouter, promtool checks the exposition and the shipped alert rules.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    install_prometheus() { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+    install_prometheus || { apt-get update && install_prometheus; } ||
+      printf '%s: warning: could not install prometheus; its tests will be skipped (fail in CI)\n' "$PROG" >&2
+  else
+    printf '%s: warning: prometheus/promtool missing (apt-get install prometheus); their tests will be skipped\n' "$PROG" >&2
+  fi
 fi
 
 # psycopg 3 drives one of the end-to-end tests (from PyPI; its binary wheel bundles libpq).

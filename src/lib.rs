@@ -8,30 +8,62 @@
 //! - `crates/config`: the YAML configuration model and its validation.
 //! - `crates/conn`: logging in to PostgreSQL servers.
 //! - `crates/topology`: health checks, role discovery, the routing table.
-//! - `crates/proxy`: listener and client sessions.
+//! - `crates/pool`: server connection pools.
+//! - `crates/proxy`: listener, client sessions, the admin console, reloads.
+//! - `crates/admin`: the admin HTTP endpoints and the Prometheus exporter.
 
 use pgrouter_config::Config;
 use pgrouter_proxy::ProxyContext;
-use pgrouter_topology::{MonitorSettings, Policy};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use pgrouter_config as config;
 
-/// Binds the client listener named in the configuration.
-pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
-    TcpListener::bind(config.listen).await
+/// The sockets pgrouter serves: clients, and the admin HTTP endpoints.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `listen`.
+    pub clients: TcpListener,
+    /// `admin_listen`.
+    pub admin: TcpListener,
 }
 
-/// Serves clients on `listener` until `shutdown` is cancelled and every session has ended. The
-/// health checks run meanwhile (and stop last, so draining sessions still follow failovers).
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) {
-    let ctx = Arc::new(ProxyContext::new(&config));
+/// Binds the listeners named in the configuration; the error names the address that failed.
+pub async fn bind(config: &Config) -> Result<Listeners, (std::net::SocketAddr, std::io::Error)> {
+    let clients = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| (config.listen, e))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|e| (config.admin_listen, e))?;
+    Ok(Listeners { clients, admin })
+}
+
+/// Serves clients until `shutdown` is cancelled and every session has ended. The health checks
+/// run meanwhile (and stop last, so draining sessions still follow failovers); the admin
+/// endpoints answer until the end. `SIGHUP` reloads the configuration from `config_path`.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) {
+    // Installed before anything registers a histogram.
+    let exporter = match pgrouter_admin::Exporter::install() {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics disabled");
+            None
+        }
+    };
+    let ctx = Arc::new(ProxyContext::new(&config, config_path));
     let monitor_stop = CancellationToken::new();
-    let monitor = ctx
-        .topology
-        .start(monitor_settings(&config), monitor_stop.clone());
+    let monitor = ctx.topology.start(
+        pgrouter_proxy::reload::monitor_settings(&config),
+        monitor_stop.clone(),
+    );
     let upkeep = {
         let ctx = Arc::clone(&ctx);
         let stop = monitor_stop.clone();
@@ -40,12 +72,36 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = ticks.tick() => ctx.maintain_pools(),
+                    _ = ticks.tick() => {
+                        ctx.maintain_pools();
+                        if let Some(e) = exporter {
+                            e.upkeep();
+                        }
+                    }
                 }
             }
         })
     };
-    pgrouter_proxy::serve(listener, Arc::clone(&ctx), shutdown).await;
+    let admin = exporter.map(|e| {
+        tokio::spawn(pgrouter_admin::serve(
+            listeners.admin,
+            Arc::clone(&ctx),
+            e,
+            monitor_stop.clone(),
+        ))
+    });
+    tokio::spawn(reload_on_sighup(Arc::clone(&ctx), monitor_stop.clone()));
+    {
+        let ctx = Arc::clone(&ctx);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            // Readiness turns false at once, before sessions are closed.
+            ctx.draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    pgrouter_proxy::serve(listeners.clients, Arc::clone(&ctx), shutdown).await;
     let stats = &ctx.prepared_stats;
     let (hits, misses) = (
         stats.hits.load(std::sync::atomic::Ordering::Relaxed),
@@ -62,24 +118,30 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     monitor_stop.cancel();
     let _ = monitor.await;
     let _ = upkeep.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
 }
 
-/// The health checks' settings, from the configuration.
-pub fn monitor_settings(config: &Config) -> MonitorSettings {
-    let hc = &config.health_check;
-    let max_lag = config.routing.max_replica_lag.get();
-    MonitorSettings {
-        discovery: config.topology.discovery,
-        interval: hc.interval.get(),
-        timeout: hc.timeout.get(),
-        max_failures: hc.max_failures,
-        min_successes: hc.min_successes,
-        login: config.health_check_login(),
-        policy: Policy {
-            discovery: config.topology.discovery,
-            max_lag_bytes: config.routing.max_replica_lag_bytes.bytes(),
-            max_lag_seconds: (!max_lag.is_zero()).then_some(max_lag.as_secs_f64()),
-        },
+/// Each `SIGHUP` re-reads the configuration file; an invalid one is rejected whole.
+async fn reload_on_sighup(ctx: Arc<ProxyContext>, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler: reload only via the admin console");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        tracing::info!("SIGHUP: reloading the configuration");
+        if let Err(e) = ctx.reload() {
+            tracing::error!("configuration not reloaded, the old one stays in force: {e}");
+        }
     }
 }
 

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Explain { .. } => ExitCode::SUCCESS,
-        Command::Run => match run(config) {
+        Command::Run => match run(config, path.to_path_buf()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -107,7 +107,7 @@ fn explain(config: Option<&std::path::Path>, sql: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(config: pgrouter::config::Config) -> anyhow::Result<()> {
+fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     // One thread is the default: on the small machines routers usually share with PostgreSQL it
     // spends the least CPU per transaction (no cross-thread wake-ups); see docs/benchmarks.md.
     let runtime = match config.worker_threads {
@@ -124,13 +124,13 @@ fn run(config: pgrouter::config::Config) -> anyhow::Result<()> {
     }
     .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = pgrouter::bind(&config)
+        let listeners = pgrouter::bind(&config)
             .await
-            .with_context(|| format!("listening on {}", config.listen))?;
-        tracing::info!(listen = %config.listen, version = env!("CARGO_PKG_VERSION"), "pgrouter listening");
+            .map_err(|(addr, e)| anyhow::anyhow!("listening on {addr}: {e}"))?;
+        tracing::info!(listen = %config.listen, admin_listen = %config.admin_listen, version = env!("CARGO_PKG_VERSION"), "pgrouter listening");
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
-        pgrouter::run(config, listener, shutdown).await;
+        pgrouter::run(config, Some(config_path), listeners, shutdown).await;
         tracing::info!("pgrouter stopped");
         Ok(())
     })

@@ -186,6 +186,10 @@ pub struct Router {
     log: PathBuf,
 }
 
+/// The password of `boss`, the admin console user of the generated configuration (a role that
+/// does not exist in PostgreSQL: the console never logs in to a server).
+pub const ADMIN_PASSWORD: &str = "b0ss-s3cret";
+
 /// The generated configuration: the three nodes with the given read weights, the test users, and
 /// `extra` YAML appended.
 pub fn router_config(cluster: &Cluster, port: u16, weights: [u32; 3], extra: &str) -> String {
@@ -193,10 +197,12 @@ pub fn router_config(cluster: &Cluster, port: u16, weights: [u32; 3], extra: &st
     let [w0, w1, w2] = weights;
     format!(
         "listen: 127.0.0.1:{port}\n\
-         admin_listen: 127.0.0.1:0\n\
+         admin_listen: 127.0.0.1:{admin}\n\
          nodes:\n  - {{name: pg0, host: 127.0.0.1, port: {p}, weight: {w0}}}\n  - {{name: pg1, host: 127.0.0.1, port: {r1}, weight: {w1}}}\n  - {{name: pg2, host: 127.0.0.1, port: {r2}, weight: {w2}}}\n\
-         users:\n  - {{name: app, password: app, auth: scram-sha-256}}\n  - {{name: legacy, password: legacy, auth: md5}}\n  - {{name: rawtest, password: raw, auth: trust}}\n{extra}",
-        p = cluster.primary_port()
+         users:\n  - {{name: app, password: app, auth: scram-sha-256}}\n  - {{name: legacy, password: legacy, auth: md5}}\n  - {{name: rawtest, password: raw, auth: trust}}\n  - {{name: boss, password: {ADMIN_PASSWORD}}}\n\
+         admin: {{users: [boss]}}\n{extra}",
+        p = cluster.primary_port(),
+        admin = port + 1,
     )
 }
 
@@ -216,7 +222,9 @@ impl Router {
     /// Starts the real binary in a new directory under `parent` with the configuration that
     /// `config_for(port)` writes.
     pub fn start_in(parent: &std::path::Path, config_for: impl FnOnce(u16) -> String) -> Router {
-        let port = free_port_block(1);
+        // The port after the client port is free for `admin_listen` (the generated
+        // configuration puts it there).
+        let port = free_port_block(2);
         let dir = parent.join(format!("router-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pgrouter.yaml");
@@ -265,6 +273,16 @@ impl Router {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin HTTP address of a router started with the generated configuration.
+    pub fn admin_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port + 1)
+    }
+
+    /// The configuration file (tests rewrite it before a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("pgrouter.yaml")
     }
 
     pub fn pid(&self) -> u32 {
@@ -338,6 +356,32 @@ pub async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, tokio_pos
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// A plain HTTP/1.1 request; returns the status code and the body.
+pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(addr).expect("admin endpoint reachable");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Runs psql against a URL with extra arguments; returns (success, stdout, stderr).

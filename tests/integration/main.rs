@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod admin;
 mod bad_input;
 mod ha;
 mod login;

@@ -22,7 +22,7 @@ pub mod values;
 
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::{
-    AuthMethod, ClientConfig, Config, Discovery, HealthCheckConfig, HealthCheckLogin, NodeConfig,
-    PoolConfig, PoolMode, RoutingConfig, TopologyConfig, UserConfig,
+    AdminConfig, AuthMethod, ClientConfig, Config, Discovery, HealthCheckConfig, HealthCheckLogin,
+    NodeConfig, PoolConfig, PoolMode, RoutingConfig, TopologyConfig, UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

@@ -311,6 +311,15 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (i, admin) in config.admin.users.iter().enumerate() {
+        if !users.contains(admin.as_str()) {
+            return Err(invalid(
+                text,
+                format!("admin.users[{i}]"),
+                format!("{admin:?} is not listed under users (its password comes from there)"),
+            ));
+        }
+    }
     let max = config.client.max_message_size.bytes();
     if !(1024..=(1 << 30)).contains(&max) {
         return Err(invalid(

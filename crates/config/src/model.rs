@@ -40,6 +40,23 @@ pub struct Config {
     /// How roles are discovered and failovers followed.
     #[serde(default)]
     pub topology: TopologyConfig,
+    /// The admin console and readiness.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The SQL admin console (virtual database `pgrouter`) and the readiness rule.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Users (listed under `users`, with their passwords) who may connect to the virtual
+    /// database `pgrouter`. Empty: the console is closed to everyone.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// `/ready` also answers 200 without a primary while some node serves reads (a read-only
+    /// service stays in its load balancer during a failover). Default: a primary is required.
+    #[serde(default)]
+    pub ready_without_primary: bool,
 }
 
 /// Who health probes log in as.

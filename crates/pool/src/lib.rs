@@ -14,10 +14,12 @@
 //! it and to check that an idle one is still open. Locks are held only to push or pop idle
 //! connections, never across an `.await`.
 
+use arc_swap::ArcSwap;
 use pgrouter_conn::ServerConn;
 use pgrouter_protocol::frame;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,6 +83,19 @@ pub enum CheckoutError<E> {
     Connect(E),
 }
 
+/// One idle connection, as [`Pools::idle_connections`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleInfo {
+    /// Its pool.
+    pub key: PoolKey,
+    /// The server's process id for it.
+    pub process_id: Option<i32>,
+    /// Time since it was returned.
+    pub idle_for: Duration,
+    /// Time since it was opened.
+    pub age: Duration,
+}
+
 struct Idle<S> {
     conn: ServerConn,
     state: S,
@@ -91,6 +106,8 @@ struct Idle<S> {
 struct NodePool<S> {
     /// Checked-out connections: one permit each. Fair (FIFO) waiting.
     active: Arc<Semaphore>,
+    /// Permits `active` was sized to (`max_server_connections`).
+    permits: AtomicUsize,
     idle: Mutex<HashMap<PoolKey, Vec<Idle<S>>>>,
 }
 
@@ -98,7 +115,7 @@ struct NodePool<S> {
 /// statements it holds); it travels with the connection through the pool and starts as
 /// `S::default()` for a new or reset connection.
 pub struct Pools<S = ()> {
-    settings: PoolSettings,
+    settings: ArcSwap<PoolSettings>,
     nodes: Vec<NodePool<S>>,
 }
 
@@ -119,16 +136,43 @@ impl<S: Default> Pools<S> {
             nodes: (0..nodes)
                 .map(|_| NodePool {
                     active: Arc::new(Semaphore::new(max)),
+                    permits: AtomicUsize::new(max),
                     idle: Mutex::new(HashMap::new()),
                 })
                 .collect(),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
         }
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
+    /// Applies new settings (a configuration reload). A smaller `max_server_connections` takes
+    /// effect as connections come back: none is closed under a client.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        let max = settings.max_server_connections.max(1) as usize;
+        self.settings.store(Arc::new(settings));
+        for node in &self.nodes {
+            let before = node.permits.swap(max, Ordering::Relaxed);
+            if max > before {
+                node.active.add_permits(max - before);
+            } else if max < before {
+                let surplus = max.abs_diff(before);
+                let forgotten = node.active.forget_permits(surplus);
+                let owed = surplus - forgotten;
+                if owed > 0 {
+                    // Held by clients now: retire each as it is returned.
+                    let active = Arc::clone(&node.active);
+                    tokio::spawn(async move {
+                        if let Ok(p) = active.acquire_many_owned(owed as u32).await {
+                            p.forget();
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// A connection for `key`: an idle one from its pool, else a new one from `connect`, waiting
@@ -147,17 +191,18 @@ impl<S: Default> Pools<S> {
                 max: 0,
             });
         };
+        let settings = self.settings.load_full();
         let started = Instant::now();
         let permit = match Arc::clone(&node.active).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 let wait = Arc::clone(&node.active).acquire_owned();
-                match tokio::time::timeout(self.settings.checkout_timeout, wait).await {
+                match tokio::time::timeout(settings.checkout_timeout, wait).await {
                     Ok(Ok(p)) => p,
                     _ => {
                         return Err(CheckoutError::Full {
                             waited: started.elapsed(),
-                            max: self.settings.max_server_connections,
+                            max: settings.max_server_connections,
                         })
                     }
                 }
@@ -177,9 +222,9 @@ impl<S: Default> Pools<S> {
         }
         // Room for one more: the permit covers checked-out connections; idle ones of other pools
         // count against the limit too, so close one if the node is at it.
-        let active =
-            self.settings.max_server_connections as usize - node.active.available_permits();
-        if active + idle_count(node) > self.settings.max_server_connections as usize {
+        let max = node.permits.load(Ordering::Relaxed);
+        let active = max.saturating_sub(node.active.available_permits());
+        if active + idle_count(node) > max {
             evict_one(node);
         }
         let conn = connect().await.map_err(CheckoutError::Connect)?;
@@ -203,11 +248,11 @@ impl<S: Default> Pools<S> {
         let Some(node) = self.nodes.get(ticket.key.node) else {
             return;
         };
-        if expired(&self.settings.max_lifetime, ticket.created) {
+        if expired(&self.settings.load().max_lifetime, ticket.created) {
             return;
         }
         if reset {
-            if let Err(why) = reset_connection(&mut conn, &self.settings.reset_query).await {
+            if let Err(why) = reset_connection(&mut conn, &self.settings.load().reset_query).await {
                 tracing::debug!(error = %why, "server connection not reusable; closed");
                 return;
             }
@@ -241,13 +286,13 @@ impl<S: Default> Pools<S> {
         for node in &self.nodes {
             let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
             for conns in idle.values_mut() {
-                conns.retain(|c| !expired(&self.settings.max_lifetime, c.created));
-                let keep = self.settings.min_idle as usize;
+                conns.retain(|c| !expired(&self.settings.load().max_lifetime, c.created));
+                let keep = self.settings.load().min_idle as usize;
                 // Newest last: the oldest idle ones go first.
                 while conns.len() > keep
                     && conns
                         .first()
-                        .is_some_and(|c| expired(&self.settings.idle_timeout, c.since))
+                        .is_some_and(|c| expired(&self.settings.load().idle_timeout, c.since))
                 {
                     conns.remove(0);
                 }
@@ -261,19 +306,30 @@ impl<S: Default> Pools<S> {
         self.nodes.get(node).map_or((0, 0), |n| {
             (
                 idle_count(n),
-                self.settings.max_server_connections as usize - n.active.available_permits(),
+                n.permits
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(n.active.available_permits()),
             )
         })
     }
 
-    /// Idle connections per pool, for introspection (the admin console's `SHOW POOLS`).
-    pub fn idle_by_pool(&self) -> Vec<(PoolKey, usize)> {
+    /// Every idle connection, for introspection (the admin console's `SHOW POOLS` and
+    /// `SHOW SERVERS`).
+    pub fn idle_connections(&self) -> Vec<IdleInfo> {
+        let now = Instant::now();
         self.nodes
             .iter()
             .flat_map(|n| {
                 let idle = n.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 idle.iter()
-                    .map(|(k, v)| (k.clone(), v.len()))
+                    .flat_map(|(k, conns)| {
+                        conns.iter().map(|c| IdleInfo {
+                            key: k.clone(),
+                            process_id: c.conn.backend_key.map(|(pid, _)| pid),
+                            idle_for: now.saturating_duration_since(c.since),
+                            age: now.saturating_duration_since(c.created),
+                        })
+                    })
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -284,7 +340,7 @@ impl<S: Default> Pools<S> {
         let conns = idle.get_mut(key)?;
         // Most recently used first: warm, and the oldest can time out.
         while let Some(c) = conns.pop() {
-            if !expired(&self.settings.max_lifetime, c.created) && still_open(&c.conn) {
+            if !expired(&self.settings.load().max_lifetime, c.created) && still_open(&c.conn) {
                 return Some(c);
             }
         }

@@ -146,6 +146,46 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     });
 }
 
+/// `EmptyQueryResponse`.
+pub fn empty_query_response(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b'I', 0, 0, 0, 4]);
+}
+
+/// `RowDescription` for columns of type `text` in text format.
+pub fn row_description_text(buf: &mut BytesMut, columns: &[&str]) {
+    /// `pg_type.oid` of `text`.
+    const TEXT_OID: i32 = 25;
+    with_len(buf, b'T', |b| {
+        b.put_i16(columns.len() as i16);
+        for name in columns {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_i32(0); // no table
+            b.put_i16(0); // no column number
+            b.put_i32(TEXT_OID);
+            b.put_i16(-1); // variable length
+            b.put_i32(-1); // no type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// `DataRow` of text values (`None` is SQL NULL).
+pub fn data_row_text(buf: &mut BytesMut, values: &[Option<&str>]) {
+    with_len(buf, b'D', |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
 /// `NegotiateProtocolVersion`: the newest minor version supported and the options not recognised.
 pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unrecognized: &[&str]) {
     with_len(buf, NEGOTIATE_PROTOCOL_VERSION, |b| {

@@ -34,6 +34,12 @@ impl SqlState {
     pub const DUPLICATE_PREPARED_STATEMENT: Self = Self("42P05");
     /// `XX000` internal_error.
     pub const INTERNAL_ERROR: Self = Self("XX000");
+    /// `syntax_error`.
+    pub const SYNTAX_ERROR: Self = Self("42601");
+    /// `undefined_object`.
+    pub const UNDEFINED_OBJECT: Self = Self("42704");
+    /// `config_file_error`.
+    pub const CONFIG_FILE_ERROR: Self = Self("F0000");
 
     /// The code's text.
     pub fn code(&self) -> &'static str {

@@ -1,13 +1,13 @@
 //! What every session shares, built once from the configuration.
 
 use crate::cancel::CancelRegistry;
-use pgrouter_config::{
-    AuthMethod, ClientConfig, Config, NodeConfig, PoolConfig, RoutingConfig, TopologyConfig,
-};
+use arc_swap::ArcSwap;
+use pgrouter_config::{AuthMethod, Config, NodeConfig};
 use pgrouter_protocol::auth::scram::ScramSecret;
 use pgrouter_sql::{Classifier, FunctionPolicy};
 use pgrouter_topology::{NodeTarget, RoutingTable, Topology};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -46,14 +46,68 @@ pub struct UserEntry {
     pub pool_mode_set: bool,
 }
 
-/// Shared, read-only state for sessions.
+/// The settings a reload may change, swapped whole: sessions load them per decision.
+#[derive(Debug)]
+pub struct Live {
+    /// The configuration in force (shown by `SHOW CONFIG`, secrets masked).
+    pub config: Arc<Config>,
+    /// Users by name, with their derived secrets.
+    pub users: HashMap<String, Arc<UserEntry>>,
+    /// Statement classification under the configured function policy.
+    pub classifier: Classifier,
+    /// Increases with every reload (classification caches start over).
+    pub generation: u64,
+}
+
+impl Live {
+    fn new(config: Config, generation: u64, reuse: Option<&Live>) -> Self {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                // PBKDF2 is costly: keep the verifier of an unchanged password.
+                let scram = reuse
+                    .and_then(|l| l.users.get(&u.name))
+                    .filter(|old| old.password == u.password())
+                    .map_or_else(
+                        || ScramSecret::generate(u.password()),
+                        |old| old.scram.clone(),
+                    );
+                let entry = UserEntry {
+                    name: u.name.clone(),
+                    password: u.password().to_owned(),
+                    auth: u.auth,
+                    scram,
+                    transaction_pooling: u.pool_mode.unwrap_or(config.pool.mode)
+                        == pgrouter_config::PoolMode::Transaction,
+                    pool_mode_set: u.pool_mode.is_some(),
+                };
+                (u.name.clone(), Arc::new(entry))
+            })
+            .collect();
+        let classifier = Classifier::new(FunctionPolicy::from_lists(
+            &config.routing.write_functions,
+            config.routing.read_only_functions.as_deref(),
+        ));
+        Self {
+            config: Arc::new(config),
+            users,
+            classifier,
+            generation,
+        }
+    }
+}
+
+/// Shared state for sessions.
 #[derive(Debug)]
 pub struct ProxyContext {
-    /// Users by name.
-    pub users: HashMap<String, UserEntry>,
+    live: ArcSwap<Live>,
+    /// The file the configuration came from (`RELOAD` and `SIGHUP` read it again).
+    config_path: Option<PathBuf>,
     /// A verifier for users that do not exist, so their login fails exactly like a wrong password.
     pub mock_scram: ScramSecret,
-    /// The servers, in configuration order (node indexes everywhere refer to this list).
+    /// The servers, in configuration order (node indexes everywhere refer to this list). Fixed
+    /// for the life of the process.
     pub nodes: Vec<NodeConfig>,
     /// How often a client's prepared statement was already on the server connection that ran it.
     pub prepared_stats: PreparedStats,
@@ -61,20 +115,10 @@ pub struct ProxyContext {
     pub pools: pgrouter_pool::Pools<PreparedOnServer>,
     /// Who is primary and who serves reads, as the health checks last found.
     pub topology: Arc<Topology>,
-    /// Role discovery settings (`failover_timeout`).
-    pub topology_config: TopologyConfig,
-    /// Client limits.
-    pub client: ClientConfig,
     /// Clients counted against `client.max_connections*`.
     pub client_limits: crate::limits::ClientLimits,
-    /// Server connection settings.
-    pub pool: PoolConfig,
     /// Client keys for cancel requests.
     pub cancels: Arc<CancelRegistry>,
-    /// Read/write splitting settings.
-    pub routing: RoutingConfig,
-    /// Statement classification under the configured function policy.
-    pub classifier: Classifier,
     /// Volatility of functions looked up in `pg_proc` (`true` = VOLATILE), shared by sessions.
     /// Touched only for statements calling functions pgrouter does not know, never per message.
     pub function_volatility: Mutex<HashMap<String, bool>>,
@@ -82,27 +126,20 @@ pub struct ProxyContext {
     /// transaction-pooled clients are told at login without taking a server connection.
     login_parameters: Mutex<HashMap<(String, Parameters), Parameters>>,
     read_picks: AtomicU64,
+    /// What sessions counted (statements per node and rule, errors, bytes, latency).
+    pub stats: crate::stats::Stats,
+    /// The clients connected now.
+    pub clients: Arc<crate::clients::Clients>,
+    /// Set when shutdown begins: readiness turns false.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// When this process started serving (Unix seconds).
+    pub started_at: u64,
 }
 
 impl ProxyContext {
-    /// Builds the context, deriving every SCRAM verifier (PBKDF2) once, here.
-    pub fn new(config: &Config) -> Self {
-        let users = config
-            .users
-            .iter()
-            .map(|u| {
-                let entry = UserEntry {
-                    name: u.name.clone(),
-                    password: u.password().to_owned(),
-                    auth: u.auth,
-                    scram: ScramSecret::generate(u.password()),
-                    transaction_pooling: u.pool_mode.unwrap_or(config.pool.mode)
-                        == pgrouter_config::PoolMode::Transaction,
-                    pool_mode_set: u.pool_mode.is_some(),
-                };
-                (u.name.clone(), entry)
-            })
-            .collect();
+    /// Builds the context, deriving every SCRAM verifier (PBKDF2) once, here. `config_path` is
+    /// where `RELOAD` reads the configuration again.
+    pub fn new(config: &Config, config_path: Option<PathBuf>) -> Self {
         let mock_password: [u8; 16] = rand::random();
         let topology = Topology::new(
             config
@@ -118,36 +155,86 @@ impl ProxyContext {
                 .collect(),
         );
         Self {
-            users,
+            live: ArcSwap::from_pointee(Live::new(config.clone(), 0, None)),
+            config_path,
             mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
             nodes: config.nodes.clone(),
-            pools: pgrouter_pool::Pools::new(
-                config.nodes.len(),
-                pgrouter_pool::PoolSettings {
-                    max_server_connections: config.pool.max_server_connections,
-                    min_idle: config.pool.min_idle,
-                    idle_timeout: config.pool.idle_timeout.get(),
-                    max_lifetime: config.pool.max_lifetime.get(),
-                    checkout_timeout: config.pool.checkout_timeout.get(),
-                    reset_query: config.pool.reset_query.clone(),
-                },
-            ),
+            pools: pgrouter_pool::Pools::new(config.nodes.len(), pool_settings(config)),
             topology,
-            topology_config: config.topology.clone(),
-            client: config.client.clone(),
             client_limits: crate::limits::ClientLimits::default(),
-            pool: config.pool.clone(),
             cancels: Arc::new(CancelRegistry::default()),
-            routing: config.routing.clone(),
-            classifier: Classifier::new(FunctionPolicy::from_lists(
-                &config.routing.write_functions,
-                config.routing.read_only_functions.as_deref(),
-            )),
             function_volatility: Mutex::new(HashMap::new()),
             login_parameters: Mutex::new(HashMap::new()),
             read_picks: AtomicU64::new(0),
             prepared_stats: PreparedStats::default(),
+            stats: crate::stats::Stats::new(
+                &config
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            clients: Arc::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            started_at: pgrouter_topology::table::unix_now(),
         }
+    }
+
+    /// The settings in force: a lock-free load.
+    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.live.load().config)
+    }
+
+    /// Users allowed on the admin console.
+    pub fn admin_users(&self) -> Vec<String> {
+        self.live.load().config.admin.users.clone()
+    }
+
+    /// A user's current entry.
+    pub fn user(&self, name: &str) -> Option<Arc<UserEntry>> {
+        self.live.load().users.get(name).cloned()
+    }
+
+    /// Reads the configuration file again and applies what can change while running (see
+    /// [`ProxyContext::apply`]).
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let Some(path) = &self.config_path else {
+            return Err("pgrouter was not started from a configuration file".into());
+        };
+        let config =
+            pgrouter_config::load(path, &pgrouter_config::ProcessEnv).map_err(|e| e.to_string())?;
+        Ok(self.apply(config))
+    }
+
+    /// Applies a new, valid configuration: users and passwords, routing, limits, pool and
+    /// health-check settings and node weights take effect now, for existing clients too;
+    /// settings that need a restart are kept and reported. Returns one line per change.
+    pub fn apply(&self, new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut new = new;
+        let mut report = crate::reload::restart_only(&old, &mut new);
+        report.extend(crate::reload::changes(&old, &new));
+        for (i, n) in new.nodes.iter().enumerate() {
+            self.topology.set_weight(i, n.weight);
+        }
+        self.topology
+            .update_settings(crate::reload::monitor_settings(&new));
+        self.pools.update_settings(pool_settings(&new));
+        let generation = self.live.load().generation + 1;
+        let live = Live::new(new, generation, Some(&self.live.load()));
+        self.live.store(Arc::new(live));
+        if report.is_empty() {
+            report.push("no changes".into());
+        }
+        for line in &report {
+            tracing::info!("configuration reloaded: {line}");
+        }
+        report
     }
 
     /// Picks a read node from the table's readers by weight (the primary among them when its
@@ -238,7 +325,7 @@ impl ProxyContext {
         if user.pool_mode_set {
             return user.transaction_pooling;
         }
-        match self.pool.database_modes.get(database) {
+        match self.live.load().config.pool.database_modes.get(database) {
             Some(mode) => *mode == pgrouter_config::PoolMode::Transaction,
             None => user.transaction_pooling,
         }
@@ -246,6 +333,19 @@ impl ProxyContext {
 
     /// Largest client message accepted, in bytes.
     pub fn max_message_size(&self) -> usize {
-        usize::try_from(self.client.max_message_size.bytes()).unwrap_or(usize::MAX)
+        let max = self.live.load().config.client.max_message_size.bytes();
+        usize::try_from(max).unwrap_or(usize::MAX)
+    }
+}
+
+/// The pool crate's settings, from the configuration.
+fn pool_settings(config: &Config) -> pgrouter_pool::PoolSettings {
+    pgrouter_pool::PoolSettings {
+        max_server_connections: config.pool.max_server_connections,
+        min_idle: config.pool.min_idle,
+        idle_timeout: config.pool.idle_timeout.get(),
+        max_lifetime: config.pool.max_lifetime.get(),
+        checkout_timeout: config.pool.checkout_timeout.get(),
+        reset_query: config.pool.reset_query.clone(),
     }
 }

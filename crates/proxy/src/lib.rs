@@ -13,16 +13,22 @@
 //! - [`listener`]: accept loop, one task per client, shutdown.
 //! - [`context`]: what sessions share: users with derived secrets, nodes, limits, cancel registry.
 //! - [`limits`]: client connection limits.
+//! - [`stats`], [`clients`]: what sessions count and who is connected, for metrics and the console.
+//! - [`console`]: the SQL admin console (database `pgrouter`).
 //! - [`cancel`]: client-facing `BackendKeyData` and the mapping to server keys.
 //! - [`routing`]: where a request goes, as a pure function of classification and session facts.
 //! - [`session`]: one client's life: `startup`, `auth`, `relay`.
 
 pub mod cancel;
+pub mod clients;
+pub mod console;
 pub mod context;
 pub mod limits;
 pub mod listener;
+pub mod reload;
 pub mod routing;
 pub mod session;
+pub mod stats;
 
 pub use context::ProxyContext;
 pub use listener::serve;

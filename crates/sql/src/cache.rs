@@ -26,6 +26,7 @@ pub struct ClassificationCache {
     misses: u64,
     plain_select: Arc<Classification>,
     plain_dml: Arc<Classification>,
+    generation: u64,
 }
 
 impl ClassificationCache {
@@ -45,6 +46,17 @@ impl ClassificationCache {
                 crate::decision::Route::Primary,
                 crate::decision::Rule::Write,
             )),
+            generation: 0,
+        }
+    }
+
+    /// Forgets every entry when the classifier changed (a configuration reload with other
+    /// function lists): `generation` identifies the classifier in use.
+    pub fn start_generation(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.generation = generation;
+            self.young.clear();
+            self.old.clear();
         }
     }
 

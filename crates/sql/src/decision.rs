@@ -69,6 +69,30 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, in declaration order (`rule as usize` indexes it): for per-rule counters.
+    pub const ALL: [Rule; 20] = [
+        Rule::ReadOnlyQuery,
+        Rule::Show,
+        Rule::Explain,
+        Rule::CopyTo,
+        Rule::HintReplica,
+        Rule::HintPrimary,
+        Rule::Write,
+        Rule::LockingClause,
+        Rule::SelectInto,
+        Rule::DataModifyingCte,
+        Rule::WriteFunction,
+        Rule::FunctionNotReadOnly,
+        Rule::ExplainWrite,
+        Rule::TransactionControl,
+        Rule::SessionState,
+        Rule::ExecutePrepared,
+        Rule::Notification,
+        Rule::Cursor,
+        Rule::Unparsable,
+        Rule::Empty,
+    ];
+
     /// Kebab-case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -194,6 +218,18 @@ impl Classification {
             rule,
             effects: Effects::default(),
             check_functions: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod rule_index_tests {
+    use super::Rule;
+
+    #[test]
+    fn all_rules_are_listed_in_declaration_order() {
+        for (i, rule) in Rule::ALL.iter().enumerate() {
+            assert_eq!(*rule as usize, i, "{}", rule.as_str());
         }
     }
 }

@@ -225,6 +225,8 @@ fn initial_row(n: &NodeInput<'_>) -> NodeStatus {
             .observation
             .and_then(|o| o.timeline.or(o.manager.as_ref().and_then(|m| m.timeline))),
         reason,
+        // Stamped when the table is published.
+        last_change: 0,
     }
 }
 

@@ -7,8 +7,9 @@ use crate::observation::Observation;
 use crate::probe::{NodeProbe, SqlProbe};
 use crate::table::RoutingTable;
 use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use pgrouter_config::{Discovery, HealthCheckLogin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -56,6 +57,27 @@ pub struct Topology {
     generation: watch::Sender<u64>,
     nodes: Vec<NodeTarget>,
     disabled: Vec<AtomicBool>,
+    /// Counters for metrics and the admin console.
+    pub stats: TopologyStats,
+    /// The last primary seen (`usize::MAX`: none yet), to count failovers across a gap.
+    last_primary: AtomicUsize,
+    /// Read weights, changed by a reload.
+    weights: Vec<AtomicU32>,
+    /// Settings a reload may change (interval, thresholds, lag policy), once started.
+    live: ArcSwapOption<MonitorSettings>,
+}
+
+/// What the health checks and the aggregator counted since start-up.
+#[derive(Debug)]
+pub struct TopologyStats {
+    /// Routing tables published with a different shape (primary, a role or a state changed).
+    pub table_swaps: AtomicU64,
+    /// Times the primary became a different node than the last one known.
+    pub failovers: AtomicU64,
+    /// Health checks run, per node.
+    pub checks: Vec<AtomicU64>,
+    /// Health checks that failed, per node.
+    pub check_failures: Vec<AtomicU64>,
 }
 
 impl Topology {
@@ -70,6 +92,15 @@ impl Topology {
             table: ArcSwap::from_pointee(RoutingTable::unknown(&names)),
             generation: watch::Sender::new(0),
             disabled: nodes.iter().map(|_| AtomicBool::new(false)).collect(),
+            stats: TopologyStats {
+                table_swaps: AtomicU64::new(0),
+                failovers: AtomicU64::new(0),
+                checks: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
+                check_failures: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
+            },
+            last_primary: AtomicUsize::new(usize::MAX),
+            weights: nodes.iter().map(|n| AtomicU32::new(n.weight)).collect(),
+            live: ArcSwapOption::empty(),
             nodes,
         })
     }
@@ -87,6 +118,21 @@ impl Topology {
     /// The configured nodes.
     pub fn nodes(&self) -> &[NodeTarget] {
         &self.nodes
+    }
+
+    /// Changes a node's read weight; applied at the next probe.
+    pub fn set_weight(&self, node: usize, weight: u32) {
+        if let Some(w) = self.weights.get(node) {
+            w.store(weight, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the interval, thresholds, lag policy, and the probes' login and timeout; applied
+    /// from the next probe. (The discovery mode is fixed at start.)
+    pub fn update_settings(&self, settings: MonitorSettings) {
+        if self.live.load().is_some() {
+            self.live.store(Some(Arc::new(settings)));
+        }
     }
 
     /// Takes a node out of read rotation (or back); applied at the next probe.
@@ -128,9 +174,24 @@ impl Topology {
         let before = self.table.load();
         let reshaped = !table.same_shape(&before);
         table.generation = before.generation + u64::from(reshaped);
+        let now = crate::table::unix_now();
+        for (row, old) in table.nodes.iter_mut().zip(&before.nodes) {
+            row.last_change = if row.role == old.role && row.state == old.state {
+                old.last_change
+            } else {
+                now
+            };
+        }
         if reshaped {
+            self.stats.table_swaps.fetch_add(1, Ordering::Relaxed);
             for line in table.describe_changes(&before) {
                 tracing::info!(generation = table.generation, "topology change: {line}");
+            }
+        }
+        if let Some(primary) = table.primary {
+            let last = self.last_primary.swap(primary, Ordering::Relaxed);
+            if last != usize::MAX && last != primary {
+                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.table.store(Arc::new(table));
@@ -145,18 +206,13 @@ impl Topology {
         settings: MonitorSettings,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        let initial = Arc::new(settings.clone());
+        self.live.store(Some(Arc::clone(&initial)));
         let (results, mut incoming) =
             mpsc::channel::<(usize, Result<Observation, String>)>(self.nodes.len().max(1) * 4);
         let mut tasks = JoinSet::new();
         for (index, node) in self.nodes.iter().enumerate() {
-            let mut pg = tokio_postgres::Config::new();
-            pg.host(&node.host)
-                .port(node.port)
-                .user(&settings.login.user)
-                .password(&settings.login.password)
-                .dbname(&settings.login.database)
-                .application_name("pgrouter health check")
-                .connect_timeout(settings.timeout);
+            let pg = probe_config(node, &settings);
             let mut probe = NodeProbe::new(
                 SqlProbe::new(pg),
                 settings.discovery,
@@ -164,17 +220,36 @@ impl Topology {
                 settings.timeout,
             );
             let results = results.clone();
-            let interval = settings.interval;
             let stop = shutdown.clone();
+            let duration = metrics::histogram!("pgrouter_health_check_duration_seconds", "node" => node.name.clone());
+            let topology = Arc::clone(self);
+            let (mut login, mut timeout) = (settings.login.clone(), settings.timeout);
             tasks.spawn(async move {
-                let mut ticks = tokio::time::interval(interval);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut next = tokio::time::Instant::now();
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = ticks.tick() => {}
+                        _ = tokio::time::sleep_until(next) => {}
                     }
+                    let current = topology.live.load_full();
+                    let interval = current
+                        .as_ref()
+                        .map_or(Duration::from_secs(1), |s| s.interval);
+                    if let Some(s) = current.filter(|s| (&s.login, s.timeout) != (&login, timeout))
+                    {
+                        // A reload changed the probes' login or timeout.
+                        (login, timeout) = (s.login.clone(), s.timeout);
+                        probe.update(probe_config(&topology.nodes[index], &s), timeout);
+                    }
+                    next = (next + interval).max(tokio::time::Instant::now());
+                    let started = std::time::Instant::now();
                     let outcome = probe.probe().await;
+                    duration.record(started.elapsed().as_secs_f64());
+                    let stats = &topology.stats;
+                    stats.checks[index].fetch_add(1, Ordering::Relaxed);
+                    if outcome.is_err() {
+                        stats.check_failures[index].fetch_add(1, Ordering::Relaxed);
+                    }
                     if results.send((index, outcome)).await.is_err() {
                         return;
                     }
@@ -198,6 +273,10 @@ impl Topology {
                     },
                 };
                 let ok = outcome.is_ok();
+                let settings = topology
+                    .live
+                    .load_full()
+                    .unwrap_or_else(|| Arc::clone(&initial));
                 health[index].record(ok, settings.max_failures, settings.min_successes);
                 match outcome {
                     Ok(mut obs) => {
@@ -234,7 +313,7 @@ impl Topology {
                         name: &node.name,
                         host: &node.host,
                         port: node.port,
-                        weight: node.weight,
+                        weight: topology.weights[i].load(Ordering::Relaxed),
                         health: health[i].state(),
                         observation: latest[i].as_ref(),
                         last_error: errors[i].as_deref(),
@@ -246,4 +325,17 @@ impl Topology {
             tasks.shutdown().await;
         })
     }
+}
+
+/// The probes' connection settings for a node.
+fn probe_config(node: &NodeTarget, settings: &MonitorSettings) -> tokio_postgres::Config {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&node.host)
+        .port(node.port)
+        .user(&settings.login.user)
+        .password(&settings.login.password)
+        .dbname(&settings.login.database)
+        .application_name("pgrouter health check")
+        .connect_timeout(settings.timeout);
+    pg
 }

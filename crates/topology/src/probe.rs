@@ -33,6 +33,12 @@ impl NodeProbe {
         }
     }
 
+    /// Applies a reloaded login and timeout: the SQL connection is reopened with them.
+    pub(crate) fn update(&mut self, config: tokio_postgres::Config, timeout: Duration) {
+        self.sql = SqlProbe::new(config);
+        self.timeout = timeout;
+    }
+
     /// One probe, bounded by the timeout as a whole. The error is a reason for operators.
     pub(crate) async fn probe(&mut self) -> Result<Observation, String> {
         let started = Instant::now();

@@ -77,6 +77,8 @@ pub struct NodeStatus {
     pub timeline: Option<u32>,
     /// Why the node is in this state, in words.
     pub reason: String,
+    /// When its role or state last changed (Unix seconds; the start of monitoring at first).
+    pub last_change: u64,
 }
 
 /// Who gets what. Published whole; never changed after publication.
@@ -93,6 +95,13 @@ pub struct RoutingTable {
     /// Nodes that serve reads (usable replicas, and the primary if its weight is not 0), each with
     /// its weight.
     pub readers: Vec<(usize, u32)>,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl RoutingTable {
@@ -115,6 +124,7 @@ impl RoutingTable {
                     lag_seconds: None,
                     timeline: None,
                     reason: "not checked yet".into(),
+                    last_change: crate::table::unix_now(),
                 })
                 .collect(),
             readers: Vec::new(),

@@ -118,6 +118,10 @@ fn errors_name_key_and_line() {
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nhealth_check:\n  user: monitor\n",
             "health_check.password: required: \"monitor\" is not listed under users",
         ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nadmin:\n  users:\n    - u\n    - boss\n",
+            "admin.users[1]: \"boss\" is not listed under users (its password comes from there) (line 10)",
+        ),
     ];
     for (text, expected) in cases {
         let err = parse(text).expect_err(text).to_string();

@@ -10,33 +10,36 @@ use pgrouter_config::AuthMethod;
 use pgrouter_protocol::auth::md5;
 use pgrouter_protocol::auth::scram::{self, ScramError, ScramServer};
 use pgrouter_protocol::{backend, frontend, ErrorResponse, SqlState};
+use std::sync::Arc;
 
 /// PostgreSQL's own bound for authentication messages is small; be generous but bounded.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
 /// Authenticates the client and sends `AuthenticationOk`. Returns the user's entry.
-pub(super) async fn authenticate<'c>(
+pub(super) async fn authenticate(
     client: &mut ClientConn,
-    ctx: &'c ProxyContext,
+    ctx: &ProxyContext,
     startup: &Startup,
-) -> Result<&'c UserEntry, SessionError> {
-    let user = ctx.users.get(&startup.user);
-    let method = user.map(|u| u.auth).unwrap_or(AuthMethod::ScramSha256);
+) -> Result<Arc<UserEntry>, SessionError> {
+    let user = ctx.user(&startup.user);
+    let method = user.as_ref().map_or(AuthMethod::ScramSha256, |u| u.auth);
     let mut out = BytesMut::with_capacity(256);
-    match (method, user) {
+    match (method, &user) {
         (AuthMethod::Trust, _) => {}
         (AuthMethod::Md5, _) => {
             let salt: [u8; 4] = rand::random();
             backend::authentication_md5(&mut out, salt);
             client.write_all(&out).await?;
             let body = read_password_message(client).await?;
-            let ok = user.is_some_and(|u| md5::verify(&body, &u.name, &u.password, salt));
+            let ok = user
+                .as_ref()
+                .is_some_and(|u| md5::verify(&body, &u.name, &u.password, salt));
             if !ok {
                 return Err(failed(&startup.user));
             }
         }
         (AuthMethod::ScramSha256, _) => {
-            let secret = user.map(|u| &u.scram).unwrap_or(&ctx.mock_scram);
+            let secret = user.as_ref().map_or(&ctx.mock_scram, |u| &u.scram);
             scram_exchange(client, secret, &mut out)
                 .await
                 .map_err(|e| match e {

@@ -1,9 +1,11 @@
 //! The client's socket and its read buffer.
 
 use super::SessionError;
+use crate::clients::ClientEntry;
 use bytes::BytesMut;
 use pgrouter_protocol::frame::{self, FrameError};
 use pgrouter_protocol::{ErrorResponse, SqlState};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -15,14 +17,17 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 pub struct ClientConn {
     pub(crate) stream: TcpStream,
     pub(crate) buf: BytesMut,
+    /// The client's row in the registry: bytes and state are counted there.
+    pub(crate) entry: Arc<ClientEntry>,
 }
 
 impl ClientConn {
     /// Wraps an accepted socket.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: TcpStream, entry: Arc<ClientEntry>) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            entry,
         }
     }
 
@@ -31,12 +36,16 @@ impl ClientConn {
         reserve_for_read(&mut self.buf);
         match self.stream.read_buf(&mut self.buf).await {
             Ok(0) | Err(_) => Err(SessionError::ClientGone),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.entry.received(n);
+                Ok(())
+            }
         }
     }
 
     /// Writes bytes to the client.
     pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.entry.sent(bytes.len());
         self.stream
             .write_all(bytes)
             .await
@@ -70,6 +79,7 @@ impl ClientConn {
 
     /// Sends bytes (a complete message) and closes.
     pub(crate) async fn send_raw_and_close(&mut self, bytes: &[u8]) {
+        self.entry.sent(bytes.len());
         let _ = self.stream.write_all(bytes).await;
         let _ = self.stream.shutdown().await;
     }

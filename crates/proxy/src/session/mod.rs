@@ -20,6 +20,7 @@ mod state;
 mod unit;
 
 use crate::cancel::{CancelSlot, ServerKey};
+use crate::clients::{ClientLogin, ClientState};
 use crate::context::{PreparedOnServer, ProxyContext};
 use backend as backend_conn;
 use bytes::BytesMut;
@@ -29,6 +30,7 @@ use pgrouter_pool::{CheckoutError, PoolKey, Ticket};
 use pgrouter_protocol::backend::{self as backend_msg, TransactionStatus};
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -88,11 +90,20 @@ pub async fn run(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        let mut client = ClientConn::new(stream);
+        let stats = &ctx.stats;
+        stats.clients_accepted.fetch_add(1, Ordering::Relaxed);
+        let registration = ctx
+            .clients
+            .register(peer, pgrouter_topology::table::unix_now());
+        let mut client = ClientConn::new(stream, Arc::clone(&registration.entry));
         match serve(&mut client, &ctx, &shutdown).await {
             Ok(()) | Err(SessionError::ClientGone) => tracing::debug!("session ended"),
             Err(SessionError::Fatal(e)) => {
                 tracing::info!(code = e.code.code(), reason = %e.message, "session closed with error");
+                stats.error(e.code.code().as_bytes());
+                if e.code == SqlState::INVALID_PASSWORD {
+                    stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                }
                 client.send_error_and_close(&e).await;
             }
             Err(SessionError::ServerRefused(raw)) => client.send_raw_and_close(&raw).await,
@@ -100,12 +111,27 @@ pub async fn run(
             Err(SessionError::Unavailable(mut e)) => {
                 e.severity = pgrouter_protocol::error::Severity::Fatal;
                 tracing::info!(code = e.code.code(), reason = %e.message, "session closed with error");
+                stats.error(e.code.code().as_bytes());
                 client.send_error_and_close(&e).await;
             }
         }
+        let entry = &registration.entry;
+        stats.closed_bytes_received.fetch_add(
+            entry.bytes_received.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        stats
+            .closed_bytes_sent
+            .fetch_add(entry.bytes_sent.load(Ordering::Relaxed), Ordering::Relaxed);
     }
     .instrument(span)
     .await
+}
+
+/// How a start-up ended: a client session to serve, or the admin console.
+enum Login<T> {
+    Session(T),
+    Console,
 }
 
 async fn serve(
@@ -113,7 +139,7 @@ async fn serve(
     ctx: &ProxyContext,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let login_timeout = ctx.client.login_timeout.get();
+    let login_timeout = ctx.live().config.client.login_timeout.get();
     let login = async {
         let startup = match startup::read(client).await? {
             startup::Start::Cancel {
@@ -125,38 +151,56 @@ async fn serve(
             }
             startup::Start::Session(s) => s,
         };
-        let admitted = ctx
-            .client_limits
-            .admit(&ctx.client, &startup.user, &startup.database)?;
         let span = tracing::Span::current();
         span.record("user", startup.user.as_str());
         span.record("database", startup.database.as_str());
         if let Some(app) = startup.param("application_name") {
             span.record("application_name", app);
         }
+        let _ = client.entry.login.set(ClientLogin {
+            user: startup.user.clone(),
+            database: startup.database.clone(),
+            application_name: startup.param("application_name").unwrap_or("").to_owned(),
+        });
+        if startup.database == crate::console::DATABASE {
+            crate::console::admit(ctx, &startup.user)?;
+            auth::authenticate(client, ctx, &startup).await?;
+            return Ok(Some(Login::Console));
+        }
+        let admitted = ctx
+            .client_limits
+            .admit(&ctx.live().config.client, &startup.user, &startup.database)
+            .inspect_err(|_| {
+                ctx.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
+            })?;
         let user = auth::authenticate(client, ctx, &startup).await?;
         // Transaction pooling: once a login with these parameters has been seen, later ones are
         // answered with the parameters it reported, without taking a server connection (a
         // client that logs in while holding a transaction open elsewhere must not wait for one).
-        if ctx.transaction_pooling(user, &startup.database) {
+        if ctx.transaction_pooling(&user, &startup.database) {
             if let Some(params) = ctx.login_parameters(&user.name, &startup.server_params) {
-                return Ok(Some((startup, user, params, None, admitted)));
+                return Ok(Some(Login::Session((
+                    startup, user, params, None, admitted,
+                ))));
             }
         }
-        let (server, prepared, ticket, node) = connect_primary(ctx, user, &startup).await?;
+        let (server, prepared, ticket, node) = connect_primary(ctx, &user, &startup).await?;
         ctx.remember_login_parameters(&user.name, &startup.server_params, &server.parameters);
         let params = server.parameters.clone();
-        Ok(Some((
+        Ok(Some(Login::Session((
             startup,
             user,
             params,
             Some((server, prepared, ticket, node)),
             admitted,
-        )))
+        ))))
     };
     let (startup, user, parameters, first_server, _admitted) =
         match tokio::time::timeout(login_timeout, login).await {
-            Ok(Ok(Some(s))) => s,
+            Ok(Ok(Some(Login::Session(s)))) => s,
+            Ok(Ok(Some(Login::Console))) => {
+                return crate::console::run(client, ctx, shutdown).await
+            }
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -189,6 +233,8 @@ async fn serve(
     client.write_all(&out).await?;
     tracing::debug!("session established");
 
+    client.entry.set_state(ClientState::Idle);
+    let entry = Arc::clone(&client.entry);
     // `None` asks for the primary (waiting for one during a failover), `Some(n)` for node `n`.
     let connect = |node: Option<usize>| -> std::pin::Pin<
         Box<
@@ -198,7 +244,12 @@ async fn serve(
         >,
     > {
         let startup = &startup;
+        let entry = &entry;
+        let user = &user;
         Box::pin(async move {
+            let was = entry.state();
+            entry.set_state(ClientState::Waiting);
+            let _restore = RestoreState(entry, was);
             match node {
                 Some(node) => connect_node(ctx, user, startup, node)
                     .await
@@ -216,25 +267,36 @@ async fn serve(
             backend_conn::Backend::new(server, prepared, ticket, node)
         }),
         read: None,
-        read_node: if ctx.routing.load_balance {
+        read_node: if ctx.live().config.routing.load_balance {
             ctx.pick_read_node(&table)
         } else {
             None
         },
         read_generation: table.generation,
         lost_transaction: None,
-        transaction_pooling: ctx.transaction_pooling(user, &startup.database),
+        transaction_pooling: ctx.transaction_pooling(&user, &startup.database),
         state: state::SessionState::new(),
         inflight: Vec::new(),
         current: backend_conn::Slot::Primary,
         deferred_begin: None,
         cancel: slot,
         connect: &connect,
+        entry: Arc::clone(&client.entry),
+        timing: relay::Timing::default(),
     };
     let result = relay::relay(client, &mut session, shutdown).await;
     drop(registration);
     session.release_all().await;
     result
+}
+
+/// Puts a client's state back when a wait for a server connection ends (or is abandoned).
+struct RestoreState<'a>(&'a crate::clients::ClientEntry, ClientState);
+
+impl Drop for RestoreState<'_> {
+    fn drop(&mut self) {
+        self.0.set_state(self.1);
+    }
 }
 
 /// Logs in to the primary. While there is none, or it does not accept the login because it is
@@ -244,7 +306,7 @@ async fn connect_primary(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
 ) -> Result<(ServerConn, PreparedOnServer, Ticket, usize), SessionError> {
-    let timeout = ctx.topology_config.failover_timeout.get();
+    let timeout = ctx.live().config.topology.failover_timeout.get();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -324,18 +386,30 @@ async fn connect_node_raw(
         database: startup.database.clone(),
         params: startup.server_params.clone(),
     };
+    let index = node;
     let node = &ctx.nodes[node];
+    // A reload may have changed the password since this client logged in.
+    let current = ctx.user(&user.name);
     let target = ServerTarget {
         host: &node.host,
         port: node.port,
         user: &user.name,
-        password: &user.password,
+        password: current.as_ref().map_or(&user.password, |u| &u.password),
         params: &startup.server_params,
-        timeout: ctx.pool.connect_timeout.get(),
+        timeout: ctx.live().config.pool.connect_timeout.get(),
     };
-    ctx.pools
+    let started = std::time::Instant::now();
+    let result = ctx
+        .pools
         .checkout(key, || ServerConn::connect(&target))
-        .await
+        .await;
+    ctx.stats.checkout_waited(index, started.elapsed());
+    if let Err(CheckoutError::Full { .. }) = &result {
+        if let Some(n) = ctx.stats.nodes.get(index) {
+            n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
 }
 
 fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError {
@@ -381,7 +455,7 @@ fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError
 async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret_key: i32) {
     match ctx.cancels.lookup(process_id, secret_key) {
         Some(key) => {
-            let timeout = ctx.pool.connect_timeout.get();
+            let timeout = ctx.live().config.pool.connect_timeout.get();
             if let Err(e) =
                 pgrouter_conn::send_cancel(key.addr, key.process_id, key.secret_key, timeout).await
             {

@@ -17,8 +17,10 @@ use super::state::SessionState;
 use super::unit::{body, classify, effective_route, frames, next_unit, protocol_violation, utf8};
 use super::{server_lost, SessionError};
 use crate::cancel::{CancelSlot, ServerKey};
+use crate::clients::{ClientEntry, ClientState};
 use crate::context::ProxyContext;
 use crate::routing::{self, SessionFacts, Target};
+use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use pgrouter_protocol::backend::{self as be, TransactionStatus};
 use pgrouter_protocol::frame;
@@ -28,6 +30,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +65,54 @@ pub(super) struct Session<'a> {
     pub(super) deferred_begin: Option<Bytes>,
     pub(super) cancel: CancelSlot,
     pub(super) connect: &'a Connector<'a>,
+    /// The client's row in the registry (state, server connections, counts).
+    pub(super) entry: Arc<ClientEntry>,
+    /// When the request being answered, and the open transaction, started.
+    pub(super) timing: Timing,
+}
+
+/// Start times for the latency histograms.
+#[derive(Debug, Default)]
+pub(super) struct Timing {
+    request: Option<Instant>,
+    transaction: Option<Instant>,
+}
+
+impl Timing {
+    /// A request went to a server.
+    fn started(&mut self, entry: &ClientEntry) {
+        if self.request.is_none() {
+            self.request = Some(Instant::now());
+            entry.set_state(ClientState::Active);
+        }
+    }
+
+    /// Everything sent was answered; the server reports `status`.
+    pub(super) fn answered(
+        &mut self,
+        status: TransactionStatus,
+        stats: &Stats,
+        entry: &ClientEntry,
+    ) {
+        let Some(started) = self.request.take() else {
+            return;
+        };
+        let now = Instant::now();
+        stats.request_duration.record((now - started).as_secs_f64());
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        entry.requests.fetch_add(1, Ordering::Relaxed);
+        if status == TransactionStatus::Idle {
+            entry.set_state(ClientState::Idle);
+            if let Some(tx_started) = self.transaction.take() {
+                stats
+                    .transaction_duration
+                    .record((now - tx_started).as_secs_f64());
+                stats.transactions.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if self.transaction.is_none() {
+            self.transaction = Some(started);
+        }
+    }
 }
 
 /// What handling the client's buffered messages came to.
@@ -100,10 +151,22 @@ fn unresolved_functions(ctx: &ProxyContext, parts: &[Arc<Classification>]) -> Ve
 impl<'a> Session<'a> {
     /// Takes a slot's connection out of the session.
     pub(super) fn take_backend(&mut self, slot: Slot) -> Option<Backend> {
-        match slot {
+        let taken = match slot {
             Slot::Primary => self.primary.take(),
             Slot::Read => self.read.take(),
-        }
+        };
+        self.show_links();
+        taken
+    }
+
+    /// Publishes the session's server connections in its registry entry (`SHOW SERVERS`).
+    pub(super) fn show_links(&self) {
+        let link = |b: &Option<Backend>| {
+            b.as_ref()
+                .map(|b| (b.node, b.conn.backend_key.map_or(0, |(pid, _)| pid)))
+        };
+        self.entry.primary.set(link(&self.primary));
+        self.entry.read.set(link(&self.read));
     }
 
     pub(super) fn backend(&mut self, slot: Slot) -> Option<&mut Backend> {
@@ -138,7 +201,7 @@ impl<'a> Session<'a> {
     pub(super) fn facts(&self) -> SessionFacts {
         SessionFacts {
             pinned: self.state.pin.is_some(),
-            load_balance: self.ctx.routing.load_balance,
+            load_balance: self.ctx.live().config.routing.load_balance,
             default_read_only: self.state.default_read_only,
         }
     }
@@ -236,7 +299,9 @@ impl<'a> Session<'a> {
             return;
         }
         self.read_generation = table.generation;
-        if self.ctx.routing.load_balance && !self.read_node.is_some_and(|n| table.serves_reads(n)) {
+        if self.ctx.live().config.routing.load_balance
+            && !self.read_node.is_some_and(|n| table.serves_reads(n))
+        {
             self.read_node = self.ctx.pick_read_node(&table);
         }
     }
@@ -332,7 +397,7 @@ impl<'a> Session<'a> {
     fn reads_unavailable(&self, target: Target) -> Option<ErrorResponse> {
         if target != Target::Read
             || self.read_node.is_some()
-            || self.ctx.routing.reads_fallback_to_primary
+            || self.ctx.live().config.routing.reads_fallback_to_primary
         {
             return None;
         }
@@ -746,6 +811,8 @@ impl<'a> Session<'a> {
         parts: Vec<Arc<Classification>>,
         mut out: BytesMut,
     ) -> Result<(), SessionError> {
+        self.timing.started(&self.entry);
+        self.show_links();
         let state = &mut self.state;
         let b = match slot {
             Slot::Primary => self.primary.as_mut(),
@@ -754,6 +821,9 @@ impl<'a> Session<'a> {
         let Some(b) = b else {
             return Err(server_lost());
         };
+        for c in &parts {
+            self.ctx.stats.routed(b.node, c.route, c.rule);
+        }
         // Copy only when something has to be inserted between client messages.
         let mut copied_upto = 0usize;
         let mut pos = 0usize;
@@ -912,10 +982,16 @@ impl<'a> Session<'a> {
             be::ready_for_query(&mut out, TransactionStatus::Idle);
         }
         let answered_unsent = answer_requests(&mut out, unsent, &error);
+        if owed > 0 || answered_unsent {
+            self.ctx.stats.error(error.code.code().as_bytes());
+        }
         if owed == 0 && !answered_unsent && in_tx {
             // Idle in a transaction that no longer exists: its next request learns it.
             self.lost_transaction = Some(error);
         }
+        // The requests are answered (with the error); the transaction is gone.
+        self.timing
+            .answered(TransactionStatus::Idle, &self.ctx.stats, &self.entry);
         if !out.is_empty() {
             client.write_all(&out).await?;
         }
@@ -930,7 +1006,9 @@ impl<'a> Session<'a> {
         error: &ErrorResponse,
     ) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
-        answer_requests(&mut out, unit, error);
+        if answer_requests(&mut out, unit, error) {
+            self.ctx.stats.error(error.code.code().as_bytes());
+        }
         client.write_all(&out).await
     }
 
@@ -1096,6 +1174,9 @@ pub(super) async fn relay(
         super::client::reserve_for_read(&mut client.buf);
         tokio::select! {
             read = client.stream.read_buf(&mut client.buf), if !blocked => {
+                if let Ok(n) = read {
+                    client.entry.received(n);
+                }
                 if !matches!(read, Ok(n) if n > 0) {
                     // The session's connections are released (or closed, rolling back whatever
                     // was open) when it ends.

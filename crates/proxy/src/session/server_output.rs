@@ -167,6 +167,7 @@ impl Session<'_> {
                             self.state.statements.clear();
                         }
                         self.state.complete(&finished, failed, status);
+                        self.timing.answered(status, &self.ctx.stats, &self.entry);
                         if caught_up {
                             // This connection ran the changes itself.
                             b.replayed = self.state.replay.len();
@@ -190,6 +191,9 @@ impl Session<'_> {
                             "replaying session state on a server connection failed"
                         );
                     } else {
+                        if let Some(code) = &code {
+                            self.ctx.stats.error(code.as_bytes());
+                        }
                         b.saw_error = true;
                         b.hide_parse = 0;
                         b.hide_close = 0;

@@ -146,5 +146,10 @@ pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
         static CACHE: std::cell::RefCell<pgrouter_sql::ClassificationCache> =
             std::cell::RefCell::new(pgrouter_sql::ClassificationCache::new(4096));
     }
-    CACHE.with(|c| c.borrow_mut().classify(&ctx.classifier, sql))
+    let live = ctx.live();
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        cache.start_generation(live.generation);
+        cache.classify(&live.classifier, sql)
+    })
 }

@@ -1,0 +1,235 @@
+//! The clients connected right now, for `SHOW CLIENTS`, `SHOW SERVERS` and the client gauges.
+//!
+//! A session registers at accept and is removed when it ends (a mutex held for a map insert or
+//! removal, once per connection). While it runs it updates its own entry with relaxed atomic
+//! stores only: nothing on the per-message path takes a lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+/// What a client is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Start-up and authentication.
+    Login = 0,
+    /// Between requests, no transaction open.
+    Idle = 1,
+    /// A request is running, or a transaction is open.
+    Active = 2,
+    /// Waiting for a server connection (pool full, or no primary during a failover).
+    Waiting = 3,
+}
+
+impl ClientState {
+    /// Every state, for gauges.
+    pub const ALL: [ClientState; 4] = [
+        ClientState::Login,
+        ClientState::Idle,
+        ClientState::Active,
+        ClientState::Waiting,
+    ];
+
+    /// Lower-case name (a metric label and a console column).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Login => "login",
+            ClientState::Idle => "idle",
+            ClientState::Active => "active",
+            ClientState::Waiting => "waiting",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => ClientState::Idle,
+            2 => ClientState::Active,
+            3 => ClientState::Waiting,
+            _ => ClientState::Login,
+        }
+    }
+}
+
+/// Marks "no server connection" in a [`ServerLink`].
+const NONE: u32 = u32::MAX;
+
+/// A session's server connection for one slot: node index and backend process id.
+#[derive(Debug)]
+pub struct ServerLink {
+    node: AtomicU32,
+    pid: AtomicU32,
+}
+
+impl ServerLink {
+    fn new() -> Self {
+        Self {
+            node: AtomicU32::new(NONE),
+            pid: AtomicU32::new(0),
+        }
+    }
+
+    /// Records the connection now held (or none).
+    pub fn set(&self, link: Option<(usize, i32)>) {
+        let (node, pid) = link.map_or((NONE, 0), |(node, pid)| {
+            (u32::try_from(node).unwrap_or(NONE), pid as u32)
+        });
+        self.node.store(node, Ordering::Relaxed);
+        self.pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// The node index and backend pid, if a connection is held.
+    pub fn get(&self) -> Option<(usize, i32)> {
+        let node = self.node.load(Ordering::Relaxed);
+        (node != NONE).then(|| (node as usize, self.pid.load(Ordering::Relaxed) as i32))
+    }
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct ClientEntry {
+    /// pgrouter's id for the session (also the process id its client sees in `BackendKeyData`
+    /// is separate; this one only orders the console's rows).
+    pub id: u64,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// When it connected (Unix seconds).
+    pub connected_at: u64,
+    /// Set once the start-up message is read.
+    pub login: OnceLock<ClientLogin>,
+    state: AtomicU8,
+    /// Bytes read from the client.
+    pub bytes_received: AtomicU64,
+    /// Bytes written to the client.
+    pub bytes_sent: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// The primary connection held.
+    pub primary: ServerLink,
+    /// The read connection held.
+    pub read: ServerLink,
+}
+
+/// Who the client logged in as.
+#[derive(Debug)]
+pub struct ClientLogin {
+    /// Role name.
+    pub user: String,
+    /// Database.
+    pub database: String,
+    /// `application_name`, if sent.
+    pub application_name: String,
+}
+
+impl ClientEntry {
+    /// The current state.
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, state: ClientState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Counts bytes received from the client.
+    pub fn received(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts bytes sent to the client.
+    pub fn sent(&self, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The connected clients.
+#[derive(Debug, Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<ClientEntry>>>,
+}
+
+impl Clients {
+    /// Registers a client that just connected; it stays listed until the guard is dropped.
+    pub fn register(self: &Arc<Self>, addr: SocketAddr, connected_at: u64) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Arc::new(ClientEntry {
+            id,
+            addr,
+            connected_at,
+            login: OnceLock::new(),
+            state: AtomicU8::new(ClientState::Login as u8),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            primary: ServerLink::new(),
+            read: ServerLink::new(),
+        });
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&entry));
+        Registration {
+            clients: Arc::clone(self),
+            entry,
+        }
+    }
+
+    /// Every connected client, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<ClientEntry>> {
+        let mut all: Vec<_> = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|e| e.id);
+        all
+    }
+}
+
+/// A client's place in [`Clients`]; dropping it removes the client.
+#[derive(Debug)]
+pub struct Registration {
+    clients: Arc<Clients>,
+    /// The client's entry, updated by its session.
+    pub entry: Arc<ClientEntry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.clients
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.entry.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_listed_while_registered() {
+        let clients = Arc::new(Clients::default());
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let a = clients.register(addr, 1);
+        let b = clients.register(addr, 2);
+        a.entry.set_state(ClientState::Active);
+        b.entry.primary.set(Some((2, 4242)));
+        let listed = clients.snapshot();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].state(), ClientState::Active);
+        assert_eq!(listed[1].state(), ClientState::Login);
+        assert_eq!(listed[1].primary.get(), Some((2, 4242)));
+        assert_eq!(listed[1].read.get(), None);
+        drop(a);
+        assert_eq!(clients.snapshot().len(), 1);
+        b.entry.primary.set(None);
+        assert_eq!(b.entry.primary.get(), None);
+    }
+}

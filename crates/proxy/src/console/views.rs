@@ -1,0 +1,381 @@
+//! What each `SHOW` command answers, as text columns and rows.
+
+use crate::clients::ClientState;
+use crate::context::ProxyContext;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+/// A result set: column names, rows of text (or NULL), and the command tag.
+#[derive(Debug)]
+pub struct ResultSet {
+    /// Column names.
+    pub columns: Vec<&'static str>,
+    /// Rows, each as long as `columns`.
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl ResultSet {
+    fn new(columns: &[&'static str]) -> Self {
+        Self {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: Vec<Option<String>>) {
+        self.rows.push(row);
+    }
+}
+
+fn text(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// `SHOW NODES`.
+pub fn nodes(ctx: &ProxyContext) -> ResultSet {
+    let table = ctx.topology.load();
+    let mut rs = ResultSet::new(&[
+        "node",
+        "host",
+        "port",
+        "status",
+        "role",
+        "weight",
+        "lag_bytes",
+        "lag_seconds",
+        "timeline",
+        "reads_served",
+        "statements",
+        "last_status_change",
+        "reason",
+    ]);
+    for (i, n) in table.nodes.iter().enumerate() {
+        let statements: u64 = ctx.stats.nodes.get(i).map_or(0, |s| {
+            s.routed.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        });
+        rs.push(vec![
+            text(&n.name),
+            text(&n.host),
+            text(n.port),
+            text(n.state),
+            text(n.role),
+            text(n.weight),
+            n.lag_bytes.map(|v| v.to_string()),
+            n.lag_seconds.map(|v| format!("{v:.3}")),
+            n.timeline.map(|v| v.to_string()),
+            text(ctx.stats.reads_served(i)),
+            text(statements),
+            text(timestamp(n.last_change)),
+            text(&n.reason),
+        ]);
+    }
+    rs
+}
+
+/// `SHOW POOLS`: one row per (node, database, user) with server or client connections.
+pub fn pools(ctx: &ProxyContext) -> ResultSet {
+    #[derive(Default)]
+    struct Row {
+        server_idle: usize,
+        server_active: usize,
+        clients: [usize; 4],
+    }
+    let mut rows: BTreeMap<(usize, String, String), Row> = BTreeMap::new();
+    for idle in ctx.pools.idle_connections() {
+        let k = (idle.key.node, idle.key.database, idle.key.user);
+        rows.entry(k).or_default().server_idle += 1;
+    }
+    for client in ctx.clients.snapshot() {
+        let Some(login) = client.login.get() else {
+            continue;
+        };
+        let state = client.state();
+        let links = [client.primary.get(), client.read.get()];
+        for (node, _) in links.iter().flatten() {
+            let k = (*node, login.database.clone(), login.user.clone());
+            let row = rows.entry(k).or_default();
+            row.server_active += 1;
+        }
+        if let Some((node, _)) = links[0] {
+            let k = (node, login.database.clone(), login.user.clone());
+            rows.entry(k).or_default().clients[state as usize] += 1;
+        }
+    }
+    let mut rs = ResultSet::new(&[
+        "node",
+        "database",
+        "user",
+        "server_active",
+        "server_idle",
+        "clients_active",
+        "clients_idle",
+        "clients_waiting",
+        "node_server_connections",
+        "max_server_connections",
+    ]);
+    let max = ctx.pools.settings().max_server_connections;
+    for ((node, database, user), row) in rows {
+        let (idle, active) = ctx.pools.counts(node);
+        rs.push(vec![
+            text(node_name(ctx, node)),
+            text(database),
+            text(user),
+            text(row.server_active),
+            text(row.server_idle),
+            text(row.clients[ClientState::Active as usize]),
+            text(row.clients[ClientState::Idle as usize]),
+            text(row.clients[ClientState::Waiting as usize]),
+            text(idle + active),
+            text(max),
+        ]);
+    }
+    rs
+}
+
+/// `SHOW CLIENTS`.
+pub fn clients(ctx: &ProxyContext) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "id",
+        "address",
+        "user",
+        "database",
+        "application_name",
+        "state",
+        "primary_server",
+        "read_server",
+        "connected_at",
+        "requests",
+        "bytes_received",
+        "bytes_sent",
+    ]);
+    for c in ctx.clients.snapshot() {
+        let login = c.login.get();
+        let link =
+            |l: Option<(usize, i32)>| l.map(|(n, pid)| format!("{}/{pid}", node_name(ctx, n)));
+        rs.push(vec![
+            text(c.id),
+            text(c.addr),
+            login.map(|l| l.user.clone()),
+            login.map(|l| l.database.clone()),
+            login.map(|l| l.application_name.clone()),
+            text(c.state().as_str()),
+            link(c.primary.get()),
+            link(c.read.get()),
+            text(timestamp(c.connected_at)),
+            text(c.requests.load(Ordering::Relaxed)),
+            text(c.bytes_received.load(Ordering::Relaxed)),
+            text(c.bytes_sent.load(Ordering::Relaxed)),
+        ]);
+    }
+    rs
+}
+
+/// `SHOW SERVERS`: connections held by clients, then idle ones in the pools.
+pub fn servers(ctx: &ProxyContext) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "node",
+        "database",
+        "user",
+        "state",
+        "backend_pid",
+        "client_id",
+        "idle_seconds",
+        "age_seconds",
+    ]);
+    for c in ctx.clients.snapshot() {
+        let Some(login) = c.login.get() else { continue };
+        for (node, pid) in [c.primary.get(), c.read.get()].into_iter().flatten() {
+            rs.push(vec![
+                text(node_name(ctx, node)),
+                text(&login.database),
+                text(&login.user),
+                text("active"),
+                text(pid),
+                text(c.id),
+                None,
+                None,
+            ]);
+        }
+    }
+    let mut idle = ctx.pools.idle_connections();
+    idle.sort_by_key(|i| (i.key.node, i.idle_for));
+    for i in idle {
+        rs.push(vec![
+            text(node_name(ctx, i.key.node)),
+            text(&i.key.database),
+            text(&i.key.user),
+            text("idle"),
+            i.process_id.map(|p| p.to_string()),
+            None,
+            text(i.idle_for.as_secs()),
+            text(i.age.as_secs()),
+        ]);
+    }
+    rs
+}
+
+/// `SHOW STATS`: counters since start-up, one per row.
+pub fn stats(ctx: &ProxyContext) -> ResultSet {
+    let s = &ctx.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let clients = ctx.clients.snapshot();
+    let live_in: u64 = clients.iter().map(|c| load(&c.bytes_received)).sum();
+    let live_out: u64 = clients.iter().map(|c| load(&c.bytes_sent)).sum();
+    let topo = &ctx.topology.stats;
+    let mut rows: Vec<(String, String)> = vec![
+        (
+            "uptime_seconds".into(),
+            pgrouter_topology::table::unix_now()
+                .saturating_sub(ctx.started_at)
+                .to_string(),
+        ),
+        ("clients_connected".into(), clients.len().to_string()),
+        (
+            "clients_accepted".into(),
+            load(&s.clients_accepted).to_string(),
+        ),
+        (
+            "clients_refused".into(),
+            load(&s.clients_refused).to_string(),
+        ),
+        ("auth_failures".into(), load(&s.auth_failures).to_string()),
+        ("requests".into(), load(&s.requests).to_string()),
+        ("transactions".into(), load(&s.transactions).to_string()),
+        (
+            "bytes_received".into(),
+            (load(&s.closed_bytes_received) + live_in).to_string(),
+        ),
+        (
+            "bytes_sent".into(),
+            (load(&s.closed_bytes_sent) + live_out).to_string(),
+        ),
+        (
+            "prepared_statement_hits".into(),
+            load(&ctx.prepared_stats.hits).to_string(),
+        ),
+        (
+            "prepared_statement_misses".into(),
+            load(&ctx.prepared_stats.misses).to_string(),
+        ),
+        (
+            "routing_table_swaps".into(),
+            load(&topo.table_swaps).to_string(),
+        ),
+        ("failovers".into(), load(&topo.failovers).to_string()),
+    ];
+    for (i, node) in s.nodes.iter().enumerate() {
+        let name = node_name(ctx, i);
+        for (d, route) in crate::stats::DECISIONS.iter().enumerate() {
+            rows.push((
+                format!("statements.{name}.{}", route.as_str()),
+                load(&node.routed[d]).to_string(),
+            ));
+        }
+        rows.push((
+            format!("checkout_timeouts.{name}"),
+            load(&node.checkout_timeouts).to_string(),
+        ));
+    }
+    for rule in pgrouter_sql::Rule::ALL {
+        let n = load(&s.rules[rule as usize]);
+        if n > 0 {
+            rows.push((format!("rule.{}", rule.as_str()), n.to_string()));
+        }
+    }
+    for (class, n) in s.errors_by_class() {
+        rows.push((format!("errors.class_{class}"), n.to_string()));
+    }
+    let mut rs = ResultSet::new(&["stat", "value"]);
+    for (k, v) in rows {
+        rs.push(vec![Some(k), Some(v)]);
+    }
+    rs
+}
+
+/// `SHOW CONFIG`: every setting in force as `key = value`, secrets masked.
+pub fn config(ctx: &ProxyContext) -> ResultSet {
+    let mut rs = ResultSet::new(&["key", "value"]);
+    let value = serde_json::to_value(&*ctx.config()).unwrap_or(serde_json::Value::Null);
+    let mut flat = Vec::new();
+    crate::reload::flatten("", &value, &mut flat);
+    for (k, v) in flat {
+        rs.push(vec![Some(k), Some(v)]);
+    }
+    rs
+}
+
+/// `SHOW VERSION`.
+pub fn version() -> ResultSet {
+    let mut rs = ResultSet::new(&["version"]);
+    rs.push(vec![text(format!(
+        "pgrouter {}",
+        env!("CARGO_PKG_VERSION")
+    ))]);
+    rs
+}
+
+/// `SHOW HELP`.
+pub fn help() -> ResultSet {
+    let mut rs = ResultSet::new(&["command", "description"]);
+    for (c, d) in super::command::COMMANDS {
+        rs.push(vec![text(c), text(d)]);
+    }
+    rs
+}
+
+fn node_name(ctx: &ProxyContext, node: usize) -> String {
+    ctx.nodes
+        .get(node)
+        .map_or_else(|| format!("#{node}"), |n| n.name.clone())
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS+00` (UTC), the way PostgreSQL prints a timestamptz.
+pub fn timestamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}+00",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_dates() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00+00");
+        assert_eq!(timestamp(951_782_400), "2000-02-29 00:00:00+00");
+        assert_eq!(timestamp(1_795_450_123), "2026-11-23 16:08:43+00");
+    }
+
+    #[test]
+    fn config_is_flattened_to_keys() {
+        let v = serde_json::json!({"a": {"b": 1, "c": ["x", "y"]}, "d": null, "e": []});
+        let mut out = Vec::new();
+        crate::reload::flatten("", &v, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ("a.b".to_owned(), "1".to_owned()),
+                ("a.c[0]".to_owned(), "x".to_owned()),
+                ("a.c[1]".to_owned(), "y".to_owned()),
+                ("d".to_owned(), String::new()),
+                ("e".to_owned(), "[]".to_owned()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! What a configuration reload may change while clients stay connected, and what it reports.
+//!
+//! Everything a session reads per decision (users, routing, limits, pool and health-check
+//! settings, node weights) changes live. What is bound at start-up (the listeners, the worker
+//! threads, the node list, the discovery mode and the health-check login) keeps its old value and
+//! is reported as needing a restart.
+
+use pgrouter_config::Config;
+use pgrouter_topology::{MonitorSettings, Policy};
+
+/// Keeps in `new` the old value of every setting that cannot change while running; returns one
+/// line per setting that was changed in the file but not applied.
+pub fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
+    let mut report = Vec::new();
+    let mut keep = |name: &str, changed: bool| {
+        if changed {
+            report.push(format!(
+                "{name} changed in the file: it needs a restart (the old value stays in force)"
+            ));
+        }
+        changed
+    };
+    if keep("listen", old.listen != new.listen) {
+        new.listen = old.listen;
+    }
+    if keep("admin_listen", old.admin_listen != new.admin_listen) {
+        new.admin_listen = old.admin_listen;
+    }
+    if keep("worker_threads", old.worker_threads != new.worker_threads) {
+        new.worker_threads = old.worker_threads;
+    }
+    let same_nodes = old.nodes.len() == new.nodes.len()
+        && old.nodes.iter().zip(&new.nodes).all(|(a, b)| {
+            a.name == b.name
+                && a.host == b.host
+                && a.port == b.port
+                && a.patroni_url == b.patroni_url
+        });
+    if keep("nodes (names, hosts, ports, patroni_url)", !same_nodes) {
+        new.nodes = old.nodes.clone();
+    }
+    if keep(
+        "topology.discovery",
+        old.topology.discovery != new.topology.discovery,
+    ) {
+        new.topology.discovery = old.topology.discovery;
+    }
+    report
+}
+
+/// The settings that differ, as `key: old -> new` (secrets masked).
+pub fn changes(old: &Config, new: &Config) -> Vec<String> {
+    let flat = |c: &Config| {
+        let mut out = Vec::new();
+        flatten("", &serde_json::to_value(c).unwrap_or_default(), &mut out);
+        out
+    };
+    let (before, after) = (flat(old), flat(new));
+    let mut report = Vec::new();
+    for (key, value) in &after {
+        match before.iter().find(|(k, _)| k == key) {
+            Some((_, was)) if was == value => {}
+            Some((_, was)) => report.push(format!("{key}: {was} -> {value}")),
+            None => report.push(format!("{key}: (unset) -> {value}")),
+        }
+    }
+    for (key, was) in &before {
+        if !after.iter().any(|(k, _)| k == key) {
+            report.push(format!("{key}: {was} -> (unset)"));
+        }
+    }
+    // A password change shows as nothing (both are masked): say so.
+    for u in &new.users {
+        let changed = old
+            .users
+            .iter()
+            .find(|o| o.name == u.name)
+            .is_some_and(|o| o.password() != u.password());
+        if changed {
+            report.push(format!("users[{}]: password changed", u.name));
+        }
+    }
+    report
+}
+
+/// Flattens a JSON value into `a.b[0].c = value` pairs.
+pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        Value::Null => out.push((prefix.to_owned(), String::new())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+/// The health checks' settings, from the configuration.
+pub fn monitor_settings(config: &Config) -> MonitorSettings {
+    let hc = &config.health_check;
+    let max_lag = config.routing.max_replica_lag.get();
+    MonitorSettings {
+        discovery: config.topology.discovery,
+        interval: hc.interval.get(),
+        timeout: hc.timeout.get(),
+        max_failures: hc.max_failures,
+        min_successes: hc.min_successes,
+        login: config.health_check_login(),
+        policy: Policy {
+            discovery: config.topology.discovery,
+            max_lag_bytes: config.routing.max_replica_lag_bytes.bytes(),
+            max_lag_seconds: (!max_lag.is_zero()).then_some(max_lag.as_secs_f64()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrouter_config::ProcessEnv;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Config {
+        pgrouter_config::from_yaml(text, Path::new("."), &ProcessEnv).unwrap()
+    }
+
+    const BASE: &str = "listen: 127.0.0.1:6432\nnodes:\n  - {name: a, host: h, weight: 1}\n  - {name: b, host: h, port: 5433}\nusers:\n  - {name: u, password: p}\n";
+
+    #[test]
+    fn live_settings_are_reported_as_changes() {
+        let old = parse(BASE);
+        let mut new = parse(
+            &BASE
+                .replace("weight: 1", "weight: 5")
+                .replace("password: p", "password: q"),
+        );
+        assert!(restart_only(&old, &mut new).is_empty());
+        assert_eq!(
+            changes(&old, &new),
+            vec![
+                "nodes[0].weight: 1 -> 5".to_owned(),
+                "users[u]: password changed".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn start_up_settings_keep_their_old_values() {
+        let old = parse(BASE);
+        let mut new = parse(
+            &BASE
+                .replace("127.0.0.1:6432", "0.0.0.0:7000")
+                .replace("host: h, weight: 1", "host: elsewhere, weight: 1"),
+        );
+        let report = restart_only(&old, &mut new);
+        assert_eq!(report.len(), 2, "{report:?}");
+        assert!(report[0].starts_with("listen changed"));
+        assert!(report[1].starts_with("nodes"));
+        assert_eq!(new.listen, old.listen);
+        assert_eq!(new.nodes[0].host, "h");
+        assert!(changes(&old, &new).is_empty());
+    }
+}

@@ -1,0 +1,192 @@
+//! Counters sessions bump on the hot path: plain relaxed atomics, read by the admin console and
+//! copied into the Prometheus exposition at scrape time. Latency histograms go through the
+//! `metrics` facade (handles registered once, at start-up).
+
+use pgrouter_sql::{Route, Rule};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Routing decisions, as counted per node: the statement's route.
+pub const DECISIONS: [Route; 3] = [Route::Read, Route::Primary, Route::AllBackends];
+
+/// Per-node counters.
+#[derive(Debug)]
+pub struct NodeStats {
+    /// Statements run on this node, by route (indexed like [`DECISIONS`]).
+    pub routed: [AtomicU64; 3],
+    /// Clients that waited `pool.checkout_timeout` for a server connection in vain.
+    pub checkout_timeouts: AtomicU64,
+    /// Time clients waited to check out a server connection of this node.
+    pub checkout_wait: metrics::Histogram,
+}
+
+/// Everything sessions count.
+#[derive(Debug)]
+pub struct Stats {
+    /// Indexed like the configured nodes.
+    pub nodes: Vec<NodeStats>,
+    /// Statements classified, by rule (indexed by `Rule as usize`).
+    pub rules: [AtomicU64; Rule::ALL.len()],
+    /// Errors sent to clients, by SQLSTATE class (see [`class_index`]).
+    errors: Vec<AtomicU64>,
+    /// Client connections accepted.
+    pub clients_accepted: AtomicU64,
+    /// Logins refused for a wrong password or an unknown user.
+    pub auth_failures: AtomicU64,
+    /// Logins refused by the client limits.
+    pub clients_refused: AtomicU64,
+    /// Bytes received from and sent to clients that have disconnected (live clients keep their
+    /// own counts, see `clients`).
+    pub closed_bytes_received: AtomicU64,
+    /// See `closed_bytes_received`.
+    pub closed_bytes_sent: AtomicU64,
+    /// Client requests answered (a simple query, or an extended-protocol segment up to `Sync`).
+    pub requests: AtomicU64,
+    /// Transactions ended (committed or rolled back), explicit ones only.
+    pub transactions: AtomicU64,
+    /// Request latency through pgrouter: request received → `ReadyForQuery` relayed.
+    pub request_duration: metrics::Histogram,
+    /// Transaction latency: first request of an explicit transaction → back to idle.
+    pub transaction_duration: metrics::Histogram,
+}
+
+/// SQLSTATE classes are two characters of `0-9A-Z`.
+const CLASS_SYMBOLS: usize = 36;
+
+impl Stats {
+    /// Zeroed counters for `nodes` (names used as metric labels).
+    pub fn new(nodes: &[String]) -> Self {
+        Self {
+            nodes: nodes
+                .iter()
+                .map(|name| NodeStats {
+                    routed: Default::default(),
+                    checkout_timeouts: AtomicU64::new(0),
+                    checkout_wait: metrics::histogram!(
+                        "pgrouter_pool_checkout_wait_seconds", "node" => name.clone()
+                    ),
+                })
+                .collect(),
+            rules: Default::default(),
+            errors: (0..CLASS_SYMBOLS * CLASS_SYMBOLS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            clients_accepted: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            clients_refused: AtomicU64::new(0),
+            closed_bytes_received: AtomicU64::new(0),
+            closed_bytes_sent: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            request_duration: metrics::histogram!("pgrouter_request_duration_seconds"),
+            transaction_duration: metrics::histogram!("pgrouter_transaction_duration_seconds"),
+        }
+    }
+
+    /// Counts a statement that runs on `node`.
+    pub fn routed(&self, node: usize, route: Route, rule: Rule) {
+        let decision = match route {
+            Route::Read => 0,
+            Route::Primary => 1,
+            Route::AllBackends => 2,
+        };
+        if let Some(n) = self.nodes.get(node) {
+            n.routed[decision].fetch_add(1, Ordering::Relaxed);
+        }
+        self.rules[rule as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an error sent to a client, by the class of its SQLSTATE.
+    pub fn error(&self, sqlstate: &[u8]) {
+        if let Some(i) = class_index(sqlstate) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Errors counted so far, by class (only classes seen).
+    pub fn errors_by_class(&self) -> Vec<(String, u64)> {
+        const SYMBOLS: &[u8; CLASS_SYMBOLS] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        self.errors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let n = n.load(Ordering::Relaxed);
+                (n > 0).then(|| {
+                    let class = [SYMBOLS[i / CLASS_SYMBOLS], SYMBOLS[i % CLASS_SYMBOLS]];
+                    (String::from_utf8_lossy(&class).into_owned(), n)
+                })
+            })
+            .collect()
+    }
+
+    /// Records how long a checkout of `node` waited.
+    pub fn checkout_waited(&self, node: usize, waited: Duration) {
+        if let Some(n) = self.nodes.get(node) {
+            n.checkout_wait.record(waited.as_secs_f64());
+        }
+    }
+
+    /// Reads (route `read`) that ran on `node`.
+    pub fn reads_served(&self, node: usize) -> u64 {
+        self.nodes
+            .get(node)
+            .map_or(0, |n| n.routed[0].load(Ordering::Relaxed))
+    }
+}
+
+/// The counter slot of an SQLSTATE's class: its first two characters, each `0-9` or `A-Z`.
+fn class_index(sqlstate: &[u8]) -> Option<usize> {
+    let symbol = |c: u8| match c {
+        b'0'..=b'9' => Some(usize::from(c - b'0')),
+        b'A'..=b'Z' => Some(usize::from(c - b'A') + 10),
+        _ => None,
+    };
+    match sqlstate {
+        [a, b, ..] => Some(symbol(*a)? * CLASS_SYMBOLS + symbol(*b)?),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_counted_by_class() {
+        let stats = Stats::new(&["a".into()]);
+        for code in [
+            &b"08006"[..],
+            b"08001",
+            b"57P01",
+            b"XX000",
+            b"42601",
+            b"",
+            b"0",
+            b"a1",
+        ] {
+            stats.error(code);
+        }
+        assert_eq!(
+            stats.errors_by_class(),
+            vec![
+                ("08".to_owned(), 2),
+                ("42".to_owned(), 1),
+                ("57".to_owned(), 1),
+                ("XX".to_owned(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn statements_are_counted_by_node_route_and_rule() {
+        let stats = Stats::new(&["a".into(), "b".into()]);
+        stats.routed(1, Route::Read, Rule::ReadOnlyQuery);
+        stats.routed(1, Route::Read, Rule::Show);
+        stats.routed(0, Route::Primary, Rule::Write);
+        stats.routed(7, Route::Primary, Rule::Write);
+        assert_eq!(stats.reads_served(1), 2);
+        assert_eq!(stats.reads_served(0), 0);
+        assert_eq!(stats.nodes[0].routed[1].load(Ordering::Relaxed), 1);
+        assert_eq!(stats.rules[Rule::Write as usize].load(Ordering::Relaxed), 2);
+    }
+}
