@@ -42,6 +42,16 @@ enum Command {
         /// The SQL text (may hold several statements).
         sql: String,
     },
+    /// Ask a running pgrouter's `/health` (exit 0 when it answers 200): a container
+    /// HEALTHCHECK that needs no shell or curl in the image.
+    Health {
+        /// The admin address (default: `admin_listen` from --config, else 127.0.0.1:9930).
+        #[arg(long, value_name = "IP:PORT")]
+        admin: Option<std::net::SocketAddr>,
+        /// Ask `/ready` instead of `/health`.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -55,6 +65,9 @@ fn main() -> ExitCode {
     init_tracing(&cli);
     if let Some(Command::Explain { sql }) = &cli.command {
         return explain(cli.config.as_deref(), sql);
+    }
+    if let Some(Command::Health { admin, ready }) = &cli.command {
+        return health(cli.config.as_deref(), *admin, *ready);
     }
     let Some(path) = cli.config.as_deref() else {
         eprintln!("pgrouter: --config FILE is required (see config.example.yaml)");
@@ -79,7 +92,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Explain { .. } => ExitCode::SUCCESS,
+        Command::Explain { .. } | Command::Health { .. } => ExitCode::SUCCESS,
         Command::Run => match run(config, path.to_path_buf()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -105,6 +118,54 @@ fn explain(config: Option<&std::path::Path>, sql: &str) -> ExitCode {
     };
     print!("{}", pgrouter::explain(&routing, sql));
     ExitCode::SUCCESS
+}
+
+/// `pgrouter health`: one GET to the admin endpoint, with a short timeout.
+fn health(
+    config: Option<&std::path::Path>,
+    admin: Option<std::net::SocketAddr>,
+    ready: bool,
+) -> ExitCode {
+    use std::io::{Read, Write};
+    let addr = match (admin, config) {
+        (Some(a), _) => a,
+        (None, Some(path)) => match pgrouter::config::load(path, &pgrouter::config::ProcessEnv) {
+            Ok(c) => c.admin_listen,
+            Err(e) => {
+                eprintln!("pgrouter: invalid configuration {}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, None) => std::net::SocketAddr::from(([127, 0, 0, 1], 9930)),
+    };
+    let path = if ready { "/ready" } else { "/health" };
+    let timeout = std::time::Duration::from_secs(3);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.take(64 * 1024).read_to_string(&mut response)?;
+        Ok(response)
+    })();
+    match answer {
+        Ok(r) if r.starts_with("HTTP/1.1 200 ") => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!(
+                "pgrouter: {path} on {addr}: {}",
+                r.lines().next().unwrap_or("no answer")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("pgrouter: {path} on {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {

@@ -207,6 +207,24 @@ async fn health_ready_and_nodes_endpoints() {
     assert_eq!(http(&addr, "GET", "/nope").0, 404);
     assert_eq!(http(&addr, "POST", "/metrics").0, 405);
     assert_eq!(http(&addr, "HEAD", "/health"), (200, String::new()));
+    // `pgrouter health`, the container HEALTHCHECK (no shell or curl in the image).
+    let health = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pgrouter"))
+            .arg("health")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(health(&["--admin", &addr]).status.success());
+    assert!(health(&["--admin", &addr, "--ready"]).status.success());
+    let config = router.config_path();
+    assert!(health(&["--config", config.to_str().unwrap()])
+        .status
+        .success());
+    let closed = format!("127.0.0.1:{}", crate::harness::free_port_block(1));
+    let out = health(&["--admin", &closed]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/health on"));
 }
 
 /// Stops a process when dropped.
@@ -506,14 +524,7 @@ async fn sighup_reloads_passwords_and_weights_without_dropping_clients() {
     cluster.superuser_sql("ALTER ROLE rotating PASSWORD 'second'");
     cluster.wait_for_replicas();
     std::fs::write(router.config_path(), config_for(router.port, 5, "second")).unwrap();
-    let hup = |pid: u32| {
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
-    hup(router.pid());
+    router.signal("HUP");
     router
         .expect_log(
             "configuration reloaded: users[rotating]: password changed",
@@ -540,7 +551,7 @@ async fn sighup_reloads_passwords_and_weights_without_dropping_clients() {
 
     // An invalid file is rejected whole; the configuration in force keeps serving.
     std::fs::write(router.config_path(), "listen: [\n").unwrap();
-    hup(router.pid());
+    router.signal("HUP");
     router
         .expect_log("configuration not reloaded", Duration::from_secs(10))
         .await;

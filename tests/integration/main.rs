@@ -18,3 +18,4 @@ mod pool;
 mod raw;
 mod relay;
 mod routing;
+mod shutdown;

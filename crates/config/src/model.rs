@@ -43,6 +43,14 @@ pub struct Config {
     /// The admin console and readiness.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// On SIGTERM/SIGINT, how long open transactions and running requests may go on before
+    /// their sessions are closed (idle sessions are closed at once).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// The SQL admin console (virtual database `pgrouter`) and the readiness rule.

@@ -198,6 +198,15 @@ impl<'a> Session<'a> {
             .map(|(slot, _)| slot)
     }
 
+    /// Nothing in flight and no transaction open: the session can be closed without losing
+    /// anything the client was promised.
+    pub(super) fn is_quiescent(&self, client: &ClientConn) -> bool {
+        self.busy().is_none()
+            && self.state.tx_status == TransactionStatus::Idle
+            && self.deferred_begin.is_none()
+            && client.buf.is_empty()
+    }
+
     pub(super) fn facts(&self) -> SessionFacts {
         SessionFacts {
             pinned: self.state.pin.is_some(),
@@ -1165,7 +1174,12 @@ pub(super) async fn relay(
 ) -> Result<(), SessionError> {
     // Transaction pooling: the connection opened at login goes back until the first request.
     session.release_if_idle(Slot::Primary).await;
+    // Set when shutdown begins: the session ends once it is idle, or at this deadline.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
+        if drain_deadline.is_some() && session.is_quiescent(client) {
+            return Err(shutting_down(false));
+        }
         let blocked = match session.drain_client(client).await? {
             Drain::Terminated => return Ok(()),
             Drain::Blocked => true,
@@ -1185,13 +1199,33 @@ pub(super) async fn relay(
             }
             read = read_opt(&mut session.primary) => session.relay_server_output(client, Slot::Primary, read).await?,
             read = read_opt(&mut session.read) => session.relay_server_output(client, Slot::Read, read).await?,
-            _ = shutdown.cancelled() => {
-                return Err(ErrorResponse::fatal(
-                    SqlState::ADMIN_SHUTDOWN,
-                    "terminating connection due to administrator command",
-                ).into());
+            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                let timeout = session.ctx.live().config.shutdown_timeout.get();
+                drain_deadline = Some(tokio::time::Instant::now() + timeout);
+                if !session.is_quiescent(client) {
+                    tracing::info!(timeout = ?timeout, "shutting down: letting this session's transaction or request finish");
+                }
+            }
+            _ = tokio::time::sleep_until(drain_deadline.unwrap_or_else(tokio::time::Instant::now)), if drain_deadline.is_some() => {
+                tracing::info!("shutdown_timeout expired: closing a session with a transaction or request still open");
+                return Err(shutting_down(true));
             }
         }
+    }
+}
+
+/// PostgreSQL's error for sessions closed by a shutdown (`57P01`).
+fn shutting_down(timed_out: bool) -> SessionError {
+    let error = ErrorResponse::fatal(
+        SqlState::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    );
+    if timed_out {
+        error
+            .with_detail("pgrouter is shutting down and shutdown_timeout expired; the open transaction was rolled back.")
+            .into()
+    } else {
+        error.into()
     }
 }
 
