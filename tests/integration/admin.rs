@@ -217,6 +217,11 @@ async fn health_ready_and_nodes_endpoints() {
     };
     assert!(health(&["--admin", &addr]).status.success());
     assert!(health(&["--admin", &addr, "--ready"]).status.success());
+    let started = std::time::Instant::now();
+    assert!(health(&["--admin", &addr, "--wait", "300ms"])
+        .status
+        .success());
+    assert!(started.elapsed() >= Duration::from_millis(300));
     let config = router.config_path();
     assert!(health(&["--config", config.to_str().unwrap()])
         .status

@@ -11,6 +11,7 @@ mod harness;
 
 mod admin;
 mod bad_input;
+mod deploy;
 mod ha;
 mod login;
 mod pgbench;

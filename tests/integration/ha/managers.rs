@@ -36,16 +36,18 @@ fn manager_installed(manager: &str) -> bool {
 /// promotion took effect, as seen from outside pgrouter.
 async fn promoted(cluster: &ScriptCluster) -> (usize, Instant) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut clients = Vec::new();
-    for node in [1, 2] {
-        let conninfo = format!(
-            "host=127.0.0.1 port={} user=app password=app dbname=app connect_timeout=2",
-            cluster.port(node)
-        );
-        clients.push((node, connect(&conninfo).await.unwrap()));
-    }
+    // A standby may be restarted by its HA manager meanwhile: (re)connect as needed.
+    let mut clients: Vec<(usize, Option<tokio_postgres::Client>)> = vec![(1, None), (2, None)];
     while Instant::now() < deadline {
-        for (node, c) in &clients {
+        for (node, slot) in &mut clients {
+            if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                let conninfo = format!(
+                    "host=127.0.0.1 port={} user=app password=app dbname=app connect_timeout=2",
+                    cluster.port(*node)
+                );
+                *slot = connect(&conninfo).await.ok();
+            }
+            let Some(c) = slot else { continue };
             if let Ok(rows) = c.simple_query("SELECT pg_is_in_recovery()").await {
                 if crate::harness::rows(&rows)[0].get(0) == Some("f") {
                     return (*node, Instant::now());

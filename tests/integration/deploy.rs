@@ -1,0 +1,231 @@
+//! The deployment files, validated without a Docker engine or a cluster (there is none on the
+//! development and CI machines): the Dockerfiles with hadolint, docker-compose.yml with
+//! docker-compose's own validation, and the Helm chart rendered by the real Helm (defaults and a
+//! full example), checked against the Kubernetes schemas, with the pgrouter configuration it
+//! renders passing `pgrouter check`. The tools come from `scripts/deploy-tools.sh`.
+
+use crate::harness::repo;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The tools' directory, or `None` (a loud skip outside CI) when they are not installed.
+fn tools() -> Option<PathBuf> {
+    let bin = std::env::var_os("PGR_DEPLOY_TOOLS")
+        .map_or_else(|| repo().join("target/deploy-tools"), PathBuf::from)
+        .join("bin");
+    if bin.join("helm").exists() {
+        return Some(bin);
+    }
+    let msg = "the deployment tools are not installed: run scripts/deploy-tools.sh (scripts/test.sh does)";
+    assert!(std::env::var_os("PGR_REQUIRE_POSTGRES").is_none(), "{msg}");
+    eprintln!("\n!!!!!!!! SKIPPING: {msg} !!!!!!!!\n");
+    None
+}
+
+fn run(program: &std::path::Path, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn pgrouter_check(config: &std::path::Path, env: &[(String, String)]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
+        .args(["check", "--config"])
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgrouter check {}:\n{}",
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dockerfiles_pass_hadolint() {
+    let Some(bin) = tools() else { return };
+    run(
+        &bin.join("hadolint"),
+        &["Dockerfile", "docker/patroni/Dockerfile"],
+    );
+}
+
+#[test]
+fn compose_file_is_valid_and_its_pgrouter_config_passes_check() {
+    let Some(bin) = tools() else { return };
+    let out = run(
+        &bin.join("docker-compose"),
+        &["-f", "docker-compose.yml", "config"],
+    );
+    let resolved = String::from_utf8_lossy(&out.stdout);
+    for service in [
+        "etcd:",
+        "pg0:",
+        "pg1:",
+        "pg2:",
+        "pgrouter:",
+        "prometheus:",
+        "grafana:",
+    ] {
+        assert!(
+            resolved.contains(service),
+            "no {service} in docker-compose.yml"
+        );
+    }
+    assert!(resolved.contains("docker/pgrouter.yaml"));
+    pgrouter_check(&repo().join("docker/pgrouter.yaml"), &[]);
+}
+
+/// The documents of a rendered chart, parsed.
+fn render(bin: &std::path::Path, values: Option<&str>) -> Vec<serde_yaml_ng::Value> {
+    let mut args = vec!["template", "demo", "charts/pgrouter", "--namespace", "db"];
+    if let Some(v) = values {
+        args.extend(["-f", v]);
+    }
+    let out = run(&bin.join("helm"), &args);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let file = std::env::temp_dir().join(format!(
+        "pgrouter-chart-{}-{}.yaml",
+        std::process::id(),
+        values.is_some()
+    ));
+    std::fs::write(&file, &text).unwrap();
+    // Every built-in object against the Kubernetes schemas (the Prometheus operator's CRDs are
+    // not in them: those are checked below by hand).
+    run(
+        &bin.join("kubernetes-validate"),
+        &[
+            "-k",
+            "1.30.0",
+            "--strict",
+            "--quiet",
+            file.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    text.split("\n---")
+        .filter_map(|doc| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(doc).ok())
+        .filter(|v| v.get("kind").is_some())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [serde_yaml_ng::Value], kind: &str) -> Option<&'a serde_yaml_ng::Value> {
+    docs.iter().find(|d| d["kind"].as_str() == Some(kind))
+}
+
+#[test]
+fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
+    let Some(bin) = tools() else { return };
+    run(&bin.join("helm"), &["lint", "--strict", "charts/pgrouter"]);
+    run(
+        &bin.join("helm"),
+        &[
+            "lint",
+            "--strict",
+            "charts/pgrouter",
+            "-f",
+            "charts/pgrouter/ci/full-values.yaml",
+        ],
+    );
+    // The chart's copies of the dashboard and alert rules are the ones in docs/.
+    for file in ["grafana-dashboard.json", "pgrouter-alerts.yml"] {
+        assert_eq!(
+            std::fs::read_to_string(repo().join("charts/pgrouter/files").join(file)).unwrap(),
+            std::fs::read_to_string(repo().join("docs/monitoring").join(file)).unwrap(),
+            "charts/pgrouter/files/{file} differs from docs/monitoring/{file}"
+        );
+    }
+    for values in [None, Some("charts/pgrouter/ci/full-values.yaml")] {
+        let docs = render(&bin, values);
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        for kind in [
+            "Deployment",
+            "Service",
+            "ConfigMap",
+            "Secret",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+        ] {
+            assert!(kinds.contains(&kind), "{values:?}: no {kind} in {kinds:?}");
+        }
+        if values.is_some() {
+            for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"] {
+                assert!(kinds.contains(&kind), "full values: no {kind}");
+            }
+        }
+        let deployment = find(&docs, "Deployment").unwrap();
+        let spec = &deployment["spec"];
+        assert_eq!(
+            spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+            Some(0)
+        );
+        let pod = &spec["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/ready")
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/health")
+        );
+        assert_eq!(
+            container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+        assert!(container["lifecycle"]["preStop"]["exec"]["command"].is_sequence());
+        assert!(spec["template"]["metadata"]["annotations"]["checksum/config"].is_string());
+
+        // The rendered pgrouter configuration passes `pgrouter check`, with the passwords the
+        // Deployment would put in the environment.
+        let configmap = docs
+            .iter()
+            .find(|d| {
+                d["kind"].as_str() == Some("ConfigMap") && d["data"]["pgrouter.yaml"].is_string()
+            })
+            .unwrap();
+        let config_text = configmap["data"]["pgrouter.yaml"].as_str().unwrap();
+        let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(config_text).unwrap();
+        let env: Vec<(String, String)> = container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), "secret".to_owned()))
+            .collect();
+        assert_eq!(env.len(), config["users"].as_sequence().unwrap().len());
+        let file =
+            std::env::temp_dir().join(format!("pgrouter-chart-config-{}.yaml", std::process::id()));
+        std::fs::write(&file, config_text).unwrap();
+        pgrouter_check(&file, &env);
+        let _ = std::fs::remove_file(&file);
+
+        // The grace period covers shutdown_timeout (and the preStop pause).
+        let shutdown = config["shutdown_timeout"].as_str().unwrap();
+        let seconds: u64 = shutdown.trim_end_matches('s').parse().unwrap();
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        assert!(
+            grace > seconds + 5,
+            "grace {grace}s for shutdown_timeout {shutdown}"
+        );
+
+        if let Some(rule) = find(&docs, "PrometheusRule") {
+            assert!(!rule["spec"]["groups"][0]["rules"]
+                .as_sequence()
+                .unwrap()
+                .is_empty());
+        }
+    }
+}
