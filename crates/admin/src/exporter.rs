@@ -121,7 +121,7 @@ impl Exporter {
         }
         let stats = &ctx.stats;
         for (i, n) in stats.nodes.iter().enumerate() {
-            let node = ctx.nodes.get(i).map(|n| n.name.clone()).unwrap_or_default();
+            let node = ctx.node_name(i);
             for (d, route) in pgrouter_proxy::stats::DECISIONS.iter().enumerate() {
                 counter!("pgrouter_statements_total", "node" => node.clone(), "decision" => route.as_str())
                     .absolute(load(&n.routed[d]));
@@ -158,14 +158,9 @@ impl Exporter {
     fn update_connections(&self, ctx: &ProxyContext) {
         let mut gauges: BTreeMap<Vec<(&'static str, String)>, (&'static str, f64)> =
             BTreeMap::new();
-        let (mut received, mut sent) = (
-            ctx.stats.closed_bytes_received.load(Ordering::Relaxed),
-            ctx.stats.closed_bytes_sent.load(Ordering::Relaxed),
-        );
-        let node_name = |i: usize| ctx.nodes.get(i).map(|n| n.name.clone()).unwrap_or_default();
-        for c in ctx.clients.snapshot() {
-            received += c.bytes_received.load(Ordering::Relaxed);
-            sent += c.bytes_sent.load(Ordering::Relaxed);
+        let clients = ctx.clients.snapshot();
+        let (received, sent) = ctx.client_bytes(&clients);
+        for c in &clients {
             let Some(login) = c.login.get() else { continue };
             let key = vec![
                 ("user", login.user.clone()),
@@ -178,7 +173,7 @@ impl Exporter {
                 .1 += 1.0;
             for (node, _) in [c.primary.get(), c.read.get()].into_iter().flatten() {
                 let key = vec![
-                    ("node", node_name(node)),
+                    ("node", ctx.node_name(node)),
                     ("user", login.user.clone()),
                     ("database", login.database.clone()),
                     ("state", "active".to_owned()),
@@ -191,7 +186,7 @@ impl Exporter {
         }
         for idle in ctx.pools.idle_connections() {
             let key = vec![
-                ("node", node_name(idle.key.node)),
+                ("node", ctx.node_name(idle.key.node)),
                 ("user", idle.key.user),
                 ("database", idle.key.database),
                 ("state", "idle".to_owned()),

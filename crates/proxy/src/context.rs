@@ -331,6 +331,26 @@ impl ProxyContext {
         }
     }
 
+    /// A node's configured name (`#index` for an index that is not configured).
+    pub fn node_name(&self, node: usize) -> String {
+        self.nodes
+            .get(node)
+            .map_or_else(|| format!("#{node}"), |n| n.name.clone())
+    }
+
+    /// Bytes received from and sent to clients since start-up: those of clients that left plus
+    /// those of the clients connected now.
+    pub fn client_bytes(&self, live: &[Arc<crate::clients::ClientEntry>]) -> (u64, u64) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        live.iter().fold(
+            (
+                load(&self.stats.closed_bytes_received),
+                load(&self.stats.closed_bytes_sent),
+            ),
+            |(r, s), c| (r + load(&c.bytes_received), s + load(&c.bytes_sent)),
+        )
+    }
+
     /// Largest client message accepted, in bytes.
     pub fn max_message_size(&self) -> usize {
         let max = self.live.load().config.client.max_message_size.bytes();

@@ -117,7 +117,7 @@ pub fn pools(ctx: &ProxyContext) -> ResultSet {
     for ((node, database, user), row) in rows {
         let (idle, active) = ctx.pools.counts(node);
         rs.push(vec![
-            text(node_name(ctx, node)),
+            text(ctx.node_name(node)),
             text(database),
             text(user),
             text(row.server_active),
@@ -151,7 +151,7 @@ pub fn clients(ctx: &ProxyContext) -> ResultSet {
     for c in ctx.clients.snapshot() {
         let login = c.login.get();
         let link =
-            |l: Option<(usize, i32)>| l.map(|(n, pid)| format!("{}/{pid}", node_name(ctx, n)));
+            |l: Option<(usize, i32)>| l.map(|(n, pid)| format!("{}/{pid}", ctx.node_name(n)));
         rs.push(vec![
             text(c.id),
             text(c.addr),
@@ -186,7 +186,7 @@ pub fn servers(ctx: &ProxyContext) -> ResultSet {
         let Some(login) = c.login.get() else { continue };
         for (node, pid) in [c.primary.get(), c.read.get()].into_iter().flatten() {
             rs.push(vec![
-                text(node_name(ctx, node)),
+                text(ctx.node_name(node)),
                 text(&login.database),
                 text(&login.user),
                 text("active"),
@@ -201,7 +201,7 @@ pub fn servers(ctx: &ProxyContext) -> ResultSet {
     idle.sort_by_key(|i| (i.key.node, i.idle_for));
     for i in idle {
         rs.push(vec![
-            text(node_name(ctx, i.key.node)),
+            text(ctx.node_name(i.key.node)),
             text(&i.key.database),
             text(&i.key.user),
             text("idle"),
@@ -219,8 +219,7 @@ pub fn stats(ctx: &ProxyContext) -> ResultSet {
     let s = &ctx.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let clients = ctx.clients.snapshot();
-    let live_in: u64 = clients.iter().map(|c| load(&c.bytes_received)).sum();
-    let live_out: u64 = clients.iter().map(|c| load(&c.bytes_sent)).sum();
+    let (bytes_received, bytes_sent) = ctx.client_bytes(&clients);
     let topo = &ctx.topology.stats;
     let mut rows: Vec<(String, String)> = vec![
         (
@@ -241,14 +240,8 @@ pub fn stats(ctx: &ProxyContext) -> ResultSet {
         ("auth_failures".into(), load(&s.auth_failures).to_string()),
         ("requests".into(), load(&s.requests).to_string()),
         ("transactions".into(), load(&s.transactions).to_string()),
-        (
-            "bytes_received".into(),
-            (load(&s.closed_bytes_received) + live_in).to_string(),
-        ),
-        (
-            "bytes_sent".into(),
-            (load(&s.closed_bytes_sent) + live_out).to_string(),
-        ),
+        ("bytes_received".into(), bytes_received.to_string()),
+        ("bytes_sent".into(), bytes_sent.to_string()),
         (
             "prepared_statement_hits".into(),
             load(&ctx.prepared_stats.hits).to_string(),
@@ -264,7 +257,7 @@ pub fn stats(ctx: &ProxyContext) -> ResultSet {
         ("failovers".into(), load(&topo.failovers).to_string()),
     ];
     for (i, node) in s.nodes.iter().enumerate() {
-        let name = node_name(ctx, i);
+        let name = ctx.node_name(i);
         for (d, route) in crate::stats::DECISIONS.iter().enumerate() {
             rows.push((
                 format!("statements.{name}.{}", route.as_str()),
@@ -321,12 +314,6 @@ pub fn help() -> ResultSet {
         rs.push(vec![text(c), text(d)]);
     }
     rs
-}
-
-fn node_name(ctx: &ProxyContext, node: usize) -> String {
-    ctx.nodes
-        .get(node)
-        .map_or_else(|| format!("#{node}"), |n| n.name.clone())
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS+00` (UTC), the way PostgreSQL prints a timestamptz.
