@@ -483,7 +483,7 @@ async fn admin_console_answers_operators() {
     .unwrap();
     let (ok, out, err) = console(&router, "RELOAD");
     assert!(ok, "{err}");
-    assert!(out.contains("nodes[2].weight: 1 -> 3"), "{out}");
+    assert!(out.contains("nodes[pg2].weight: 1 -> 3"), "{out}");
     let addr = router.admin_addr();
     assert!(
         eventually_async(Duration::from_secs(10), || http(&addr, "GET", "/nodes")

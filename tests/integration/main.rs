@@ -18,5 +18,6 @@ mod pgbench;
 mod pool;
 mod raw;
 mod relay;
+mod reload;
 mod routing;
 mod shutdown;

@@ -6,6 +6,7 @@
 
 use metrics::{counter, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use pgrouter_proxy::clients::ClientState;
 use pgrouter_proxy::ProxyContext;
 use pgrouter_topology::{NodeState, Role};
@@ -18,6 +19,9 @@ const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
+
+/// How long a gauge nobody sets stays in the exposition.
+const STALE_GAUGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Why the recorder could not be installed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,9 @@ impl Exporter {
             return Ok(e);
         }
         let handle = PrometheusBuilder::new()
+            // Every gauge is set at each scrape: one left alone this long belongs to a node a
+            // reload removed, and disappears rather than showing a frozen value.
+            .idle_timeout(MetricKindMask::GAUGE, Some(STALE_GAUGE))
             .set_buckets(BUCKETS)
             .map_err(|e| ExporterError::Build(e.to_string()))?
             .install_recorder()
@@ -81,7 +88,7 @@ impl Exporter {
         gauge!("pgrouter_routing_table_generation").set(table.generation as f64);
         counter!("pgrouter_routing_table_swaps_total").absolute(load(&topo.table_swaps));
         counter!("pgrouter_failovers_total").absolute(load(&topo.failovers));
-        for (i, n) in table.nodes.iter().enumerate() {
+        for (i, n) in table.configured() {
             let node = n.name.clone();
             gauge!("pgrouter_node_up", "node" => node.clone())
                 .set(f64::from(u8::from(n.state != NodeState::Down)));
@@ -111,25 +118,29 @@ impl Exporter {
                 .set(lag_bytes.unwrap_or(f64::NAN));
             gauge!("pgrouter_node_replica_lag_seconds", "node" => node.clone())
                 .set(lag_seconds.unwrap_or(f64::NAN));
-            if let (Some(checks), Some(failures)) = (topo.checks.get(i), topo.check_failures.get(i))
-            {
-                counter!("pgrouter_health_checks_total", "node" => node.clone())
-                    .absolute(load(checks));
-                counter!("pgrouter_health_check_failures_total", "node" => node.clone())
-                    .absolute(load(failures));
-            }
-        }
-        let stats = &ctx.stats;
-        for (i, n) in stats.nodes.iter().enumerate() {
-            let node = ctx.node_name(i);
-            for (d, route) in pgrouter_proxy::stats::DECISIONS.iter().enumerate() {
-                counter!("pgrouter_statements_total", "node" => node.clone(), "decision" => route.as_str())
-                    .absolute(load(&n.routed[d]));
-            }
-            counter!("pgrouter_pool_checkout_timeouts_total", "node" => node.clone())
-                .absolute(load(&n.checkout_timeouts));
             gauge!("pgrouter_pool_max_server_connections", "node" => node)
                 .set(f64::from(ctx.pools.settings().max_server_connections));
+        }
+        // Counters are summed per name over the node's slots (a re-addressed node has several),
+        // and kept for removed nodes: they must never go down.
+        let mut checks: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for slot in ctx.topology.nodes().iter() {
+            let sum = checks.entry(slot.target.name.clone()).or_default();
+            sum.0 += load(&slot.checks);
+            sum.1 += load(&slot.check_failures);
+        }
+        for (node, (total, failed)) in checks {
+            counter!("pgrouter_health_checks_total", "node" => node.clone()).absolute(total);
+            counter!("pgrouter_health_check_failures_total", "node" => node).absolute(failed);
+        }
+        let stats = &ctx.stats;
+        for n in stats.by_node_name(|i| ctx.node_name(i)) {
+            for (d, route) in pgrouter_proxy::stats::DECISIONS.iter().enumerate() {
+                counter!("pgrouter_statements_total", "node" => n.name.clone(), "decision" => route.as_str())
+                    .absolute(n.routed[d]);
+            }
+            counter!("pgrouter_pool_checkout_timeouts_total", "node" => n.name)
+                .absolute(n.checkout_timeouts);
         }
         for rule in pgrouter_sql::Rule::ALL {
             counter!("pgrouter_statements_by_rule_total", "rule" => rule.as_str())

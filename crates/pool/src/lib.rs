@@ -17,6 +17,7 @@
 use arc_swap::ArcSwap;
 use pgrouter_conn::ServerConn;
 use pgrouter_protocol::frame;
+use pgrouter_slots::Slots;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,7 +117,8 @@ struct NodePool<S> {
 /// `S::default()` for a new or reset connection.
 pub struct Pools<S = ()> {
     settings: ArcSwap<PoolSettings>,
-    nodes: Vec<NodePool<S>>,
+    /// Indexed by node slot; grows when a reload adds nodes.
+    nodes: Slots<NodePool<S>>,
 }
 
 impl<S> std::fmt::Debug for Pools<S> {
@@ -131,17 +133,22 @@ impl<S> std::fmt::Debug for Pools<S> {
 impl<S: Default> Pools<S> {
     /// Empty pools for `nodes` nodes.
     pub fn new(nodes: usize, settings: PoolSettings) -> Self {
-        let max = settings.max_server_connections.max(1) as usize;
-        Self {
-            nodes: (0..nodes)
-                .map(|_| NodePool {
-                    active: Arc::new(Semaphore::new(max)),
-                    permits: AtomicUsize::new(max),
-                    idle: Mutex::new(HashMap::new()),
-                })
-                .collect(),
+        let pools = Self {
+            nodes: Slots::default(),
             settings: ArcSwap::from_pointee(settings),
-        }
+        };
+        pools.grow_to(nodes);
+        pools
+    }
+
+    /// Empty pools for nodes up to slot `nodes - 1` that have none yet (a reload added nodes).
+    pub fn grow_to(&self, nodes: usize) {
+        let max = self.settings.load().max_server_connections.max(1) as usize;
+        self.nodes.grow_to(nodes, |_| NodePool {
+            active: Arc::new(Semaphore::new(max)),
+            permits: AtomicUsize::new(max),
+            idle: Mutex::new(HashMap::new()),
+        });
     }
 
     /// The settings in force.
@@ -154,7 +161,7 @@ impl<S: Default> Pools<S> {
     pub fn update_settings(&self, settings: PoolSettings) {
         let max = settings.max_server_connections.max(1) as usize;
         self.settings.store(Arc::new(settings));
-        for node in &self.nodes {
+        for node in self.nodes.snapshot().iter() {
             let before = node.permits.swap(max, Ordering::Relaxed);
             if max > before {
                 node.active.add_permits(max - before);
@@ -208,7 +215,7 @@ impl<S: Default> Pools<S> {
                 }
             }
         };
-        if let Some(idle) = self.take_idle(node, &key) {
+        if let Some(idle) = self.take_idle(&node, &key) {
             return Ok((
                 idle.conn,
                 idle.state,
@@ -224,8 +231,8 @@ impl<S: Default> Pools<S> {
         // count against the limit too, so close one if the node is at it.
         let max = node.permits.load(Ordering::Relaxed);
         let active = max.saturating_sub(node.active.available_permits());
-        if active + idle_count(node) > max {
-            evict_one(node);
+        if active + idle_count(&node) > max {
+            evict_one(&node);
         }
         let conn = connect().await.map_err(CheckoutError::Connect)?;
         Ok((
@@ -272,18 +279,18 @@ impl<S: Default> Pools<S> {
 
     /// Closes the idle connections of a node (it left the routing table).
     pub fn close_idle(&self, node: usize) {
-        if let Some(n) = self.nodes.get(node) {
+        self.nodes.with(node, |n| {
             n.idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
-        }
+        });
     }
 
     /// Closes idle connections past `idle_timeout` (keeping `min_idle` per pool) or
     /// `max_lifetime`. Run it periodically.
     pub fn prune(&self) {
-        for node in &self.nodes {
+        for node in self.nodes.snapshot().iter() {
             let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
             for conns in idle.values_mut() {
                 conns.retain(|c| !expired(&self.settings.load().max_lifetime, c.created));
@@ -303,14 +310,16 @@ impl<S: Default> Pools<S> {
 
     /// Idle and checked-out connections of a node.
     pub fn counts(&self, node: usize) -> (usize, usize) {
-        self.nodes.get(node).map_or((0, 0), |n| {
-            (
-                idle_count(n),
-                n.permits
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(n.active.available_permits()),
-            )
-        })
+        self.nodes
+            .with(node, |n| {
+                (
+                    idle_count(n),
+                    n.permits
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(n.active.available_permits()),
+                )
+            })
+            .unwrap_or((0, 0))
     }
 
     /// Every idle connection, for introspection (the admin console's `SHOW POOLS` and
@@ -318,6 +327,7 @@ impl<S: Default> Pools<S> {
     pub fn idle_connections(&self) -> Vec<IdleInfo> {
         let now = Instant::now();
         self.nodes
+            .snapshot()
             .iter()
             .flat_map(|n| {
                 let idle = n.idle.lock().unwrap_or_else(PoisonError::into_inner);

@@ -106,14 +106,12 @@ pub struct ProxyContext {
     config_path: Option<PathBuf>,
     /// A verifier for users that do not exist, so their login fails exactly like a wrong password.
     pub mock_scram: ScramSecret,
-    /// The servers, in configuration order (node indexes everywhere refer to this list). Fixed
-    /// for the life of the process.
-    pub nodes: Vec<NodeConfig>,
     /// How often a client's prepared statement was already on the server connection that ran it.
     pub prepared_stats: PreparedStats,
     /// Server connections kept for reuse, each with the prepared statements it holds.
     pub pools: pgrouter_pool::Pools<PreparedOnServer>,
-    /// Who is primary and who serves reads, as the health checks last found.
+    /// Who is primary and who serves reads, as the health checks last found. Its node slots are
+    /// the node indexes used everywhere (pools, statistics, sessions' connections).
     pub topology: Arc<Topology>,
     /// Clients counted against `client.max_connections*`.
     pub client_limits: crate::limits::ClientLimits,
@@ -141,24 +139,11 @@ impl ProxyContext {
     /// where `RELOAD` reads the configuration again.
     pub fn new(config: &Config, config_path: Option<PathBuf>) -> Self {
         let mock_password: [u8; 16] = rand::random();
-        let topology = Topology::new(
-            config
-                .nodes
-                .iter()
-                .map(|n| NodeTarget {
-                    name: n.name.clone(),
-                    host: n.host.clone(),
-                    port: n.port,
-                    weight: n.weight,
-                    patroni_url: n.patroni_url.clone(),
-                })
-                .collect(),
-        );
+        let topology = Topology::new(config.nodes.iter().map(node_target).collect());
         Self {
             live: ArcSwap::from_pointee(Live::new(config.clone(), 0, None)),
             config_path,
             mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
-            nodes: config.nodes.clone(),
             pools: pgrouter_pool::Pools::new(config.nodes.len(), pool_settings(config)),
             topology,
             client_limits: crate::limits::ClientLimits::default(),
@@ -211,20 +196,29 @@ impl ProxyContext {
         Ok(self.apply(config))
     }
 
-    /// Applies a new, valid configuration: users and passwords, routing, limits, pool and
-    /// health-check settings and node weights take effect now, for existing clients too;
+    /// Applies a new, valid configuration: the node list, users and passwords, routing, limits,
+    /// pool and health-check settings and node weights take effect now, for existing clients too;
     /// settings that need a restart are kept and reported. Returns one line per change.
+    ///
+    /// A node added (or re-addressed) serves once its health checks say so. A node removed (or
+    /// re-addressed) leaves the routing table at once: sessions move off it at their next
+    /// transaction boundary, as after a failover, and its idle connections are closed.
     pub fn apply(&self, new: Config) -> Vec<String> {
         let old = self.config();
         let mut new = new;
         let mut report = crate::reload::restart_only(&old, &mut new);
         report.extend(crate::reload::changes(&old, &new));
-        for (i, n) in new.nodes.iter().enumerate() {
-            self.topology.set_weight(i, n.weight);
-        }
         self.topology
             .update_settings(crate::reload::monitor_settings(&new));
         self.pools.update_settings(pool_settings(&new));
+        let targets: Vec<NodeTarget> = new.nodes.iter().map(node_target).collect();
+        let nodes = self.topology.reconfigure(&targets);
+        let slots = self.topology.slot_count();
+        self.pools.grow_to(slots);
+        self.stats.grow_to(slots, |i| self.node_name(i));
+        for &removed in &nodes.removed {
+            self.pools.close_idle(removed);
+        }
         let generation = self.live.load().generation + 1;
         let live = Live::new(new, generation, Some(&self.live.load()));
         self.live.store(Arc::new(live));
@@ -308,12 +302,13 @@ impl ProxyContext {
     }
 
     /// Pool upkeep, run periodically: closes idle connections past their time and those of nodes
-    /// that are not up in the routing table.
+    /// that are down or removed from the configuration.
     pub fn maintain_pools(&self) {
+        use pgrouter_topology::NodeState;
         self.pools.prune();
         let table = self.topology.load();
         for (i, node) in table.nodes.iter().enumerate() {
-            if node.state == pgrouter_topology::NodeState::Down {
+            if matches!(node.state, NodeState::Down | NodeState::Removed) {
                 self.pools.close_idle(i);
             }
         }
@@ -331,11 +326,11 @@ impl ProxyContext {
         }
     }
 
-    /// A node's configured name (`#index` for an index that is not configured).
+    /// A node's configured name (`#index` for a slot that does not exist).
     pub fn node_name(&self, node: usize) -> String {
-        self.nodes
-            .get(node)
-            .map_or_else(|| format!("#{node}"), |n| n.name.clone())
+        self.topology
+            .node(node)
+            .map_or_else(|| format!("#{node}"), |n| n.target.name.clone())
     }
 
     /// Bytes received from and sent to clients since start-up: those of clients that left plus
@@ -355,6 +350,17 @@ impl ProxyContext {
     pub fn max_message_size(&self) -> usize {
         let max = self.live.load().config.client.max_message_size.bytes();
         usize::try_from(max).unwrap_or(usize::MAX)
+    }
+}
+
+/// What the health checks watch of a configured node.
+fn node_target(n: &NodeConfig) -> NodeTarget {
+    NodeTarget {
+        name: n.name.clone(),
+        host: n.host.clone(),
+        port: n.port,
+        weight: n.weight,
+        patroni_url: n.patroni_url.clone(),
     }
 }
 

@@ -1,9 +1,9 @@
 //! What a configuration reload may change while clients stay connected, and what it reports.
 //!
-//! Everything a session reads per decision (users, routing, limits, pool and health-check
-//! settings, node weights) changes live. What is bound at start-up (the listeners, the worker
-//! threads, the node list, the discovery mode and the health-check login) keeps its old value and
-//! is reported as needing a restart.
+//! Everything a session reads per decision (the node list, users, routing, limits, pool and
+//! health-check settings, node weights) changes live. What is bound at start-up (the listeners,
+//! the worker threads and the discovery mode) keeps its old value and is reported as needing a
+//! restart.
 
 use pgrouter_config::Config;
 use pgrouter_topology::{MonitorSettings, Policy};
@@ -29,16 +29,6 @@ pub fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
     if keep("worker_threads", old.worker_threads != new.worker_threads) {
         new.worker_threads = old.worker_threads;
     }
-    let same_nodes = old.nodes.len() == new.nodes.len()
-        && old.nodes.iter().zip(&new.nodes).all(|(a, b)| {
-            a.name == b.name
-                && a.host == b.host
-                && a.port == b.port
-                && a.patroni_url == b.patroni_url
-        });
-    if keep("nodes (names, hosts, ports, patroni_url)", !same_nodes) {
-        new.nodes = old.nodes.clone();
-    }
     if keep(
         "topology.discovery",
         old.topology.discovery != new.topology.discovery,
@@ -48,11 +38,16 @@ pub fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
     report
 }
 
-/// The settings that differ, as `key: old -> new` (secrets masked).
+/// The settings that differ, as `key: old -> new` (secrets masked). Nodes are compared by
+/// name (`nodes[pg1].weight: 1 -> 2`, `nodes[pg3]: added`), so reordering them is no change.
 pub fn changes(old: &Config, new: &Config) -> Vec<String> {
     let flat = |c: &Config| {
         let mut out = Vec::new();
-        flatten("", &serde_json::to_value(c).unwrap_or_default(), &mut out);
+        let mut value = serde_json::to_value(c).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("nodes");
+        }
+        flatten("", &value, &mut out);
         out
     };
     let (before, after) = (flat(old), flat(new));
@@ -69,6 +64,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
             report.push(format!("{key}: {was} -> (unset)"));
         }
     }
+    report.extend(node_changes(old, new));
     // A password change shows as nothing (both are masked): say so.
     for u in &new.users {
         let changed = old
@@ -78,6 +74,43 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
             .is_some_and(|o| o.password() != u.password());
         if changed {
             report.push(format!("users[{}]: password changed", u.name));
+        }
+    }
+    report
+}
+
+/// Nodes added, removed, and changed settings of the others, by name.
+fn node_changes(old: &Config, new: &Config) -> Vec<String> {
+    let flat = |n: &pgrouter_config::NodeConfig| {
+        let mut out = Vec::new();
+        flatten("", &serde_json::to_value(n).unwrap_or_default(), &mut out);
+        out
+    };
+    let mut report = Vec::new();
+    for n in &new.nodes {
+        let Some(was) = old.nodes.iter().find(|o| o.name == n.name) else {
+            report.push(format!("nodes[{}]: added ({}:{})", n.name, n.host, n.port));
+            continue;
+        };
+        let (before, after) = (flat(was), flat(n));
+        for (key, value) in &after {
+            let old_value = before
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or("(unset)", |(_, v)| v.as_str());
+            if old_value != value {
+                report.push(format!("nodes[{}].{key}: {old_value} -> {value}", n.name));
+            }
+        }
+        for (key, old_value) in &before {
+            if !after.iter().any(|(k, _)| k == key) {
+                report.push(format!("nodes[{}].{key}: {old_value} -> (unset)", n.name));
+            }
+        }
+    }
+    for o in &old.nodes {
+        if !new.nodes.iter().any(|n| n.name == o.name) {
+            report.push(format!("nodes[{}]: removed", o.name));
         }
     }
     report
@@ -151,7 +184,7 @@ mod tests {
         assert_eq!(
             changes(&old, &new),
             vec![
-                "nodes[0].weight: 1 -> 5".to_owned(),
+                "nodes[a].weight: 1 -> 5".to_owned(),
                 "users[u]: password changed".to_owned()
             ]
         );
@@ -160,17 +193,29 @@ mod tests {
     #[test]
     fn start_up_settings_keep_their_old_values() {
         let old = parse(BASE);
-        let mut new = parse(
-            &BASE
-                .replace("127.0.0.1:6432", "0.0.0.0:7000")
-                .replace("host: h, weight: 1", "host: elsewhere, weight: 1"),
-        );
+        let mut new = parse(&BASE.replace("127.0.0.1:6432", "0.0.0.0:7000"));
         let report = restart_only(&old, &mut new);
-        assert_eq!(report.len(), 2, "{report:?}");
+        assert_eq!(report.len(), 1, "{report:?}");
         assert!(report[0].starts_with("listen changed"));
-        assert!(report[1].starts_with("nodes"));
         assert_eq!(new.listen, old.listen);
-        assert_eq!(new.nodes[0].host, "h");
         assert!(changes(&old, &new).is_empty());
+    }
+
+    #[test]
+    fn node_changes_are_reported_by_name() {
+        let old = parse(BASE);
+        let mut new = parse(
+            "listen: 127.0.0.1:6432\nnodes:\n  - {name: b, host: h, port: 5433}\n  - {name: a, host: elsewhere, weight: 1}\n  - {name: c, host: h, port: 5434}\nusers:\n  - {name: u, password: p}\n",
+        );
+        assert!(restart_only(&old, &mut new).is_empty());
+        assert_eq!(
+            changes(&old, &new),
+            vec![
+                "nodes[a].host: h -> elsewhere".to_owned(),
+                "nodes[c]: added (h:5434)".to_owned(),
+            ]
+        );
+        let fewer = parse(&BASE.replace("  - {name: b, host: h, port: 5433}\n", ""));
+        assert_eq!(changes(&old, &fewer), vec!["nodes[b]: removed".to_owned()]);
     }
 }

@@ -20,11 +20,22 @@ pub struct NodeStats {
     pub checkout_wait: metrics::Histogram,
 }
 
+/// A node's counters summed over its slots (a re-addressed node has had more than one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTotals {
+    /// Node name.
+    pub name: String,
+    /// Statements by route (indexed like [`DECISIONS`]).
+    pub routed: [u64; 3],
+    /// See [`NodeStats::checkout_timeouts`].
+    pub checkout_timeouts: u64,
+}
+
 /// Everything sessions count.
 #[derive(Debug)]
 pub struct Stats {
-    /// Indexed like the configured nodes.
-    pub nodes: Vec<NodeStats>,
+    /// Indexed by node slot (see `pgrouter_slots`); grows when a reload adds nodes.
+    pub nodes: pgrouter_slots::Slots<NodeStats>,
     /// Statements classified, by rule (indexed by `Rule as usize`).
     pub rules: [AtomicU64; Rule::ALL.len()],
     /// Errors sent to clients, by SQLSTATE class (see [`class_index`]).
@@ -56,17 +67,8 @@ const CLASS_SYMBOLS: usize = 36;
 impl Stats {
     /// Zeroed counters for `nodes` (names used as metric labels).
     pub fn new(nodes: &[String]) -> Self {
-        Self {
-            nodes: nodes
-                .iter()
-                .map(|name| NodeStats {
-                    routed: Default::default(),
-                    checkout_timeouts: AtomicU64::new(0),
-                    checkout_wait: metrics::histogram!(
-                        "pgrouter_pool_checkout_wait_seconds", "node" => name.clone()
-                    ),
-                })
-                .collect(),
+        let stats = Self {
+            nodes: pgrouter_slots::Slots::default(),
             rules: Default::default(),
             errors: (0..CLASS_SYMBOLS * CLASS_SYMBOLS)
                 .map(|_| AtomicU64::new(0))
@@ -80,7 +82,21 @@ impl Stats {
             transactions: AtomicU64::new(0),
             request_duration: metrics::histogram!("pgrouter_request_duration_seconds"),
             transaction_duration: metrics::histogram!("pgrouter_transaction_duration_seconds"),
-        }
+        };
+        stats.grow_to(nodes.len(), |i| nodes[i].clone());
+        stats
+    }
+
+    /// Zeroed counters for node slots up to `len - 1` that have none yet (a reload added nodes);
+    /// `name` gives a slot's node name, for metric labels.
+    pub fn grow_to(&self, len: usize, name: impl Fn(usize) -> String) {
+        self.nodes.grow_to(len, |i| NodeStats {
+            routed: Default::default(),
+            checkout_timeouts: AtomicU64::new(0),
+            checkout_wait: metrics::histogram!(
+                "pgrouter_pool_checkout_wait_seconds", "node" => name(i)
+            ),
+        });
     }
 
     /// Counts a statement that runs on `node`.
@@ -90,9 +106,9 @@ impl Stats {
             Route::Primary => 1,
             Route::AllBackends => 2,
         };
-        if let Some(n) = self.nodes.get(node) {
+        self.nodes.with(node, |n| {
             n.routed[decision].fetch_add(1, Ordering::Relaxed);
-        }
+        });
         self.rules[rule as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -121,16 +137,42 @@ impl Stats {
 
     /// Records how long a checkout of `node` waited.
     pub fn checkout_waited(&self, node: usize, waited: Duration) {
-        if let Some(n) = self.nodes.get(node) {
+        self.nodes.with(node, |n| {
             n.checkout_wait.record(waited.as_secs_f64());
+        });
+    }
+
+    /// Counters per node name since start-up, removed nodes included, in the order names first
+    /// appeared; `name` gives a slot's node name.
+    pub fn by_node_name(&self, name: impl Fn(usize) -> String) -> Vec<NodeTotals> {
+        let mut totals: Vec<NodeTotals> = Vec::new();
+        for (i, node) in self.nodes.snapshot().iter().enumerate() {
+            let name = name(i);
+            let at = match totals.iter().position(|t| t.name == name) {
+                Some(at) => at,
+                None => {
+                    totals.push(NodeTotals {
+                        name,
+                        routed: [0; 3],
+                        checkout_timeouts: 0,
+                    });
+                    totals.len() - 1
+                }
+            };
+            let total = &mut totals[at];
+            for (sum, counter) in total.routed.iter_mut().zip(&node.routed) {
+                *sum += counter.load(Ordering::Relaxed);
+            }
+            total.checkout_timeouts += node.checkout_timeouts.load(Ordering::Relaxed);
         }
+        totals
     }
 
     /// Reads (route `read`) that ran on `node`.
     pub fn reads_served(&self, node: usize) -> u64 {
         self.nodes
-            .get(node)
-            .map_or(0, |n| n.routed[0].load(Ordering::Relaxed))
+            .with(node, |n| n.routed[0].load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 }
 
@@ -186,7 +228,10 @@ mod tests {
         stats.routed(7, Route::Primary, Rule::Write);
         assert_eq!(stats.reads_served(1), 2);
         assert_eq!(stats.reads_served(0), 0);
-        assert_eq!(stats.nodes[0].routed[1].load(Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.nodes.with(0, |n| n.routed[1].load(Ordering::Relaxed)),
+            Some(1)
+        );
         assert_eq!(stats.rules[Rule::Write as usize].load(Ordering::Relaxed), 2);
     }
 }

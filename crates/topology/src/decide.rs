@@ -37,6 +37,8 @@ pub struct NodeInput<'a> {
     pub last_error: Option<&'a str>,
     /// Taken out of rotation by an operator (reads only: a disabled primary still takes writes).
     pub disabled: bool,
+    /// No longer in the configuration: never primary, never read from, whatever it reports.
+    pub removed: bool,
 }
 
 /// The thresholds and the discovery mode.
@@ -57,7 +59,10 @@ pub fn decide(nodes: &[NodeInput<'_>], policy: &Policy, max_timeline_seen: u32) 
     let mut rows: Vec<NodeStatus> = nodes.iter().map(initial_row).collect();
     let live: Vec<Option<&Observation>> = nodes
         .iter()
-        .map(|n| n.observation.filter(|_| n.health == HealthState::Up))
+        .map(|n| {
+            n.observation
+                .filter(|_| n.health == HealthState::Up && !n.removed)
+        })
         .collect();
     let newest_timeline = live
         .iter()
@@ -203,6 +208,10 @@ pub fn decide(nodes: &[NodeInput<'_>], policy: &Policy, max_timeline_seen: u32) 
 
 fn initial_row(n: &NodeInput<'_>) -> NodeStatus {
     let (state, reason) = match (n.health, n.observation) {
+        _ if n.removed => (
+            NodeState::Removed,
+            "removed from the configuration".to_owned(),
+        ),
         (HealthState::Up, Some(_)) => (NodeState::Up, String::new()),
         (HealthState::Unknown, _) | (_, None) if n.last_error.is_none() => {
             (NodeState::Down, "not checked yet".to_owned())
@@ -313,12 +322,17 @@ fn repmgr_primary(nodes: &[NodeInput<'_>], live: &[Option<&Observation>]) -> Res
         .ok_or_else(|| format!("repmgr's primary {:?} is not a configured node", row.name))
 }
 
-/// The configured node a repmgr row describes: same name, else same host and port.
+/// The configured node a repmgr row describes: same name, else same host and port (removed
+/// nodes are not configured any more).
 fn node_of_row(nodes: &[NodeInput<'_>], row: &RepmgrRow) -> Option<usize> {
-    nodes.iter().position(|n| n.name == row.name).or_else(|| {
-        nodes
-            .iter()
-            .position(|n| row.host.as_deref() == Some(n.host) && row.port.unwrap_or(5432) == n.port)
+    let configured = |i: &usize| !nodes[*i].removed;
+    let by_name = (0..nodes.len())
+        .filter(configured)
+        .find(|&i| nodes[i].name == row.name);
+    by_name.or_else(|| {
+        (0..nodes.len()).filter(configured).find(|&i| {
+            row.host.as_deref() == Some(nodes[i].host) && row.port.unwrap_or(5432) == nodes[i].port
+        })
     })
 }
 

@@ -28,6 +28,6 @@ mod probe;
 pub mod table;
 
 pub use decide::{decide, NodeInput, Policy};
-pub use monitor::{MonitorSettings, NodeTarget, Topology, TopologyStats};
+pub use monitor::{MonitorSettings, NodeChanges, NodeSlot, NodeTarget, Topology, TopologyStats};
 pub use observation::{ManagerRole, ManagerView, Observation, RepmgrRow};
 pub use table::{NodeState, NodeStatus, Role, RoutingTable};

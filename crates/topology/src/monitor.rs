@@ -9,10 +9,11 @@ use crate::table::RoutingTable;
 use arc_swap::ArcSwap;
 use arc_swap::ArcSwapOption;
 use pgrouter_config::{Discovery, HealthCheckLogin};
+use pgrouter_slots::Slots;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -50,59 +51,112 @@ pub struct MonitorSettings {
     pub policy: Policy,
 }
 
+/// One configured node for as long as it stays in the configuration with the same name and
+/// address. Its index (slot) is never reused: a reload that re-addresses a node gives it a new
+/// slot and marks the old one removed, so an index a session holds never points at another
+/// server.
+#[derive(Debug)]
+pub struct NodeSlot {
+    /// Name and address.
+    pub target: NodeTarget,
+    weight: AtomicU32,
+    disabled: AtomicBool,
+    removed: AtomicBool,
+    /// Health checks run.
+    pub checks: AtomicU64,
+    /// Health checks that failed.
+    pub check_failures: AtomicU64,
+}
+
+impl NodeSlot {
+    fn new(target: NodeTarget) -> Self {
+        Self {
+            weight: AtomicU32::new(target.weight),
+            target,
+            disabled: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            checks: AtomicU64::new(0),
+            check_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The read weight in force (configured, or changed by a reload).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Taken out of read rotation by an operator.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// No longer in the configuration: not probed, never routed to.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// The same server as `target`: name, host, port and Patroni URL all equal.
+    fn is(&self, target: &NodeTarget) -> bool {
+        let t = &self.target;
+        (&t.name, &t.host, t.port, &t.patroni_url)
+            == (&target.name, &target.host, target.port, &target.patroni_url)
+    }
+}
+
+/// What [`Topology::reconfigure`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChanges {
+    /// The slot of each configured node, in configuration order.
+    pub slots: Vec<usize>,
+    /// Slots given to nodes new to the configuration (or re-addressed).
+    pub added: Vec<usize>,
+    /// Slots of nodes no longer in the configuration (or re-addressed).
+    pub removed: Vec<usize>,
+}
+
 /// The published routing table and the means to wait for changes. Shared by every session.
 #[derive(Debug)]
 pub struct Topology {
     table: ArcSwap<RoutingTable>,
     generation: watch::Sender<u64>,
-    nodes: Vec<NodeTarget>,
-    disabled: Vec<AtomicBool>,
+    slots: Slots<NodeSlot>,
     /// Counters for metrics and the admin console.
     pub stats: TopologyStats,
     /// The last primary seen (`usize::MAX`: none yet), to count failovers across a gap.
     last_primary: AtomicUsize,
-    /// Read weights, changed by a reload.
-    weights: Vec<AtomicU32>,
     /// Settings a reload may change (interval, thresholds, lag policy), once started.
     live: ArcSwapOption<MonitorSettings>,
+    /// Wakes the aggregator when a reload added or removed nodes.
+    reconfigured: Notify,
+    /// One reconfiguration at a time (reloads only; sessions never take it).
+    reconfiguring: Mutex<()>,
 }
 
-/// What the health checks and the aggregator counted since start-up.
-#[derive(Debug)]
+/// What the aggregator counted since start-up (per-node counts are in each [`NodeSlot`]).
+#[derive(Debug, Default)]
 pub struct TopologyStats {
     /// Routing tables published with a different shape (primary, a role or a state changed).
     pub table_swaps: AtomicU64,
     /// Times the primary became a different node than the last one known.
     pub failovers: AtomicU64,
-    /// Health checks run, per node.
-    pub checks: Vec<AtomicU64>,
-    /// Health checks that failed, per node.
-    pub check_failures: Vec<AtomicU64>,
 }
 
 impl Topology {
     /// A topology that knows nothing yet: no primary, no readers, until [`Topology::start`]'s
     /// first probes report.
     pub fn new(nodes: Vec<NodeTarget>) -> Arc<Self> {
-        let names: Vec<(String, String, u16)> = nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.host.clone(), n.port))
-            .collect();
-        Arc::new(Self {
-            table: ArcSwap::from_pointee(RoutingTable::unknown(&names)),
+        let topology = Arc::new(Self {
+            table: ArcSwap::from_pointee(RoutingTable::unknown(&[])),
             generation: watch::Sender::new(0),
-            disabled: nodes.iter().map(|_| AtomicBool::new(false)).collect(),
-            stats: TopologyStats {
-                table_swaps: AtomicU64::new(0),
-                failovers: AtomicU64::new(0),
-                checks: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
-                check_failures: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
-            },
+            slots: nodes.into_iter().map(NodeSlot::new).collect(),
+            stats: TopologyStats::default(),
             last_primary: AtomicUsize::new(usize::MAX),
-            weights: nodes.iter().map(|n| AtomicU32::new(n.weight)).collect(),
             live: ArcSwapOption::empty(),
-            nodes,
-        })
+            reconfigured: Notify::new(),
+            reconfiguring: Mutex::new(()),
+        });
+        topology.table.store(Arc::new(topology.unprobed_table()));
+        topology
     }
 
     /// The current table: a lock-free load, for every routing decision.
@@ -115,16 +169,33 @@ impl Topology {
         self.table.load_full()
     }
 
-    /// The configured nodes.
-    pub fn nodes(&self) -> &[NodeTarget] {
-        &self.nodes
+    /// Every node slot so far, removed ones included (indexes are slots).
+    pub fn nodes(&self) -> Arc<Vec<Arc<NodeSlot>>> {
+        self.slots.snapshot()
+    }
+
+    /// The node in slot `index`.
+    pub fn node(&self, index: usize) -> Option<Arc<NodeSlot>> {
+        self.slots.get(index)
+    }
+
+    /// Slots handed out so far (removed nodes included).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slot of the configured node named `name`.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.slots
+            .snapshot()
+            .iter()
+            .position(|s| !s.is_removed() && s.target.name == name)
     }
 
     /// Changes a node's read weight; applied at the next probe.
     pub fn set_weight(&self, node: usize, weight: u32) {
-        if let Some(w) = self.weights.get(node) {
-            w.store(weight, Ordering::Relaxed);
-        }
+        self.slots
+            .with(node, |s| s.weight.store(weight, Ordering::Relaxed));
     }
 
     /// Replaces the interval, thresholds, lag policy, and the probes' login and timeout; applied
@@ -137,9 +208,53 @@ impl Topology {
 
     /// Takes a node out of read rotation (or back); applied at the next probe.
     pub fn set_disabled(&self, node: usize, disabled: bool) {
-        if let Some(flag) = self.disabled.get(node) {
-            flag.store(disabled, Ordering::Relaxed);
+        self.slots
+            .with(node, |s| s.disabled.store(disabled, Ordering::Relaxed));
+    }
+
+    /// Makes the watched nodes those of `targets` (a reload): a node whose name and address are
+    /// unchanged keeps its slot, health and weight updates; a new or re-addressed node gets a new
+    /// slot, starts unchecked and serves once its probes say so; a node no longer listed is
+    /// marked removed at once (no longer routed to) and its probes stop.
+    pub fn reconfigure(&self, targets: &[NodeTarget]) -> NodeChanges {
+        let _one_at_a_time = self
+            .reconfiguring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.slots.snapshot();
+        let mut changes = NodeChanges {
+            slots: Vec::with_capacity(targets.len()),
+            added: Vec::new(),
+            removed: Vec::new(),
+        };
+        for target in targets {
+            let index = match current.iter().position(|s| !s.is_removed() && s.is(target)) {
+                Some(i) => {
+                    self.set_weight(i, target.weight);
+                    i
+                }
+                None => {
+                    let i = self.slots.push(NodeSlot::new(target.clone()));
+                    changes.added.push(i);
+                    i
+                }
+            };
+            changes.slots.push(index);
         }
+        for (i, slot) in current.iter().enumerate() {
+            if !slot.is_removed() && !changes.slots.contains(&i) {
+                slot.removed.store(true, Ordering::Relaxed);
+                changes.removed.push(i);
+            }
+        }
+        if !changes.added.is_empty() || !changes.removed.is_empty() {
+            if self.live.load().is_some() {
+                self.reconfigured.notify_one();
+            } else {
+                self.publish(self.unprobed_table());
+            }
+        }
+        changes
     }
 
     /// Waits until `pick` finds what it needs in the table (e.g. a primary), or until `timeout`;
@@ -169,17 +284,44 @@ impl Topology {
         let _ = tokio::time::timeout(timeout, changes.changed()).await;
     }
 
+    /// The table of a topology whose probes have not started: every node unchecked, removed ones
+    /// marked.
+    fn unprobed_table(&self) -> RoutingTable {
+        let slots = self.slots.snapshot();
+        let inputs: Vec<NodeInput<'_>> = slots
+            .iter()
+            .map(|s| NodeInput {
+                name: &s.target.name,
+                host: &s.target.host,
+                port: s.target.port,
+                weight: s.weight(),
+                health: crate::health::HealthState::Unknown,
+                observation: None,
+                last_error: None,
+                disabled: s.is_disabled(),
+                removed: s.is_removed(),
+            })
+            .collect();
+        let policy = Policy {
+            discovery: Discovery::Sql,
+            max_lag_bytes: 0,
+            max_lag_seconds: None,
+        };
+        let mut table = decide(&inputs, &policy, 0);
+        table.no_primary_reason = Some("no health check has completed yet".into());
+        table
+    }
+
     /// Publishes a table built elsewhere (tests, and the aggregator).
     fn publish(&self, mut table: RoutingTable) {
         let before = self.table.load();
         let reshaped = !table.same_shape(&before);
         table.generation = before.generation + u64::from(reshaped);
         let now = crate::table::unix_now();
-        for (row, old) in table.nodes.iter_mut().zip(&before.nodes) {
-            row.last_change = if row.role == old.role && row.state == old.state {
-                old.last_change
-            } else {
-                now
+        for (i, row) in table.nodes.iter_mut().enumerate() {
+            row.last_change = match before.nodes.get(i) {
+                Some(old) if row.role == old.role && row.state == old.state => old.last_change,
+                _ => now,
             };
         }
         if reshaped {
@@ -200,7 +342,8 @@ impl Topology {
         }
     }
 
-    /// Starts one health task per node and the aggregator; they stop with `shutdown`.
+    /// Starts one health task per node and the aggregator; they stop with `shutdown`. Nodes a
+    /// reload adds get their own task; those it removes lose theirs.
     pub fn start(
         self: &Arc<Self>,
         settings: MonitorSettings,
@@ -208,122 +351,209 @@ impl Topology {
     ) -> tokio::task::JoinHandle<()> {
         let initial = Arc::new(settings.clone());
         self.live.store(Some(Arc::clone(&initial)));
-        let (results, mut incoming) =
-            mpsc::channel::<(usize, Result<Observation, String>)>(self.nodes.len().max(1) * 4);
-        let mut tasks = JoinSet::new();
-        for (index, node) in self.nodes.iter().enumerate() {
-            let pg = probe_config(node, &settings);
-            let mut probe = NodeProbe::new(
-                SqlProbe::new(pg),
-                settings.discovery,
-                node.patroni_url.clone(),
-                settings.timeout,
-            );
-            let results = results.clone();
-            let stop = shutdown.clone();
-            let duration = metrics::histogram!("pgrouter_health_check_duration_seconds", "node" => node.name.clone());
-            let topology = Arc::clone(self);
-            let (mut login, mut timeout) = (settings.login.clone(), settings.timeout);
-            tasks.spawn(async move {
-                let mut next = tokio::time::Instant::now();
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep_until(next) => {}
-                    }
-                    let current = topology.live.load_full();
-                    let interval = current
-                        .as_ref()
-                        .map_or(Duration::from_secs(1), |s| s.interval);
-                    if let Some(s) = current.filter(|s| (&s.login, s.timeout) != (&login, timeout))
-                    {
-                        // A reload changed the probes' login or timeout.
-                        (login, timeout) = (s.login.clone(), s.timeout);
-                        probe.update(probe_config(&topology.nodes[index], &s), timeout);
-                    }
-                    next = (next + interval).max(tokio::time::Instant::now());
-                    let started = std::time::Instant::now();
-                    let outcome = probe.probe().await;
-                    duration.record(started.elapsed().as_secs_f64());
-                    let stats = &topology.stats;
-                    stats.checks[index].fetch_add(1, Ordering::Relaxed);
-                    if outcome.is_err() {
-                        stats.check_failures[index].fetch_add(1, Ordering::Relaxed);
-                    }
-                    if results.send((index, outcome)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(results);
+        let (results, mut incoming) = mpsc::channel::<ProbeResult>(PROBE_QUEUE);
         let topology = Arc::clone(self);
         tokio::spawn(async move {
-            let n = topology.nodes.len();
-            let mut health = vec![Health::default(); n];
-            let mut latest: Vec<Option<Observation>> = vec![None; n];
-            let mut errors: Vec<Option<String>> = vec![None; n];
-            let mut max_timeline = 0u32;
+            let mut probes = Probes {
+                tasks: JoinSet::new(),
+                stops: Vec::new(),
+                results,
+                shutdown: shutdown.clone(),
+            };
+            let mut view = Aggregate::default();
+            probes.follow(&topology, &settings);
             loop {
-                let (index, outcome) = tokio::select! {
+                let next = tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = topology.reconfigured.notified() => {
+                        let current = topology.live.load_full().unwrap_or_else(|| Arc::clone(&initial));
+                        probes.follow(&topology, &current);
+                        None
+                    }
                     next = incoming.recv() => match next {
-                        Some(next) => next,
+                        Some(next) => Some(next),
                         None => break,
                     },
                 };
-                let ok = outcome.is_ok();
                 let settings = topology
                     .live
                     .load_full()
                     .unwrap_or_else(|| Arc::clone(&initial));
-                health[index].record(ok, settings.max_failures, settings.min_successes);
-                match outcome {
-                    Ok(mut obs) => {
-                        // A replica of an idle primary briefly has received but unreplayed WAL
-                        // (a checkpoint record) while its last replayed transaction is old: one
-                        // probe alone would call that lag. Real lag shows in two in a row.
-                        if let (Some(now), Some(before)) = (
-                            obs.replay_delay,
-                            latest[index].as_ref().and_then(|o| o.replay_delay),
-                        ) {
-                            obs.replay_delay = Some(now.min(before));
-                        }
-                        if let Some(tl) = obs
-                            .timeline
-                            .or(obs.manager.as_ref().and_then(|m| m.timeline))
-                        {
-                            max_timeline = max_timeline.max(tl);
-                        }
-                        latest[index] = Some(obs);
-                        errors[index] = None;
-                    }
-                    Err(e) => {
-                        if errors[index].as_deref() != Some(e.as_str()) {
-                            tracing::debug!(node = %topology.nodes[index].name, error = %e, "health check failed");
-                        }
-                        errors[index] = Some(e);
-                    }
+                let slots = topology.slots.snapshot();
+                view.grow_to(slots.len());
+                if let Some((index, outcome)) = next {
+                    view.record(index, outcome, &settings, &slots);
                 }
-                let inputs: Vec<NodeInput<'_>> = topology
-                    .nodes
+                let inputs: Vec<NodeInput<'_>> = slots
                     .iter()
                     .enumerate()
-                    .map(|(i, node)| NodeInput {
-                        name: &node.name,
-                        host: &node.host,
-                        port: node.port,
-                        weight: topology.weights[i].load(Ordering::Relaxed),
-                        health: health[i].state(),
-                        observation: latest[i].as_ref(),
-                        last_error: errors[i].as_deref(),
-                        disabled: topology.disabled[i].load(Ordering::Relaxed),
+                    .map(|(i, slot)| NodeInput {
+                        name: &slot.target.name,
+                        host: &slot.target.host,
+                        port: slot.target.port,
+                        weight: slot.weight(),
+                        health: view.health[i].state(),
+                        observation: view.latest[i].as_ref(),
+                        last_error: view.errors[i].as_deref(),
+                        disabled: slot.is_disabled(),
+                        removed: slot.is_removed(),
                     })
                     .collect();
-                topology.publish(decide(&inputs, &settings.policy, max_timeline));
+                topology.publish(decide(&inputs, &settings.policy, view.max_timeline));
             }
-            tasks.shutdown().await;
+            probes.tasks.shutdown().await;
         })
+    }
+}
+
+/// Probe results waiting for the aggregator; probes wait when it is full.
+const PROBE_QUEUE: usize = 64;
+
+/// A slot's probe outcome.
+type ProbeResult = (usize, Result<Observation, String>);
+
+/// The aggregator's memory of each slot's probes.
+#[derive(Default)]
+struct Aggregate {
+    health: Vec<Health>,
+    latest: Vec<Option<Observation>>,
+    errors: Vec<Option<String>>,
+    max_timeline: u32,
+}
+
+impl Aggregate {
+    fn grow_to(&mut self, slots: usize) {
+        self.health
+            .resize(slots.max(self.health.len()), Health::default());
+        self.latest.resize(slots.max(self.latest.len()), None);
+        self.errors.resize(slots.max(self.errors.len()), None);
+    }
+
+    fn record(
+        &mut self,
+        index: usize,
+        outcome: Result<Observation, String>,
+        settings: &MonitorSettings,
+        slots: &[Arc<NodeSlot>],
+    ) {
+        if index >= self.health.len() {
+            return;
+        }
+        let ok = outcome.is_ok();
+        self.health[index].record(ok, settings.max_failures, settings.min_successes);
+        match outcome {
+            Ok(mut obs) => {
+                // A replica of an idle primary briefly has received but unreplayed WAL (a
+                // checkpoint record) while its last replayed transaction is old: one probe alone
+                // would call that lag. Real lag shows in two in a row.
+                if let (Some(now), Some(before)) = (
+                    obs.replay_delay,
+                    self.latest[index].as_ref().and_then(|o| o.replay_delay),
+                ) {
+                    obs.replay_delay = Some(now.min(before));
+                }
+                if let Some(tl) = obs
+                    .timeline
+                    .or(obs.manager.as_ref().and_then(|m| m.timeline))
+                {
+                    self.max_timeline = self.max_timeline.max(tl);
+                }
+                self.latest[index] = Some(obs);
+                self.errors[index] = None;
+            }
+            Err(e) => {
+                if self.errors[index].as_deref() != Some(e.as_str()) {
+                    let name = slots.get(index).map_or("?", |s| s.target.name.as_str());
+                    tracing::debug!(node = %name, error = %e, "health check failed");
+                }
+                self.errors[index] = Some(e);
+            }
+        }
+    }
+}
+
+/// The running probe tasks, one per slot that is not removed.
+struct Probes {
+    tasks: JoinSet<()>,
+    /// Per slot: how to stop its task (`None`: never started or already stopped).
+    stops: Vec<Option<CancellationToken>>,
+    results: mpsc::Sender<ProbeResult>,
+    shutdown: CancellationToken,
+}
+
+impl Probes {
+    /// Starts a task for each new slot and stops those of removed slots.
+    fn follow(&mut self, topology: &Arc<Topology>, settings: &MonitorSettings) {
+        let slots = topology.slots.snapshot();
+        while self.stops.len() < slots.len() {
+            let index = self.stops.len();
+            let slot = &slots[index];
+            let stop = (!slot.is_removed()).then(|| self.shutdown.child_token());
+            if let Some(stop) = &stop {
+                self.spawn(topology, index, Arc::clone(slot), settings, stop.clone());
+            }
+            self.stops.push(stop);
+        }
+        for (stop, slot) in self.stops.iter_mut().zip(slots.iter()) {
+            if slot.is_removed() {
+                if let Some(stop) = stop.take() {
+                    stop.cancel();
+                }
+            }
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        topology: &Arc<Topology>,
+        index: usize,
+        slot: Arc<NodeSlot>,
+        settings: &MonitorSettings,
+        stop: CancellationToken,
+    ) {
+        let node = &slot.target;
+        let mut probe = NodeProbe::new(
+            SqlProbe::new(probe_config(node, settings)),
+            settings.discovery,
+            node.patroni_url.clone(),
+            settings.timeout,
+        );
+        let results = self.results.clone();
+        let duration = metrics::histogram!("pgrouter_health_check_duration_seconds", "node" => node.name.clone());
+        let topology = Arc::clone(topology);
+        let (mut login, mut timeout) = (settings.login.clone(), settings.timeout);
+        self.tasks.spawn(async move {
+            let mut next = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+                let current = topology.live.load_full();
+                let interval = current
+                    .as_ref()
+                    .map_or(Duration::from_secs(1), |s| s.interval);
+                if let Some(s) = current.filter(|s| (&s.login, s.timeout) != (&login, timeout)) {
+                    // A reload changed the probes' login or timeout.
+                    (login, timeout) = (s.login.clone(), s.timeout);
+                    probe.update(probe_config(&slot.target, &s), timeout);
+                }
+                next = (next + interval).max(tokio::time::Instant::now());
+                let started = std::time::Instant::now();
+                let outcome = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    outcome = probe.probe() => outcome,
+                };
+                duration.record(started.elapsed().as_secs_f64());
+                slot.checks.fetch_add(1, Ordering::Relaxed);
+                if outcome.is_err() {
+                    slot.check_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                if results.send((index, outcome)).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -338,4 +568,48 @@ fn probe_config(node: &NodeTarget, settings: &MonitorSettings) -> tokio_postgres
         .application_name("pgrouter health check")
         .connect_timeout(settings.timeout);
     pg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::NodeState;
+
+    fn target(name: &str, port: u16) -> NodeTarget {
+        NodeTarget {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port,
+            weight: 1,
+            patroni_url: None,
+        }
+    }
+
+    #[test]
+    fn reconfigure_keeps_slots_of_unchanged_nodes_and_never_reuses_one() {
+        let topology = Topology::new(vec![target("a", 1), target("b", 2), target("c", 3)]);
+        // b re-addressed, c removed, d added, order changed, a's weight changed.
+        let mut a = target("a", 1);
+        a.weight = 7;
+        let changes = topology.reconfigure(&[target("d", 4), target("b", 20), a]);
+        assert_eq!(changes.slots, vec![3, 4, 0]);
+        assert_eq!(changes.added, vec![3, 4]);
+        assert_eq!(changes.removed, vec![1, 2]);
+        assert_eq!(topology.node(0).map(|s| s.weight()), Some(7));
+        assert_eq!(topology.find("b"), Some(4));
+        assert_eq!(topology.find("c"), None);
+        let table = topology.load();
+        let states: Vec<NodeState> = table.nodes.iter().map(|n| n.state).collect();
+        use NodeState::{Down, Removed};
+        assert_eq!(states, vec![Down, Removed, Removed, Down, Down]);
+        assert_eq!(table.nodes[4].port, 20);
+        assert_eq!(
+            table.configured().map(|(i, _)| i).collect::<Vec<_>>(),
+            vec![0, 3, 4]
+        );
+        // The same list again changes nothing.
+        let again = topology.reconfigure(&[target("d", 4), target("b", 20), target("a", 1)]);
+        assert!(again.added.is_empty() && again.removed.is_empty());
+        assert_eq!(topology.slot_count(), 5);
+    }
 }

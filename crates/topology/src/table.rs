@@ -30,6 +30,9 @@ pub enum NodeState {
     Excluded,
     /// Taken out of rotation by an operator.
     Disabled,
+    /// No longer in the configuration (a reload removed or re-addressed it). Its row stays so
+    /// that node indexes keep their meaning; views leave it out.
+    Removed,
 }
 
 impl fmt::Display for NodeState {
@@ -40,6 +43,7 @@ impl fmt::Display for NodeState {
             NodeState::Lagging => "lagging",
             NodeState::Excluded => "excluded",
             NodeState::Disabled => "disabled",
+            NodeState::Removed => "removed",
         })
     }
 }
@@ -90,7 +94,8 @@ pub struct RoutingTable {
     pub primary: Option<usize>,
     /// Why there is no primary, when there is none.
     pub no_primary_reason: Option<String>,
-    /// Every configured node, in configuration order.
+    /// Every node slot, indexed like the topology's slots: the configured nodes in their first
+    /// configuration's order, then those reloads added; removed ones stay as `Removed` rows.
     pub nodes: Vec<NodeStatus>,
     /// Nodes that serve reads (usable replicas, and the primary if its weight is not 0), each with
     /// its weight.
@@ -131,6 +136,14 @@ impl RoutingTable {
         }
     }
 
+    /// The rows of configured nodes (not removed ones), with their indexes.
+    pub fn configured(&self) -> impl Iterator<Item = (usize, &NodeStatus)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.state != NodeState::Removed)
+    }
+
     /// True when `node` serves reads in this table.
     pub fn serves_reads(&self, node: usize) -> bool {
         self.readers.iter().any(|(n, _)| *n == node)
@@ -169,6 +182,10 @@ impl RoutingTable {
         }
         for (i, now) in self.nodes.iter().enumerate() {
             let Some(was) = before.nodes.get(i) else {
+                lines.push(format!(
+                    "node {} added at {}:{}: {} {} ({})",
+                    now.name, now.host, now.port, now.role, now.state, now.reason
+                ));
                 continue;
             };
             if was.role != now.role || was.state != now.state {

@@ -174,8 +174,9 @@ async fn execute(ctx: &ProxyContext, c: Command, out: &mut BytesMut) -> Result<(
 /// Takes a node out of read rotation (or back) and waits, briefly, until the routing table
 /// says so: sessions move their next read away from it without an error.
 async fn set_disabled(ctx: &ProxyContext, name: &str, disabled: bool) -> Result<(), ErrorResponse> {
-    let Some(index) = ctx.nodes.iter().position(|n| n.name == name) else {
-        let names: Vec<&str> = ctx.nodes.iter().map(|n| n.name.as_str()).collect();
+    let Some(index) = ctx.topology.find(name) else {
+        let table = ctx.topology.load();
+        let names: Vec<&str> = table.configured().map(|(_, n)| n.name.as_str()).collect();
         return Err(ErrorResponse::error(
             SqlState::UNDEFINED_OBJECT,
             format!("no node named \"{name}\""),

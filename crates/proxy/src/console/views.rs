@@ -49,10 +49,14 @@ pub fn nodes(ctx: &ProxyContext) -> ResultSet {
         "last_status_change",
         "reason",
     ]);
-    for (i, n) in table.nodes.iter().enumerate() {
-        let statements: u64 = ctx.stats.nodes.get(i).map_or(0, |s| {
-            s.routed.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-        });
+    for (i, n) in table.configured() {
+        let statements: u64 = ctx
+            .stats
+            .nodes
+            .with(i, |s| {
+                s.routed.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+            })
+            .unwrap_or(0);
         rs.push(vec![
             text(&n.name),
             text(&n.host),
@@ -256,17 +260,17 @@ pub fn stats(ctx: &ProxyContext) -> ResultSet {
         ),
         ("failovers".into(), load(&topo.failovers).to_string()),
     ];
-    for (i, node) in s.nodes.iter().enumerate() {
-        let name = ctx.node_name(i);
+    for node in s.by_node_name(|i| ctx.node_name(i)) {
+        let name = &node.name;
         for (d, route) in crate::stats::DECISIONS.iter().enumerate() {
             rows.push((
                 format!("statements.{name}.{}", route.as_str()),
-                load(&node.routed[d]).to_string(),
+                node.routed[d].to_string(),
             ));
         }
         rows.push((
             format!("checkout_timeouts.{name}"),
-            load(&node.checkout_timeouts).to_string(),
+            node.checkout_timeouts.to_string(),
         ));
     }
     for rule in pgrouter_sql::Rule::ALL {

@@ -336,7 +336,7 @@ async fn connect_primary(
             }
             Ok(_) => continue,
             Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
-                tracing::debug!(node = %ctx.nodes[node].name, error = %e,
+                tracing::debug!(node = %ctx.node_name(node), error = %e,
                     "primary not accepting logins; waiting for the topology");
                 let wait = remaining.min(std::time::Duration::from_millis(250));
                 ctx.topology.changed(wait).await;
@@ -379,7 +379,13 @@ async fn connect_node_raw(
     startup: &startup::Startup,
     node: usize,
 ) -> Result<(ServerConn, PreparedOnServer, Ticket), LoginFailure> {
-    // invariant: node indexes come from the routing table, built from the configured nodes.
+    let Some(slot) = ctx.topology.node(node) else {
+        // Node indexes come from the routing table, whose rows are the topology's slots.
+        return Err(CheckoutError::Full {
+            waited: std::time::Duration::ZERO,
+            max: 0,
+        });
+    };
     let key = PoolKey {
         node,
         user: user.name.clone(),
@@ -387,7 +393,7 @@ async fn connect_node_raw(
         params: startup.server_params.clone(),
     };
     let index = node;
-    let node = &ctx.nodes[node];
+    let node = &slot.target;
     // A reload may have changed the password since this client logged in.
     let current = ctx.user(&user.name);
     let target = ServerTarget {
@@ -405,24 +411,24 @@ async fn connect_node_raw(
         .await;
     ctx.stats.checkout_waited(index, started.elapsed());
     if let Err(CheckoutError::Full { .. }) = &result {
-        if let Some(n) = ctx.stats.nodes.get(index) {
+        ctx.stats.nodes.with(index, |n| {
             n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
-        }
+        });
     }
     result
 }
 
 fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError {
-    let node = &ctx.nodes[node];
+    let name = ctx.node_name(node);
     let e = match e {
         CheckoutError::Full { waited, max } => {
-            tracing::warn!(node = %node.name, max, "pool exhausted: no server connection free");
+            tracing::warn!(node = %name, max, "pool exhausted: no server connection free");
             return SessionError::Unavailable(
                 ErrorResponse::error(
                     SqlState::TOO_MANY_CONNECTIONS,
                     format!(
                         "no server connection available on \"{}\": all {max} are in use (pool.max_server_connections)",
-                        node.name
+                        name
                     ),
                 )
                 .with_detail(format!("Waited {:.1}s (pool.checkout_timeout).", waited.as_secs_f64())),
@@ -436,15 +442,15 @@ fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError
         ConnError::Refused {
             raw, code, message, ..
         } => {
-            tracing::info!(node = %node.name, %code, %message, "server refused login");
+            tracing::info!(node = %name, %code, %message, "server refused login");
             SessionError::ServerRefused(raw)
         }
         other => {
-            tracing::warn!(node = %node.name, error = %other, "server login failed");
+            tracing::warn!(node = %name, error = %other, "server login failed");
             SessionError::Fatal(
                 ErrorResponse::fatal(
                     SqlState::UNABLE_TO_CONNECT,
-                    format!("pgrouter could not connect to server \"{}\"", node.name),
+                    format!("pgrouter could not connect to server \"{name}\""),
                 )
                 .with_detail(other.to_string()),
             )

@@ -335,7 +335,7 @@ impl<'a> Session<'a> {
     pub(super) async fn close_backend(&mut self, slot: Slot) {
         let taken = self.take_backend(slot);
         if let Some(b) = taken {
-            tracing::info!(node = %self.ctx.nodes[b.node].name, "closing a server connection to a node whose role changed");
+            tracing::info!(node = %self.ctx.node_name(b.node), "closing a server connection to a node whose role changed");
             b.terminate().await;
         }
     }
@@ -384,7 +384,7 @@ impl<'a> Session<'a> {
                         Ok(Slot::Read)
                     }
                     Err(e) => {
-                        tracing::warn!(node = %self.ctx.nodes[node].name, error = ?e,
+                        tracing::warn!(node = %self.ctx.node_name(node), error = ?e,
                             "read node unreachable; this session reads from the primary");
                         self.read_node = None;
                         Box::pin(self.ensure(Slot::Primary)).await
@@ -970,7 +970,7 @@ impl<'a> Session<'a> {
                     // Part of a message reached the client: its stream cannot be repaired.
                     return Err(server_lost());
                 }
-                tracing::warn!(node = %self.ctx.nodes[b.node].name, owed = b.pending, in_tx,
+                tracing::warn!(node = %self.ctx.node_name(b.node), owed = b.pending, in_tx,
                     "server connection lost mid-request; failing the request, keeping the client");
                 let owed = (b.pending, b.saw_error);
                 b.terminate().await;

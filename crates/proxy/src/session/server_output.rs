@@ -41,7 +41,7 @@ impl Session<'_> {
                     .await;
             }
             // An idle connection went away: the next request opens a new one and replays state.
-            tracing::info!(node = %ctx.nodes[b.node].name,
+            tracing::info!(node = %ctx.node_name(b.node),
                 "idle server connection closed; it will be reopened when needed");
             self.take_backend(slot);
             return Ok(());

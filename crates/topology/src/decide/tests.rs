@@ -74,6 +74,7 @@ fn run(mode: Discovery, nodes: &[Node], seen: u32) -> RoutingTable {
             observation: obs.as_ref(),
             last_error: (*health == HealthState::Down).then_some("connection refused"),
             disabled: false,
+            removed: false,
         })
         .collect();
     let policy = Policy {
@@ -209,6 +210,7 @@ fn disabled_nodes_serve_no_reads() {
             observation: Some(o),
             last_error: None,
             disabled: true,
+            removed: false,
         })
         .collect();
     let policy = Policy {
@@ -255,4 +257,45 @@ fn changes_are_described_once() {
         "{lines:?}"
     );
     assert_eq!(lines.len(), 3, "pg2 stays an up replica: {lines:?}");
+}
+
+#[test]
+fn removed_nodes_are_never_routed_to() {
+    // pg0 still answers as a writable primary, pg2 as a replica, but both left the
+    // configuration; repmgr's row for pg2's address must not match the removed slot either.
+    let obs = [
+        primary(1, 10),
+        replica(Some(1), 10, 0.0),
+        replica(Some(1), 10, 0.0),
+    ];
+    let inputs: Vec<NodeInput<'_>> = obs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| NodeInput {
+            name: NAMES[i],
+            host: "h",
+            port: 1 + i as u16,
+            weight: 1,
+            health: HealthState::Up,
+            observation: Some(o),
+            last_error: None,
+            disabled: false,
+            removed: i != 1,
+        })
+        .collect();
+    let policy = Policy {
+        discovery: Discovery::Sql,
+        max_lag_bytes: 0,
+        max_lag_seconds: None,
+    };
+    let t = decide(&inputs, &policy, 0);
+    assert_eq!(t.primary, None);
+    assert_eq!(t.readers, vec![(1, 1)]);
+    assert_eq!(t.nodes[0].state, NodeState::Removed);
+    assert_eq!(t.nodes[2].state, NodeState::Removed);
+    assert_eq!(t.configured().map(|(i, _)| i).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        t.no_primary_reason.as_deref(),
+        Some("no reachable node is out of recovery")
+    );
 }
