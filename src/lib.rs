@@ -20,24 +20,33 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use pgrouter_config as config;
+use pgrouter_proxy::routing::Endpoint;
 
 /// The sockets pgrouter serves: clients, and the admin HTTP endpoints.
 #[derive(Debug)]
 pub struct Listeners {
-    /// `listen`.
-    pub clients: TcpListener,
+    /// `listen`, and the optional `primary_listen` and `read_only_listen`, each with what it
+    /// offers.
+    pub clients: Vec<(TcpListener, Endpoint)>,
     /// `admin_listen`.
     pub admin: TcpListener,
 }
 
 /// Binds the listeners named in the configuration; the error names the address that failed.
 pub async fn bind(config: &Config) -> Result<Listeners, (std::net::SocketAddr, std::io::Error)> {
-    let clients = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| (config.listen, e))?;
-    let admin = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|e| (config.admin_listen, e))?;
+    let bind = |address: std::net::SocketAddr| async move {
+        TcpListener::bind(address).await.map_err(|e| (address, e))
+    };
+    let mut clients = vec![(bind(config.listen).await?, Endpoint::Split)];
+    for (address, endpoint) in [
+        (config.primary_listen, Endpoint::Primary),
+        (config.read_only_listen, Endpoint::ReadOnly),
+    ] {
+        if let Some(address) = address {
+            clients.push((bind(address).await?, endpoint));
+        }
+    }
+    let admin = bind(config.admin_listen).await?;
     Ok(Listeners { clients, admin })
 }
 

@@ -199,7 +199,10 @@ fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> any
         let listeners = pgrouter::bind(&config)
             .await
             .map_err(|(addr, e)| anyhow::anyhow!("listening on {addr}: {e}"))?;
-        tracing::info!(listen = %config.listen, admin_listen = %config.admin_listen, version = env!("CARGO_PKG_VERSION"), "pgrouter listening");
+        let optional = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(listen = %config.listen, primary_listen = %optional(config.primary_listen),
+            read_only_listen = %optional(config.read_only_listen), admin_listen = %config.admin_listen,
+            version = env!("CARGO_PKG_VERSION"), "pgrouter listening");
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
         pgrouter::run(config, Some(config_path), listeners, shutdown).await;

@@ -165,6 +165,43 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
                 assert!(kinds.contains(&kind), "full values: no {kind}");
             }
         }
+        // The optional primary and read-only endpoints: one Service each, aimed at a container
+        // port that exists, and the matching listener in pgrouter's configuration.
+        let services: Vec<&serde_yaml_ng::Value> = docs
+            .iter()
+            .filter(|d| d["kind"].as_str() == Some("Service"))
+            .collect();
+        let container_ports: Vec<&str> = find(&docs, "Deployment").unwrap()["spec"]["template"]
+            ["spec"]["containers"][0]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for service in &services {
+            for port in service["spec"]["ports"].as_sequence().unwrap() {
+                let target = port["targetPort"].as_str().unwrap();
+                assert!(
+                    container_ports.contains(&target),
+                    "{target} not in {container_ports:?}"
+                );
+            }
+        }
+        let names: Vec<&str> = services
+            .iter()
+            .filter_map(|s| s["metadata"]["name"].as_str())
+            .collect();
+        let expected_services = if values.is_some() {
+            vec![
+                "demo-pgrouter",
+                "demo-pgrouter-primary",
+                "demo-pgrouter-read-only",
+            ]
+        } else {
+            vec!["demo-pgrouter"]
+        };
+        assert_eq!(names, expected_services);
+
         let deployment = find(&docs, "Deployment").unwrap();
         let spec = &deployment["spec"];
         assert_eq!(
@@ -199,6 +236,9 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
             .unwrap();
         let config_text = configmap["data"]["pgrouter.yaml"].as_str().unwrap();
         let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(config_text).unwrap();
+        let endpoints_on = values.is_some();
+        assert_eq!(config["primary_listen"].as_str().is_some(), endpoints_on);
+        assert_eq!(config["read_only_listen"].as_str().is_some(), endpoints_on);
         let env: Vec<(String, String)> = container["env"]
             .as_sequence()
             .unwrap()

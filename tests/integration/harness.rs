@@ -223,8 +223,9 @@ impl Router {
     /// `config_for(port)` writes.
     pub fn start_in(parent: &std::path::Path, config_for: impl FnOnce(u16) -> String) -> Router {
         // The port after the client port is free for `admin_listen` (the generated
-        // configuration puts it there).
-        let port = free_port_block(2);
+        // configuration puts it there); the two after that for `primary_listen` and
+        // `read_only_listen`, when a test wants them.
+        let port = free_port_block(4);
         let dir = parent.join(format!("router-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pgrouter.yaml");

@@ -61,6 +61,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $config "topology" $topology -}}
 {{- $_ := set $config "listen" (printf "0.0.0.0:%v" .Values.ports.postgres) -}}
 {{- $_ := set $config "admin_listen" (printf "0.0.0.0:%v" .Values.ports.admin) -}}
+{{- if .Values.endpoints.primary.enabled -}}
+{{- $_ := set $config "primary_listen" (printf "0.0.0.0:%v" .Values.endpoints.primary.port) -}}
+{{- end -}}
+{{- if .Values.endpoints.readOnly.enabled -}}
+{{- $_ := set $config "read_only_listen" (printf "0.0.0.0:%v" .Values.endpoints.readOnly.port) -}}
+{{- end -}}
 {{- $_ := set $config "nodes" $nodes -}}
 {{- $_ := set $config "users" $users -}}
 {{- $_ := set $config "admin" (dict "users" .Values.adminUsers) -}}

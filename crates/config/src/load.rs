@@ -253,6 +253,26 @@ fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
 }
 
 fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
+    // Port 0 (any free port) may repeat.
+    let mut addresses = vec![("listen", config.listen)];
+    for (key, address) in [
+        ("admin_listen", Some(config.admin_listen)),
+        ("primary_listen", config.primary_listen),
+        ("read_only_listen", config.read_only_listen),
+    ] {
+        let Some(address) = address else { continue };
+        let taken = addresses
+            .iter()
+            .find(|(_, a)| *a == address && address.port() != 0);
+        if let Some((other, _)) = taken {
+            return Err(invalid(
+                text,
+                key.into(),
+                format!("{address} is already {other}'s address"),
+            ));
+        }
+        addresses.push((key, address));
+    }
     if config.nodes.is_empty() {
         return Err(invalid(
             text,

@@ -16,6 +16,14 @@ pub struct Config {
     /// Address of the admin HTTP server (`/metrics`, `/health`, …).
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// Optional address whose clients run every statement on the primary (no read splitting):
+    /// for applications that need read-your-writes everywhere, behind a "primary" Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_listen: Option<SocketAddr>,
+    /// Optional address whose clients run every statement on a replica, in read-only
+    /// transactions: for reporting and analytics, behind a "read-only" Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_listen: Option<SocketAddr>,
     /// The PostgreSQL servers. Roles are discovered, not configured (`topology`).
     pub nodes: Vec<NodeConfig>,
     /// Users allowed to connect, with the password pgrouter checks and also uses for its own login

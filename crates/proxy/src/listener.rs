@@ -1,16 +1,48 @@
-//! The accept loop.
+//! The accept loops: one per client listener, all feeding one set of sessions.
 
 use crate::context::ProxyContext;
+use crate::routing::Endpoint;
 use crate::session;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Accepts clients until `shutdown` is cancelled, one task per client, then waits for sessions to
-/// end (they are told through the same token).
-pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
+/// Accepts clients on every listener until `shutdown` is cancelled, one task per client, then
+/// closes the listeners and waits for sessions to end (they are told through the same token).
+/// Each listener's sessions follow its [`Endpoint`].
+pub async fn serve(
+    listeners: Vec<(TcpListener, Endpoint)>,
+    ctx: Arc<ProxyContext>,
+    shutdown: CancellationToken,
+) {
+    let sessions = TaskTracker::new();
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, endpoint)| {
+            tokio::spawn(accept(
+                listener,
+                endpoint,
+                Arc::clone(&ctx),
+                shutdown.clone(),
+                sessions.clone(),
+            ))
+        })
+        .collect();
+    for loop_ in accepting {
+        let _ = loop_.await;
+    }
+    sessions.close();
+    sessions.wait().await;
+}
+
+async fn accept(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    ctx: Arc<ProxyContext>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -20,8 +52,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: Canc
             Ok((stream, peer)) => {
                 let ctx = Arc::clone(&ctx);
                 let shutdown = shutdown.clone();
-                tracker.spawn(async move {
-                    session::run(stream, peer, ctx, shutdown).await;
+                sessions.spawn(async move {
+                    session::run(stream, peer, ctx, endpoint, shutdown).await;
                 });
             }
             Err(e) => {
@@ -31,7 +63,4 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: Canc
             }
         }
     }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
 }

@@ -26,6 +26,15 @@ pub fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
     if keep("admin_listen", old.admin_listen != new.admin_listen) {
         new.admin_listen = old.admin_listen;
     }
+    if keep("primary_listen", old.primary_listen != new.primary_listen) {
+        new.primary_listen = old.primary_listen;
+    }
+    if keep(
+        "read_only_listen",
+        old.read_only_listen != new.read_only_listen,
+    ) {
+        new.read_only_listen = old.read_only_listen;
+    }
     if keep("worker_threads", old.worker_threads != new.worker_threads) {
         new.worker_threads = old.worker_threads;
     }

@@ -2,6 +2,83 @@
 //! every rule is table-tested without sockets.
 
 use pgrouter_sql::Route;
+use pgrouter_topology::RoutingTable;
+
+/// What a listener offers, which decides where a session's main server connection goes (the
+/// one routing's [`Target::Primary`] names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endpoint {
+    /// `listen`: read/write splitting; the main connection is to the primary.
+    #[default]
+    Split,
+    /// `primary_listen`: every statement on the primary.
+    Primary,
+    /// `read_only_listen`: every statement on a node that serves reads (a replica, or the
+    /// primary when `routing.reads_fallback_to_primary` allows it), with
+    /// `default_transaction_read_only` on.
+    ReadOnly,
+}
+
+impl Endpoint {
+    /// Whether statements are split between the primary and a read node.
+    pub fn splits(self) -> bool {
+        self == Endpoint::Split
+    }
+
+    /// Whether the main connection may stay on `node` under `table`.
+    pub fn accepts(self, table: &RoutingTable, node: usize, fallback_to_primary: bool) -> bool {
+        let is_primary = table.primary == Some(node);
+        match self {
+            Endpoint::Split | Endpoint::Primary => is_primary,
+            Endpoint::ReadOnly => table.serves_reads(node) || (fallback_to_primary && is_primary),
+        }
+    }
+
+    /// Whether a session's main connection on `node` should move at its next transaction
+    /// boundary: the node is no longer accepted, or (read-only endpoint) it is the primary
+    /// serving as a fallback while a replica serves reads again, and no server-side state
+    /// (`pinned`) ties the session to it.
+    pub fn should_move(
+        self,
+        table: &RoutingTable,
+        node: usize,
+        fallback_to_primary: bool,
+        pinned: bool,
+    ) -> bool {
+        if !self.accepts(table, node, fallback_to_primary) {
+            return true;
+        }
+        self == Endpoint::ReadOnly
+            && !pinned
+            && !table.serves_reads(node)
+            && !table.readers.is_empty()
+    }
+
+    /// The node for a new main connection: the primary, or for [`Endpoint::ReadOnly`] the read
+    /// node `pick_read` chooses (the primary when none and `fallback_to_primary`).
+    pub fn pick(
+        self,
+        table: &RoutingTable,
+        fallback_to_primary: bool,
+        pick_read: impl FnOnce(&RoutingTable) -> Option<usize>,
+    ) -> Option<usize> {
+        match self {
+            Endpoint::Split | Endpoint::Primary => table.primary,
+            Endpoint::ReadOnly => {
+                pick_read(table).or(table.primary.filter(|_| fallback_to_primary))
+            }
+        }
+    }
+
+    /// The endpoint's name in logs and `SHOW CLIENTS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Split => "split",
+            Endpoint::Primary => "primary",
+            Endpoint::ReadOnly => "read_only",
+        }
+    }
+}
 
 /// The backend a request is sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +153,77 @@ pub fn pick_read_node(weights: &[u32], ticket: u64) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pg0 primary (weight 0), pg1 a reader, pg2 not serving.
+    fn table() -> RoutingTable {
+        let mut t = pgrouter_topology::RoutingTable::unknown(&[
+            ("pg0".into(), "h".into(), 1),
+            ("pg1".into(), "h".into(), 2),
+            ("pg2".into(), "h".into(), 3),
+        ]);
+        t.primary = Some(0);
+        t.readers = vec![(1, 1)];
+        t
+    }
+
+    #[test]
+    fn endpoints_accept_and_pick() {
+        use Endpoint::*;
+        let t = table();
+        let first_reader = |t: &RoutingTable| t.readers.first().map(|(n, _)| *n);
+        let none = |_: &RoutingTable| None;
+        #[rustfmt::skip]
+        let accepts: &[(Endpoint, usize, bool, bool)] = &[
+            // endpoint, node, fallback, accepted
+            (Split, 0, false, true), (Split, 1, false, false),
+            (Primary, 0, false, true), (Primary, 1, true, false),
+            (ReadOnly, 1, false, true), (ReadOnly, 2, true, false),
+            (ReadOnly, 0, false, false), (ReadOnly, 0, true, true),
+        ];
+        for &(endpoint, node, fallback, accepted) in accepts {
+            assert_eq!(
+                endpoint.accepts(&t, node, fallback),
+                accepted,
+                "{endpoint:?} {node} {fallback}"
+            );
+        }
+        assert_eq!(Split.pick(&t, false, first_reader), Some(0));
+        assert_eq!(Primary.pick(&t, true, first_reader), Some(0));
+        assert_eq!(ReadOnly.pick(&t, false, first_reader), Some(1));
+        assert_eq!(
+            ReadOnly.pick(&t, true, none),
+            Some(0),
+            "no reader: the primary"
+        );
+        assert_eq!(
+            ReadOnly.pick(&t, false, none),
+            None,
+            "no reader, no fallback"
+        );
+        assert!(Split.splits() && !Primary.splits() && !ReadOnly.splits());
+        #[rustfmt::skip]
+        let moves: &[(Endpoint, usize, bool, bool, bool)] = &[
+            // endpoint, node, fallback, pinned, moves
+            (Split, 0, false, false, false), (Split, 1, false, true, true),
+            (ReadOnly, 1, false, false, false), (ReadOnly, 2, true, false, true),
+            // On the fallback primary while pg1 serves reads: back to a replica unless pinned.
+            (ReadOnly, 0, true, false, true), (ReadOnly, 0, true, true, false),
+            (ReadOnly, 0, false, true, true),
+        ];
+        for &(endpoint, node, fallback, pinned, moves) in moves {
+            assert_eq!(
+                endpoint.should_move(&t, node, fallback, pinned),
+                moves,
+                "{endpoint:?} {node} {fallback} {pinned}"
+            );
+        }
+        let mut no_readers = t.clone();
+        no_readers.readers.clear();
+        assert!(
+            !ReadOnly.should_move(&no_readers, 0, true, false),
+            "the fallback stays while no replica serves"
+        );
+    }
 
     const FREE: SessionFacts = SessionFacts {
         pinned: false,

@@ -122,6 +122,10 @@ fn errors_name_key_and_line() {
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nadmin:\n  users:\n    - u\n    - boss\n",
             "admin.users[1]: \"boss\" is not listed under users (its password comes from there) (line 10)",
         ),
+        (
+            "listen: 127.0.0.1:6432\nread_only_listen: 127.0.0.1:6432\nnodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n",
+            "read_only_listen: 127.0.0.1:6432 is already listen's address (line 2)",
+        ),
     ];
     for (text, expected) in cases {
         let err = parse(text).expect_err(text).to_string();

@@ -22,6 +22,7 @@ mod unit;
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientLogin, ClientState};
 use crate::context::{PreparedOnServer, ProxyContext};
+use crate::routing::Endpoint;
 use backend as backend_conn;
 use bytes::BytesMut;
 use client::ClientConn;
@@ -82,9 +83,10 @@ pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ProxyContext>,
+    endpoint: Endpoint,
     shutdown: CancellationToken,
 ) {
-    let span = tracing::info_span!("session", client = %peer, user = tracing::field::Empty,
+    let span = tracing::info_span!("session", client = %peer, endpoint = endpoint.as_str(), user = tracing::field::Empty,
         database = tracing::field::Empty, application_name = tracing::field::Empty);
     async move {
         if let Err(e) = stream.set_nodelay(true) {
@@ -96,7 +98,7 @@ pub async fn run(
             .clients
             .register(peer, pgrouter_topology::table::unix_now());
         let mut client = ClientConn::new(stream, Arc::clone(&registration.entry));
-        match serve(&mut client, &ctx, &shutdown).await {
+        match serve(&mut client, &ctx, endpoint, &shutdown).await {
             Ok(()) | Err(SessionError::ClientGone) => tracing::debug!("session ended"),
             Err(SessionError::Fatal(e)) => {
                 tracing::info!(code = e.code.code(), reason = %e.message, "session closed with error");
@@ -137,6 +139,7 @@ enum Login<T> {
 async fn serve(
     client: &mut ClientConn,
     ctx: &ProxyContext,
+    endpoint: Endpoint,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let login_timeout = ctx.live().config.client.login_timeout.get();
@@ -151,6 +154,17 @@ async fn serve(
             }
             startup::Start::Session(s) => s,
         };
+        let mut startup = startup;
+        if endpoint == Endpoint::ReadOnly {
+            // Every transaction is read-only, also on the primary when reads fall back to it: a
+            // write gets 25006 there as it does on a standby.
+            startup
+                .server_params
+                .retain(|(name, _)| name != "default_transaction_read_only");
+            startup
+                .server_params
+                .push(("default_transaction_read_only".into(), "on".into()));
+        }
         let span = tracing::Span::current();
         span.record("user", startup.user.as_str());
         span.record("database", startup.database.as_str());
@@ -184,7 +198,7 @@ async fn serve(
                 ))));
             }
         }
-        let (server, prepared, ticket, node) = connect_primary(ctx, &user, &startup).await?;
+        let (server, prepared, ticket, node) = connect_main(ctx, &user, &startup, endpoint).await?;
         ctx.remember_login_parameters(&user.name, &startup.server_params, &server.parameters);
         let params = server.parameters.clone();
         Ok(Some(Login::Session((
@@ -254,7 +268,7 @@ async fn serve(
                 Some(node) => connect_node(ctx, user, startup, node)
                     .await
                     .map(|(c, p, ticket)| backend_conn::Backend::new(c, p, ticket, node)),
-                None => connect_primary(ctx, user, startup)
+                None => connect_main(ctx, user, startup, endpoint)
                     .await
                     .map(|(c, p, ticket, node)| backend_conn::Backend::new(c, p, ticket, node)),
             }
@@ -263,11 +277,12 @@ async fn serve(
     let table = ctx.topology.snapshot();
     let mut session = relay::Session {
         ctx,
+        endpoint,
         primary: first_server.map(|(server, prepared, ticket, node)| {
             backend_conn::Backend::new(server, prepared, ticket, node)
         }),
         read: None,
-        read_node: if ctx.live().config.routing.load_balance {
+        read_node: if ctx.live().config.routing.load_balance && endpoint.splits() {
             ctx.pick_read_node(&table)
         } else {
             None
@@ -299,18 +314,38 @@ impl Drop for RestoreState<'_> {
     }
 }
 
-/// Logs in to the primary. While there is none, or it does not accept the login because it is
+/// Logs in to the node of the session's main connection: the primary, or for the read-only
+/// endpoint a read node. While there is none, or it does not accept the login because it is
 /// going away, this waits for the topology to name a new one, up to `topology.failover_timeout`.
-async fn connect_primary(
+async fn connect_main(
     ctx: &ProxyContext,
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
+    endpoint: Endpoint,
 ) -> Result<(ServerConn, PreparedOnServer, Ticket, usize), SessionError> {
     let timeout = ctx.live().config.topology.failover_timeout.get();
     let deadline = tokio::time::Instant::now() + timeout;
+    let fallback = || ctx.live().config.routing.reads_fallback_to_primary;
+    let pick = |t: &pgrouter_topology::RoutingTable| {
+        endpoint.pick(t, fallback(), |t| ctx.pick_read_node(t))
+    };
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(node) = ctx.topology.wait_for(remaining, |t| t.primary).await else {
+        let Some(node) = ctx.topology.wait_for(remaining, pick).await else {
+            if endpoint == Endpoint::ReadOnly {
+                return Err(SessionError::Unavailable(
+                    ErrorResponse::error(
+                        SqlState::CANNOT_CONNECT_NOW,
+                        format!(
+                            "no replica is available for reads (waited {}s)",
+                            timeout.as_secs()
+                        ),
+                    )
+                    .with_hint(
+                        "This is the read-only endpoint: every replica is down, lagging or excluded, and routing.reads_fallback_to_primary is off or there is no primary either.",
+                    ),
+                ));
+            }
             let table = ctx.topology.load();
             return Err(SessionError::Unavailable(
                 ErrorResponse::error(
@@ -330,8 +365,11 @@ async fn connect_primary(
             ));
         };
         match connect_node_raw(ctx, user, startup, node).await {
-            // The table may have changed during the login: only the current primary will do.
-            Ok((conn, prepared, ticket)) if ctx.topology.load().primary == Some(node) => {
+            // The table may have changed during the login: only a node the endpoint still
+            // accepts will do.
+            Ok((conn, prepared, ticket))
+                if endpoint.accepts(&ctx.topology.load(), node, fallback()) =>
+            {
                 return Ok((conn, prepared, ticket, node))
             }
             Ok(_) => continue,

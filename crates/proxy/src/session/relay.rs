@@ -19,7 +19,7 @@ use super::{server_lost, SessionError};
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientEntry, ClientState};
 use crate::context::ProxyContext;
-use crate::routing::{self, SessionFacts, Target};
+use crate::routing::{self, Endpoint, SessionFacts, Target};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use pgrouter_protocol::backend::{self as be, TransactionStatus};
@@ -43,6 +43,8 @@ pub(super) type Connector<'a> = dyn Fn(Option<usize>) -> Pin<Box<dyn Future<Outp
 /// A session after login.
 pub(super) struct Session<'a> {
     pub(super) ctx: &'a ProxyContext,
+    /// The listener's offer: where the main connection (`primary`) goes.
+    pub(super) endpoint: Endpoint,
     pub(super) primary: Option<Backend>,
     pub(super) read: Option<Backend>,
     /// The node serving this session's reads (index into the configured nodes); `None`: the
@@ -210,7 +212,7 @@ impl<'a> Session<'a> {
     pub(super) fn facts(&self) -> SessionFacts {
         SessionFacts {
             pinned: self.state.pin.is_some(),
-            load_balance: self.ctx.live().config.routing.load_balance,
+            load_balance: self.ctx.live().config.routing.load_balance && self.endpoint.splits(),
             default_read_only: self.state.default_read_only,
         }
     }
@@ -309,26 +311,36 @@ impl<'a> Session<'a> {
         }
         self.read_generation = table.generation;
         if self.ctx.live().config.routing.load_balance
+            && self.endpoint.splits()
             && !self.read_node.is_some_and(|n| table.serves_reads(n))
         {
             self.read_node = self.ctx.pick_read_node(&table);
         }
     }
 
-    /// The slot's connection is to a node that no longer has that job: the primary connection
-    /// to a node that is not the primary any more, or the read connection to a node that is not
-    /// this session's read node.
+    /// The slot's connection is to a node that no longer has that job: the main connection to a
+    /// node the endpoint no longer accepts (not the primary any more; for the read-only
+    /// endpoint, not serving reads), or the read connection to a node that is not this
+    /// session's read node.
     pub(super) fn is_stale(&self, slot: Slot) -> bool {
         match slot {
-            Slot::Primary => self
-                .primary
-                .as_ref()
-                .is_some_and(|b| self.ctx.topology.load().primary != Some(b.node)),
+            Slot::Primary => self.primary.as_ref().is_some_and(|b| {
+                let fallback = self.ctx.live().config.routing.reads_fallback_to_primary;
+                let pinned = self.state.pin.is_some();
+                self.endpoint
+                    .should_move(&self.ctx.topology.load(), b.node, fallback, pinned)
+            }),
             Slot::Read => self
                 .read
                 .as_ref()
                 .is_some_and(|b| self.read_node != Some(b.node)),
         }
+    }
+
+    /// Whether the main connection may stay on `node`.
+    fn main_node_accepted(&self, table: &pgrouter_topology::RoutingTable, node: usize) -> bool {
+        let fallback = self.ctx.live().config.routing.reads_fallback_to_primary;
+        self.endpoint.accepts(table, node, fallback)
     }
 
     /// Closes a slot's connection (politely: an open transaction there is rolled back).
@@ -347,10 +359,15 @@ impl<'a> Session<'a> {
         if self.is_stale(slot) {
             if slot == Slot::Primary && self.state.pin.is_some() {
                 // Temporary tables, listeners, … live on the old primary: they cannot follow.
+                let what = if self.endpoint == Endpoint::ReadOnly {
+                    "the read node left the routing table"
+                } else {
+                    "the primary changed"
+                };
                 return Err(SessionError::Fatal(
                     ErrorResponse::fatal(
                         SqlState::CONNECTION_FAILURE,
-                        "the primary changed; this session's server-side state (temporary tables, LISTEN, locks) is gone",
+                        format!("{what}; this session's server-side state (temporary tables, LISTEN, locks) is gone"),
                     )
                     .with_hint("Reconnect and recreate the session state."),
                 ));
@@ -1094,7 +1111,7 @@ impl<'a> Session<'a> {
         ] {
             let Some(b) = backend else { continue };
             let still_has_role = match slot {
-                Slot::Primary => table.primary == Some(b.node),
+                Slot::Primary => self.main_node_accepted(&table, b.node),
                 Slot::Read => table.serves_reads(b.node) || table.primary == Some(b.node),
             };
             let reusable = still_has_role

@@ -100,7 +100,8 @@ impl Session<'_> {
             };
             let hot_standby_param = msg_body.starts_with(b"in_hot_standby\0");
             if holding {
-                if code.as_deref() == Some("25006") {
+                // On the read-only endpoint a write refused by its replica stays refused.
+                if code.as_deref() == Some("25006") && self.endpoint.splits() {
                     // The replica refused a write hidden in a read (a function pgrouter did not
                     // know): drop what was held, swallow the rest of its answer, and run the
                     // request on the primary. Its functions are remembered as writing.

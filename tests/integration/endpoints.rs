@@ -1,0 +1,164 @@
+//! The optional endpoints: `primary_listen` runs every statement on the primary,
+//! `read_only_listen` every statement on a replica in read-only transactions (on the primary
+//! when reads fall back to it, still read-only), while `listen` keeps splitting.
+
+use crate::harness::{cluster, connect, first_value, rows, Router};
+use std::time::Duration;
+
+/// `primary_listen` at `port + 2` and `read_only_listen` at `port + 3` (free in the harness's
+/// port block).
+fn endpoints(port: u16) -> String {
+    format!(
+        "primary_listen: 127.0.0.1:{}\nread_only_listen: 127.0.0.1:{}\n",
+        port + 2,
+        port + 3
+    )
+}
+
+fn conninfo(port: u16) -> String {
+    format!("host=127.0.0.1 port={port} user=app password=app dbname=app")
+}
+
+/// Where a statement ran: (port, in recovery).
+async fn where_ran(client: &tokio_postgres::Client, sql: &str) -> (u16, bool) {
+    let messages = client.simple_query(sql).await.expect("the statement runs");
+    let row = rows(&messages)[0];
+    (
+        row.get(0).and_then(|p| p.parse().ok()).expect("a port"),
+        row.get(1) == Some("t"),
+    )
+}
+
+const WHERE: &str = "SELECT inet_server_port(), pg_is_in_recovery()";
+
+#[tokio::test]
+async fn primary_and_read_only_endpoints_beside_the_splitting_one() {
+    let Some(cluster) = cluster() else { return };
+    cluster.wait_for_replicas();
+    let router = Router::start_in(&cluster.dir, |port| {
+        crate::harness::router_config(cluster, port, [0, 1, 1], &endpoints(port))
+    });
+    let primary = cluster.primary_port();
+    let replicas = cluster.replica_ports();
+
+    // The primary endpoint: reads too run on the primary, in and out of transactions.
+    let on_primary = connect(&conninfo(router.port + 2)).await.unwrap();
+    for sql in [
+        WHERE,
+        "BEGIN READ ONLY; SELECT inet_server_port(), pg_is_in_recovery(); COMMIT",
+    ] {
+        for _ in 0..5 {
+            assert_eq!(where_ran(&on_primary, sql).await, (primary, false), "{sql}");
+        }
+    }
+
+    // The read-only endpoint: everything on a replica, writes refused as a standby refuses them.
+    let read_only = connect(&conninfo(router.port + 3)).await.unwrap();
+    // Replicas pass their first health checks shortly after start-up.
+    let mut ran = (0, false);
+    for _ in 0..100 {
+        ran = where_ran(&read_only, WHERE).await;
+        if ran.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ran.1 && replicas.contains(&ran.0), "{ran:?}");
+    for sql in [
+        WHERE,
+        "BEGIN; SELECT inet_server_port(), pg_is_in_recovery(); COMMIT",
+        // A volatile function would go to the primary on the splitting endpoint.
+        "SELECT inet_server_port(), pg_is_in_recovery() FROM (SELECT random()) r",
+    ] {
+        let (port, in_recovery) = where_ran(&read_only, sql).await;
+        assert!(in_recovery && replicas.contains(&port), "{sql}: {port}");
+    }
+    let refused = read_only
+        .simple_query("CREATE TABLE endpoint_probe (id int)")
+        .await
+        .expect_err("a write on the read-only endpoint");
+    assert_eq!(
+        refused.as_db_error().map(|e| e.code().code()),
+        Some("25006"),
+        "{refused:?}"
+    );
+    // The session goes on after the refusal.
+    assert!(where_ran(&read_only, WHERE).await.1);
+
+    // The splitting endpoint is unchanged: writes on the primary, reads on replicas.
+    let split = connect(&router.conninfo("app", "app")).await.unwrap();
+    assert_eq!(
+        where_ran(
+            &split,
+            "BEGIN; SELECT inet_server_port(), pg_is_in_recovery(); COMMIT"
+        )
+        .await,
+        (primary, false)
+    );
+}
+
+#[tokio::test]
+async fn read_only_endpoint_falls_back_to_a_read_only_primary_or_refuses() {
+    let Some(cluster) = cluster() else { return };
+    cluster.wait_for_replicas();
+    let primary = cluster.primary_port();
+    // No replica serves reads (weights 0): reads fall back to the primary, still read-only.
+    let router = Router::start_in(&cluster.dir, |port| {
+        crate::harness::router_config(cluster, port, [0, 0, 0], &endpoints(port))
+    });
+    let read_only = connect(&conninfo(router.port + 3)).await.unwrap();
+    assert_eq!(where_ran(&read_only, WHERE).await, (primary, false));
+    let shown = read_only
+        .simple_query("SHOW default_transaction_read_only")
+        .await
+        .unwrap();
+    assert_eq!(first_value(&shown), "on");
+    let refused = read_only
+        .simple_query("CREATE TABLE endpoint_probe (id int)")
+        .await
+        .expect_err("a write on the read-only endpoint, even on the primary");
+    assert_eq!(
+        refused.as_db_error().map(|e| e.code().code()),
+        Some("25006")
+    );
+    // Once a replica serves reads again (here: a reload gives them weight), the session moves
+    // back to one at its next statement.
+    std::fs::write(
+        router.config_path(),
+        crate::harness::router_config(cluster, router.port, [0, 1, 1], &endpoints(router.port)),
+    )
+    .unwrap();
+    router.signal("HUP");
+    let mut ran = (0, false);
+    for _ in 0..100 {
+        ran = where_ran(&read_only, WHERE).await;
+        if ran.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ran.1, "the read-only session left the primary: {ran:?}");
+    drop(router);
+
+    // Without the fallback, the read-only endpoint refuses logins with 57P03 once
+    // `topology.failover_timeout` has passed; the other endpoints serve.
+    let strict = Router::start_in(&cluster.dir, |port| {
+        crate::harness::router_config(
+            cluster,
+            port,
+            [0, 0, 0],
+            &format!(
+                "{}routing: {{reads_fallback_to_primary: false}}\ntopology: {{failover_timeout: 1s}}\n",
+                endpoints(port)
+            ),
+        )
+    });
+    let refused = connect(&conninfo(strict.port + 3))
+        .await
+        .expect_err("no replica serves reads");
+    let db = refused.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "57P03", "{db:?}");
+    assert!(db.message().contains("no replica is available"), "{db:?}");
+    let on_primary = connect(&conninfo(strict.port + 2)).await.unwrap();
+    assert_eq!(where_ran(&on_primary, WHERE).await, (primary, false));
+}
