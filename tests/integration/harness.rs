@@ -105,6 +105,13 @@ pub fn postgres_available() -> bool {
     has_bin && has_clients
 }
 
+/// Reports a missing tool or component: in CI (`PGR_REQUIRE_POSTGRES` set) the test fails with
+/// `what`; elsewhere it prints a loud warning and the caller skips.
+pub fn missing(what: &str) {
+    assert!(std::env::var_os("PGR_REQUIRE_POSTGRES").is_none(), "{what}");
+    eprintln!("\n!!!!!!!! SKIPPING: {what} !!!!!!!!\n");
+}
+
 /// The cluster for this test run, started on first use. `None` (with a loud warning) when
 /// PostgreSQL is not installed and `PGR_REQUIRE_POSTGRES` is not set.
 pub fn cluster() -> Option<&'static Cluster> {
@@ -114,12 +121,10 @@ pub fn cluster() -> Option<&'static Cluster> {
 
 fn start_cluster() -> Option<Cluster> {
     if !postgres_available() {
-        let msg = "PostgreSQL (server binaries, psql, pgbench) is not installed: run \
-                   `scripts/dev-cluster.sh deps` or `scripts/test.sh`";
-        if std::env::var_os("PGR_REQUIRE_POSTGRES").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("\n\n!!!!!!!! SKIPPING REAL-POSTGRESQL TESTS: {msg} !!!!!!!!\n\n");
+        missing(
+            "PostgreSQL (server binaries, psql, pgbench) is not installed: run \
+             `scripts/dev-cluster.sh deps` or `scripts/test.sh`; the real-PostgreSQL tests",
+        );
         return None;
     }
     let base_port = free_port_block(3);

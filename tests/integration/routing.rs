@@ -376,11 +376,9 @@ fn psycopg_sees_the_same_routing() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !has_psycopg {
-        let msg = "python3 with psycopg 3 is not installed (pip install 'psycopg[binary]')";
-        if std::env::var_os("PGR_REQUIRE_POSTGRES").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPING the psycopg test: {msg} !!!!!!!!\n");
+        crate::harness::missing(
+            "python3 with psycopg 3 is not installed (pip install 'psycopg[binary]'); the psycopg test",
+        );
         return;
     }
     let script = crate::harness::repo().join("tests/clients/psycopg_routing.py");

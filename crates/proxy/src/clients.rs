@@ -120,6 +120,8 @@ pub struct ClientLogin {
     pub database: String,
     /// `application_name`, if sent.
     pub application_name: String,
+    /// The listener it came through: `split`, `primary` or `read_only`.
+    pub endpoint: &'static str,
 }
 
 impl ClientEntry {

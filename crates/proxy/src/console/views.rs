@@ -151,6 +151,7 @@ pub fn clients(ctx: &ProxyContext) -> ResultSet {
         "requests",
         "bytes_received",
         "bytes_sent",
+        "endpoint",
     ]);
     for c in ctx.clients.snapshot() {
         let login = c.login.get();
@@ -169,6 +170,7 @@ pub fn clients(ctx: &ProxyContext) -> ResultSet {
             text(c.requests.load(Ordering::Relaxed)),
             text(c.bytes_received.load(Ordering::Relaxed)),
             text(c.bytes_sent.load(Ordering::Relaxed)),
+            login.map(|l| l.endpoint.to_owned()),
         ]);
     }
     rs

@@ -175,6 +175,7 @@ async fn serve(
             user: startup.user.clone(),
             database: startup.database.clone(),
             application_name: startup.param("application_name").unwrap_or("").to_owned(),
+            endpoint: endpoint.as_str(),
         });
         if startup.database == crate::console::DATABASE {
             crate::console::admit(ctx, &startup.user)?;
