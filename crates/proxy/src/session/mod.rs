@@ -376,7 +376,7 @@ async fn connect_main(
             Ok(_) => continue,
             Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::debug!(node = %ctx.node_name(node), error = %e,
-                    "primary not accepting logins; waiting for the topology");
+                    "server not accepting logins; waiting for the topology");
                 let wait = remaining.min(std::time::Duration::from_millis(250));
                 ctx.topology.changed(wait).await;
             }
@@ -419,11 +419,12 @@ async fn connect_node_raw(
     node: usize,
 ) -> Result<(ServerConn, PreparedOnServer, Ticket), LoginFailure> {
     let Some(slot) = ctx.topology.node(node) else {
-        // Node indexes come from the routing table, whose rows are the topology's slots.
-        return Err(CheckoutError::Full {
-            waited: std::time::Duration::ZERO,
-            max: 0,
-        });
+        // Unreachable: node indexes come from the routing table, whose rows are the topology's
+        // slots, which never shrink. Answered as a network failure rather than a panic.
+        return Err(CheckoutError::Connect(ConnError::Io {
+            addr: format!("node #{node}"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such node slot"),
+        }));
     };
     let key = PoolKey {
         node,
