@@ -31,6 +31,20 @@ async fn where_ran(client: &tokio_postgres::Client, sql: &str) -> (u16, bool) {
 
 const WHERE: &str = "SELECT inet_server_port(), pg_is_in_recovery()";
 
+/// Runs [`WHERE`] until it lands on a replica (health checks and reloads take effect within
+/// seconds); returns where the last one ran.
+async fn until_on_replica(client: &tokio_postgres::Client) -> (u16, bool) {
+    let mut ran = (0, false);
+    for _ in 0..100 {
+        ran = where_ran(client, WHERE).await;
+        if ran.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ran
+}
+
 #[tokio::test]
 async fn primary_and_read_only_endpoints_beside_the_splitting_one() {
     let Some(cluster) = cluster() else { return };
@@ -55,14 +69,7 @@ async fn primary_and_read_only_endpoints_beside_the_splitting_one() {
     // The read-only endpoint: everything on a replica, writes refused as a standby refuses them.
     let read_only = connect(&conninfo(router.port + 3)).await.unwrap();
     // Replicas pass their first health checks shortly after start-up.
-    let mut ran = (0, false);
-    for _ in 0..100 {
-        ran = where_ran(&read_only, WHERE).await;
-        if ran.1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ran = until_on_replica(&read_only).await;
     assert!(ran.1 && replicas.contains(&ran.0), "{ran:?}");
     for sql in [
         WHERE,
@@ -129,14 +136,7 @@ async fn read_only_endpoint_falls_back_to_a_read_only_primary_or_refuses() {
     )
     .unwrap();
     router.signal("HUP");
-    let mut ran = (0, false);
-    for _ in 0..100 {
-        ran = where_ran(&read_only, WHERE).await;
-        if ran.1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ran = until_on_replica(&read_only).await;
     assert!(ran.1, "the read-only session left the primary: {ran:?}");
     drop(router);
 

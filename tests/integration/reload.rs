@@ -34,6 +34,20 @@ async fn server_port(client: &tokio_postgres::Client) -> u16 {
     first_value(&rows).parse().expect("a port")
 }
 
+/// Reads through `client` until a read lands on `port` (health checks take effect within
+/// seconds); returns where the last read ran. Every read must succeed.
+async fn reads_until(client: &tokio_postgres::Client, port: u16) -> u16 {
+    let mut last = 0;
+    for _ in 0..150 {
+        last = server_port(client).await;
+        if last == port {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
 /// Connects fresh clients until one reads from `port` (reads are spread by weight).
 async fn some_client_reads_from(conninfo: &str, port: u16) -> bool {
     for _ in 0..40 {
@@ -66,15 +80,7 @@ async fn sighup_readdresses_adds_and_removes_nodes_without_client_errors() {
     let conninfo = router.conninfo("app", "app");
     let kept = connect(&conninfo).await.unwrap();
     // The replica passes its first health checks shortly after start-up.
-    let mut first = 0;
-    for _ in 0..100 {
-        first = server_port(&kept).await;
-        if first == r1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(first, r1, "reads start on pg1");
+    assert_eq!(reads_until(&kept, r1).await, r1, "reads start on pg1");
     let in_tx = connect(&conninfo).await.unwrap();
     in_tx.simple_query("BEGIN READ ONLY").await.unwrap();
     assert_eq!(server_port(&in_tx).await, r1);
@@ -94,16 +100,9 @@ async fn sighup_readdresses_adds_and_removes_nodes_without_client_errors() {
     );
     in_tx.simple_query("COMMIT").await.unwrap();
     for client in [&kept, &in_tx] {
-        let mut last = 0;
-        for _ in 0..150 {
-            last = server_port(client).await;
-            if last == r2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         assert_eq!(
-            last, r2,
+            reads_until(client, r2).await,
+            r2,
             "a connected session follows pg1 to its new address"
         );
     }

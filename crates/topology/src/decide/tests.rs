@@ -195,22 +195,22 @@ fn election_and_rotation() {
     }
 }
 
-#[test]
-fn disabled_nodes_serve_no_reads() {
-    let obs = [primary(1, 10), replica(Some(1), 10, 0.0)];
+/// Healthy nodes with these observations, `disabled` and `removed` as `flags(index)` says, in
+/// `sql` mode without lag limits.
+fn decide_up(obs: &[Observation], flags: impl Fn(usize) -> (bool, bool)) -> RoutingTable {
     let inputs: Vec<NodeInput<'_>> = obs
         .iter()
         .enumerate()
         .map(|(i, o)| NodeInput {
             name: NAMES[i],
             host: "h",
-            port: 1,
+            port: 1 + i as u16,
             weight: 1,
             health: HealthState::Up,
             observation: Some(o),
             last_error: None,
-            disabled: true,
-            removed: false,
+            disabled: flags(i).0,
+            removed: flags(i).1,
         })
         .collect();
     let policy = Policy {
@@ -218,7 +218,13 @@ fn disabled_nodes_serve_no_reads() {
         max_lag_bytes: 0,
         max_lag_seconds: None,
     };
-    let t = decide(&inputs, &policy, 0);
+    decide(&inputs, &policy, 0)
+}
+
+#[test]
+fn disabled_nodes_serve_no_reads() {
+    let obs = [primary(1, 10), replica(Some(1), 10, 0.0)];
+    let t = decide_up(&obs, |_| (true, false));
     assert_eq!(t.primary, Some(0), "a disabled primary still takes writes");
     assert!(t.readers.is_empty());
     assert_eq!(t.nodes[1].state, NodeState::Disabled);
@@ -268,27 +274,7 @@ fn removed_nodes_are_never_routed_to() {
         replica(Some(1), 10, 0.0),
         replica(Some(1), 10, 0.0),
     ];
-    let inputs: Vec<NodeInput<'_>> = obs
-        .iter()
-        .enumerate()
-        .map(|(i, o)| NodeInput {
-            name: NAMES[i],
-            host: "h",
-            port: 1 + i as u16,
-            weight: 1,
-            health: HealthState::Up,
-            observation: Some(o),
-            last_error: None,
-            disabled: false,
-            removed: i != 1,
-        })
-        .collect();
-    let policy = Policy {
-        discovery: Discovery::Sql,
-        max_lag_bytes: 0,
-        max_lag_seconds: None,
-    };
-    let t = decide(&inputs, &policy, 0);
+    let t = decide_up(&obs, |i| (false, i != 1));
     assert_eq!(t.primary, None);
     assert_eq!(t.readers, vec![(1, 1)]);
     assert_eq!(t.nodes[0].state, NodeState::Removed);
