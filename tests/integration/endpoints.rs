@@ -31,6 +31,19 @@ async fn where_ran(client: &tokio_postgres::Client, sql: &str) -> (u16, bool) {
 
 const WHERE: &str = "SELECT inet_server_port(), pg_is_in_recovery()";
 
+/// Tries a write; it must be refused as a read-only transaction refuses it (`25006`).
+async fn assert_write_refused(client: &tokio_postgres::Client, why: &str) {
+    let refused = client
+        .simple_query("CREATE TABLE endpoint_probe (id int)")
+        .await
+        .expect_err(why);
+    assert_eq!(
+        refused.as_db_error().map(|e| e.code().code()),
+        Some("25006"),
+        "{why}: {refused:?}"
+    );
+}
+
 /// Runs [`WHERE`] until it lands on a replica (health checks and reloads take effect within
 /// seconds); returns where the last one ran.
 async fn until_on_replica(client: &tokio_postgres::Client) -> (u16, bool) {
@@ -80,15 +93,7 @@ async fn primary_and_read_only_endpoints_beside_the_splitting_one() {
         let (port, in_recovery) = where_ran(&read_only, sql).await;
         assert!(in_recovery && replicas.contains(&port), "{sql}: {port}");
     }
-    let refused = read_only
-        .simple_query("CREATE TABLE endpoint_probe (id int)")
-        .await
-        .expect_err("a write on the read-only endpoint");
-    assert_eq!(
-        refused.as_db_error().map(|e| e.code().code()),
-        Some("25006"),
-        "{refused:?}"
-    );
+    assert_write_refused(&read_only, "a write on the read-only endpoint").await;
     // The session goes on after the refusal.
     assert!(where_ran(&read_only, WHERE).await.1);
 
@@ -120,14 +125,11 @@ async fn read_only_endpoint_falls_back_to_a_read_only_primary_or_refuses() {
         .await
         .unwrap();
     assert_eq!(first_value(&shown), "on");
-    let refused = read_only
-        .simple_query("CREATE TABLE endpoint_probe (id int)")
-        .await
-        .expect_err("a write on the read-only endpoint, even on the primary");
-    assert_eq!(
-        refused.as_db_error().map(|e| e.code().code()),
-        Some("25006")
-    );
+    assert_write_refused(
+        &read_only,
+        "a write on the read-only endpoint, even on the primary",
+    )
+    .await;
     // Once a replica serves reads again (here: a reload gives them weight), the session moves
     // back to one at its next statement.
     std::fs::write(
