@@ -51,11 +51,12 @@ fi
 scripts/deploy-tools.sh >/dev/null ||
   printf '%s: warning: could not install the deployment tools; their tests will be skipped (fail in CI)\n' "$PROG" >&2
 
-# psycopg 3 drives one of the end-to-end tests (from PyPI; its binary wheel bundles libpq).
-if ! python3 -c 'import psycopg' 2>/dev/null; then
-  python3 -m pip install --quiet 'psycopg[binary]' 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages 'psycopg[binary]' ||
-    printf '%s: warning: could not install psycopg; its test will be skipped (fails in CI)\n' "$PROG" >&2
+# Python drivers for the driver conformance matrix (tests/integration/drivers.rs), from PyPI:
+# psycopg 3 (its binary wheel bundles libpq, which the matrix also drives directly) and asyncpg.
+if ! python3 -c 'import psycopg, asyncpg' 2>/dev/null; then
+  python3 -m pip install --quiet 'psycopg[binary]' asyncpg 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'psycopg[binary]' asyncpg ||
+    printf '%s: warning: could not install psycopg and asyncpg; the driver tests will be skipped (fail in CI)\n' "$PROG" >&2
 fi
 
 command -v cargo >/dev/null 2>&1 ||

@@ -12,6 +12,7 @@ mod harness;
 mod admin;
 mod bad_input;
 mod deploy;
+mod drivers;
 mod endpoints;
 mod ha;
 mod login;

@@ -99,6 +99,11 @@ pub fn write_close_statement(buf: &mut bytes::BytesMut, name: &[u8]) {
     buf.put_u8(0);
 }
 
+/// Appends a `Sync`.
+pub fn write_sync(buf: &mut bytes::BytesMut) {
+    buf.extend_from_slice(&[SYNC, 0, 0, 0, 4]);
+}
+
 /// Body of a `SASLInitialResponse`: the mechanism and the initial response bytes.
 pub fn parse_sasl_initial_response(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let (mechanism, rest) = read_cstr(body)?;

@@ -169,6 +169,9 @@ pub enum PinReason {
     AdvisoryLock,
     /// A `WITH HOLD` cursor was declared.
     HoldCursor,
+    /// `set_config(…, false)` with arguments known only at run time (bind parameters,
+    /// expressions): the setting cannot be replayed elsewhere.
+    SessionFunction,
 }
 
 impl PinReason {
@@ -179,6 +182,7 @@ impl PinReason {
             PinReason::Listen => "LISTEN",
             PinReason::AdvisoryLock => "session advisory lock",
             PinReason::HoldCursor => "WITH HOLD cursor",
+            PinReason::SessionFunction => "set_config() with run-time arguments",
         }
     }
 }
@@ -194,6 +198,11 @@ pub struct Effects {
     pub pin: Option<PinReason>,
     /// For `EXECUTE name`: the prepared statement's name.
     pub executes: Option<String>,
+    /// The statement may change session state that pgrouter cannot see or replay: it calls a
+    /// user-defined function (which may run `SET` or `set_config`), a built-in that keeps
+    /// per-session state (`setseed`, `dblink_connect`), or is `CALL`/`DO`. A pooled server
+    /// connection that ran it is reset before another client gets it.
+    pub untracked: bool,
 }
 
 /// The result of classifying one statement string.

@@ -31,6 +31,10 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
     let mut i = 0;
     let mut first_word = true;
     let mut ended = false;
+    // The last word and the one before it, while nothing but whitespace follows: a word right
+    // before `(` is a function call unless it is a keyword or the table after INTO.
+    let mut last_word: Option<&str> = None;
+    let mut word_before: Option<&str> = None;
     while i < bytes.len() {
         let c = bytes[i];
         match c {
@@ -55,10 +59,19 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
             }
             // A standard string ('' is an escaped quote; E'' strings start with a word character
             // and are rejected below) or a quoted identifier ("" is an escaped quote).
-            b'\'' => i = skip_quoted(bytes, i, b'\'')?,
+            b'\'' => {
+                i = skip_quoted(bytes, i, b'\'')?;
+                last_word = None;
+            }
             // A zero-length identifier is an error; let the parser report it.
             b'"' if bytes.get(i + 1) == Some(&b'"') => return None,
-            b'"' => i = skip_quoted(bytes, i, b'"')?,
+            b'"' => {
+                let start = i;
+                i = skip_quoted(bytes, i, b'"')?;
+                // A quoted name before `(` is a call unless it is the table after INTO.
+                word_before = last_word;
+                last_word = Some(&sql[start..i]);
+            }
             // `$1`: a parameter. Any other `$` starts a dollar-quoted string.
             b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 i += 1;
@@ -67,7 +80,22 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
                 }
             }
             // Function calls and subqueries: harmless in DML (it goes to the primary anyway).
-            b'(' | b')' | b'[' | b']' if kind == Some(Fast::PlainDml) => i += 1,
+            b'(' if kind == Some(Fast::PlainDml) => {
+                if let Some(word) = last_word {
+                    let into_table = word_before.is_some_and(|w| w.eq_ignore_ascii_case("INTO"));
+                    if !into_table && !harmless_call(word) {
+                        // A call that may change the session (set_config, a user function):
+                        // let the parser look at it.
+                        return None;
+                    }
+                }
+                last_word = None;
+                i += 1;
+            }
+            b')' | b'[' | b']' if kind == Some(Fast::PlainDml) => {
+                last_word = None;
+                i += 1;
+            }
             b'(' | b'$' | b'\\' | b'[' => return None,
             _ if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = i;
@@ -75,6 +103,8 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
                     i += 1;
                 }
                 let word = &sql[start..i];
+                word_before = last_word;
+                last_word = Some(word);
                 // E'...', U&'...', B'...', X'...' and similar prefixed strings: let the parser do it.
                 if matches!(bytes.get(i), Some(b'\'') | Some(b'&')) {
                     return None;
@@ -103,17 +133,54 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
                 }
             }
             _ if c.is_ascii_digit() => {
+                last_word = None;
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.') {
                     i += 1;
                 }
             }
             // Operators and punctuation of a plain expression.
             b'=' | b'<' | b'>' | b'!' | b'+' | b'-' | b'*' | b'/' | b'%' | b',' | b'.' | b':'
-            | b'|' | b'&' | b'~' | b'^' | b'#' | b'@' => i += 1,
+            | b'|' | b'&' | b'~' | b'^' | b'#' | b'@' => {
+                last_word = None;
+                i += 1;
+            }
             _ => return None,
         }
     }
     kind
+}
+
+/// A word before `(` in plain DML that cannot change the session: a keyword that takes a
+/// parenthesised list, or a built-in known to be harmless (sequence functions included: their
+/// per-session `currval` state is documented as not isolated).
+fn harmless_call(word: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "VALUES",
+        "IN",
+        "ANY",
+        "ALL",
+        "SOME",
+        "EXISTS",
+        "ARRAY",
+        "SET",
+        "AND",
+        "OR",
+        "NOT",
+        "WHERE",
+        "SELECT",
+        "FROM",
+        "USING",
+        "RETURNING",
+        "ON",
+        "CONFLICT",
+        "DO",
+        "UPDATE",
+        "AS",
+    ];
+    const SEQUENCES: &[&str] = &["nextval", "currval", "setval", "lastval"];
+    KEYWORDS.iter().any(|k| word.eq_ignore_ascii_case(k))
+        || SEQUENCES.iter().any(|k| word.eq_ignore_ascii_case(k))
+        || crate::functions::is_known_read(word)
 }
 
 /// The index just past the quoted text starting at `start` (a doubled quote is an escaped one);
@@ -186,6 +253,15 @@ mod tests {
             ("UPDATE t SET a = pg_advisory_lock(1)", None),
             ("UPDATE t SET a = 1; SET search_path = x", None),
             ("INSERT INTO t VALUES ($$x$$)", None),
+            (
+                "INSERT INTO t(a) VALUES (nextval('s'))",
+                Some(Fast::PlainDml),
+            ),
+            ("UPDATE t SET a = set_config('x.y', '1', false)", None),
+            ("UPDATE t SET a = my_function(1)", None),
+            ("UPDATE t SET a = \"set_config\"('x.y', '1', false)", None),
+            ("INSERT INTO \"T\" (a) VALUES (1)", Some(Fast::PlainDml)),
+            ("INSERT INTO t VALUES (lower ('X'))", Some(Fast::PlainDml)),
             ("TRUNCATE t", None),
         ];
         for (sql, expected) in dml {

@@ -64,6 +64,24 @@ const SESSION_ADVISORY_LOCKS: &[&str] = &[
     "pg_try_advisory_lock_shared",
 ];
 
+/// Built-ins besides `set_config` (see `statement.rs`) whose effect outlives the transaction in
+/// the session: a pooled connection that ran them is reset before another client uses it.
+/// Sequence functions are not here: `currval`/`lastval` state is documented as not isolated in
+/// transaction pooling (a `serial` default sets it invisibly anyway).
+const SESSION_STATE_FUNCTIONS: &[&str] = &[
+    "setseed",
+    "dblink_connect",
+    "dblink_connect_u",
+    "dblink_disconnect",
+    "dblink_open",
+];
+
+/// True for built-ins whose effect outlives the transaction in the session (besides
+/// `set_config`, which `statement.rs` reads argument by argument).
+pub fn keeps_session_state(name: &str) -> bool {
+    SESSION_STATE_FUNCTIONS.contains(&name.to_ascii_lowercase().as_str())
+}
+
 /// Built-ins that are safe on a replica, including some PostgreSQL marks VOLATILE although they
 /// change nothing (`random`, `pg_is_in_recovery`, `clock_timestamp`, …). No catalog look-up is
 /// needed for these.
@@ -244,6 +262,13 @@ const KNOWN_READ_FUNCTIONS: &[&str] = &[
     "reverse",
     "translate",
 ];
+
+/// True for built-ins known to be safe on a replica (and so to change nothing).
+pub(crate) fn is_known_read(name: &str) -> bool {
+    KNOWN_READ_FUNCTIONS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name))
+}
 
 /// What classification may assume about functions.
 #[derive(Debug, Clone, Default)]

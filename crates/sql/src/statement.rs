@@ -3,8 +3,9 @@
 use crate::decision::{Classification, PinReason, Route, Rule, SessionChange, TxControl};
 use crate::functions::{FunctionKind, FunctionPolicy};
 use sqlparser::ast::{
-    ContextModifier, CopySource, Expr, ObjectName, ObjectNamePart, Query, Set, SetExpr, Statement,
-    TableFactor, TransactionAccessMode, TransactionMode, Visit, Visitor,
+    ContextModifier, CopySource, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
+    ObjectNamePart, Query, Set, SetExpr, Statement, TableFactor, TransactionAccessMode,
+    TransactionMode, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -47,6 +48,7 @@ fn combine(mut a: Classification, b: Classification) -> Classification {
     a.effects.session.extend(b.effects.session);
     a.effects.pin = a.effects.pin.or(b.effects.pin);
     a.effects.executes = a.effects.executes.or(b.effects.executes);
+    a.effects.untracked |= b.effects.untracked;
     a.check_functions.extend(b.check_functions);
     if a.route != Route::Read {
         a.check_functions.clear();
@@ -54,7 +56,40 @@ fn combine(mut a: Classification, b: Classification) -> Classification {
     a
 }
 
+/// One statement: its route and rule ([`statement_kind`]), plus what its function calls do to the
+/// session ([`SessionScan`]).
 fn statement(stmt: &Statement, policy: &FunctionPolicy) -> Classification {
+    let mut c = statement_kind(stmt, policy);
+    match stmt {
+        // The body of a PREPARE runs at EXECUTE (which is `untracked`); EXPLAIN without
+        // ANALYZE runs nothing.
+        Statement::Prepare { .. } => return c,
+        Statement::Explain { analyze: false, .. } => return c,
+        // SET and friends call no functions; their effects are already known.
+        Statement::Set(_) | Statement::Reset(_) | Statement::Discard { .. } => return c,
+        _ => {}
+    }
+    let mut scan = SessionScan::new(policy);
+    let _ = stmt.visit(&mut scan);
+    if !scan.replays.is_empty() && c.route == Route::Read {
+        // Only reached for a read with set_config in it, which `Scan` already sends to the
+        // primary; kept for safety.
+        c.route = Route::Primary;
+    }
+    c.effects
+        .session
+        .extend(scan.replays.into_iter().map(SessionChange::Replay));
+    c.effects.pin = c.effects.pin.or(scan.pin);
+    // A read's unknown functions are looked up in pg_proc by the proxy (`check_functions`): a
+    // function declared STABLE or IMMUTABLE is trusted not to change the session either.
+    c.effects.untracked |= scan.untracked
+        || (scan.user_functions && c.route != Route::Read)
+        || matches!(stmt, Statement::Call(_))
+        || c.rule == Rule::ExplainWrite;
+    c
+}
+
+fn statement_kind(stmt: &Statement, policy: &FunctionPolicy) -> Classification {
     match stmt {
         Statement::Query(q) => query(q, policy, Rule::ReadOnlyQuery),
         Statement::Explain {
@@ -356,6 +391,124 @@ impl Visitor for Scan<'_> {
             | TableFactor::Function { name, .. } => self.function(name),
             _ => ControlFlow::Continue(()),
         }
+    }
+}
+
+/// What a statement's function calls do to the session: `set_config(name, value, false)` with
+/// literal arguments becomes a change to replay; with run-time arguments it pins the session;
+/// other calls that may keep state make the statement `untracked`.
+struct SessionScan<'p> {
+    policy: &'p FunctionPolicy,
+    replays: Vec<String>,
+    pin: Option<PinReason>,
+    untracked: bool,
+    /// A function pgrouter does not know (user-defined, or not in `read_only_functions`).
+    user_functions: bool,
+}
+
+impl<'p> SessionScan<'p> {
+    fn new(policy: &'p FunctionPolicy) -> Self {
+        Self {
+            policy,
+            replays: Vec::new(),
+            pin: None,
+            untracked: false,
+            user_functions: false,
+        }
+    }
+
+    fn call(&mut self, name: &ObjectName, args: Option<&FunctionArguments>) {
+        let Some(name) = last_part(name) else {
+            self.untracked = true;
+            return;
+        };
+        if name.eq_ignore_ascii_case("set_config") {
+            match args.and_then(set_config_replay) {
+                Some(Some(replay)) => self.replays.push(replay),
+                // is_local = true: it ends with the transaction.
+                Some(None) => {}
+                None => self.pin = Some(PinReason::SessionFunction),
+            }
+            return;
+        }
+        if crate::functions::keeps_session_state(&name) {
+            self.untracked = true;
+        }
+        if matches!(
+            self.policy.kind(&name),
+            FunctionKind::Unknown | FunctionKind::NotListedReadOnly
+        ) {
+            self.user_functions = true;
+        }
+    }
+}
+
+impl Visitor for SessionScan<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            self.call(&f.name, Some(&f.args));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        match t {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => self.call(name, None),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `set_config(name, value, is_local)` with literal arguments: `Some(Some(replay))` for a session
+/// setting (the canonical call to replay), `Some(None)` for a transaction-local one, `None` when
+/// an argument is known only at run time.
+fn set_config_replay(args: &FunctionArguments) -> Option<Option<String>> {
+    let FunctionArguments::List(list) = args else {
+        return None;
+    };
+    let values = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => Some(&v.value),
+            _ => None,
+        })
+        .collect::<Option<Vec<&Value>>>()?;
+    let [name, value, local] = values.as_slice() else {
+        return None;
+    };
+    let local = match local {
+        Value::Boolean(b) => *b,
+        Value::SingleQuotedString(s) => bool_text(s)?,
+        _ => return None,
+    };
+    if local {
+        return Some(None);
+    }
+    let (Value::SingleQuotedString(name), Value::SingleQuotedString(value)) = (name, value) else {
+        return None;
+    };
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    Some(Some(format!(
+        "SELECT pg_catalog.set_config({}, {}, false)",
+        quote(name),
+        quote(value)
+    )))
+}
+
+fn bool_text(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" | "t" => Some(true),
+        "off" | "false" | "no" | "0" | "f" => Some(false),
+        _ => None,
     }
 }
 

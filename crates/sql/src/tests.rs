@@ -320,3 +320,41 @@ proptest! {
         }
     }
 }
+
+/// Session state changed through functions: set_config with literals is replayed, with run-time
+/// arguments it pins; anything else that may keep state is `untracked` (reset in the pool).
+#[test]
+fn session_state_through_functions() {
+    let c = classifier();
+    let replay = |s: &str| vec![SessionChange::Replay(s.to_owned())];
+    #[rustfmt::skip]
+    let cases: &[(&str, Vec<SessionChange>, Option<PinReason>, bool)] = &[
+        ("SELECT set_config('app.tenant', '42', false)",
+            replay("SELECT pg_catalog.set_config('app.tenant', '42', false)"), None, false),
+        ("select pg_catalog.SET_CONFIG('a.b', 'it''s', 'off')",
+            replay("SELECT pg_catalog.set_config('a.b', 'it''s', false)"), None, false),
+        ("SELECT set_config('app.tenant', '42', true)", vec![], None, false),
+        ("SELECT set_config('app.tenant', $1, false)", vec![], Some(PinReason::SessionFunction), false),
+        ("SELECT set_config($1, $2, $3)", vec![], Some(PinReason::SessionFunction), false),
+        ("UPDATE t SET a = set_config('x.y', v, false)", vec![], Some(PinReason::SessionFunction), false),
+        ("SELECT setseed(0.5)", vec![], None, true),
+        ("INSERT INTO t VALUES (my_function(1))", vec![], None, true),
+        ("UPDATE t SET a = my_function(1)", vec![], None, true),
+        ("CALL my_procedure()", vec![], None, true),
+        ("SELECT my_function(1)", vec![], None, false), // a read: pg_proc decides (check_functions)
+        ("INSERT INTO t VALUES (nextval('s'), now())", vec![], None, false),
+        ("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 1", vec![], None, false),
+        ("SELECT 1", vec![], None, false),
+        ("PREPARE p AS SELECT set_config('a.b', '1', false)", vec![SessionChange::Prepare {
+            name: "p".into(), sql: "PREPARE p AS SELECT set_config('a.b', '1', false)".into(), route: P }], None, false),
+    ];
+    for (sql, session, pin, untracked) in cases {
+        let got = c.classify(sql);
+        assert_eq!(&got.effects.session, session, "{sql}");
+        assert_eq!(got.effects.pin, *pin, "{sql}");
+        assert_eq!(got.effects.untracked, *untracked, "{sql}");
+        if !session.is_empty() || pin.is_some() || *untracked {
+            assert_ne!(got.route, R, "{sql} must not run on a replica");
+        }
+    }
+}

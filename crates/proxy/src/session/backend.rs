@@ -48,10 +48,20 @@ pub(crate) struct Backend {
     pub(crate) syncs_since_execute: u32,
     /// Extended-protocol messages were sent since the last `Sync`.
     pub(crate) in_segment: bool,
+    /// The open segment has a `Bind` or `Execute`: it holds a portal or an implicit
+    /// transaction, so everything up to its `Sync` must follow it. A segment of only `Parse`,
+    /// `Describe` and `Flush` (asyncpg prepares so) holds nothing and may be closed by pgrouter.
+    pub(crate) segment_runs: bool,
+    /// `ReadyForQuery` messages owed for `Sync`s pgrouter sent to close such a segment: only
+    /// the `ReadyForQuery` itself is hidden.
+    pub(crate) hide_ready: u32,
     /// An `ErrorResponse` arrived for the current client request.
     pub(crate) saw_error: bool,
     /// The server sent a FATAL error.
     pub(crate) said_fatal: bool,
+    /// The client ran something here that may have left session state pgrouter does not track
+    /// (see `unit::leaves_session_clean`): the connection is reset before it is pooled.
+    pub(crate) dirty: bool,
     /// An autocommit read whose responses are held back until it is clear that it did not fail
     /// with `25006` (a function that writes) and the connection did not break: until then it can
     /// be re-run on the primary without the client noticing.
@@ -99,8 +109,11 @@ impl Backend {
             hide_close: 0,
             syncs_since_execute: 0,
             in_segment: false,
+            segment_runs: false,
+            hide_ready: 0,
             saw_error: false,
             said_fatal: false,
+            dirty: false,
             retry: None,
         }
     }
@@ -117,7 +130,23 @@ impl Backend {
     /// True while the connection owes responses or is inside an extended-protocol segment: the
     /// session may not switch to another connection.
     pub(crate) fn busy(&self) -> bool {
-        self.pending > 0 || self.swallow > 0 || self.in_segment
+        self.pending > 0 || self.swallow > 0 || self.hide_ready > 0 || self.in_segment
+    }
+
+    /// Closes an open segment that only prepared or described statements (the client moved on
+    /// without a `Sync`) so that the session may use another connection: a `Sync` whose
+    /// `ReadyForQuery` is hidden. Returns whether it did.
+    pub(crate) async fn close_idle_segment(&mut self) -> bool {
+        if !self.in_segment || self.segment_runs || self.pending > 0 || self.swallow > 0 {
+            return false;
+        }
+        self.in_segment = false;
+        self.hide_ready += 1;
+        let mut sync = BytesMut::with_capacity(5);
+        pgrouter_protocol::frontend::write_sync(&mut sync);
+        // A dead connection is noticed when it is read.
+        let _ = self.conn.stream.write_all(&sync).await;
+        true
     }
 
     /// Reads more bytes from the server.

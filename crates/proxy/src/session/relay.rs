@@ -14,7 +14,10 @@
 use super::backend::{read_opt, Backend, Slot};
 use super::client::{frame_error, ClientConn};
 use super::state::SessionState;
-use super::unit::{body, classify, effective_route, frames, next_unit, protocol_violation, utf8};
+use super::unit::{
+    body, classify_text, effective_route, frames, leaves_session_clean, name_key, next_unit,
+    protocol_violation,
+};
 use super::{server_lost, SessionError};
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientEntry, ClientState};
@@ -185,7 +188,7 @@ impl<'a> Session<'a> {
             return Some(self.current);
         }
         for (slot, b) in [(Slot::Primary, &self.primary), (Slot::Read, &self.read)] {
-            if b.as_ref().is_some_and(|b| b.in_segment) {
+            if b.as_ref().is_some_and(|b| b.in_segment && b.segment_runs) {
                 return Some(slot);
             }
         }
@@ -246,16 +249,13 @@ impl<'a> Session<'a> {
             );
             match tag {
                 fe::QUERY => {
-                    let c = classify(
-                        self.ctx,
-                        utf8(fe::query_text(body(msg)).unwrap_or_default()),
-                    );
+                    let c = classify_text(self.ctx, fe::query_text(body(msg)).unwrap_or_default());
                     demote(self.effective_route(&c), &mut route);
                     parts.push(c);
                 }
                 fe::PARSE => {
                     if let Some((name, sql)) = fe::parse_parse(body(msg)) {
-                        let c = classify(self.ctx, utf8(sql));
+                        let c = classify_text(self.ctx, sql);
                         demote(self.effective_route(&c), &mut route);
                         parts.push(c);
                         parsed_here.push(name);
@@ -264,16 +264,21 @@ impl<'a> Session<'a> {
                 fe::BIND => {
                     let name = fe::bind_statement(body(msg)).unwrap_or_default();
                     if !parsed_here.contains(&name) {
-                        if name.is_empty() {
-                            needs_unnamed = true;
-                        } else {
-                            let r = self
-                                .state
-                                .statements
-                                .get(utf8(name))
-                                .map(|s| s.route)
-                                .unwrap_or(Route::Primary);
-                            demote(r, &mut route);
+                        // A statement made by an earlier request (the unnamed one included)
+                        // routes as it was classified; one this client never made goes to the
+                        // primary, where it gets PostgreSQL's 26000.
+                        needs_unnamed |= name.is_empty();
+                        match self.state.statements.get(name_key(name).as_ref()) {
+                            Some(stored) => {
+                                demote(stored.route, &mut route);
+                                // It runs now: its effects on the session (a pin, a setting to
+                                // replay) apply when it completes.
+                                if stored.classification.effects != pgrouter_sql::Effects::default()
+                                {
+                                    parts.push(stored.classification.clone());
+                                }
+                            }
+                            None => demote(Route::Primary, &mut route),
                         }
                     }
                 }
@@ -549,6 +554,10 @@ impl<'a> Session<'a> {
                     || plan.slot.is_some_and(|s| s != busy)
                     || (plan.slot == Some(busy) && self.is_stale(busy))
                 {
+                    if let Some(b) = self.backend(busy) {
+                        // Busy only with a segment that prepared statements: close it, then go on.
+                        b.close_idle_segment().await;
+                    }
                     return Ok(Drain::Blocked);
                 }
             }
@@ -599,7 +608,9 @@ impl<'a> Session<'a> {
             if failed {
                 continue;
             }
-            let name = utf8(name);
+            let name_len = name.len();
+            let name = name_key(name);
+            let name = name.as_ref();
             if self.state.statements.contains_key(name) {
                 ErrorResponse::error(
                     SqlState::DUPLICATE_PREPARED_STATEMENT,
@@ -609,9 +620,17 @@ impl<'a> Session<'a> {
                 failed = true;
                 continue;
             }
-            let route = effective_route(self.ctx, &self.state, &classify(self.ctx, utf8(sql)));
-            self.state
-                .store_statement(name, Bytes::copy_from_slice(msg), route);
+            let c = classify_text(self.ctx, sql);
+            let route = effective_route(self.ctx, &self.state, &c);
+            let clean = leaves_session_clean(self.ctx, &c);
+            self.state.store_statement(
+                name,
+                name_len,
+                Bytes::copy_from_slice(msg),
+                route,
+                clean,
+                c,
+            );
             be::parse_complete(&mut out);
         }
         client.write_all(&out).await?;
@@ -679,16 +698,18 @@ impl<'a> Session<'a> {
             None
         };
         if needs_unnamed {
-            // The unnamed statement lives on one connection only: use it.
-            for s in [Slot::Primary, Slot::Read] {
-                let has = match s {
+            // The unnamed statement the client made last lives on one connection: use it if it
+            // is still there (else it is prepared again where the unit goes).
+            let current = self.state.statements.get("").map(|s| s.version);
+            let holder = [Slot::Primary, Slot::Read].into_iter().find(|s| {
+                let b = match s {
                     Slot::Primary => self.primary.as_ref(),
                     Slot::Read => self.read.as_ref(),
-                }
-                .is_some_and(|b| b.prepared.contains_key(""));
-                if has {
-                    slot = Some(s);
-                }
+                };
+                current.is_some() && b.and_then(|b| b.prepared.get("")).copied() == current
+            });
+            if holder.is_some() {
+                slot = holder;
             }
         }
         Plan {
@@ -739,18 +760,21 @@ impl<'a> Session<'a> {
             Err(e) => return Err(e),
         };
         let mut prefix = BytesMut::new();
+        // Session changes first, outside the transaction: replayed after the deferred BEGIN,
+        // a ROLLBACK would undo them (and the server would report the old client_encoding).
+        self.replay_into(slot, &mut prefix);
         if let Some(begin) = self.deferred_begin.take() {
             prefix.extend_from_slice(&begin);
             if let Some(b) = self.backend(slot) {
                 b.swallow += 1;
             }
         }
-        self.replay_into(slot, &mut prefix);
         if slot != self.current {
             self.point_cancel_at(slot);
         }
         self.current = slot;
-        let retryable = (slot == Slot::Read || plan.is_read)
+        // Only a unit that is provably a read may be held for a re-run elsewhere.
+        let retryable = plan.is_read
             && self.state.tx_status == TransactionStatus::Idle
             && matches!(frames(&bytes).last(), Some((fe::SYNC | fe::QUERY, _)));
         if retryable {
@@ -810,7 +834,10 @@ impl<'a> Session<'a> {
             return;
         }
         let pending = &log[b.replayed..];
-        if pending.iter().any(|s| s == "DISCARD ALL") {
+        if pending
+            .iter()
+            .any(|s| s == "DISCARD ALL" || s == "DEALLOCATE ALL")
+        {
             b.prepared.clear();
         }
         let sql = pending.join(";\n");
@@ -840,15 +867,38 @@ impl<'a> Session<'a> {
         self.timing.started(&self.entry);
         self.show_links();
         let state = &mut self.state;
-        let b = match slot {
-            Slot::Primary => self.primary.as_mut(),
-            Slot::Read => self.read.as_mut(),
+        let (b, mut other) = match slot {
+            Slot::Primary => (self.primary.as_mut(), self.read.as_mut()),
+            Slot::Read => (self.read.as_mut(), self.primary.as_mut()),
         };
         let Some(b) = b else {
             return Err(server_lost());
         };
         for c in &parts {
             self.ctx.stats.routed(b.node, c.route, c.rule);
+            if !leaves_session_clean(self.ctx, c) {
+                b.dirty = true;
+            }
+            // DEALLOCATE of a protocol-level statement this connection does not hold (it was
+            // prepared on another one): prepare it here first, invisibly, so that the DEALLOCATE
+            // succeeds as it would have on the client's one connection.
+            for change in &c.effects.session {
+                let pgrouter_sql::SessionChange::Deallocate(Some(name)) = change else {
+                    continue;
+                };
+                let Some(stored) = state.statements.get(name.as_str()) else {
+                    continue;
+                };
+                if b.prepared.get(name.as_str()) != Some(&stored.version) {
+                    if b.prepared.contains_key(name.as_str()) {
+                        fe::write_close_statement(&mut out, name.as_bytes());
+                    }
+                    out.extend_from_slice(&stored.parse);
+                    fe::write_sync(&mut out);
+                    b.swallow += 1;
+                    b.prepared.insert(name.clone(), stored.version);
+                }
+            }
         }
         // Copy only when something has to be inserted between client messages.
         let mut copied_upto = 0usize;
@@ -860,14 +910,24 @@ impl<'a> Session<'a> {
                 fe::QUERY => {
                     b.pending += 1;
                     b.syncs_since_execute = 0;
+                    // A simple query ends an open extended-protocol segment.
+                    b.in_segment = false;
+                    b.segment_runs = false;
+                    // A simple query destroys the unnamed statement, for the session too.
                     b.prepared.remove("");
+                    state.statements.remove("");
                 }
                 fe::SYNC => {
                     b.pending += 1;
                     b.syncs_since_execute += 1;
                     b.in_segment = false;
+                    b.segment_runs = false;
                 }
-                fe::FUNCTION_CALL => b.pending += 1,
+                fe::FUNCTION_CALL => {
+                    b.pending += 1;
+                    // A function called by OID: pgrouter cannot tell what it does.
+                    b.dirty = true;
+                }
                 fe::COPY_DONE | fe::COPY_FAIL => {
                     // Syncs sent during copy-in were ignored by the server.
                     b.pending = b.pending.saturating_sub(b.syncs_since_execute);
@@ -875,19 +935,26 @@ impl<'a> Session<'a> {
                 }
                 fe::PARSE => {
                     b.in_segment = true;
-                    let Some((name, sql)) = fe::parse_parse(body(msg)) else {
+                    let Some((raw_name, sql)) = fe::parse_parse(body(msg)) else {
                         continue;
                     };
-                    let name = utf8(name);
-                    let route = effective_route(self.ctx, state, &classify(self.ctx, utf8(sql)));
+                    let name = name_key(raw_name);
+                    let name = name.as_ref();
+                    let c = classify_text(self.ctx, sql);
+                    let route = effective_route(self.ctx, state, &c);
+                    let clean = leaves_session_clean(self.ctx, &c);
                     let stale = !name.is_empty()
                         && b.prepared.contains_key(name)
                         && !state.statements.contains_key(name);
-                    let version = if name.is_empty() {
-                        0
+                    // The unnamed statement is replaced often: keep a view of the client's
+                    // buffer rather than a copy. Named ones live long: copy them out.
+                    let parse = if name.is_empty() {
+                        bytes.slice(start..pos)
                     } else {
-                        state.store_statement(name, Bytes::copy_from_slice(msg), route)
+                        Bytes::copy_from_slice(msg)
                     };
+                    let version =
+                        state.store_statement(name, raw_name.len(), parse, route, clean, c);
                     if stale {
                         // The client closed it on another connection: close it here first.
                         out.extend_from_slice(&bytes[copied_upto..start]);
@@ -895,35 +962,63 @@ impl<'a> Session<'a> {
                         fe::write_close_statement(&mut out, name.as_bytes());
                         b.hide_close += 1;
                     }
+                    if name.is_empty() {
+                        // The other connection's unnamed statement is not the client's any more.
+                        if let Some(o) = other.as_deref_mut() {
+                            o.prepared.remove("");
+                        }
+                    }
                     b.prepared.insert(name.to_owned(), version);
                 }
                 fe::BIND | fe::DESCRIBE => {
                     b.in_segment = true;
+                    b.segment_runs |= tag == fe::BIND;
                     let name = if tag == fe::BIND {
                         fe::bind_statement(body(msg))
                     } else {
                         fe::describe_target(body(msg)).and_then(|(k, n)| (k == b'S').then_some(n))
                     };
-                    let Some(name) = name.map(utf8).filter(|n| !n.is_empty()) else {
+                    let Some(raw_name) = name else {
                         continue;
                     };
+                    let name = name_key(raw_name);
+                    let name = name.as_ref();
                     let Some(stored) = state.statements.get(name) else {
+                        if state.sql_prepared.contains_key(name) {
+                            // Made by SQL PREPARE on this connection's session: it is there.
+                            continue;
+                        }
+                        // A statement this client never prepared (or closed). The connection may
+                        // hold one of that name that another client left: close it first, so
+                        // that the server answers with its own 26000 and runs nothing.
+                        out.extend_from_slice(&bytes[copied_upto..start]);
+                        copied_upto = start;
+                        fe::write_close_statement(&mut out, raw_name);
+                        b.hide_close += 1;
+                        b.prepared.remove(name);
                         continue;
                     };
+                    if tag == fe::BIND && !stored.clean {
+                        b.dirty = true;
+                    }
                     match b.prepared.get(name) {
                         Some(v) if *v == stored.version => {
-                            self.ctx.prepared_stats.hits.fetch_add(1, Ordering::Relaxed);
+                            if !name.is_empty() {
+                                self.ctx.prepared_stats.hits.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         have => {
-                            self.ctx
-                                .prepared_stats
-                                .misses
-                                .fetch_add(1, Ordering::Relaxed);
+                            if !name.is_empty() {
+                                self.ctx
+                                    .prepared_stats
+                                    .misses
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
                             // Prepared on another connection: prepare it here, invisibly.
                             out.extend_from_slice(&bytes[copied_upto..start]);
                             copied_upto = start;
                             if have.is_some() {
-                                fe::write_close_statement(&mut out, name.as_bytes());
+                                fe::write_close_statement(&mut out, raw_name);
                                 b.hide_close += 1;
                             }
                             out.extend_from_slice(&stored.parse);
@@ -934,14 +1029,15 @@ impl<'a> Session<'a> {
                 }
                 fe::CLOSE => {
                     b.in_segment = true;
-                    if let Some((b'S', name)) = fe::describe_target(body(msg)) {
-                        let name = utf8(name);
-                        state.statements.remove(name);
-                        b.prepared.remove(name);
+                    if let Some((b'S', raw_name)) = fe::describe_target(body(msg)) {
+                        let name = name_key(raw_name);
+                        state.statements.remove(name.as_ref());
+                        b.prepared.remove(name.as_ref());
                     }
                 }
                 fe::EXECUTE => {
                     b.in_segment = true;
+                    b.segment_runs = true;
                     b.syncs_since_execute = 0;
                 }
                 fe::FLUSH => b.in_segment = true,
@@ -1090,8 +1186,9 @@ impl<'a> Session<'a> {
             // A cancel request must not reach the connection's next client.
             *self.cancel.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
-        // Session settings replayed on (or made on) this connection must not leak to others.
-        let dirty = b.replayed > 0;
+        // Session settings replayed on (or made on) this connection, or anything the client ran
+        // that may have left state pgrouter cannot see, must not reach the next client.
+        let dirty = b.replayed > 0 || b.dirty;
         self.ctx
             .pools
             .checkin(b.conn, b.prepared, b.ticket, dirty)

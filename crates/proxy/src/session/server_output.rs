@@ -149,6 +149,11 @@ impl Session<'_> {
             let mut compacted = None;
             match tag {
                 be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
+                be::READY_FOR_QUERY if b.hide_ready > 0 => {
+                    // The end of a segment pgrouter closed (`close_idle_segment`).
+                    b.hide_ready -= 1;
+                    drop_it = true;
+                }
                 be::READY_FOR_QUERY => {
                     let status = rfq_status;
                     b.pending = b.pending.saturating_sub(1);
@@ -166,6 +171,20 @@ impl Session<'_> {
                         if discarded {
                             b.prepared.clear();
                             self.state.statements.clear();
+                        }
+                        if !failed {
+                            // DEALLOCATE ran here: this connection no longer holds the statement.
+                            for change in finished.iter().flat_map(|c| c.effects.session.iter()) {
+                                match change {
+                                    pgrouter_sql::SessionChange::Deallocate(Some(name)) => {
+                                        b.prepared.remove(name.as_str());
+                                    }
+                                    pgrouter_sql::SessionChange::Deallocate(None) => {
+                                        b.prepared.clear();
+                                    }
+                                    _ => {}
+                                }
+                            }
                         }
                         self.state.complete(&finished, failed, status);
                         self.timing.answered(status, &self.ctx.stats, &self.entry);

@@ -48,6 +48,10 @@ pub(crate) struct StoredStatement {
     /// The definition's identity ([`statement_version`]): distinguishes re-definitions of the
     /// same name, and lets clients share what a pooled connection has prepared.
     pub(crate) version: u64,
+    /// Running it leaves no untracked session state (`unit::leaves_session_clean`).
+    pub(crate) clean: bool,
+    /// How its text was classified: its effects on the session apply each time it runs.
+    pub(crate) classification: Arc<Classification>,
 }
 
 /// Session state that outlives any one server connection.
@@ -85,15 +89,26 @@ impl SessionState {
         }
     }
 
-    /// Remembers a client `Parse`; returns the version now current for the name.
-    pub(crate) fn store_statement(&mut self, name: &str, parse: Bytes, route: Route) -> u64 {
-        let version = statement_version(&parse, name.len());
+    /// Remembers a client `Parse` (`name_len`: the name's length in the message); returns the
+    /// version now current for the name.
+    pub(crate) fn store_statement(
+        &mut self,
+        name: &str,
+        name_len: usize,
+        parse: Bytes,
+        route: Route,
+        clean: bool,
+        classification: Arc<Classification>,
+    ) -> u64 {
+        let version = statement_version(&parse, name_len);
         self.statements.insert(
             name.to_owned(),
             Arc::new(StoredStatement {
                 parse,
                 route,
                 version,
+                clean,
+                classification,
             }),
         );
         version
@@ -200,13 +215,19 @@ impl SessionState {
                 self.replay.push(sql);
             }
             SessionChange::Deallocate(name) => match &name {
-                Some(n) => {
-                    self.sql_prepared.remove(n);
+                // An SQL-level statement is in the replay log: the DEALLOCATE follows it there.
+                Some(n) if self.sql_prepared.remove(n).is_some() => {
                     self.replay
                         .push(format!("DEALLOCATE \"{}\"", n.replace('"', "\"\"")));
                 }
+                // A protocol-level statement is forgotten; connections that still hold it close
+                // it before its name is used again (see `relay::send`).
+                Some(n) => {
+                    self.statements.remove(n);
+                }
                 None => {
                     self.sql_prepared.clear();
+                    self.statements.clear();
                     self.replay.push("DEALLOCATE ALL".to_owned());
                 }
             },

@@ -140,6 +140,51 @@ pub(super) fn utf8(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or("")
 }
 
+/// A statement or portal name as a map key. Names are C strings in the client's encoding; one
+/// that is not UTF-8 gets a key no UTF-8 name can have (a leading NUL, then its bytes in hex),
+/// so two different names never share a key and none collides with the unnamed statement.
+pub(super) fn name_key(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => std::borrow::Cow::Owned(
+            std::iter::once("\0".to_owned())
+                .chain(b.iter().map(|x| format!("{x:02x}")))
+                .collect(),
+        ),
+    }
+}
+
+/// Classifies statement text as the client sent it. Text that is not valid UTF-8 (a client
+/// encoding such as LATIN1 with non-ASCII characters) cannot be parsed safely: it is unknown,
+/// so it goes to the primary, is never held for a re-run, and counts as changing the session.
+pub(super) fn classify_text(ctx: &ProxyContext, text: &[u8]) -> Arc<Classification> {
+    match std::str::from_utf8(text) {
+        Ok(sql) => classify(ctx, sql),
+        Err(_) => {
+            let mut c = Classification::new(Route::Primary, pgrouter_sql::Rule::Unparsable);
+            c.effects.untracked = true;
+            Arc::new(c)
+        }
+    }
+}
+
+/// Whether running `c` leaves nothing of the client's on a server connection beyond what the
+/// session tracks itself (its replay log, its prepared statements, its pins). A pooled
+/// connection that ran anything else is reset before another client gets it.
+pub(super) fn leaves_session_clean(ctx: &ProxyContext, c: &Classification) -> bool {
+    use pgrouter_sql::Rule;
+    let rule_clean = !matches!(
+        c.rule,
+        Rule::Unparsable | Rule::ExecutePrepared | Rule::FunctionNotReadOnly
+    );
+    rule_clean
+        && !c.effects.untracked
+        && c.effects.executes.is_none()
+        && c.effects.pin.is_none()
+        // A user function in a read: trusted when pg_proc says it is not VOLATILE.
+        && (c.check_functions.is_empty() || ctx.any_volatile(&c.check_functions) == Some(false))
+}
+
 /// Classifies with the per-thread cache: no lock on the hot path.
 pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
     thread_local! {

@@ -1,0 +1,420 @@
+"""Driver conformance: one scenario, run through pgrouter by a real driver.
+
+    python3 conformance.py DRIVER ROUTER_URL DIRECT_URL PRIMARY_PORT TABLE [ENCODING]
+
+DRIVER is one of the names in DRIVERS below. ROUTER_URL reaches pgrouter, DIRECT_URL the primary
+itself (same user): it is the witness. TABLE is a table name of this run's own; the script
+creates it. ENCODING, when given, is the client_encoding the driver sets (e.g. LATIN1).
+
+Every write carries a unique key. At the end the script reads the table on the primary directly
+and checks that every acknowledged write is there exactly once and that nothing the scenario
+rolled back is. Where a statement ran is read from the servers (inet_server_port(),
+pg_is_in_recovery()). A failed check raises AssertionError; success prints one line.
+"""
+
+import asyncio
+import sys
+import time
+
+import psycopg
+from psycopg import pq
+
+DRIVER, ROUTER, DIRECT, PRIMARY_PORT, TABLE = sys.argv[1:6]
+PRIMARY_PORT = int(PRIMARY_PORT)
+ENCODING = sys.argv[6] if len(sys.argv) > 6 else None
+# Text that is not ASCII: 'café' is one byte shorter in LATIN1 than in UTF-8, and is not valid
+# UTF-8 there.
+WORD = "café"
+
+# Keys of acknowledged (committed) writes, and of writes that must not exist.
+acked = []
+forbidden = []
+
+
+def expect(cond, what):
+    if not cond:
+        raise AssertionError(f"[{DRIVER}] {what}")
+
+
+def witness(sql, params=None):
+    with psycopg.connect(DIRECT, autocommit=True) as c:
+        cur = c.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def on_primary(port, in_recovery):
+    expect(
+        (port == PRIMARY_PORT) != bool(in_recovery), f"inconsistent place {port} {in_recovery}"
+    )
+    return port == PRIMARY_PORT
+
+
+def final_check():
+    rows = dict(witness(f"SELECT k, count(*) FROM {TABLE} GROUP BY k"))
+    for k in acked:
+        expect(rows.get(k) == 1, f"acknowledged write {k} is there {rows.get(k, 0)} times")
+    for k in forbidden:
+        expect(k not in rows, f"rolled-back write {k} is there")
+    extra = set(rows) - set(acked)
+    expect(not extra, f"writes nobody acknowledged: {sorted(extra)}")
+    words = witness(f"SELECT count(*) FROM {TABLE} WHERE word = %s", (WORD,))[0][0]
+    expect(words == sum(1 for k in acked if k % 10 == 7), f"non-ASCII text stored {words} times")
+
+
+def key(n):
+    """Keys ending in 7 carry the non-ASCII word."""
+    return n
+
+
+def word_for(k):
+    return WORD if k % 10 == 7 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# libpq itself (psycopg's binding of the real libpq: PQprepare, PQexecPrepared, pipeline mode)
+
+
+def run_libpq():
+    extra = {"client_encoding": ENCODING} if ENCODING else {}
+    conninfo = psycopg.conninfo.make_conninfo(ROUTER, **extra)
+    c = pq.PGconn.connect(conninfo.encode())
+    expect(c.status == pq.ConnStatus.OK, f"connect: {c.error_message}")
+    enc = (ENCODING or "utf-8").replace("LATIN1", "latin-1")
+    OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+
+    def ok(r, what):
+        expect(r.status in OK, f"{what}: {r.error_message.decode(enc, 'replace')}")
+        return r
+
+    def val(r, row=0, col=0):
+        v = r.get_value(row, col)
+        return None if v is None else v.decode(enc)
+
+    # The unnamed statement across round trips (PHP pg_prepare/pg_execute, Ruby pg, lib/pq).
+    ok(c.prepare(b"", b"SELECT $1::int AS x, inet_server_port(), pg_is_in_recovery()"), "prepare")
+    r = ok(c.exec_prepared(b"", [b"1"]), "exec unnamed select")
+    expect(val(r) == "1", "unnamed select result")
+    ok(c.prepare(b"", f"INSERT INTO {TABLE}(k) VALUES ($1::int) RETURNING k".encode()), "prepare")
+    r = ok(c.exec_prepared(b"", [b"101"]), "exec unnamed insert")
+    expect(
+        r.command_status.startswith(b"INSERT") and val(r) == "101",
+        f"the unnamed INSERT ran as {r.command_status!r} returning {val(r)}",
+    )
+    expect(witness(f"SELECT count(*) FROM {TABLE} WHERE k = 101")[0][0] == 1, "row 101 inserted")
+    acked.append(101)
+    # The unnamed statement described in its own round trip, then run (pgx describe-exec).
+    ok(c.prepare(b"", b"SELECT inet_server_port(), pg_is_in_recovery(), $1::text"), "prepare")
+    d = ok(c.describe_prepared(b""), "describe unnamed")
+    expect(d.nfields == 3 and d.nparams == 1, "describe unnamed statement shape")
+    r = ok(c.exec_prepared(b"", [b"x"]), "exec described")
+    expect(val(r, 0, 2) == "x", "described statement result")
+    # A simple query destroys the unnamed statement: binding it again is PostgreSQL's 26000.
+    ok(c.exec_(b"SELECT 1"), "simple query")
+    r = c.exec_prepared(b"", [b"1"])
+    expect(
+        r.status == pq.ExecStatus.FATAL_ERROR and r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000",
+        f"bind of the destroyed unnamed statement: {r.status} {r.error_message}",
+    )
+
+    # Named statements across round trips; a write after a read.
+    ok(c.prepare(b"rd", b"SELECT inet_server_port(), pg_is_in_recovery(), $1::int"), "prepare rd")
+    ok(c.prepare(b"wr", f"INSERT INTO {TABLE}(k, word) VALUES ($1::int, $2)".encode()), "prepare wr")
+    for i in range(3):
+        r = ok(c.exec_prepared(b"rd", [str(i).encode()]), "exec rd")
+        expect(val(r, 0, 2) == str(i), "rd result")
+        k = 110 + i
+        w = word_for(k)
+        ok(c.exec_prepared(b"wr", [str(k).encode(), w.encode(enc) if w else None]), "exec wr")
+        acked.append(k)
+    ok(c.exec_prepared(b"wr", [b"117", WORD.encode(enc)]), "exec wr 117")
+    acked.append(117)
+    # A name never prepared by this client: 26000, and no other client's statement runs.
+    r = c.exec_prepared(b"never_prepared_here", [])
+    expect(r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000", f"unknown name: {r.error_message}")
+    # DEALLOCATE, then the same name again with another definition.
+    ok(c.exec_(b"DEALLOCATE rd"), "deallocate")
+    r = c.exec_prepared(b"rd", [b"1"])
+    expect(r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000", "rd after DEALLOCATE")
+    ok(c.prepare(b"rd", b"SELECT $1::int * 2"), "re-prepare rd")
+    r = ok(c.exec_prepared(b"rd", [b"21"]), "exec new rd")
+    expect(val(r) == "42", f"re-prepared rd: {val(r)}")
+    ok(c.exec_(b"DEALLOCATE ALL"), "deallocate all")
+    ok(c.prepare(b"wr", f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode()), "re-prepare wr")
+    ok(c.exec_prepared(b"wr", [b"120"]), "exec wr after DEALLOCATE ALL")
+    acked.append(120)
+    ok(c.exec_(b"DISCARD PLANS"), "discard plans")
+    ok(c.exec_prepared(b"wr", [b"121"]), "exec wr after DISCARD PLANS")
+    acked.append(121)
+
+    # Non-ASCII text in the client encoding through the simple protocol: a write stays a write.
+    r = ok(c.exec_(f"INSERT INTO {TABLE}(k, word) VALUES (127, '{WORD}') RETURNING inet_server_port(), pg_is_in_recovery()".encode(enc)), "insert word")
+    expect(on_primary(int(val(r)), val(r, 0, 1) == "t"), "non-ASCII insert ran on the primary")
+    acked.append(127)
+    r = ok(c.exec_(f"SELECT '{WORD}'::text".encode(enc)), "select word")
+    expect(val(r) == WORD, f"non-ASCII text came back as {val(r)!r}")
+
+    # Pipeline mode: several extended-protocol statements, one Sync.
+    c.enter_pipeline_mode()
+    c.send_query_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode(), [b"130"])
+    c.send_query_params(b"SELECT $1::int + 1", [b"1"])
+    c.send_query_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode(), [b"131"])
+    c.pipeline_sync()
+    c.flush()
+    results = []
+    while True:
+        r = c.get_result()
+        if r is None:
+            continue
+        if r.status == pq.ExecStatus.PIPELINE_SYNC:
+            break
+        results.append(r)
+    c.exit_pipeline_mode()
+    expect([r.status in OK for r in results] == [True, True, True], "pipeline results")
+    expect(val(results[1]) == "2", "pipeline select")
+    acked.extend([130, 131])
+
+    # An explicit transaction with a savepoint, through the unnamed statement.
+    ok(c.exec_(b"BEGIN"), "begin")
+    ok(c.exec_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode(), [b"140"]), "insert 140")
+    ok(c.exec_(b"SAVEPOINT s"), "savepoint")
+    ok(c.exec_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode(), [b"141"]), "insert 141")
+    ok(c.exec_(b"ROLLBACK TO SAVEPOINT s"), "rollback to")
+    ok(c.exec_(b"COMMIT"), "commit")
+    acked.append(140)
+    forbidden.append(141)
+    c.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# psycopg 3
+
+
+def psycopg_connect(**kw):
+    conn = psycopg.connect(ROUTER, autocommit=True, **kw)
+    if ENCODING:
+        conn.execute(f"SET client_encoding = '{ENCODING}'")
+    return conn
+
+
+def run_psycopg(variant):
+    cursor_factory = psycopg.ClientCursor if variant == "client" else psycopg.Cursor
+    # prepare_threshold=0: every statement is prepared (named) at once; None: never.
+    prepare_threshold = {"client": None, "server": 0, "pipeline": 5}[variant]
+    with psycopg_connect(cursor_factory=cursor_factory, prepare_threshold=prepare_threshold) as conn:
+        cur = conn.cursor()
+        where = "inet_server_port(), pg_is_in_recovery()"
+
+        # Autocommit reads and writes.
+        reads_on = set()
+        for i in range(6):
+            cur.execute(f"SELECT {where}, %s::int", (i,))
+            port, rec, v = cur.fetchone()
+            on_primary(port, rec)
+            reads_on.add(port)
+            expect(v == i, "read result")
+        for k in (201, 202, 207):
+            cur.execute(
+                f"INSERT INTO {TABLE}(k, word) VALUES (%s, %s) RETURNING {where}", (k, word_for(k))
+            )
+            expect(on_primary(*cur.fetchone()), f"insert {k} ran on the primary")
+            acked.append(k)
+
+        # Batches: executemany (pipelined by psycopg on libpq >= 14).
+        cur.executemany(f"INSERT INTO {TABLE}(k, word) VALUES (%s, %s)", [(k, word_for(k)) for k in (210, 211, 217)])
+        acked.extend([210, 211, 217])
+        if variant == "pipeline":
+            with conn.pipeline():
+                cur.execute(f"INSERT INTO {TABLE}(k) VALUES (%s)", (220,))
+                cur.execute("SELECT %s::int", (5,))
+                cur.execute(f"INSERT INTO {TABLE}(k) VALUES (%s)", (221,))
+            acked.extend([220, 221])
+
+        # Transactions, savepoints and rollbacks.
+        with conn.transaction():
+            cur.execute(f"INSERT INTO {TABLE}(k) VALUES (230)")
+            try:
+                with conn.transaction():
+                    cur.execute(f"INSERT INTO {TABLE}(k) VALUES (231)")
+                    raise RuntimeError("roll back the savepoint")
+            except RuntimeError:
+                pass
+        acked.append(230)
+        forbidden.append(231)
+        try:
+            with conn.transaction():
+                cur.execute(f"INSERT INTO {TABLE}(k) VALUES (232)")
+                cur.execute("SELECT 1/0")
+        except psycopg.errors.DivisionByZero:
+            pass
+        forbidden.append(232)
+
+        # COPY in and out.
+        with cur.copy(f"COPY {TABLE}(k, word) FROM STDIN") as copy:
+            copy.write_row((240, None))
+            copy.write_row((247, WORD))
+        acked.extend([240, 247])
+        with cur.copy(f"/* pgrouter: primary */ COPY (SELECT k, word FROM {TABLE} WHERE k IN (240, 247) ORDER BY k) TO STDOUT") as copy:
+            rows = list(copy.rows())
+        expect(rows == [("240", None), ("247", WORD)], f"COPY out: {rows}")
+
+        # Session state through SET and set_config follows the session wherever reads go.
+        cur.execute("SET statement_timeout = '3456ms'")
+        cur.execute("SELECT set_config('app.tenant', %s, false)", ("t42",))
+        cur.execute("SELECT set_config('app.region', 'eu', false)")
+        for _ in range(4):
+            cur.execute(
+                f"SELECT current_setting('statement_timeout'), current_setting('app.tenant'), current_setting('app.region'), {where}"
+            )
+            row = cur.fetchone()
+            expect(row[:3] == ("3456ms", "t42", "eu"), f"session settings seen: {row}")
+        # SET ROLE (a role app is a member of) is session state too.
+        cur.execute("SET ROLE conformance_reader")
+        for _ in range(3):
+            cur.execute("SELECT current_user")
+            expect(cur.fetchone()[0] == "conformance_reader", "SET ROLE followed the session")
+        cur.execute("RESET ROLE")
+        cur.execute("SELECT current_user")
+        expect(cur.fetchone()[0] == "app", "RESET ROLE")
+
+        # A temporary table lives where the session is.
+        cur.execute("CREATE TEMP TABLE conf_tmp (v int)")
+        cur.execute("INSERT INTO conf_tmp VALUES (1), (2)")
+        cur.execute("SELECT sum(v) FROM conf_tmp")
+        expect(cur.fetchone()[0] == 3, "temp table")
+
+        # LISTEN/NOTIFY.
+        cur.execute("LISTEN conf_channel")
+        cur.execute("NOTIFY conf_channel, 'hello'")
+        got = [n.payload for n in conn.notifies(timeout=2, stop_after=1)]
+        expect(got == ["hello"], f"notifications: {got}")
+
+        # Cancel a running statement.
+        def cancel_soon():
+            time.sleep(0.5)
+            conn.cancel_safe()
+
+        import threading
+
+        t = threading.Thread(target=cancel_soon)
+        t.start()
+        try:
+            cur.execute("SELECT pg_sleep(10)")
+            expect(False, "pg_sleep was not cancelled")
+        except psycopg.errors.QueryCanceled:
+            pass
+        t.join()
+        cur.execute("SELECT 1")
+        expect(cur.fetchone()[0] == 1, "session after cancel")
+
+        # The server connection killed in the middle of a transaction: the transaction fails,
+        # the client keeps its connection... or gets a clean error, never a wrong answer.
+    with psycopg_connect(cursor_factory=cursor_factory, prepare_threshold=prepare_threshold) as conn:
+        cur = conn.cursor()
+        conn.autocommit = False
+        cur.execute(f"INSERT INTO {TABLE}(k) VALUES (250) RETURNING pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        forbidden.append(250)
+        witness("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.3)
+        try:
+            cur.execute(f"INSERT INTO {TABLE}(k) VALUES (251)")
+            conn.commit()
+            expect(False, "a transaction whose server connection died committed")
+        except psycopg.OperationalError:
+            pass
+        forbidden.append(251)
+        if not conn.closed:
+            conn.rollback()
+            cur.execute(f"INSERT INTO {TABLE}(k) VALUES (252)")
+            conn.commit()
+            acked.append(252)
+
+
+# ---------------------------------------------------------------------------------------------
+# asyncpg (its own protocol implementation; named statements with a cache, or unnamed)
+
+
+async def run_asyncpg_async(cache):
+    import asyncpg
+
+    settings = {"client_encoding": ENCODING} if ENCODING else None
+    if ENCODING:
+        # asyncpg speaks UTF-8 only; it refuses other client encodings.
+        return
+    conn = await asyncpg.connect(ROUTER, statement_cache_size=cache, server_settings=settings)
+    where = "inet_server_port(), pg_is_in_recovery()"
+    for i in range(6):
+        port, rec, v = await conn.fetchrow(f"SELECT {where}, $1::int", i)
+        on_primary(port, rec)
+        expect(v == i, "read result")
+    for k in (301, 302, 307):
+        port, rec = await conn.fetchrow(
+            f"INSERT INTO {TABLE}(k, word) VALUES ($1, $2) RETURNING {where}", k, word_for(k)
+        )
+        expect(on_primary(port, rec), "insert on primary")
+        acked.append(k)
+    # The same text as a read, then as a write, alternating (statement cache reuse).
+    for k in (310, 311):
+        await conn.execute(f"INSERT INTO {TABLE}(k) VALUES ($1)", k)
+        acked.append(k)
+        expect(await conn.fetchval("SELECT $1::int", k) == k, "read after write")
+    await conn.executemany(f"INSERT INTO {TABLE}(k) VALUES ($1)", [(320,), (321,), (322,)])
+    acked.extend([320, 321, 322])
+    async with conn.transaction():
+        await conn.execute(f"INSERT INTO {TABLE}(k) VALUES (330)")
+        try:
+            async with conn.transaction():
+                await conn.execute(f"INSERT INTO {TABLE}(k) VALUES (331)")
+                raise RuntimeError("roll back the savepoint")
+        except RuntimeError:
+            pass
+    acked.append(330)
+    forbidden.append(331)
+    await conn.copy_records_to_table(TABLE, records=[(340, None), (347, WORD)], columns=["k", "word"])
+    acked.extend([340, 347])
+    rows = await conn.fetch(f"/* pgrouter: primary */ SELECT k, word FROM {TABLE} WHERE k IN (340, 347) ORDER BY k")
+    expect([tuple(r) for r in rows] == [(340, None), (347, WORD)], f"copy in: {rows}")
+    await conn.execute("SELECT set_config('app.tenant', $1, false)", "a42")
+    for _ in range(4):
+        v = await conn.fetchval("SELECT current_setting('app.tenant')")
+        expect(v == "a42", f"set_config followed the session: {v}")
+    await conn.execute("CREATE TEMP TABLE conf_tmp (v int)")
+    await conn.execute("INSERT INTO conf_tmp VALUES (1), (2)")
+    expect(await conn.fetchval("SELECT sum(v) FROM conf_tmp") == 3, "temp table")
+    got = asyncio.get_running_loop().create_future()
+    await conn.add_listener("conf_channel", lambda *a: got.done() or got.set_result(a[3]))
+    await conn.execute("NOTIFY conf_channel, 'hi'")
+    expect(await asyncio.wait_for(got, 3) == "hi", "notification")
+    try:
+        await conn.execute("SELECT pg_sleep(10)", timeout=0.5)
+        expect(False, "timeout did not cancel")
+    except asyncio.TimeoutError:
+        pass
+    expect(await conn.fetchval("SELECT 1") == 1, "session after cancel")
+    await conn.close()
+
+
+def run_asyncpg(cache):
+    asyncio.run(run_asyncpg_async(cache))
+
+
+DRIVERS = {
+    "libpq": run_libpq,
+    "psycopg-client": lambda: run_psycopg("client"),
+    "psycopg-server": lambda: run_psycopg("server"),
+    "psycopg-pipeline": lambda: run_psycopg("pipeline"),
+    "asyncpg": lambda: run_asyncpg(100),
+    "asyncpg-nocache": lambda: run_asyncpg(0),
+}
+
+
+def main():
+    witness(f"DROP TABLE IF EXISTS {TABLE}")
+    witness(f"CREATE TABLE {TABLE} (k int, word text)")
+    DRIVERS[DRIVER]()
+    final_check()
+    print(f"{DRIVER}: conformance checks passed ({len(acked)} writes)")
+
+
+if __name__ == "__main__":
+    main()
