@@ -59,6 +59,31 @@ if ! python3 -c 'import psycopg, asyncpg' 2>/dev/null; then
     printf '%s: warning: could not install psycopg and asyncpg; the driver tests will be skipped (fail in CI)\n' "$PROG" >&2
 fi
 
+# The other drivers of the conformance matrix: pgjdbc, PHP (pg_* and PDO), Ruby pg, Go's lib/pq
+# and pgx (built offline from Debian's sources), from the OS packages; node-postgres and
+# postgres.js from the npm registry (tests/clients/node/package-lock.json).
+driver_packages=(libpostgresql-jdbc-java php-cli php-pgsql ruby-pg golang-go
+  golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev)
+command -v java >/dev/null 2>&1 || driver_packages+=(default-jre-headless)
+command -v node >/dev/null 2>&1 || driver_packages+=(nodejs npm)
+missing_driver_packages=()
+for p in "${driver_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing_driver_packages+=("$p")
+done
+if ((${#missing_driver_packages[@]} > 0)); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    install_drivers() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing_driver_packages[@]}" >/dev/null; }
+    install_drivers || { apt-get update -q >/dev/null && install_drivers; } ||
+      printf '%s: warning: could not install %s; the driver tests will be skipped (fail in CI)\n' "$PROG" "${missing_driver_packages[*]}" >&2
+  else
+    printf '%s: warning: driver packages missing (%s); the driver tests will be skipped\n' "$PROG" "${missing_driver_packages[*]}" >&2
+  fi
+fi
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix tests/clients/node --no-audit --no-fund --loglevel=error >/dev/null ||
+    printf '%s: warning: npm ci failed in tests/clients/node; the node drivers will be skipped (fail in CI)\n' "$PROG" >&2
+fi
+
 command -v cargo >/dev/null 2>&1 ||
   { printf '%s: error: cargo not found: install Rust with rustup (https://rustup.rs)\n' "$PROG" >&2; exit 1; }
 

@@ -9,6 +9,9 @@ use crate::harness::{cluster, missing, repo, Cluster, Router};
 use std::process::Command;
 use std::sync::Once;
 
+/// Every driver × mode cell: Python's (libpq itself, psycopg, asyncpg) and the programs in
+/// `tests/clients/<language>/` (node-postgres, postgres.js, pgjdbc, PHP, Ruby, Go), which
+/// `conformance.py` runs and checks.
 const DRIVERS: &[&str] = &[
     "libpq",
     "psycopg-client",
@@ -16,7 +19,22 @@ const DRIVERS: &[&str] = &[
     "psycopg-pipeline",
     "asyncpg",
     "asyncpg-nocache",
+    "node-pg",
+    "postgres-js",
+    "pgjdbc-0",
+    "pgjdbc-1",
+    "pgjdbc-5",
+    "php-pg",
+    "php-pdo",
+    "ruby-pg",
+    "go-libpq",
+    "go-pgx-cache-statement",
+    "go-pgx-describe-exec",
+    "go-pgx-simple-protocol",
 ];
+
+/// `conformance.py`'s exit status when a driver or its toolchain is not installed.
+const MISSING: i32 = 3;
 
 /// True when python3 can import every module named.
 fn python_has(modules: &str) -> bool {
@@ -53,20 +71,24 @@ fn conformance_role(cluster: &Cluster) {
     });
 }
 
-/// Runs a client script; returns its combined output when it failed.
+/// Runs a client script; returns its combined output when it failed. A driver that is not
+/// installed is reported through `harness::missing` (a failure in CI, a loud skip elsewhere).
 fn run_script(script: &str, args: &[String]) -> Option<String> {
     let out = Command::new("python3")
         .arg(repo().join("tests/clients").join(script))
         .args(args)
         .output()
         .unwrap();
-    (!out.status.success()).then(|| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(MISSING) {
+        missing(&format!("{}: the driver conformance test", text.trim()));
+        return None;
+    }
+    (!out.status.success()).then_some(text)
 }
 
 /// Runs every driver through a router in `mode`; fails with every failing driver's output.

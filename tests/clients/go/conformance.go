@@ -1,0 +1,155 @@
+// The driver conformance scenario for Go's lib/pq ("go-libpq") and pgx v4 ("go-pgx-MODE", one per
+// query exec mode), built offline from Debian's packages (GOPATH mode):
+//   go run conformance.go DRIVER URL TABLE
+// Prints "ACK k" for every acknowledged write and "NO k" for every write that must not exist;
+// tests/clients/conformance.py checks them against the primary. A failed check exits non-zero.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v4"
+	_ "github.com/lib/pq"
+)
+
+var driver string
+
+func expect(cond bool, what string, args ...interface{}) {
+	if !cond {
+		fmt.Fprintf(os.Stderr, "[%s] %s\n", driver, fmt.Sprintf(what, args...))
+		os.Exit(1)
+	}
+}
+
+func must(err error, what string) {
+	expect(err == nil, "%s: %v", what, err)
+}
+
+// libpq runs the scenario through database/sql and lib/pq (unnamed statements, each query in
+// its own Parse/Bind/Execute; prepared statements named).
+func libpq(url, table string) {
+	db, err := sql.Open("postgres", url)
+	must(err, "open")
+	db.SetMaxOpenConns(1)
+	var rec bool
+	var v int
+	for i := 0; i < 4; i++ {
+		must(db.QueryRow("SELECT pg_is_in_recovery(), $1::int", i).Scan(&rec, &v), "read")
+		expect(rec && v == i, "read %d on a replica", i)
+		k := 900 + i
+		must(db.QueryRow(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1) RETURNING pg_is_in_recovery()", table), k).Scan(&rec), "write")
+		expect(!rec, "write %d on the primary", k)
+		fmt.Println("ACK", k)
+	}
+	rd, err := db.Prepare("SELECT pg_is_in_recovery(), $1::int")
+	must(err, "prepare rd")
+	wr, err := db.Prepare(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table))
+	must(err, "prepare wr")
+	for i := 0; i < 3; i++ {
+		must(rd.QueryRow(i).Scan(&rec, &v), "named read")
+		expect(v == i, "named read result")
+		_, err := wr.Exec(910 + i)
+		must(err, "named write")
+		fmt.Println("ACK", 910+i)
+	}
+	tx, err := db.Begin()
+	must(err, "begin")
+	_, err = tx.Exec(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), 920)
+	must(err, "insert 920")
+	_, err = tx.Exec("SAVEPOINT s")
+	must(err, "savepoint")
+	_, err = tx.Exec(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), 921)
+	must(err, "insert 921")
+	_, err = tx.Exec("ROLLBACK TO SAVEPOINT s")
+	must(err, "rollback to")
+	must(tx.Commit(), "commit")
+	fmt.Println("ACK 920\nNO 921")
+	_, err = db.Exec("SELECT set_config('app.tenant', $1, false)", "gopq")
+	must(err, "set_config")
+	var s string
+	for i := 0; i < 3; i++ {
+		must(db.QueryRow("SELECT current_setting('app.tenant')").Scan(&s), "current_setting")
+		expect(s == "gopq", "set_config followed the session: %q", s)
+	}
+}
+
+// pgxRun runs the scenario through pgx v4 in one query exec mode.
+func pgxRun(url, table, mode string, base int) {
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(url)
+	must(err, "config")
+	switch mode {
+	case "cache-statement":
+		// pgx's default: a cache of named prepared statements.
+	case "describe-exec":
+		// No statement cache: every query is prepared on the unnamed statement, described,
+		// then executed (pgx v4's equivalent of v5's describe-exec mode).
+		cfg.BuildStatementCache = nil
+	case "simple-protocol":
+		cfg.PreferSimpleProtocol = true
+	}
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	must(err, "connect")
+	var rec bool
+	var v int
+	for i := 0; i < 4; i++ {
+		must(c.QueryRow(ctx, "SELECT pg_is_in_recovery(), $1::int", i).Scan(&rec, &v), "read")
+		expect(rec && v == i, "read %d on a replica", i)
+		k := base + i
+		must(c.QueryRow(ctx, fmt.Sprintf("INSERT INTO %s(k) VALUES ($1) RETURNING pg_is_in_recovery()", table), k).Scan(&rec), "write")
+		expect(!rec, "write %d on the primary", k)
+		fmt.Println("ACK", k)
+	}
+	// A batch (pipelined in one round trip).
+	b := &pgx.Batch{}
+	for k := base + 10; k < base+13; k++ {
+		b.Queue(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), k)
+	}
+	br := c.SendBatch(ctx, b)
+	for k := base + 10; k < base+13; k++ {
+		_, err := br.Exec()
+		must(err, "batch insert")
+		fmt.Println("ACK", k)
+	}
+	must(br.Close(), "batch close")
+	tx, err := c.Begin(ctx)
+	must(err, "begin")
+	_, err = tx.Exec(ctx, fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), base+14)
+	must(err, "insert")
+	must(tx.Commit(ctx), "commit")
+	fmt.Println("ACK", base+14)
+	tx, err = c.Begin(ctx)
+	must(err, "begin")
+	_, err = tx.Exec(ctx, fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), base+15)
+	must(err, "insert")
+	must(tx.Rollback(ctx), "rollback")
+	fmt.Println("NO", base+15)
+	_, err = c.Exec(ctx, "SELECT set_config('app.tenant', $1, false)", mode)
+	must(err, "set_config")
+	var s string
+	for i := 0; i < 3; i++ {
+		must(c.QueryRow(ctx, "SELECT current_setting('app.tenant')").Scan(&s), "current_setting")
+		expect(s == mode, "set_config followed the session: %q", s)
+	}
+	must(c.Close(ctx), "close")
+}
+
+func main() {
+	driver = os.Args[1]
+	url, table := os.Args[2], os.Args[3]
+	switch {
+	case driver == "go-libpq":
+		libpq(url, table)
+	case strings.HasPrefix(driver, "go-pgx-"):
+		mode := strings.TrimPrefix(driver, "go-pgx-")
+		base := map[string]int{"cache-statement": 950, "describe-exec": 970, "simple-protocol": 990}[mode]
+		expect(base != 0, "unknown pgx mode %s", mode)
+		pgxRun(url, table, mode, base)
+	default:
+		expect(false, "unknown driver")
+	}
+}

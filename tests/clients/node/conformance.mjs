@@ -1,0 +1,111 @@
+// The driver conformance scenario for node-postgres ("node-pg") and postgres.js ("postgres-js").
+//   node conformance.mjs DRIVER URL TABLE
+// Prints "ACK k" for every acknowledged write and "NO k" for every write that must not exist;
+// tests/clients/conformance.py checks them against the primary. Any failed check throws.
+import pg from "pg";
+import postgres from "postgres";
+
+const [driver, url, table] = process.argv.slice(2);
+const ack = (k) => console.log(`ACK ${k}`);
+const no = (k) => console.log(`NO ${k}`);
+function expect(cond, what) {
+  if (!cond) throw new Error(`[${driver}] ${what}`);
+}
+
+async function nodePg() {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  // Unnamed statements, one round trip each: a read lands on a replica, a write on the primary.
+  for (let i = 0; i < 4; i++) {
+    const r = await c.query("SELECT pg_is_in_recovery() AS rec, $1::int AS v", [i]);
+    expect(r.rows[0].rec === true && r.rows[0].v === i, `read ${i}: ${JSON.stringify(r.rows)}`);
+    const w = await c.query(`INSERT INTO ${table}(k) VALUES ($1) RETURNING pg_is_in_recovery() AS rec`, [400 + i]);
+    expect(w.rows[0].rec === false, "write on the primary");
+    ack(400 + i);
+  }
+  // Named statements, prepared once, run across round trips, read and write alternating.
+  for (let i = 0; i < 3; i++) {
+    const r = await c.query({ name: "rd", text: "SELECT pg_is_in_recovery() AS rec, $1::int AS v", values: [i] });
+    expect(r.rows[0].v === i, "named read");
+    await c.query({ name: "wr", text: `INSERT INTO ${table}(k) VALUES ($1)`, values: [410 + i] });
+    ack(410 + i);
+  }
+  // A transaction with a savepoint rolled back.
+  await c.query("BEGIN");
+  await c.query(`INSERT INTO ${table}(k) VALUES ($1)`, [420]);
+  await c.query("SAVEPOINT s");
+  await c.query(`INSERT INTO ${table}(k) VALUES ($1)`, [421]);
+  await c.query("ROLLBACK TO SAVEPOINT s");
+  await c.query("COMMIT");
+  ack(420);
+  no(421);
+  // A failed transaction leaves nothing.
+  await c.query("BEGIN");
+  await c.query(`INSERT INTO ${table}(k) VALUES (422)`);
+  await c.query("SELECT 1/0").catch(() => {});
+  await c.query("ROLLBACK");
+  no(422);
+  // Pipelined queries (node-pg queues them on one connection).
+  await Promise.all([430, 431, 432].map((k) => c.query(`INSERT INTO ${table}(k) VALUES ($1)`, [k])));
+  [430, 431, 432].forEach(ack);
+  // Session state: SET and set_config follow the session to the replicas.
+  await c.query("SET statement_timeout = '4321ms'");
+  await c.query("SELECT set_config('app.tenant', 'n1', false)");
+  for (let i = 0; i < 3; i++) {
+    const r = await c.query("SELECT current_setting('statement_timeout') AS t, current_setting('app.tenant') AS a");
+    expect(r.rows[0].t === "4321ms" && r.rows[0].a === "n1", `settings ${JSON.stringify(r.rows)}`);
+  }
+  // LISTEN/NOTIFY.
+  const got = new Promise((resolve) => c.on("notification", (n) => resolve(n.payload)));
+  await c.query("LISTEN conf_channel");
+  await c.query("NOTIFY conf_channel, 'hey'");
+  expect((await got) === "hey", "notification");
+  // A temporary table (pins the session to its primary connection).
+  await c.query("CREATE TEMP TABLE conf_tmp (v int)");
+  await c.query("INSERT INTO conf_tmp VALUES (1), (2)");
+  const s = await c.query("SELECT sum(v)::int AS s FROM conf_tmp");
+  expect(s.rows[0].s === 3, "temp table");
+  await c.end();
+}
+
+async function postgresJs() {
+  // Default settings: named prepared statements, pipelining.
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  for (let i = 0; i < 4; i++) {
+    const [r] = await sql`SELECT pg_is_in_recovery() AS rec, ${i}::int AS v`;
+    expect(r.rec === true && r.v === i, `read ${i}: ${JSON.stringify(r)}`);
+    const [w] = await sql`INSERT INTO ${sql(table)} (k) VALUES (${500 + i}) RETURNING pg_is_in_recovery() AS rec`;
+    expect(w.rec === false, "write on the primary");
+    ack(500 + i);
+  }
+  await Promise.all([510, 511, 512].map((k) => sql`INSERT INTO ${sql(table)} (k) VALUES (${k})`));
+  [510, 511, 512].forEach(ack);
+  await sql.begin(async (tx) => {
+    await tx`INSERT INTO ${tx(table)} (k) VALUES (520)`;
+    await tx
+      .savepoint(async (sp) => {
+        await sp`INSERT INTO ${sp(table)} (k) VALUES (521)`;
+        throw new Error("roll back the savepoint");
+      })
+      .catch(() => {});
+  });
+  ack(520);
+  no(521);
+  await sql
+    .begin(async (tx) => {
+      await tx`INSERT INTO ${tx(table)} (k) VALUES (522)`;
+      await tx`SELECT 1/0`;
+    })
+    .catch(() => {});
+  no(522);
+  await sql`SELECT set_config('app.tenant', 'pj', false)`;
+  for (let i = 0; i < 3; i++) {
+    const [r] = await sql`SELECT current_setting('app.tenant') AS a`;
+    expect(r.a === "pj", `set_config followed the session: ${JSON.stringify(r)}`);
+  }
+  await sql.end();
+}
+
+const run = { "node-pg": nodePg, "postgres-js": postgresJs }[driver];
+expect(run, `unknown driver ${driver}`);
+await run();

@@ -1,0 +1,51 @@
+# The driver conformance scenario for Ruby's pg (libpq):
+#   ruby conformance.rb HOST PORT TABLE
+# Prints "ACK k" for every acknowledged write and "NO k" for every write that must not exist;
+# tests/clients/conformance.py checks them against the primary. A failed check exits non-zero.
+require 'pg'
+
+host, port, table = ARGV
+
+def expect(cond, what)
+  abort("[ruby-pg] #{what}") unless cond
+end
+
+c = PG.connect(host: host, port: port.to_i, dbname: 'app', user: 'app', password: 'app')
+# The unnamed statement in separate round trips (prepare, then exec_prepared).
+4.times do |i|
+  c.prepare('', 'SELECT pg_is_in_recovery(), $1::int AS x')
+  r = c.exec_prepared('', [i])
+  expect(r.getvalue(0, 0) == 't' && r.getvalue(0, 1) == i.to_s, "unnamed read #{i}")
+  k = 800 + i
+  c.prepare('', "INSERT INTO #{table}(k) VALUES ($1::int) RETURNING pg_is_in_recovery()")
+  r = c.exec_prepared('', [k])
+  expect(r.cmd_status.start_with?('INSERT') && r.getvalue(0, 0) == 'f', "unnamed write #{k}")
+  puts "ACK #{k}"
+end
+c.prepare('rd', 'SELECT pg_is_in_recovery(), $1::int')
+c.prepare('wr', "INSERT INTO #{table}(k) VALUES ($1::int)")
+3.times do |i|
+  expect(c.exec_prepared('rd', [i]).getvalue(0, 1) == i.to_s, 'named read')
+  c.exec_prepared('wr', [810 + i])
+  puts "ACK #{810 + i}"
+end
+c.transaction do |t|
+  t.exec_params("INSERT INTO #{table}(k) VALUES ($1)", [820])
+  t.exec('SAVEPOINT s')
+  t.exec_params("INSERT INTO #{table}(k) VALUES ($1)", [821])
+  t.exec('ROLLBACK TO SAVEPOINT s')
+end
+puts 'ACK 820', 'NO 821'
+begin
+  c.transaction do |t|
+    t.exec_params("INSERT INTO #{table}(k) VALUES ($1)", [822])
+    t.exec('SELECT 1/0')
+  end
+rescue PG::DivisionByZero
+end
+puts 'NO 822'
+c.exec_params("SELECT set_config('app.tenant', $1, false)", ['rb'])
+3.times do
+  expect(c.exec("SELECT current_setting('app.tenant')").getvalue(0, 0) == 'rb', 'set_config followed the session')
+end
+c.close
