@@ -13,6 +13,12 @@ pub(crate) const REPLAY_LOG_LIMIT: usize = 256;
 /// `SET [SESSION] name …` and `RESET name` touch one parameter: the key under which only the last
 /// one matters.
 fn parameter_key(sql: &str) -> Option<String> {
+    // `set_config(name, value, false)` as pgrouter records it (see pgrouter-sql): the same key as
+    // `SET name`.
+    if let Some(rest) = sql.strip_prefix("SELECT pg_catalog.set_config('") {
+        let name = rest.split_once("', ")?.0;
+        return (!name.contains('\'')).then(|| name.to_ascii_lowercase());
+    }
     let mut words = sql.split_whitespace().map(str::to_ascii_lowercase);
     let verb = words.next()?;
     let mut name = words.next()?;
@@ -71,6 +77,8 @@ pub(crate) struct SessionState {
     pub(crate) statements: HashMap<String, Arc<StoredStatement>>,
     /// Changes made inside the current transaction, kept until it commits.
     tx_changes: Vec<SessionChange>,
+    /// The replay log's length when `compact_replay` last looked at it.
+    compaction_checked: usize,
     /// The current transaction failed at some point (its changes are discarded).
     tx_failed: bool,
 }
@@ -85,6 +93,7 @@ impl SessionState {
             sql_prepared: HashMap::new(),
             statements: HashMap::new(),
             tx_changes: Vec::new(),
+            compaction_checked: 0,
             tx_failed: false,
         }
     }
@@ -169,12 +178,16 @@ impl SessionState {
         self.tx_status = status;
     }
 
-    /// Shrinks the replay log once it grows past `REPLAY_LOG_LIMIT` entries (an application that
-    /// runs `SET` on every request would otherwise grow it forever). Keeps the last `SET`/`RESET`
+    /// Shrinks the replay log once it grows past `REPLAY_LOG_LIMIT` entries, or as soon as a
+    /// parameter is set again (an application that runs `SET` on every request would otherwise
+    /// grow it forever). Keeps the last `SET`/`RESET`
     /// of each parameter and everything else in order; drops everything before a `RESET ALL` or
     /// `DISCARD ALL`. Returns the old length when it compacted.
     pub(crate) fn compact_replay(&mut self) -> Option<usize> {
-        if self.replay.len() <= REPLAY_LOG_LIMIT {
+        // Looked at once per new entry, not on every request.
+        let grew = self.replay.len() != self.compaction_checked;
+        self.compaction_checked = self.replay.len();
+        if self.replay.len() <= REPLAY_LOG_LIMIT && !(grew && self.last_setting_repeats()) {
             return None;
         }
         let old_len = self.replay.len();
@@ -196,7 +209,23 @@ impl SessionState {
         }
         kept.reverse();
         self.replay = kept;
+        self.compaction_checked = self.replay.len();
         Some(old_len)
+    }
+
+    /// The newest entry sets a parameter an earlier entry set: the log can shrink now. An
+    /// application that sets the same parameter in every transaction (a tenant id, say) would
+    /// otherwise have every pooled connection replay hundreds of entries.
+    fn last_setting_repeats(&self) -> bool {
+        let Some((last, earlier)) = self.replay.split_last() else {
+            return false;
+        };
+        let Some(key) = parameter_key(last) else {
+            return false;
+        };
+        earlier
+            .iter()
+            .any(|s| parameter_key(s).as_deref() == Some(key.as_str()))
     }
 
     fn apply(&mut self, change: SessionChange) {
@@ -250,13 +279,20 @@ mod tests {
                 .push(format!("SET SESSION statement_timeout = {i}"));
         }
         s.replay.push("RESET statement_timeout".into());
-        assert_eq!(s.compact_replay(), Some(602));
+        for i in 0..10 {
+            s.replay.push(format!(
+                "SELECT pg_catalog.set_config('App.Tenant', '{i}', false)"
+            ));
+        }
+        s.replay.push("SET app.tenant = 'last'".into());
+        assert_eq!(s.compact_replay(), Some(613));
         assert_eq!(
             s.replay,
             vec![
                 "PREPARE q AS SELECT 1".to_string(),
                 "SET application_name = 'req299'".to_string(),
                 "RESET statement_timeout".to_string(),
+                "SET app.tenant = 'last'".to_string(),
             ]
         );
         assert_eq!(s.compact_replay(), None);
