@@ -99,6 +99,17 @@ impl RawClient {
         matches!(self.stream.read(&mut b), Ok(0)) || matches!(self.stream.read(&mut b), Ok(0))
     }
 
+    /// The peer closed the connection without sending anything (PostgreSQL's answer to bytes
+    /// that are not a start-up packet).
+    pub fn expect_closed_silently(&mut self) {
+        let mut b = [0u8; 64];
+        match self.stream.read(&mut b) {
+            Ok(0) => {}
+            Ok(n) => panic!("expected a silent close, got {:?}", &b[..n]),
+            Err(e) => panic!("expected a silent close, got {e}"),
+        }
+    }
+
     /// Reads messages until an ErrorResponse and returns its (severity, code, message); then
     /// checks that the connection is closed when the error is FATAL.
     pub fn expect_error(&mut self) -> (String, String, String) {

@@ -50,6 +50,9 @@ pub enum Rule {
     WriteFunction,
     /// `read_only_functions` is set and the statement calls a function not in it.
     FunctionNotReadOnly,
+    /// Names server backends by pid (`pg_backend_pid()`, `pg_stat_activity`, `pg_locks`): on the
+    /// primary, so that a session sees its own primary connection consistently.
+    BackendIdentity,
     /// `EXPLAIN ANALYZE` (or `EXPLAIN`) of a statement that writes.
     ExplainWrite,
     /// `BEGIN`/`START TRANSACTION`, `COMMIT`, `ROLLBACK`, savepoints.
@@ -70,7 +73,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in declaration order (`rule as usize` indexes it): for per-rule counters.
-    pub const ALL: [Rule; 20] = [
+    pub const ALL: [Rule; 21] = [
         Rule::ReadOnlyQuery,
         Rule::Show,
         Rule::Explain,
@@ -83,6 +86,7 @@ impl Rule {
         Rule::DataModifyingCte,
         Rule::WriteFunction,
         Rule::FunctionNotReadOnly,
+        Rule::BackendIdentity,
         Rule::ExplainWrite,
         Rule::TransactionControl,
         Rule::SessionState,
@@ -108,6 +112,7 @@ impl Rule {
             Rule::DataModifyingCte => "data-modifying-cte",
             Rule::WriteFunction => "write-function",
             Rule::FunctionNotReadOnly => "function-not-read-only",
+            Rule::BackendIdentity => "backend-identity",
             Rule::ExplainWrite => "explain-write",
             Rule::TransactionControl => "transaction-control",
             Rule::SessionState => "session-state",

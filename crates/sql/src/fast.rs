@@ -122,7 +122,8 @@ pub(crate) fn scan(sql: &str) -> Option<Fast> {
                     };
                     first_word = false;
                 } else if kind == Some(Fast::PlainSelect)
-                    && DENY.iter().any(|d| word.eq_ignore_ascii_case(d))
+                    && (DENY.iter().any(|d| word.eq_ignore_ascii_case(d))
+                        || crate::functions::names_backends(word, true))
                 {
                     return None;
                 } else if kind == Some(Fast::PlainDml)

@@ -64,6 +64,27 @@ const SESSION_ADVISORY_LOCKS: &[&str] = &[
     "pg_try_advisory_lock_shared",
 ];
 
+/// Functions and views that name server backends by pid. A split session has a backend on each
+/// of two nodes; these go to the primary so that `pg_backend_pid()` followed by
+/// `pg_terminate_backend(pid)` (which writes, so runs on the primary) agree.
+const BACKEND_IDENTITY_FUNCTIONS: &[&str] = &[
+    "pg_backend_pid",
+    "pg_stat_get_activity",
+    "pg_blocking_pids",
+    "pg_safe_snapshot_blocking_pids",
+];
+const BACKEND_IDENTITY_VIEWS: &[&str] = &["pg_stat_activity", "pg_locks"];
+
+/// True for a function or view that names server backends (see `BACKEND_IDENTITY_FUNCTIONS`).
+pub(crate) fn names_backends(name: &str, view: bool) -> bool {
+    let list = if view {
+        BACKEND_IDENTITY_VIEWS
+    } else {
+        BACKEND_IDENTITY_FUNCTIONS
+    };
+    list.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
 /// Built-ins besides `set_config` (see `statement.rs`) whose effect outlives the transaction in
 /// the session: a pooled connection that ran them is reset before another client uses it.
 /// Sequence functions are not here: `currval`/`lastval` state is documented as not isolated in
@@ -124,7 +145,6 @@ const KNOWN_READ_FUNCTIONS: &[&str] = &[
     "pg_last_xact_replay_timestamp",
     "pg_is_wal_replay_paused",
     "pg_get_wal_replay_pause_state",
-    "pg_backend_pid",
     "inet_server_port",
     "inet_server_addr",
     "inet_client_addr",

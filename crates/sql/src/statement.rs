@@ -322,6 +322,9 @@ impl<'p> Scan<'p> {
         let Some(name) = last_part(name) else {
             return ControlFlow::Continue(());
         };
+        if crate::functions::names_backends(&name, false) {
+            return ControlFlow::Break(Rule::BackendIdentity);
+        }
         match self.policy.kind(&name) {
             FunctionKind::Read => ControlFlow::Continue(()),
             FunctionKind::Write { session_lock } => {
@@ -389,6 +392,11 @@ impl Visitor for Scan<'_> {
                 ..
             }
             | TableFactor::Function { name, .. } => self.function(name),
+            TableFactor::Table { name, .. }
+                if last_part(name).is_some_and(|n| crate::functions::names_backends(&n, true)) =>
+            {
+                ControlFlow::Break(Rule::BackendIdentity)
+            }
             _ => ControlFlow::Continue(()),
         }
     }

@@ -17,6 +17,10 @@ fn classification_table() {
         ("SELECT 1", R, Rule::ReadOnlyQuery),
         ("select * from t where id = $1", R, Rule::ReadOnlyQuery),
         ("SELECT inet_server_port(), pg_is_in_recovery()", R, Rule::ReadOnlyQuery),
+        // Backends by pid: the session's primary connection, consistently.
+        ("SELECT pg_backend_pid()", P, Rule::BackendIdentity),
+        ("SELECT pid, state FROM pg_catalog.pg_stat_activity", P, Rule::BackendIdentity),
+        ("SELECT * FROM pg_locks l JOIN t ON true", P, Rule::BackendIdentity),
         ("VALUES (1), (2)", R, Rule::ReadOnlyQuery),
         ("TABLE accounts", R, Rule::ReadOnlyQuery),
         ("SELECT a FROM t UNION SELECT b FROM u EXCEPT SELECT c FROM v", R, Rule::ReadOnlyQuery),

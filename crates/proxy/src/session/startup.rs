@@ -65,6 +65,13 @@ pub(super) async fn read(client: &mut ClientConn) -> Result<Start, SessionError>
                 return check(client, message).await.map(Start::Session)
             }
             Ok(None) => client.fill().await?,
+            // PostgreSQL logs these and closes the connection without a word (COMMERROR): the
+            // peer is not speaking the protocol, or is a client that gave up before its start-up
+            // packet (node-postgres sends Terminate when `end()` comes first).
+            Err(e @ (StartupError::InvalidLength | StartupError::InvalidCancel)) => {
+                tracing::info!(error = %e, "closing a connection that sent no valid start-up packet");
+                return Err(SessionError::ClientGone);
+            }
             Err(e) => {
                 let code = match e {
                     StartupError::UnsupportedVersion { .. } => SqlState::FEATURE_NOT_SUPPORTED,
