@@ -147,6 +147,13 @@ def run_libpq():
     ok(c.exec_(b"DISCARD PLANS"), "discard plans")
     ok(c.exec_prepared(b"wr", [b"121"]), "exec wr after DISCARD PLANS")
     acked.append(121)
+    # DISCARD ALL drops every statement: binding one is 26000, preparing the name again works.
+    ok(c.exec_(b"DISCARD ALL"), "discard all")
+    r = c.exec_prepared(b"wr", [b"122"])
+    expect(r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000", f"wr after DISCARD ALL: {r.status}")
+    ok(c.prepare(b"wr", f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode()), "re-prepare wr")
+    ok(c.exec_prepared(b"wr", [b"122"]), "exec wr after DISCARD ALL")
+    acked.append(122)
 
     # Non-ASCII text in the client encoding through the simple protocol: a write stays a write.
     r = ok(c.exec_(f"INSERT INTO {TABLE}(k, word) VALUES (127, '{WORD}') RETURNING inet_server_port(), pg_is_in_recovery()".encode(enc)), "insert word")
