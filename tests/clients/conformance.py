@@ -191,6 +191,28 @@ def run_libpq():
     ok(c.exec_(b"COMMIT"), "commit")
     acked.append(140)
     forbidden.append(141)
+    # A read-write transaction whose first statement binds an unnamed read prepared earlier
+    # (on a replica): the transaction runs on the primary all the same.
+    ok(c.prepare(b"", b"SELECT pg_is_in_recovery()"), "prepare unnamed read")
+    ok(c.exec_prepared(b"", []), "exec unnamed read")
+    ok(c.exec_(b"BEGIN"), "begin")
+    r = ok(c.exec_prepared(b"", []), "unnamed read opening a transaction")
+    expect(val(r) == "f", "a read-write transaction runs on the primary")
+    ok(c.exec_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode(), [b"142"]), "insert 142")
+    ok(c.exec_(b"COMMIT"), "commit")
+    acked.append(142)
+    # The same with the unnamed statement on the primary: pgrouter's own BEGIN (sent with the
+    # first statement) must not destroy it.
+    ok(c.prepare(b"", f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode()), "prepare unnamed insert")
+    ok(c.exec_(b"BEGIN"), "begin")
+    ok(c.exec_prepared(b"", [b"143"]), "unnamed insert opening a transaction")
+    ok(c.exec_(b"COMMIT"), "commit")
+    acked.append(143)
+    # And after a SET, which is replayed on the other connection before its next use.
+    ok(c.prepare(b"", b"SELECT $1::int"), "prepare unnamed read")
+    ok(c.exec_(b"SET application_name = 'conformance'"), "set")
+    r = c.exec_prepared(b"", [b"5"])
+    expect(r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000", "a simple query destroyed the unnamed statement")
     c.finish()
 
 

@@ -170,6 +170,8 @@ impl Backend {
         let lost = super::server_lost;
         let mut out = BytesMut::with_capacity(sql.len() + 8);
         pgrouter_protocol::frontend::write_query(&mut out, sql);
+        // A simple query destroys the connection's unnamed statement.
+        self.prepared.remove("");
         self.conn.stream.write_all(&out).await.map_err(|_| lost())?;
         let mut rows = Vec::new();
         loop {

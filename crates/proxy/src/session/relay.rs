@@ -689,17 +689,20 @@ impl<'a> Session<'a> {
             _ => (false, false),
         };
         let mut unavailable = None;
+        let mut target = None;
         let mut slot = if routable || self.deferred_begin.is_some() {
-            let target = routing::choose(route, begins, begins_ro, facts);
-            unavailable = self.reads_unavailable(target);
-            Some(self.slot_for(target))
+            let chosen = routing::choose(route, begins, begins_ro, facts);
+            target = Some(chosen);
+            unavailable = self.reads_unavailable(chosen);
+            Some(self.slot_for(chosen))
         } else {
             // Nothing to route (e.g. only Close/Sync): stay where the session is.
             None
         };
-        if needs_unnamed {
-            // The unnamed statement the client made last lives on one connection: use it if it
-            // is still there (else it is prepared again where the unit goes).
+        if needs_unnamed && target != Some(Target::Primary) {
+            // The unnamed statement the client made last lives on one connection: a read may use
+            // it there (else it is prepared again where the unit goes). What must run on the
+            // primary goes there whatever holds the statement.
             let current = self.state.statements.get("").map(|s| s.version);
             let holder = [Slot::Primary, Slot::Read].into_iter().find(|s| {
                 let b = match s {
@@ -767,6 +770,8 @@ impl<'a> Session<'a> {
             prefix.extend_from_slice(&begin);
             if let Some(b) = self.backend(slot) {
                 b.swallow += 1;
+                // A simple query destroys the connection's unnamed statement.
+                b.prepared.remove("");
             }
         }
         if slot != self.current {
@@ -840,6 +845,8 @@ impl<'a> Session<'a> {
         {
             b.prepared.clear();
         }
+        // The replay is a simple query: it destroys the connection's unnamed statement.
+        b.prepared.remove("");
         let sql = pending.join(";\n");
         // Replay runs as one implicit transaction, so a DISCARD ALL inside it would fail: run
         // such logs statement by statement.
