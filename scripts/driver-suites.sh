@@ -49,13 +49,13 @@ node_postgres() {
 # free-threading tests left out: they test no server behaviour).
 psycopg() {
   [[ -f $src/tests/conftest.py ]] || die "$src is not a psycopg checkout"
-  python3 -m pip install --quiet pytest anyio pproxy pytest-randomly 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages pytest anyio pproxy pytest-randomly
+  python3 -m pip install --quiet pytest anyio pproxy pytest-randomly pytest-timeout 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages pytest anyio pproxy pytest-randomly pytest-timeout
   for port in "$PRIMARY_PORT" "$ROUTER_PORT"; do
-    (cd "$src" && timeout 1800 python3 -m pytest tests -p no:randomly -q -rfE --tb=no \
+    (cd "$src" && timeout 1800 python3 -m pytest tests -p no:randomly -q -rfE --tb=no --timeout=60 \
       --test-dsn "host=127.0.0.1 port=$port user=app password=app dbname=app" \
       --ignore=tests/pool --ignore=tests/crdb --ignore=tests/test_dns_srv.py \
-      --ignore=tests/test_typing.py --ignore=tests/test_gevent.py \
+      --ignore=tests/test_typing.py --ignore=tests/types --ignore=tests/test_gevent.py \
       --ignore=tests/test_free_threading.py >"$WORK/psycopg.$port.log" 2>&1) || true
     grep -E '^(FAILED|ERROR) ' "$WORK/psycopg.$port.log" | sed 's/ - .*//' | sort -u |
       awk '{print "1 " $2}' >"$WORK/psycopg.$port"

@@ -1,8 +1,9 @@
 """Driver conformance: one scenario, run through pgrouter by a real driver.
 
     python3 conformance.py DRIVER ROUTER_URL DIRECT_URL PRIMARY_PORT TABLE [ENCODING]
+    python3 conformance.py --list      (every driver name, one a line)
 
-DRIVER is one of the names in DRIVERS below. ROUTER_URL reaches pgrouter, DIRECT_URL the primary
+DRIVER is one of the names in DRIVERS or EXTERNAL below. ROUTER_URL reaches pgrouter, DIRECT_URL the primary
 itself (same user): it is the witness. TABLE is a table name of this run's own; the script
 creates it. ENCODING, when given, is the client_encoding the driver sets (e.g. LATIN1).
 
@@ -19,9 +20,10 @@ import time
 import psycopg
 from psycopg import pq
 
-DRIVER, ROUTER, DIRECT, PRIMARY_PORT, TABLE = sys.argv[1:6]
+LISTING = sys.argv[1:2] == ["--list"]
+DRIVER, ROUTER, DIRECT, PRIMARY_PORT, TABLE = sys.argv[1:6] if not LISTING else ["", "", "", "0", ""]
 PRIMARY_PORT = int(PRIMARY_PORT)
-ENCODING = sys.argv[6] if len(sys.argv) > 6 else None
+ENCODING = sys.argv[6] if len(sys.argv) > 6 and not LISTING else None
 # Text that is not ASCII: 'café' is one byte shorter in LATIN1 than in UTF-8, and is not valid
 # UTF-8 there.
 WORD = "café"
@@ -544,6 +546,9 @@ DRIVERS = {
 
 
 def main():
+    if LISTING:
+        print("\n".join([*DRIVERS, *EXTERNAL]))
+        return
     witness(f"DROP TABLE IF EXISTS {TABLE}")
     witness(f"CREATE TABLE {TABLE} (k int, word text)")
     if DRIVER in EXTERNAL:

@@ -9,29 +9,21 @@ use crate::harness::{cluster, missing, repo, Cluster, Router};
 use std::process::Command;
 use std::sync::Once;
 
-/// Every driver × mode cell: Python's (libpq itself, psycopg, asyncpg) and the programs in
-/// `tests/clients/<language>/` (node-postgres, postgres.js, pgjdbc, PHP, Ruby, Go), which
-/// `conformance.py` runs and checks.
-const DRIVERS: &[&str] = &[
-    "libpq",
-    "psycopg-client",
-    "psycopg-server",
-    "psycopg-pipeline",
-    "asyncpg",
-    "asyncpg-nocache",
-    "node-pg",
-    "postgres-js",
-    "pgjdbc-0",
-    "pgjdbc-1",
-    "pgjdbc-5",
-    "php-pg",
-    "php-pdo",
-    "ruby-pg",
-    "go-libpq",
-    "go-pgx-cache-statement",
-    "go-pgx-describe-exec",
-    "go-pgx-simple-protocol",
-];
+/// Every driver of the matrix, as `conformance.py --list` names them: Python's (libpq itself,
+/// psycopg, asyncpg) and the programs in `tests/clients/<language>/` (node-postgres, postgres.js,
+/// pgjdbc, PHP, Ruby, Go), which `conformance.py` runs and checks.
+fn drivers() -> Vec<String> {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/clients/conformance.py"))
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "conformance.py --list failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
 
 /// `conformance.py`'s exit status when a driver or its toolchain is not installed.
 const MISSING: i32 = 3;
@@ -105,14 +97,14 @@ fn matrix(mode: &str, encoding: Option<&str>) {
         cluster.primary_port()
     );
     let mut failures = Vec::new();
-    for driver in DRIVERS {
+    for driver in drivers() {
         let table = format!(
             "conformance_{mode}_{}_{}",
             driver.replace('-', "_"),
             encoding.unwrap_or("utf8").to_ascii_lowercase()
         );
         let mut args = vec![
-            driver.to_string(),
+            driver.clone(),
             router.url("app", "app"),
             direct.clone(),
             cluster.primary_port().to_string(),
