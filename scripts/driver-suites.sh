@@ -52,6 +52,8 @@ psycopg() {
   python3 -m pip install --quiet pytest anyio pproxy pytest-randomly pytest-timeout 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages pytest anyio pproxy pytest-randomly pytest-timeout
   for port in "$PRIMARY_PORT" "$ROUTER_PORT"; do
+    # psycopg's conftest refuses to run after an interrupted run until its cache is cleared.
+    rm -rf "$src/.pytest_cache"
     (cd "$src" && timeout 1800 python3 -m pytest tests -p no:randomly -q -rfE --tb=no --timeout=60 \
       --test-dsn "host=127.0.0.1 port=$port user=app password=app dbname=app" \
       --ignore=tests/pool --ignore=tests/crdb --ignore=tests/test_dns_srv.py \

@@ -11,9 +11,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v4"
-	_ "github.com/lib/pq"
+	"github.com/lib/pq"
 )
 
 var driver string
@@ -68,6 +69,26 @@ func libpq(url, table string) {
 	must(err, "rollback to")
 	must(tx.Commit(), "commit")
 	fmt.Println("ACK 920\nNO 921")
+	// COPY in (lib/pq's CopyIn, inside a transaction).
+	tx, err = db.Begin()
+	must(err, "begin")
+	stmt, err := tx.Prepare(pq.CopyIn(table, "k"))
+	must(err, "copy in")
+	for _, k := range []int{930, 931} {
+		_, err = stmt.Exec(k)
+		must(err, "copy row")
+	}
+	_, err = stmt.Exec()
+	must(err, "copy end")
+	must(stmt.Close(), "copy close")
+	must(tx.Commit(), "commit copy")
+	fmt.Println("ACK 930\nACK 931")
+	// A statement cancelled by its context: lib/pq sends a cancel request.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, err = db.ExecContext(ctx, "SELECT pg_sleep(10)")
+	cancel()
+	expect(err != nil, "pg_sleep was not cancelled")
+	must(db.QueryRow("SELECT 1").Scan(&v), "session after cancel")
 	_, err = db.Exec("SELECT set_config('app.tenant', $1, false)", "gopq")
 	must(err, "set_config")
 	var s string
@@ -128,6 +149,37 @@ func pgxRun(url, table, mode string, base int) {
 	must(err, "insert")
 	must(tx.Rollback(ctx), "rollback")
 	fmt.Println("NO", base+15)
+	// COPY in, LISTEN/NOTIFY, a temporary table, and a statement cancelled by its context.
+	n, err := c.CopyFrom(ctx, pgx.Identifier{table}, []string{"k"},
+		pgx.CopyFromRows([][]interface{}{{base + 17}, {base + 18}}))
+	must(err, "copy from")
+	expect(n == 2, "copied %d rows", n)
+	fmt.Println("ACK", base+17)
+	fmt.Println("ACK", base+18)
+	_, err = c.Exec(ctx, "LISTEN conf_channel")
+	must(err, "listen")
+	_, err = c.Exec(ctx, "NOTIFY conf_channel, 'go'")
+	must(err, "notify")
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	note, err := c.WaitForNotification(wctx)
+	wcancel()
+	must(err, "notification")
+	expect(note.Payload == "go", "notification payload %q", note.Payload)
+	_, err = c.Exec(ctx, "CREATE TEMP TABLE conf_tmp (v int)")
+	must(err, "temp table")
+	_, err = c.Exec(ctx, "INSERT INTO conf_tmp VALUES (1), (2)")
+	must(err, "temp insert")
+	must(c.QueryRow(ctx, "SELECT sum(v)::int FROM conf_tmp").Scan(&v), "temp sum")
+	expect(v == 3, "temp table sum %d", v)
+	cctx, ccancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err = c.Exec(cctx, "SELECT pg_sleep(10)")
+	ccancel()
+	expect(err != nil, "pg_sleep was not cancelled")
+	if c.IsClosed() {
+		// pgx v4 closes its connection when a context ends a query; open a new one.
+		c, err = pgx.ConnectConfig(ctx, cfg)
+		must(err, "reconnect")
+	}
 	_, err = c.Exec(ctx, "SELECT set_config('app.tenant', $1, false)", mode)
 	must(err, "set_config")
 	var s string

@@ -71,6 +71,51 @@ public class Conformance {
                 System.out.println("NO " + (base + 16));
             }
             c.setAutoCommit(true);
+            // COPY in and out (pgjdbc's CopyManager).
+            org.postgresql.copy.CopyManager copy = c.unwrap(org.postgresql.PGConnection.class).getCopyAPI();
+            long copied = copy.copyIn("COPY " + table + "(k) FROM STDIN",
+                new java.io.StringReader((base + 17) + "\n" + (base + 18) + "\n"));
+            expect(copied == 2, "COPY in");
+            System.out.println("ACK " + (base + 17));
+            System.out.println("ACK " + (base + 18));
+            java.io.StringWriter out = new java.io.StringWriter();
+            copy.copyOut("COPY (SELECT 1 UNION ALL SELECT 2) TO STDOUT", out);
+            expect(out.toString().equals("1\n2\n"), "COPY out: " + out);
+            // LISTEN/NOTIFY.
+            try (Statement st = c.createStatement()) {
+                st.execute("LISTEN conf_channel");
+                st.execute("NOTIFY conf_channel, 'jdbc'");
+            }
+            org.postgresql.PGNotification[] notes =
+                c.unwrap(org.postgresql.PGConnection.class).getNotifications(3000);
+            expect(notes != null && notes.length == 1 && notes[0].getParameter().equals("jdbc"), "notification");
+            // A temporary table, then a statement cancelled while it runs.
+            try (Statement st = c.createStatement()) {
+                st.execute("CREATE TEMP TABLE conf_tmp (v int)");
+                st.execute("INSERT INTO conf_tmp VALUES (1), (2)");
+                try (ResultSet r = st.executeQuery("SELECT sum(v) FROM conf_tmp")) {
+                    expect(r.next() && r.getInt(1) == 3, "temp table");
+                }
+                Thread canceller = new Thread(() -> {
+                    try {
+                        Thread.sleep(500);
+                        st.cancel();
+                    } catch (Exception e) {
+                        throw new RuntimeException(e);
+                    }
+                });
+                canceller.start();
+                try {
+                    st.execute("SELECT pg_sleep(10)");
+                    expect(false, "pg_sleep was not cancelled");
+                } catch (SQLException e) {
+                    expect("57014".equals(e.getSQLState()), "cancel: " + e.getSQLState());
+                }
+                canceller.join();
+                try (ResultSet r = st.executeQuery("SELECT 1")) {
+                    expect(r.next() && r.getInt(1) == 1, "session after cancel");
+                }
+            }
             // set_config with a bind parameter: the session keeps the setting everywhere.
             try (PreparedStatement set = c.prepareStatement("SELECT set_config('app.tenant', ?, false)")) {
                 set.setString(1, "j" + threshold);

@@ -98,6 +98,22 @@ async function postgresJs() {
     })
     .catch(() => {});
   no(522);
+  // A statement cancelled while it runs (postgres.js sends a cancel request).
+  const sleeping = sql`SELECT pg_sleep(10)`;
+  setTimeout(() => sleeping.cancel(), 500);
+  const cancelled = await sleeping.then(
+    () => null,
+    (e) => e.code
+  );
+  expect(cancelled === "57014", `cancel: ${cancelled}`);
+  const [one] = await sql`SELECT 1 AS one`;
+  expect(one.one === 1, "session after cancel");
+  // COPY in through a writable stream.
+  const { pipeline } = await import("node:stream/promises");
+  const { Readable } = await import("node:stream");
+  await pipeline(Readable.from(["530\n531\n"]), await sql`COPY ${sql(table)} (k) FROM STDIN`.writable());
+  ack(530);
+  ack(531);
   await sql`SELECT set_config('app.tenant', 'pj', false)`;
   for (let i = 0; i < 3; i++) {
     const [r] = await sql`SELECT current_setting('app.tenant') AS a`;

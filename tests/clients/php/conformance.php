@@ -44,6 +44,23 @@ if ($driver === 'php-pg') {
     pg_query($c, 'ROLLBACK TO SAVEPOINT s');
     pg_query($c, 'COMMIT');
     echo "ACK 720\nNO 721\n";
+    // COPY in and out, LISTEN/NOTIFY, a temporary table.
+    expect(pg_copy_from($c, "$table(k)", ["730", "731"]), 'COPY in');
+    echo "ACK 730\nACK 731\n";
+    $rows = pg_copy_to($c, "(SELECT 1 UNION ALL SELECT 2)");
+    expect($rows === ["1\n", "2\n"], 'COPY out: ' . json_encode($rows));
+    pg_query($c, 'LISTEN conf_channel');
+    pg_query($c, "NOTIFY conf_channel, 'php'");
+    $note = pg_get_notify($c, PGSQL_ASSOC);
+    expect($note !== false && $note['payload'] === 'php', 'notification: ' . json_encode($note));
+    pg_query($c, 'CREATE TEMP TABLE conf_tmp (v int)');
+    pg_query($c, 'INSERT INTO conf_tmp VALUES (1), (2)');
+    expect(pg_fetch_row(pg_query($c, 'SELECT sum(v) FROM conf_tmp'))[0] === '3', 'temp table');
+    // A statement cancelled while it runs (sent asynchronously, then cancelled).
+    pg_send_query($c, 'SELECT pg_sleep(10)');
+    usleep(300000);
+    expect(pg_cancel_query($c), 'cancel');
+    pg_query($c, 'SELECT 1');
     pg_query($c, "SELECT set_config('app.tenant', 'php', false)");
     for ($i = 0; $i < 3; $i++) {
         $r = pg_fetch_row(pg_query($c, "SELECT current_setting('app.tenant')"));

@@ -44,6 +44,38 @@ begin
 rescue PG::DivisionByZero
 end
 puts 'NO 822'
+# COPY in and out.
+c.copy_data("COPY #{table}(k) FROM STDIN") do
+  c.put_copy_data("830\n831\n")
+end
+puts 'ACK 830', 'ACK 831'
+out = +''
+c.copy_data('COPY (SELECT 1 UNION ALL SELECT 2) TO STDOUT') do
+  while (row = c.get_copy_data)
+    out << row
+  end
+end
+expect(out == "1\n2\n", "COPY out: #{out.inspect}")
+# LISTEN/NOTIFY, a temporary table, and a statement cancelled while it runs.
+c.exec('LISTEN conf_channel')
+c.exec("NOTIFY conf_channel, 'rb'")
+got = nil
+c.wait_for_notify(3) { |_channel, _pid, payload| got = payload }
+expect(got == 'rb', "notification: #{got.inspect}")
+c.exec('CREATE TEMP TABLE conf_tmp (v int)')
+c.exec('INSERT INTO conf_tmp VALUES (1), (2)')
+expect(c.exec('SELECT sum(v) FROM conf_tmp').getvalue(0, 0) == '3', 'temp table')
+canceller = Thread.new do
+  sleep 0.5
+  c.cancel
+end
+begin
+  c.exec('SELECT pg_sleep(10)')
+  expect(false, 'pg_sleep was not cancelled')
+rescue PG::QueryCanceled
+end
+canceller.join
+expect(c.exec('SELECT 1').getvalue(0, 0) == '1', 'session after cancel')
 c.exec_params("SELECT set_config('app.tenant', $1, false)", ['rb'])
 3.times do
   expect(c.exec("SELECT current_setting('app.tenant')").getvalue(0, 0) == 'rb', 'set_config followed the session')
