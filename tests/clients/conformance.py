@@ -339,6 +339,14 @@ def run_psycopg(variant):
         cur.execute("SELECT 1")
         expect(cur.fetchone()[0] == 1, "session after cancel")
 
+        # DISCARD ALL as a prepared statement (psycopg sends DEALLOCATE ALL, then prepares it):
+        # it must run, and statements prepared after it must work.
+        cur.execute("DISCARD ALL")
+        cur.execute(f"INSERT INTO {TABLE}(k) VALUES (%s)", (260,))
+        acked.append(260)
+        cur.execute("SELECT %s::int", (7,))
+        expect(cur.fetchone()[0] == 7, "statement after DISCARD ALL")
+
         # The server connection killed in the middle of a transaction: the transaction fails,
         # the client keeps its connection... or gets a clean error, never a wrong answer.
     with psycopg_connect(cursor_factory=cursor_factory, prepare_threshold=prepare_threshold) as conn:

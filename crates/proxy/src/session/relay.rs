@@ -138,15 +138,36 @@ struct Plan {
     unavailable: Option<ErrorResponse>,
     /// `None`: nothing to route, stay on the current connection.
     slot: Option<Slot>,
+    /// The statements the unit runs.
     parts: Vec<Arc<Classification>>,
+    /// The statements it only prepares.
+    parsed: Vec<Arc<Classification>>,
     /// A lone `BEGIN` that pgrouter answers itself.
     deferred_begin: bool,
 }
 
+/// What [`Session::classify_unit`] found in a unit.
+pub(super) struct UnitClass {
+    /// The combined route of everything in it.
+    route: Route,
+    /// The statements it runs, in order (what their completion changes in the session).
+    pub(super) runs: Vec<Arc<Classification>>,
+    /// The statements it only prepares.
+    parsed: Vec<Arc<Classification>>,
+    /// The first statement's transaction control (`BEGIN`, `SET TRANSACTION READ ONLY`).
+    first_tx: Option<TxControl>,
+    /// It binds or describes the unnamed statement made by an earlier request.
+    needs_unnamed: bool,
+    /// It has anything to route (not only `Sync`, `Close`, …).
+    routable: bool,
+}
+
 /// Functions called by a unit's read statements whose volatility is not known yet.
-fn unresolved_functions(ctx: &ProxyContext, parts: &[Arc<Classification>]) -> Vec<String> {
+fn unresolved_functions<'c>(
+    ctx: &ProxyContext,
+    parts: impl Iterator<Item = &'c Arc<Classification>>,
+) -> Vec<String> {
     parts
-        .iter()
         .filter(|c| c.route == Route::Read && !c.check_functions.is_empty())
         .filter(|c| ctx.any_volatile(&c.check_functions).is_none())
         .flat_map(|c| c.check_functions.iter().cloned())
@@ -220,22 +241,17 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Classifies a unit: the combined route and whether it starts a (read-only) transaction.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn classify_unit(
-        &self,
-        unit: &[u8],
-    ) -> (
-        Route,
-        Vec<Arc<Classification>>,
-        Option<TxControl>,
-        bool,
-        bool,
-    ) {
+    /// Classifies a unit: its combined route, the statements it runs, and whether it starts a
+    /// (read-only) transaction.
+    pub(super) fn classify_unit(&self, unit: &[u8]) -> UnitClass {
         let mut routable = false;
         let mut route = Route::Read;
-        let mut parts = Vec::new();
-        let mut parsed_here: Vec<&[u8]> = Vec::new();
+        // Statements that run in this unit: simple queries, and prepared statements it binds.
+        // Their effects on the session apply when the unit completes.
+        let mut runs = Vec::new();
+        // Statements it only prepares: they route the unit (a `Parse` goes where it will run)
+        // but change nothing until a later `Bind` runs them.
+        let mut parsed: Vec<(&[u8], Arc<Classification>)> = Vec::new();
         let mut needs_unnamed = false;
         let demote = |r: Route, route: &mut Route| {
             if r != Route::Read {
@@ -251,19 +267,21 @@ impl<'a> Session<'a> {
                 fe::QUERY => {
                     let c = classify_text(self.ctx, fe::query_text(body(msg)).unwrap_or_default());
                     demote(self.effective_route(&c), &mut route);
-                    parts.push(c);
+                    runs.push(c);
                 }
                 fe::PARSE => {
                     if let Some((name, sql)) = fe::parse_parse(body(msg)) {
                         let c = classify_text(self.ctx, sql);
                         demote(self.effective_route(&c), &mut route);
-                        parts.push(c);
-                        parsed_here.push(name);
+                        parsed.retain(|(n, _)| *n != name);
+                        parsed.push((name, c));
                     }
                 }
                 fe::BIND => {
                     let name = fe::bind_statement(body(msg)).unwrap_or_default();
-                    if !parsed_here.contains(&name) {
+                    if let Some((_, c)) = parsed.iter().find(|(n, _)| *n == name) {
+                        runs.push(Arc::clone(c));
+                    } else {
                         // A statement made by an earlier request (the unnamed one included)
                         // routes as it was classified; one this client never made goes to the
                         // primary, where it gets PostgreSQL's 26000.
@@ -271,12 +289,7 @@ impl<'a> Session<'a> {
                         match self.state.statements.get(name_key(name).as_ref()) {
                             Some(stored) => {
                                 demote(stored.route, &mut route);
-                                // It runs now: its effects on the session (a pin, a setting to
-                                // replay) apply when it completes.
-                                if stored.classification.effects != pgrouter_sql::Effects::default()
-                                {
-                                    parts.push(stored.classification.clone());
-                                }
+                                runs.push(Arc::clone(&stored.classification));
                             }
                             None => demote(Route::Primary, &mut route),
                         }
@@ -286,7 +299,7 @@ impl<'a> Session<'a> {
                 // connection only.
                 fe::DESCRIBE
                     if fe::describe_target(body(msg)) == Some((b'S', &b""[..]))
-                        && !parsed_here.contains(&&b""[..]) =>
+                        && !parsed.iter().any(|(n, _)| n.is_empty()) =>
                 {
                     needs_unnamed = true;
                 }
@@ -296,10 +309,17 @@ impl<'a> Session<'a> {
                 _ => {}
             }
         }
-        let first_tx = parts
+        let first_tx = runs
             .first()
             .and_then(|c| c.effects.transaction.first().copied());
-        (route, parts, first_tx, needs_unnamed, routable)
+        UnitClass {
+            route,
+            runs,
+            parsed: parsed.into_iter().map(|(_, c)| c).collect(),
+            first_tx,
+            needs_unnamed,
+            routable,
+        }
     }
 
     /// The route of one statement once session knowledge is added.
@@ -494,7 +514,7 @@ impl<'a> Session<'a> {
                         self.abandon(client, slot, transaction_lost(), &bytes)
                             .await?;
                     } else {
-                        let classifications = self.classify_unit(&bytes).1;
+                        let classifications = self.classify_unit(&bytes).runs;
                         self.send(slot, &bytes, classifications, BytesMut::new())
                             .await?;
                     }
@@ -529,7 +549,7 @@ impl<'a> Session<'a> {
             }
             self.follow_topology();
             let mut plan = self.plan(&client.buf[..unit.len]);
-            let unknown = unresolved_functions(self.ctx, &plan.parts);
+            let unknown = unresolved_functions(self.ctx, plan.parts.iter().chain(&plan.parsed));
             if !unknown.is_empty() {
                 if self.busy().is_some() {
                     return Ok(Drain::Blocked);
@@ -669,7 +689,14 @@ impl<'a> Session<'a> {
 
     /// Decides where a unit goes (without side effects).
     fn plan(&self, bytes: &[u8]) -> Plan {
-        let (route, parts, first_tx, needs_unnamed, routable) = self.classify_unit(bytes);
+        let UnitClass {
+            route,
+            runs: parts,
+            parsed,
+            first_tx,
+            needs_unnamed,
+            routable,
+        } = self.classify_unit(bytes);
         let facts = self.facts();
         let deferred_begin = self.deferred_begin.is_none()
             && self.state.tx_status == TransactionStatus::Idle
@@ -720,6 +747,7 @@ impl<'a> Session<'a> {
             unavailable,
             slot,
             parts,
+            parsed,
             deferred_begin,
         }
     }
@@ -1149,7 +1177,7 @@ impl<'a> Session<'a> {
         unit: &[u8],
         error: ErrorResponse,
     ) -> Result<(), SessionError> {
-        let parts = self.classify_unit(unit).1;
+        let parts = self.classify_unit(unit).runs;
         let rollback = matches!(frames(unit).next(), Some((fe::QUERY, _)))
             && frames(unit).count() == 1
             && parts.len() == 1
