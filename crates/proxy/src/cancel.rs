@@ -34,15 +34,21 @@ pub struct CancelRegistry {
     entries: Mutex<HashMap<i32, Entry>>,
 }
 
+/// The smallest process id pgrouter gives clients: above every Linux pid.
+const FIRST_CLIENT_PID: u32 = 1 << 22;
+
 impl CancelRegistry {
     /// Allocates a unique client key and registers `slot` under it. The returned guard
     /// unregisters on drop.
     pub fn register(self: &Arc<Self>, slot: CancelSlot) -> Registration {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            // Positive process ids, like a real server's.
-            let process_id = (rand::random::<u32>() >> 1) as i32;
-            if process_id == 0 || entries.contains_key(&process_id) {
+            // Positive process ids, like a real server's, but never one a server backend can
+            // have: Linux pids stay below 2^22 (`pid_max` is at most 4194304). A client that
+            // passes its "backend pid" to pg_terminate_backend() therefore hits no other
+            // session's backend.
+            let process_id = ((rand::random::<u32>() >> 1) | FIRST_CLIENT_PID) as i32;
+            if entries.contains_key(&process_id) {
                 continue;
             }
             let secret_key = rand::random::<i32>();
@@ -111,7 +117,7 @@ mod tests {
         let reg = Arc::new(CancelRegistry::default());
         let slot: CancelSlot = Arc::default();
         let r = reg.register(Arc::clone(&slot));
-        assert!(r.process_id > 0);
+        assert!(r.process_id >= FIRST_CLIENT_PID as i32);
         assert_eq!(
             reg.lookup(r.process_id, r.secret_key),
             None,
