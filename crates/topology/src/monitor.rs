@@ -361,6 +361,11 @@ impl Topology {
                 shutdown: shutdown.clone(),
             };
             let mut view = Aggregate::default();
+            // The first table waits for every node's first probe (each is bounded by the probe
+            // timeout). Otherwise the node that answers first could be elected primary while the
+            // one that proves it a false primary (a replica on a newer timeline) has not answered
+            // yet: an old primary restarted without rewind would take writes.
+            let mut unprobed = vec![true; topology.slots.snapshot().len()];
             probes.follow(&topology, &settings);
             loop {
                 let next = tokio::select! {
@@ -382,7 +387,17 @@ impl Topology {
                 let slots = topology.slots.snapshot();
                 view.grow_to(slots.len());
                 if let Some((index, outcome)) = next {
+                    if let Some(first) = unprobed.get_mut(index) {
+                        *first = false;
+                    }
                     view.record(index, outcome, &settings, &slots);
+                }
+                let waiting = unprobed
+                    .iter()
+                    .enumerate()
+                    .any(|(i, first)| *first && slots.get(i).is_some_and(|s| !s.is_removed()));
+                if waiting {
+                    continue;
                 }
                 let inputs: Vec<NodeInput<'_>> = slots
                     .iter()

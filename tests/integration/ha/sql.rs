@@ -311,9 +311,14 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
         crate::harness::rows(&rows)[0].get(0),
         Some(p2.to_string().as_str())
     );
-    let login = connect(&impatient.conninfo("app", "app"))
-        .await
-        .expect_err("no login without a primary");
+    // Bounded: a login that hangs fails the test instead of the whole run.
+    let login = tokio::time::timeout(
+        Duration::from_secs(30),
+        connect(&impatient.conninfo("app", "app")),
+    )
+    .await
+    .expect("a login without a primary must not hang")
+    .expect_err("no login without a primary");
     assert_eq!(
         login.as_db_error().map(|e| e.code().code()),
         Some("57P03"),
