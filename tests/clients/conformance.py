@@ -7,6 +7,9 @@ DRIVER is one of the names in DRIVERS or EXTERNAL below. ROUTER_URL reaches pgro
 itself (same user): it is the witness. TABLE is a table name of this run's own; the script
 creates it. ENCODING, when given, is the client_encoding the driver sets (e.g. LATIN1).
 
+TABLE also names the LISTEN/NOTIFY channel: runs in parallel share the database, and a NOTIFY
+reaches every listener of its channel.
+
 Every write carries a unique key. At the end the script reads the table on the primary directly
 and checks that every acknowledged write is there exactly once and that nothing the scenario
 rolled back is. Where a statement ran is read from the servers (inet_server_port(),
@@ -316,8 +319,8 @@ def run_psycopg(variant):
         expect(cur.fetchone()[0] == 3, "temp table")
 
         # LISTEN/NOTIFY.
-        cur.execute("LISTEN conf_channel")
-        cur.execute("NOTIFY conf_channel, 'hello'")
+        cur.execute(f"LISTEN {TABLE}")
+        cur.execute(f"NOTIFY {TABLE}, 'hello'")
         got = [n.payload for n in conn.notifies(timeout=2, stop_after=1)]
         expect(got == ["hello"], f"notifications: {got}")
 
@@ -423,8 +426,8 @@ async def run_asyncpg_async(cache):
     await conn.execute("INSERT INTO conf_tmp VALUES (1), (2)")
     expect(await conn.fetchval("SELECT sum(v) FROM conf_tmp") == 3, "temp table")
     got = asyncio.get_running_loop().create_future()
-    await conn.add_listener("conf_channel", lambda *a: got.done() or got.set_result(a[3]))
-    await conn.execute("NOTIFY conf_channel, 'hi'")
+    await conn.add_listener(TABLE, lambda *a: got.done() or got.set_result(a[3]))
+    await conn.execute(f"NOTIFY {TABLE}, 'hi'")
     expect(await asyncio.wait_for(got, 3) == "hi", "notification")
     try:
         await conn.execute("SELECT pg_sleep(10)", timeout=0.5)

@@ -83,8 +83,8 @@ public class Conformance {
             expect(out.toString().equals("1\n2\n"), "COPY out: " + out);
             // LISTEN/NOTIFY.
             try (Statement st = c.createStatement()) {
-                st.execute("LISTEN conf_channel");
-                st.execute("NOTIFY conf_channel, 'jdbc'");
+                st.execute("LISTEN " + table);
+                st.execute("NOTIFY " + table + ", 'jdbc'");
             }
             org.postgresql.PGNotification[] notes =
                 c.unwrap(org.postgresql.PGConnection.class).getNotifications(3000);

@@ -57,8 +57,8 @@ async function nodePg() {
   }
   // LISTEN/NOTIFY.
   const got = new Promise((resolve) => c.on("notification", (n) => resolve(n.payload)));
-  await c.query("LISTEN conf_channel");
-  await c.query("NOTIFY conf_channel, 'hey'");
+  await c.query(`LISTEN ${table}`);
+  await c.query(`NOTIFY ${table}, 'hey'`);
   expect((await got) === "hey", "notification");
   // A temporary table (pins the session to its primary connection).
   await c.query("CREATE TEMP TABLE conf_tmp (v int)");

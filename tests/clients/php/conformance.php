@@ -49,8 +49,8 @@ if ($driver === 'php-pg') {
     echo "ACK 730\nACK 731\n";
     $rows = pg_copy_to($c, "(SELECT 1 UNION ALL SELECT 2)");
     expect($rows === ["1\n", "2\n"], 'COPY out: ' . json_encode($rows));
-    pg_query($c, 'LISTEN conf_channel');
-    pg_query($c, "NOTIFY conf_channel, 'php'");
+    pg_query($c, "LISTEN $table");
+    pg_query($c, "NOTIFY $table, 'php'");
     $note = pg_get_notify($c, PGSQL_ASSOC);
     expect($note !== false && $note['payload'] === 'php', 'notification: ' . json_encode($note));
     pg_query($c, 'CREATE TEMP TABLE conf_tmp (v int)');

@@ -57,8 +57,8 @@ c.copy_data('COPY (SELECT 1 UNION ALL SELECT 2) TO STDOUT') do
 end
 expect(out == "1\n2\n", "COPY out: #{out.inspect}")
 # LISTEN/NOTIFY, a temporary table, and a statement cancelled while it runs.
-c.exec('LISTEN conf_channel')
-c.exec("NOTIFY conf_channel, 'rb'")
+c.exec("LISTEN #{table}")
+c.exec("NOTIFY #{table}, 'rb'")
 got = nil
 c.wait_for_notify(3) { |_channel, _pid, payload| got = payload }
 expect(got == 'rb', "notification: #{got.inspect}")
