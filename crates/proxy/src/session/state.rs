@@ -269,6 +269,29 @@ impl SessionState {
 mod tests {
     use super::*;
 
+    /// A parameter set again replaces its earlier entry at once, long before the size limit.
+    #[test]
+    fn a_setting_repeated_is_compacted_at_once() {
+        let mut s = SessionState::new();
+        s.replay.push("SET search_path = a".into());
+        assert_eq!(s.compact_replay(), None);
+        s.replay
+            .push("SELECT pg_catalog.set_config('app.tenant', '1', false)".into());
+        assert_eq!(s.compact_replay(), None);
+        s.replay
+            .push("SELECT pg_catalog.set_config('app.tenant', '2', false)".into());
+        assert_eq!(s.compact_replay(), Some(3));
+        assert_eq!(
+            s.replay,
+            vec![
+                "SET search_path = a".to_string(),
+                "SELECT pg_catalog.set_config('app.tenant', '2', false)".to_string(),
+            ]
+        );
+        // Nothing new: nothing to look at again.
+        assert_eq!(s.compact_replay(), None);
+    }
+
     #[test]
     fn replay_log_is_compacted() {
         let mut s = SessionState::new();
