@@ -150,8 +150,10 @@ impl Session<'_> {
             match tag {
                 be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
                 be::READY_FOR_QUERY if b.hide_ready > 0 => {
-                    // The end of a segment pgrouter closed (`close_idle_segment`).
+                    // The end of a segment pgrouter closed (`close_idle_segment`). An error in it
+                    // was the client's answer to that segment, not to its next request.
                     b.hide_ready -= 1;
+                    b.saw_error = false;
                     drop_it = true;
                 }
                 be::READY_FOR_QUERY => {
