@@ -642,15 +642,8 @@ impl<'a> Session<'a> {
             }
             let c = classify_text(self.ctx, sql);
             let route = effective_route(self.ctx, &self.state, &c);
-            let clean = leaves_session_clean(self.ctx, &c);
-            self.state.store_statement(
-                name,
-                name_len,
-                Bytes::copy_from_slice(msg),
-                route,
-                clean,
-                c,
-            );
+            self.state
+                .store_statement(name, name_len, Bytes::copy_from_slice(msg), route, c);
             be::parse_complete(&mut out);
         }
         client.write_all(&out).await?;
@@ -911,6 +904,7 @@ impl<'a> Session<'a> {
         };
         for c in &parts {
             self.ctx.stats.routed(b.node, c.route, c.rule);
+            // `parts` holds what the unit runs, prepared statements it binds included.
             if !leaves_session_clean(self.ctx, c) {
                 b.dirty = true;
             }
@@ -977,7 +971,6 @@ impl<'a> Session<'a> {
                     let name = name.as_ref();
                     let c = classify_text(self.ctx, sql);
                     let route = effective_route(self.ctx, state, &c);
-                    let clean = leaves_session_clean(self.ctx, &c);
                     let stale = !name.is_empty()
                         && b.prepared.contains_key(name)
                         && !state.statements.contains_key(name);
@@ -988,8 +981,7 @@ impl<'a> Session<'a> {
                     } else {
                         Bytes::copy_from_slice(msg)
                     };
-                    let version =
-                        state.store_statement(name, raw_name.len(), parse, route, clean, c);
+                    let version = state.store_statement(name, raw_name.len(), parse, route, c);
                     if stale {
                         // The client closed it on another connection: close it here first.
                         out.extend_from_slice(&bytes[copied_upto..start]);
@@ -1033,9 +1025,6 @@ impl<'a> Session<'a> {
                         b.prepared.remove(name);
                         continue;
                     };
-                    if tag == fe::BIND && !stored.clean {
-                        b.dirty = true;
-                    }
                     match b.prepared.get(name) {
                         Some(v) if *v == stored.version => {
                             if !name.is_empty() {

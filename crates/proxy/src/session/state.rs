@@ -54,8 +54,6 @@ pub(crate) struct StoredStatement {
     /// The definition's identity ([`statement_version`]): distinguishes re-definitions of the
     /// same name, and lets clients share what a pooled connection has prepared.
     pub(crate) version: u64,
-    /// Running it leaves no untracked session state (`unit::leaves_session_clean`).
-    pub(crate) clean: bool,
     /// How its text was classified: its effects on the session apply each time it runs.
     pub(crate) classification: Arc<Classification>,
 }
@@ -106,7 +104,6 @@ impl SessionState {
         name_len: usize,
         parse: Bytes,
         route: Route,
-        clean: bool,
         classification: Arc<Classification>,
     ) -> u64 {
         let version = statement_version(&parse, name_len);
@@ -116,7 +113,6 @@ impl SessionState {
                 parse,
                 route,
                 version,
-                clean,
                 classification,
             }),
         );
