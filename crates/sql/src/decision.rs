@@ -141,6 +141,10 @@ pub enum TxControl {
     Rollback,
 }
 
+/// How a `set_config(name, value, false)` is recorded for replay: this prefix, the quoted name,
+/// `', '`, the quoted value, `', false)`. The proxy keys its replay log by the name, like `SET`.
+pub const SET_CONFIG_REPLAY: &str = "SELECT pg_catalog.set_config('";
+
 /// A session-state change to replay on other backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionChange {

@@ -75,6 +75,11 @@ const BACKEND_IDENTITY_FUNCTIONS: &[&str] = &[
 ];
 const BACKEND_IDENTITY_VIEWS: &[&str] = &["pg_stat_activity", "pg_locks"];
 
+/// Whether `name` is in `list`, as PostgreSQL matches unquoted names (case-insensitively).
+fn listed(list: &[&str], name: &str) -> bool {
+    list.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
 /// True for a function or view that names server backends (see `BACKEND_IDENTITY_FUNCTIONS`).
 pub(crate) fn names_backends(name: &str, view: bool) -> bool {
     let list = if view {
@@ -82,7 +87,7 @@ pub(crate) fn names_backends(name: &str, view: bool) -> bool {
     } else {
         BACKEND_IDENTITY_FUNCTIONS
     };
-    list.iter().any(|f| f.eq_ignore_ascii_case(name))
+    listed(list, name)
 }
 
 /// Built-ins besides `set_config` (see `statement.rs`) whose effect outlives the transaction in
@@ -99,8 +104,8 @@ const SESSION_STATE_FUNCTIONS: &[&str] = &[
 
 /// True for built-ins whose effect outlives the transaction in the session (besides
 /// `set_config`, which `statement.rs` reads argument by argument).
-pub fn keeps_session_state(name: &str) -> bool {
-    SESSION_STATE_FUNCTIONS.contains(&name.to_ascii_lowercase().as_str())
+pub(crate) fn keeps_session_state(name: &str) -> bool {
+    listed(SESSION_STATE_FUNCTIONS, name)
 }
 
 /// Built-ins that are safe on a replica, including some PostgreSQL marks VOLATILE although they
@@ -285,9 +290,7 @@ const KNOWN_READ_FUNCTIONS: &[&str] = &[
 
 /// True for built-ins known to be safe on a replica (and so to change nothing).
 pub(crate) fn is_known_read(name: &str) -> bool {
-    KNOWN_READ_FUNCTIONS
-        .iter()
-        .any(|f| f.eq_ignore_ascii_case(name))
+    listed(KNOWN_READ_FUNCTIONS, name)
 }
 
 /// What classification may assume about functions.

@@ -1,5 +1,6 @@
 //! The walk over sqlparser's syntax tree.
 
+use crate::decision::SET_CONFIG_REPLAY;
 use crate::decision::{Classification, PinReason, Route, Rule, SessionChange, TxControl};
 use crate::functions::{FunctionKind, FunctionPolicy};
 use sqlparser::ast::{
@@ -260,12 +261,7 @@ fn set_statement(stmt: &Statement, set: &Set) -> Classification {
 }
 
 fn bool_value(e: &Expr) -> Option<bool> {
-    let text = e.to_string().trim_matches('\'').to_ascii_lowercase();
-    match text.as_str() {
-        "on" | "true" | "yes" | "1" | "t" => Some(true),
-        "off" | "false" | "no" | "0" | "f" => Some(false),
-        _ => None,
-    }
+    bool_text(e.to_string().trim_matches('\''))
 }
 
 fn read_only_mode(modes: &[TransactionMode]) -> Option<bool> {
@@ -504,14 +500,15 @@ fn set_config_replay(args: &FunctionArguments) -> Option<Option<String>> {
     let (Value::SingleQuotedString(name), Value::SingleQuotedString(value)) = (name, value) else {
         return None;
     };
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let quote = |s: &str| s.replace('\'', "''");
     Some(Some(format!(
-        "SELECT pg_catalog.set_config({}, {}, false)",
+        "{SET_CONFIG_REPLAY}{}', '{}', false)",
         quote(name),
         quote(value)
     )))
 }
 
+/// A PostgreSQL boolean spelled as text (`on`, `false`, `1`, …).
 fn bool_text(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" | "1" | "t" => Some(true),

@@ -15,7 +15,7 @@ pub(crate) const REPLAY_LOG_LIMIT: usize = 256;
 fn parameter_key(sql: &str) -> Option<String> {
     // `set_config(name, value, false)` as pgrouter records it (see pgrouter-sql): the same key as
     // `SET name`.
-    if let Some(rest) = sql.strip_prefix("SELECT pg_catalog.set_config('") {
+    if let Some(rest) = sql.strip_prefix(pgrouter_sql::decision::SET_CONFIG_REPLAY) {
         let name = rest.split_once("', ")?.0;
         return (!name.contains('\'')).then(|| name.to_ascii_lowercase());
     }
