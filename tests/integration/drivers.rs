@@ -5,7 +5,7 @@
 //! statements ran, that every acknowledged write is there exactly once, and that session state
 //! follows the session. `scripts/test.sh` installs the drivers from PyPI.
 
-use crate::harness::{cluster, missing, repo, Cluster, Router};
+use crate::harness::{cluster, missing, python_has, repo, Cluster, Router};
 use std::process::Command;
 use std::sync::Once;
 
@@ -27,15 +27,6 @@ fn drivers() -> Vec<String> {
 
 /// `conformance.py`'s exit status when a driver or its toolchain is not installed.
 const MISSING: i32 = 3;
-
-/// True when python3 can import every module named.
-fn python_has(modules: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 fn drivers_installed() -> bool {
     if python_has("psycopg, asyncpg") {

@@ -112,6 +112,16 @@ pub fn missing(what: &str) {
     eprintln!("\n!!!!!!!! SKIPPING: {what} !!!!!!!!\n");
 }
 
+/// True when python3 can import every module named (`"psycopg, asyncpg"`): the client scripts'
+/// drivers.
+pub fn python_has(modules: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// The cluster for this test run, started on first use. `None` (with a loud warning) when
 /// PostgreSQL is not installed and `PGR_REQUIRE_POSTGRES` is not set.
 pub fn cluster() -> Option<&'static Cluster> {

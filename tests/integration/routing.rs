@@ -370,12 +370,7 @@ async fn load_balance_off_sends_everything_to_the_primary() {
 fn psycopg_sees_the_same_routing() {
     let Some(router) = router() else { return };
     let cluster = cluster().unwrap();
-    let has_psycopg = std::process::Command::new("python3")
-        .args(["-c", "import psycopg"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !has_psycopg {
+    if !crate::harness::python_has("psycopg") {
         crate::harness::missing(
             "python3 with psycopg 3 is not installed (pip install 'psycopg[binary]'); the psycopg test",
         );
