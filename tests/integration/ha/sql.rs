@@ -23,20 +23,41 @@ fn superuser(cluster: &ScriptCluster, node: usize, sql: &str) -> String {
 fn signal_node(cluster: &ScriptCluster, node: usize, signal: &str) {
     let pidfile = cluster.dir.join(format!("pg{node}/data/postmaster.pid"));
     let pid = std::fs::read_to_string(pidfile).unwrap();
-    let pid = pid.lines().next().unwrap().trim().to_owned();
-    let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
-    let mut pids = vec![pid];
-    pids.extend(
-        String::from_utf8_lossy(&children.stdout)
+    let postmaster = pid.lines().next().unwrap().trim().to_owned();
+    let children = || -> Vec<String> {
+        let out = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
-            .map(str::to_owned),
-    );
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .args(&pids)
-        .status()
-        .unwrap();
-    assert!(status.success());
+            .map(str::to_owned)
+            .collect()
+    };
+    let kill = |pids: &[String]| {
+        // A child may exit between pgrep and kill: kill's status is not asserted per pid.
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(pids)
+            .status()
+            .unwrap();
+    };
+    kill(&[postmaster.clone()]);
+    // A backend the postmaster forked just before it was stopped (a health check reconnecting,
+    // a pooled connection opening) is not in an earlier list: list the children again until
+    // every one has had the signal. The stopped postmaster forks no more, so this ends.
+    let mut signalled = Vec::new();
+    for _ in 0..10 {
+        let fresh: Vec<String> = children()
+            .into_iter()
+            .filter(|p| !signalled.contains(p))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        kill(&fresh);
+        signalled.extend(fresh);
+    }
 }
 
 /// The port a fresh session's read lands on.
