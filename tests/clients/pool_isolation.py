@@ -61,6 +61,51 @@ expect(
 r = b.describe_prepared(b"a_secret")
 expect(sqlstate(r) == b"26000", f"client B described client A's statement: {r.status}")
 
+# Sequence state (currval, lastval): a serial default sets it invisibly, in a plain INSERT.
+setup = libpq()
+r = setup.exec_(
+    b"CREATE TABLE IF NOT EXISTS pool_isolation_ids (id serial PRIMARY KEY, who text)"
+)
+expect(r.status in OK, r.error_message)
+setup.finish()
+CURRVAL = b"SELECT currval('pool_isolation_ids_id_seq')"
+LASTVAL = b"SELECT lastval()"
+
+
+def value_or_error(r):
+    return r.get_value(0, 0) if r.ntuples else r.error_message
+
+
+# C has no other session state: in a later transaction of its session it gets PostgreSQL's
+# answer, its own value (nobody used the connection in between).
+c = libpq()
+r = c.exec_(b"INSERT INTO pool_isolation_ids(who) VALUES ('c') RETURNING id")
+expect(r.status in OK, r.error_message)
+c_id = r.get_value(0, 0)
+for query in (CURRVAL, LASTVAL):
+    r = c.exec_(query)
+    expect(r.status in OK and r.get_value(0, 0) == c_id, f"client C's own {query!r}: {value_or_error(r)}")
+for query in (CURRVAL, LASTVAL):
+    r = b.exec_(query)
+    expect(sqlstate(r) == b"55000", f"client B sees client C's sequence state with {query!r}: {value_or_error(r)}")
+r = b.exec_(b"INSERT INTO pool_isolation_ids(who) VALUES ('b') RETURNING id")
+expect(r.status in OK, r.error_message)
+b_id = r.get_value(0, 0)
+# C never sees B's value: its own or, where pgrouter cannot keep it, 55000.
+for query in (CURRVAL, LASTVAL):
+    r = c.exec_(query)
+    expect(
+        sqlstate(r) == b"55000" or (r.status in OK and r.get_value(0, 0) == c_id),
+        f"client C sees client B's sequence value {b_id!r} with {query!r}: {value_or_error(r)}",
+    )
+c.finish()
+# A has replayed session state (its connection is reset after each transaction): the same rule.
+r = a.exec_(b"INSERT INTO pool_isolation_ids(who) VALUES ('a') RETURNING id")
+expect(r.status in OK, r.error_message)
+a_id = r.get_value(0, 0)
+r = a.exec_(CURRVAL)
+expect(sqlstate(r) == b"55000" or r.get_value(0, 0) == a_id, f"client A's currval: {value_or_error(r)}")
+
 # A still has its own state.
 r = a.exec_(b"SELECT current_setting('app.tenant', true)")
 expect(r.get_value(0, 0) == b"42", f"client A lost its setting: {r.get_value(0, 0)!r}")

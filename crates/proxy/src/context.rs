@@ -28,6 +28,27 @@ type Parameters = Vec<(String, String)>;
 /// The protocol-level prepared statements a server connection holds: name → definition identity.
 pub type PreparedOnServer = HashMap<String, u64>;
 
+/// Which session's sequence state (`currval`, `lastval`) a server connection may hold, and
+/// from which of its writes: a connection is handed to the session that made its latest write
+/// there untouched, to anyone else after `DISCARD SEQUENCES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceMark {
+    /// The session (a number of its own, never reused in a process).
+    pub session: u64,
+    /// The session's count of writes when it made the one that left this mark.
+    pub write: u64,
+}
+
+/// What a pooled server connection carries from one client to the next, besides its login: the
+/// statements it holds and whose sequence state it may hold. A reset starts both over.
+#[derive(Debug, Default)]
+pub struct PooledState {
+    /// Protocol-level prepared statements on the connection.
+    pub prepared: PreparedOnServer,
+    /// Set by a write (a `serial` default or `nextval` sets the session's sequence state).
+    pub sequences: Option<SequenceMark>,
+}
+
 /// A user as sessions need it: how to check the client, the derived SCRAM verifier, and the
 /// password for pgrouter's own server login.
 #[derive(Debug)]
@@ -109,7 +130,7 @@ pub struct ProxyContext {
     /// How often a client's prepared statement was already on the server connection that ran it.
     pub prepared_stats: PreparedStats,
     /// Server connections kept for reuse, each with the prepared statements it holds.
-    pub pools: pgrouter_pool::Pools<PreparedOnServer>,
+    pub pools: pgrouter_pool::Pools<PooledState>,
     /// Who is primary and who serves reads, as the health checks last found. Its node slots are
     /// the node indexes used everywhere (pools, statistics, sessions' connections).
     pub topology: Arc<Topology>,

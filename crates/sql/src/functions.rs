@@ -92,8 +92,8 @@ pub(crate) fn names_backends(name: &str, view: bool) -> bool {
 
 /// Built-ins besides `set_config` (see `statement.rs`) whose effect outlives the transaction in
 /// the session: a pooled connection that ran them is reset before another client uses it.
-/// Sequence functions are not here: `currval`/`lastval` state is documented as not isolated in
-/// transaction pooling (a `serial` default sets it invisibly anyway).
+/// Sequence functions are not here: a `serial` default sets `currval`/`lastval` state invisibly,
+/// so the proxy marks every connection that ran a write instead (its `SequenceMark`).
 const SESSION_STATE_FUNCTIONS: &[&str] = &[
     "setseed",
     "dblink_connect",

@@ -3,6 +3,7 @@
 //! still owes.
 
 use super::client::reserve_for_read;
+use crate::context::{PooledState, SequenceMark};
 use bytes::BytesMut;
 use pgrouter_conn::ServerConn;
 use pgrouter_pool::Ticket;
@@ -35,6 +36,8 @@ pub(crate) struct Backend {
     pub(crate) replayed: usize,
     /// Named (and the unnamed, `""`) prepared statements this connection holds, by version.
     pub(crate) prepared: HashMap<String, u64>,
+    /// Whose sequence state the connection may hold (see [`SequenceMark`]).
+    pub(crate) sequences: Option<SequenceMark>,
     /// `ReadyForQuery` messages owed for client requests.
     pub(crate) pending: u32,
     /// `ReadyForQuery` messages owed for requests pgrouter injected; everything up to and
@@ -87,12 +90,11 @@ pub(crate) const MAX_RERUNS: u8 = 3;
 pub(crate) const MAX_HELD: usize = 64 * 1024;
 
 impl Backend {
-    pub(crate) fn new(
-        conn: ServerConn,
-        mut prepared: HashMap<String, u64>,
-        ticket: Ticket,
-        node: usize,
-    ) -> Self {
+    pub(crate) fn new(conn: ServerConn, pooled: PooledState, ticket: Ticket, node: usize) -> Self {
+        let PooledState {
+            mut prepared,
+            sequences,
+        } = pooled;
         // The unnamed statement belongs to whoever used the connection last.
         prepared.remove("");
         Self {
@@ -103,6 +105,7 @@ impl Backend {
             walker: FrameWalker::new(),
             replayed: 0,
             prepared,
+            sequences,
             pending: 0,
             swallow: 0,
             hide_parse: 0,

@@ -21,7 +21,7 @@ mod unit;
 
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientLogin, ClientState};
-use crate::context::{PreparedOnServer, ProxyContext};
+use crate::context::{PooledState, ProxyContext};
 use crate::routing::Endpoint;
 use backend as backend_conn;
 use bytes::BytesMut;
@@ -323,7 +323,7 @@ async fn connect_main(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
     endpoint: Endpoint,
-) -> Result<(ServerConn, PreparedOnServer, Ticket, usize), SessionError> {
+) -> Result<(ServerConn, PooledState, Ticket, usize), SessionError> {
     let timeout = ctx.live().config.topology.failover_timeout.get();
     let deadline = tokio::time::Instant::now() + timeout;
     let fallback = || ctx.live().config.routing.reads_fallback_to_primary;
@@ -406,7 +406,7 @@ async fn connect_node(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
     node: usize,
-) -> Result<(ServerConn, PreparedOnServer, Ticket), SessionError> {
+) -> Result<(ServerConn, PooledState, Ticket), SessionError> {
     connect_node_raw(ctx, user, startup, node)
         .await
         .map_err(|e| login_error(ctx, node, e))
@@ -417,7 +417,7 @@ async fn connect_node_raw(
     user: &crate::context::UserEntry,
     startup: &startup::Startup,
     node: usize,
-) -> Result<(ServerConn, PreparedOnServer, Ticket), LoginFailure> {
+) -> Result<(ServerConn, PooledState, Ticket), LoginFailure> {
     let Some(slot) = ctx.topology.node(node) else {
         // Unreachable: node indexes come from the routing table, whose rows are the topology's
         // slots, which never shrink. Answered as a network failure rather than a panic.

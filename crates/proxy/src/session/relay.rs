@@ -15,13 +15,13 @@ use super::backend::{read_opt, Backend, Slot};
 use super::client::{frame_error, ClientConn};
 use super::state::SessionState;
 use super::unit::{
-    body, classify_text, effective_route, frames, leaves_session_clean, name_key, next_unit,
-    protocol_violation,
+    body, classify_text, effective_route, frames, leaves_session_clean, may_set_sequences,
+    name_key, next_unit, protocol_violation,
 };
 use super::{server_lost, SessionError};
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientEntry, ClientState};
-use crate::context::ProxyContext;
+use crate::context::{PooledState, ProxyContext};
 use crate::routing::{self, Endpoint, SessionFacts, Target};
 use crate::stats::Stats;
 use bytes::{Bytes, BytesMut};
@@ -856,6 +856,16 @@ impl<'a> Session<'a> {
             Slot::Read => self.read.as_mut(),
         };
         let Some(b) = b else { return };
+        // Sequence state of another session, or this session's from before its latest write
+        // elsewhere: `currval` must fail there (55000), never answer with someone else's value.
+        if b.sequences
+            .is_some_and(|mark| mark != self.state.sequence_mark())
+        {
+            fe::write_query(out, "DISCARD SEQUENCES");
+            b.swallow += 1;
+            b.prepared.remove("");
+            b.sequences = None;
+        }
         if b.replayed >= total {
             return;
         }
@@ -902,6 +912,10 @@ impl<'a> Session<'a> {
         let Some(b) = b else {
             return Err(server_lost());
         };
+        if parts.iter().any(|c| may_set_sequences(c)) {
+            // Another connection holding this session's older sequence state is stale now.
+            b.sequences = Some(state.wrote());
+        }
         for c in &parts {
             self.ctx.stats.routed(b.node, c.route, c.rule);
             // `parts` holds what the unit runs, prepared statements it binds included.
@@ -1215,7 +1229,15 @@ impl<'a> Session<'a> {
         let dirty = b.replayed > 0 || b.dirty;
         self.ctx
             .pools
-            .checkin(b.conn, b.prepared, b.ticket, dirty)
+            .checkin(
+                b.conn,
+                PooledState {
+                    prepared: b.prepared,
+                    sequences: b.sequences,
+                },
+                b.ticket,
+                dirty,
+            )
             .await;
     }
 
@@ -1244,7 +1266,7 @@ impl<'a> Session<'a> {
             if reusable {
                 self.ctx
                     .pools
-                    .checkin(b.conn, b.prepared, b.ticket, true)
+                    .checkin(b.conn, PooledState::default(), b.ticket, true)
                     .await;
             } else {
                 b.terminate().await;

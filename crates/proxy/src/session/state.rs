@@ -1,6 +1,7 @@
 //! What a session remembers so that it can move between server connections without the client
 //! noticing: transaction status, pins, session changes to replay, prepared statements.
 
+use crate::context::SequenceMark;
 use bytes::Bytes;
 use pgrouter_protocol::backend::TransactionStatus;
 use pgrouter_sql::{Classification, PinReason, Route, SessionChange, TxControl};
@@ -79,7 +80,14 @@ pub(crate) struct SessionState {
     compaction_checked: usize,
     /// The current transaction failed at some point (its changes are discarded).
     tx_failed: bool,
+    /// This session's number, for [`SequenceMark`]s.
+    id: u64,
+    /// Units that may have set sequence state (writes) so far.
+    writes: u64,
 }
+
+/// Session numbers: unique for the life of the process.
+static NEXT_SESSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl SessionState {
     pub(crate) fn new() -> Self {
@@ -93,7 +101,24 @@ impl SessionState {
             tx_changes: Vec::new(),
             compaction_checked: 0,
             tx_failed: false,
+            id: NEXT_SESSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            writes: 0,
         }
+    }
+
+    /// The mark a connection carries when it holds this session's current sequence state.
+    pub(crate) fn sequence_mark(&self) -> SequenceMark {
+        SequenceMark {
+            session: self.id,
+            write: self.writes,
+        }
+    }
+
+    /// Counts a unit that may set sequence state; returns the mark its connection now carries.
+    /// Any other connection with an older mark of this session is stale from now on.
+    pub(crate) fn wrote(&mut self) -> SequenceMark {
+        self.writes += 1;
+        self.sequence_mark()
     }
 
     /// Remembers a client `Parse` (`name_len`: the name's length in the message); returns the

@@ -185,6 +185,14 @@ pub(super) fn leaves_session_clean(ctx: &ProxyContext, c: &Classification) -> bo
         && (c.check_functions.is_empty() || ctx.any_volatile(&c.check_functions) == Some(false))
 }
 
+/// Whether running `c` may set the session's sequence state (`currval`, `lastval`): anything
+/// that may write does (a `serial` default, a trigger, `nextval` itself), so everything bound for
+/// the primary except transaction control counts. Reads cannot: `nextval` is refused in a
+/// read-only transaction, and a read calling a volatile function is reset in full anyway.
+pub(super) fn may_set_sequences(c: &Classification) -> bool {
+    c.route == Route::Primary && c.rule != pgrouter_sql::Rule::TransactionControl
+}
+
 /// Classifies with the per-thread cache: no lock on the hot path.
 pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
     thread_local! {
@@ -197,4 +205,30 @@ pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
         cache.start_generation(live.generation);
         cache.classify(&live.classifier, sql)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_set_sequences;
+    use pgrouter_sql::Classifier;
+
+    #[test]
+    fn what_may_set_sequence_state() {
+        let classifier = Classifier::default();
+        for (sql, sets) in [
+            ("INSERT INTO t(v) VALUES (1)", true),
+            ("SELECT nextval('s')", true),
+            ("SELECT setval('s', 5)", true),
+            ("UPDATE t SET v = 2", true),
+            ("CALL p()", true),
+            ("SELECT v FROM t", false),
+            ("SHOW work_mem", false),
+            ("BEGIN", false),
+            ("COMMIT", false),
+            ("SET work_mem = '8MB'", false),
+        ] {
+            let c = classifier.classify(sql);
+            assert_eq!(may_set_sequences(&c), sets, "{sql}: {:?}", c.route);
+        }
+    }
 }
