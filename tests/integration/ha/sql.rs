@@ -42,7 +42,7 @@ fn signal_node(cluster: &ScriptCluster, node: usize, signal: &str) {
             .status()
             .unwrap();
     };
-    kill(&[postmaster.clone()]);
+    kill(std::slice::from_ref(&postmaster));
     // A backend the postmaster forked just before it was stopped (a health check reconnecting,
     // a pooled connection opening) is not in an earlier list: list the children again until
     // every one has had the signal. The stopped postmaster forks no more, so this ends.
