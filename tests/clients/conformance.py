@@ -218,6 +218,25 @@ def run_libpq():
     ok(c.exec_(b"SET application_name = 'conformance'"), "set")
     r = c.exec_prepared(b"", [b"5"])
     expect(r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000", "a simple query destroyed the unnamed statement")
+    # SET ROLE is session state too.
+    ok(c.exec_(b"SET ROLE conformance_reader"), "set role")
+    for _ in range(3):
+        expect(val(ok(c.exec_(b"SELECT current_user"), "current_user")) == "conformance_reader", "SET ROLE followed the session")
+    ok(c.exec_(b"RESET ROLE"), "reset role")
+    # The server connection killed in the middle of a transaction.
+    ok(c.exec_(b"BEGIN"), "begin")
+    pid = int(val(ok(c.exec_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int) RETURNING pg_backend_pid()".encode(), [b"150"]), "insert 150")))
+    forbidden.extend([150, 151])
+    witness("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.3)
+    r = c.exec_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode(), [b"151"])
+    expect(r.status not in OK, "a statement of a transaction whose server connection died succeeded")
+    c.exec_(b"ROLLBACK")
+    if c.status != pq.ConnStatus.OK:
+        c.finish()
+        c = pq.PGconn.connect(psycopg.conninfo.make_conninfo(ROUTER).encode())
+    ok(c.exec_params(f"INSERT INTO {TABLE}(k) VALUES ($1::int)".encode(), [b"152"]), "insert after the kill")
+    acked.append(152)
     c.finish()
 
 
@@ -418,6 +437,15 @@ async def run_asyncpg_async(cache):
     acked.extend([340, 347])
     rows = await conn.fetch(f"/* pgrouter: primary */ SELECT k, word FROM {TABLE} WHERE k IN (340, 347) ORDER BY k")
     expect([tuple(r) for r in rows] == [(340, None), (347, WORD)], f"copy in: {rows}")
+    import io
+
+    out = io.BytesIO()
+    await conn.copy_from_query("SELECT 1 UNION ALL SELECT 2", output=out)
+    expect(out.getvalue() == b"1\n2\n", f"COPY out: {out.getvalue()!r}")
+    await conn.execute("SET ROLE conformance_reader")
+    for _ in range(3):
+        expect(await conn.fetchval("SELECT current_user") == "conformance_reader", "SET ROLE followed the session")
+    await conn.execute("RESET ROLE")
     await conn.execute("SELECT set_config('app.tenant', $1, false)", "a42")
     for _ in range(4):
         v = await conn.fetchval("SELECT current_setting('app.tenant')")
@@ -435,6 +463,29 @@ async def run_asyncpg_async(cache):
     except asyncio.TimeoutError:
         pass
     expect(await conn.fetchval("SELECT 1") == 1, "session after cancel")
+    await conn.close()
+    # The server connection killed in the middle of a transaction.
+    conn = await asyncpg.connect(ROUTER, statement_cache_size=cache)
+    tx = conn.transaction()
+    await tx.start()
+    pid = await conn.fetchval(f"INSERT INTO {TABLE}(k) VALUES (350) RETURNING pg_backend_pid()")
+    forbidden.extend([350, 351])
+    witness("SELECT pg_terminate_backend(%s)", (pid,))
+    await asyncio.sleep(0.3)
+    try:
+        await conn.execute(f"INSERT INTO {TABLE}(k) VALUES (351)")
+        await tx.commit()
+        expect(False, "a transaction whose server connection died committed")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+        pass
+    try:
+        await tx.rollback()
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+        pass
+    if conn.is_closed():
+        conn = await asyncpg.connect(ROUTER, statement_cache_size=cache)
+    await conn.execute(f"INSERT INTO {TABLE}(k) VALUES (352)")
+    acked.append(352)
     await conn.close()
 
 
@@ -487,29 +538,29 @@ def external_command(driver):
     if driver in ("node-pg", "postgres-js"):
         if not shutil.which("node") or not (CLIENTS / "node" / "node_modules" / "pg").is_dir():
             missing("node with tests/clients/node's packages (npm ci --prefix tests/clients/node)")
-        return ["node", str(CLIENTS / "node" / "conformance.mjs"), driver, ROUTER, TABLE]
+        return ["node", str(CLIENTS / "node" / "conformance.mjs"), driver, ROUTER, TABLE, DIRECT]
     if driver.startswith("pgjdbc-"):
         jar = "/usr/share/java/postgresql.jar"
         if not shutil.which("java") or not __import__("os").path.exists(jar):
             missing("java with pgjdbc (apt-get install default-jre-headless libpostgresql-jdbc-java)")
         threshold = driver.split("-", 1)[1]
         url = f"jdbc:postgresql://{host}:{port}/app"
-        return ["java", "-cp", jar, str(CLIENTS / "jdbc" / "Conformance.java"), url, u.username, u.password, TABLE, threshold]
+        return ["java", "-cp", jar, str(CLIENTS / "jdbc" / "Conformance.java"), url, u.username, u.password, TABLE, threshold, DIRECT]
     if driver in ("php-pg", "php-pdo"):
         import subprocess
 
         ok = shutil.which("php") and subprocess.run(["php", "-r", "exit(function_exists('pg_connect') && in_array('pgsql', PDO::getAvailableDrivers()) ? 0 : 1);"]).returncode == 0
         if not ok:
             missing("php with pgsql and pdo_pgsql (apt-get install php-cli php-pgsql)")
-        return ["php", str(CLIENTS / "php" / "conformance.php"), driver, host, port, TABLE]
+        return ["php", str(CLIENTS / "php" / "conformance.php"), driver, host, port, TABLE, DIRECT]
     if driver == "ruby-pg":
         import subprocess
 
         if not shutil.which("ruby") or subprocess.run(["ruby", "-e", "require 'pg'"], capture_output=True).returncode != 0:
             missing("ruby with pg (apt-get install ruby-pg)")
-        return ["ruby", str(CLIENTS / "ruby" / "conformance.rb"), host, port, TABLE]
+        return ["ruby", str(CLIENTS / "ruby" / "conformance.rb"), host, port, TABLE, DIRECT]
     if driver.startswith("go-"):
-        return [go_binary(), driver, ROUTER + "?sslmode=disable", TABLE]
+        return [go_binary(), driver, ROUTER + "?sslmode=disable", TABLE, DIRECT + "?sslmode=disable"]
     raise AssertionError(f"unknown driver {driver}")
 
 

@@ -1,6 +1,8 @@
 // The driver conformance scenario for Go's lib/pq ("go-libpq") and pgx v4 ("go-pgx-MODE", one per
 // query exec mode), built offline from Debian's packages (GOPATH mode):
-//   go run conformance.go DRIVER URL TABLE
+//
+//	go run conformance.go DRIVER URL TABLE DIRECT_URL
+//
 // Prints "ACK k" for every acknowledged write and "NO k" for every write that must not exist;
 // tests/clients/conformance.py checks them against the primary. A failed check exits non-zero.
 package main
@@ -18,6 +20,31 @@ import (
 )
 
 var driver string
+
+// direct reaches the primary itself, for killing a server connection of pgrouter's.
+var direct string
+
+// terminate kills a server backend from a direct connection.
+func terminate(pid int) {
+	db, err := sql.Open("postgres", direct)
+	must(err, "open direct")
+	defer db.Close()
+	_, err = db.Exec("SELECT pg_terminate_backend($1)", pid)
+	must(err, "terminate")
+	time.Sleep(300 * time.Millisecond)
+}
+
+// setRole checks that SET ROLE follows the session; exec runs a statement, user reads
+// current_user.
+func setRole(exec func(string) error, user func() (string, error)) {
+	must(exec("SET ROLE conformance_reader"), "set role")
+	for i := 0; i < 3; i++ {
+		u, err := user()
+		must(err, "current_user")
+		expect(u == "conformance_reader", "SET ROLE followed the session: %s", u)
+	}
+	must(exec("RESET ROLE"), "reset role")
+}
 
 func expect(cond bool, what string, args ...interface{}) {
 	if !cond {
@@ -96,6 +123,42 @@ func libpq(url, table string) {
 		must(db.QueryRow("SELECT current_setting('app.tenant')").Scan(&s), "current_setting")
 		expect(s == "gopq", "set_config followed the session: %q", s)
 	}
+	setRole(func(q string) error { _, err := db.Exec(q); return err },
+		func() (string, error) { var u string; return u, db.QueryRow("SELECT current_user").Scan(&u) })
+	// A temporary table, then LISTEN/NOTIFY (lib/pq listens on a connection of its own).
+	_, err = db.Exec("CREATE TEMP TABLE conf_tmp (v int)")
+	must(err, "temp table")
+	_, err = db.Exec("INSERT INTO conf_tmp VALUES (1), (2)")
+	must(err, "temp insert")
+	must(db.QueryRow("SELECT sum(v)::int FROM conf_tmp").Scan(&v), "temp sum")
+	expect(v == 3, "temp table sum %d", v)
+	l := pq.NewListener(url, time.Second, time.Second, nil)
+	must(l.Listen(table), "listen")
+	_, err = db.Exec("NOTIFY " + table + ", 'gopq'")
+	must(err, "notify")
+	select {
+	case n := <-l.Notify:
+		expect(n != nil && n.Extra == "gopq", "notification %v", n)
+	case <-time.After(3 * time.Second):
+		expect(false, "no notification")
+	}
+	must(l.Close(), "unlisten")
+	// The server connection killed in the middle of a transaction.
+	tx, err = db.Begin()
+	must(err, "begin")
+	var pid int
+	must(tx.QueryRow(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1) RETURNING pg_backend_pid()", table), 940).Scan(&pid), "insert 940")
+	fmt.Println("NO 940\nNO 941")
+	terminate(pid)
+	_, err = tx.Exec(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), 941)
+	if err == nil {
+		err = tx.Commit()
+	}
+	expect(err != nil, "a transaction whose server connection died committed")
+	_ = tx.Rollback()
+	_, err = db.Exec(fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), 942)
+	must(err, "write after the kill")
+	fmt.Println("ACK 942")
 }
 
 // pgxRun runs the scenario through pgx v4 in one query exec mode.
@@ -187,12 +250,44 @@ func pgxRun(url, table, mode string, base int) {
 		must(c.QueryRow(ctx, "SELECT current_setting('app.tenant')").Scan(&s), "current_setting")
 		expect(s == mode, "set_config followed the session: %q", s)
 	}
+	setRole(func(q string) error { _, err := c.Exec(ctx, q); return err },
+		func() (string, error) { var u string; return u, c.QueryRow(ctx, "SELECT current_user").Scan(&u) })
+	// COPY out.
+	var out strings.Builder
+	_, err = c.PgConn().CopyTo(ctx, &out, "COPY (SELECT 1 UNION ALL SELECT 2) TO STDOUT")
+	must(err, "copy to")
+	expect(out.String() == "1\n2\n", "COPY out: %q", out.String())
+	must(c.Close(ctx), "close")
+	// The server connection killed in the middle of a transaction.
+	c, err = pgx.ConnectConfig(ctx, cfg)
+	must(err, "connect")
+	tx, err = c.Begin(ctx)
+	must(err, "begin")
+	var pid int
+	must(tx.QueryRow(ctx, fmt.Sprintf("INSERT INTO %s(k) VALUES ($1) RETURNING pg_backend_pid()", table), base+6).Scan(&pid), "insert")
+	fmt.Println("NO", base+6)
+	fmt.Println("NO", base+7)
+	terminate(pid)
+	_, err = tx.Exec(ctx, fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), base+7)
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
+	expect(err != nil, "a transaction whose server connection died committed")
+	_ = tx.Rollback(ctx)
+	if c.IsClosed() {
+		c, err = pgx.ConnectConfig(ctx, cfg)
+		must(err, "reconnect")
+	}
+	_, err = c.Exec(ctx, fmt.Sprintf("INSERT INTO %s(k) VALUES ($1)", table), base+8)
+	must(err, "write after the kill")
+	fmt.Println("ACK", base+8)
 	must(c.Close(ctx), "close")
 }
 
 func main() {
 	driver = os.Args[1]
 	url, table := os.Args[2], os.Args[3]
+	direct = os.Args[4]
 	switch {
 	case driver == "go-libpq":
 		libpq(url, table)

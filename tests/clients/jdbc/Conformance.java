@@ -1,5 +1,5 @@
 // The driver conformance scenario for pgjdbc, run as a single-file program:
-//   java -cp postgresql.jar Conformance.java URL USER PASSWORD TABLE PREPARE_THRESHOLD
+//   java -cp postgresql.jar Conformance.java URL USER PASSWORD TABLE PREPARE_THRESHOLD DIRECT_URL
 // Prints "ACK k" for every acknowledged write and "NO k" for every write that must not exist;
 // tests/clients/conformance.py checks them against the primary. A failed check exits non-zero.
 import java.sql.*;
@@ -128,6 +128,64 @@ public class Conformance {
                     }
                 }
             }
+            // SET ROLE is session state too.
+            try (Statement st = c.createStatement()) {
+                st.execute("SET ROLE conformance_reader");
+                for (int i = 0; i < 3; i++) {
+                    try (ResultSet r = st.executeQuery("SELECT current_user")) {
+                        expect(r.next() && r.getString(1).equals("conformance_reader"), "SET ROLE followed the session");
+                    }
+                }
+                st.execute("RESET ROLE");
+            }
         }
+        // The server connection killed in the middle of a transaction: the next statement fails,
+        // nothing of the transaction is kept, and the client goes on (on a new connection where
+        // the driver gave this one up).
+        Connection c = DriverManager.getConnection(url, props);
+        c.setAutoCommit(false);
+        int pid;
+        try (PreparedStatement ins = c.prepareStatement(
+                "INSERT INTO " + table + "(k) VALUES (?) RETURNING pg_backend_pid()")) {
+            ins.setInt(1, base + 30);
+            try (ResultSet r = ins.executeQuery()) {
+                expect(r.next(), "insert");
+                pid = r.getInt(1);
+            }
+        }
+        System.out.println("NO " + (base + 30));
+        System.out.println("NO " + (base + 31));
+        java.net.URI direct = new java.net.URI(args[5]);
+        String[] login = direct.getUserInfo().split(":", 2);
+        try (Connection d = DriverManager.getConnection(
+                "jdbc:postgresql://" + direct.getHost() + ":" + direct.getPort() + direct.getPath(), login[0], login[1]);
+             PreparedStatement kill = d.prepareStatement("SELECT pg_terminate_backend(?)")) {
+            kill.setInt(1, pid);
+            kill.executeQuery().close();
+        }
+        Thread.sleep(300);
+        try (PreparedStatement ins = c.prepareStatement("INSERT INTO " + table + "(k) VALUES (?)")) {
+            ins.setInt(1, base + 31);
+            ins.executeUpdate();
+            c.commit();
+            expect(false, "a transaction whose server connection died committed");
+        } catch (SQLException e) {
+            // Expected: the transaction is lost.
+        }
+        try {
+            c.rollback();
+        } catch (SQLException e) {
+            // The driver may have given the connection up.
+        }
+        if (c.isClosed()) {
+            c = DriverManager.getConnection(url, props);
+        }
+        c.setAutoCommit(true);
+        try (PreparedStatement ins = c.prepareStatement("INSERT INTO " + table + "(k) VALUES (?)")) {
+            ins.setInt(1, base + 32);
+            ins.executeUpdate();
+        }
+        System.out.println("ACK " + (base + 32));
+        c.close();
     }
 }

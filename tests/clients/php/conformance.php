@@ -1,9 +1,15 @@
 <?php
 // The driver conformance scenario for PHP's pg_* functions ("php-pg") and PDO ("php-pdo").
-//   php conformance.php DRIVER HOST PORT TABLE
+//   php conformance.php DRIVER HOST PORT TABLE DIRECT_URL
 // Prints "ACK k" for every acknowledged write and "NO k" for every write that must not exist;
 // tests/clients/conformance.py checks them against the primary. A failed check exits non-zero.
-[$_, $driver, $host, $port, $table] = $argv;
+[$_, $driver, $host, $port, $table, $direct] = $argv;
+
+// libpq key=value connection string from a postgres:// URL.
+function direct_conninfo($url) {
+    $u = parse_url($url);
+    return sprintf('host=%s port=%d dbname=%s user=%s password=%s', $u['host'], $u['port'], ltrim($u['path'], '/'), $u['user'], $u['pass']);
+}
 
 function expect($cond, $what) {
     global $driver;
@@ -66,6 +72,32 @@ if ($driver === 'php-pg') {
         $r = pg_fetch_row(pg_query($c, "SELECT current_setting('app.tenant')"));
         expect($r[0] === 'php', 'set_config followed the session');
     }
+    // SET ROLE is session state too.
+    pg_query($c, 'SET ROLE conformance_reader');
+    for ($i = 0; $i < 3; $i++) {
+        expect(pg_fetch_row(pg_query($c, 'SELECT current_user'))[0] === 'conformance_reader', 'SET ROLE followed the session');
+    }
+    pg_query($c, 'RESET ROLE');
+    expect(pg_fetch_row(pg_query($c, 'SELECT current_user'))[0] === 'app', 'RESET ROLE');
+    pg_close($c);
+    // The server connection killed in the middle of a transaction: the transaction fails with
+    // an error, nothing of it is kept, and the client can go on.
+    $c = pg_connect("host=$host port=$port dbname=app user=app password=app");
+    pg_query($c, 'BEGIN');
+    $pid = pg_fetch_row(pg_query_params($c, "INSERT INTO $table(k) VALUES (\$1) RETURNING pg_backend_pid()", [740]))[0];
+    echo "NO 740\nNO 741\n";
+    $d = pg_connect(direct_conninfo($direct));
+    pg_query_params($d, 'SELECT pg_terminate_backend($1)', [$pid]);
+    pg_close($d);
+    usleep(300000);
+    $r = @pg_query_params($c, "INSERT INTO $table(k) VALUES (\$1)", [741]);
+    expect($r === false, 'a transaction whose server connection died went on');
+    @pg_query($c, 'ROLLBACK');
+    if (pg_connection_status($c) !== PGSQL_CONNECTION_OK) {
+        $c = pg_connect("host=$host port=$port dbname=app user=app password=app");
+    }
+    expect(pg_query_params($c, "INSERT INTO $table(k) VALUES (\$1)", [742]) !== false, 'write after the kill');
+    echo "ACK 742\n";
     pg_close($c);
 } else {
     $pdo = new PDO("pgsql:host=$host;port=$port;dbname=app", 'app', 'app', [
@@ -90,10 +122,39 @@ if ($driver === 'php-pg') {
     $pdo->prepare("INSERT INTO $table(k) VALUES (?)")->execute([761]);
     $pdo->rollBack();
     echo "NO 761\n";
+    // A savepoint rolled back.
+    $pdo->beginTransaction();
+    $pdo->prepare("INSERT INTO $table(k) VALUES (?)")->execute([762]);
+    $pdo->exec('SAVEPOINT s');
+    $pdo->prepare("INSERT INTO $table(k) VALUES (?)")->execute([763]);
+    $pdo->exec('ROLLBACK TO SAVEPOINT s');
+    $pdo->commit();
+    echo "ACK 762\nNO 763\n";
+    // lastInsertId() reads lastval() in a transaction of its own, after the INSERT's: the
+    // session gets its connection back (nobody else used it) with its sequence state.
+    $pdo->exec("CREATE TABLE IF NOT EXISTS {$table}_ids (id serial PRIMARY KEY)");
+    $id = $pdo->query("INSERT INTO {$table}_ids DEFAULT VALUES RETURNING id")->fetchColumn();
+    expect($pdo->lastInsertId() === (string)$id, 'lastInsertId: ' . $pdo->lastInsertId() . " for $id");
     $set = $pdo->prepare("SELECT set_config('app.tenant', ?, false)");
     $set->execute(['pdo']);
     for ($i = 0; $i < 3; $i++) {
         $v = $pdo->query("SELECT current_setting('app.tenant')")->fetchColumn();
         expect($v === 'pdo', "set_config followed the session: $v");
     }
+    // COPY in and out, LISTEN/NOTIFY.
+    expect($pdo->pgsqlCopyFromArray($table, ["764", "765"], "\t", "\\N", 'k'), 'COPY in');
+    echo "ACK 764\nACK 765\n";
+    $rows = $pdo->pgsqlCopyToArray('(SELECT 1 UNION ALL SELECT 2)');
+    expect($rows === ["1\n", "2\n"], 'COPY out: ' . json_encode($rows));
+    $pdo->exec("LISTEN $table");
+    $pdo->exec("NOTIFY $table, 'pdo'");
+    $note = $pdo->pgsqlGetNotify(PDO::FETCH_ASSOC, 3000);
+    expect($note !== false && $note['payload'] === 'pdo', 'notification: ' . json_encode($note));
+    // SET ROLE.
+    $pdo->exec('SET ROLE conformance_reader');
+    for ($i = 0; $i < 3; $i++) {
+        expect($pdo->query('SELECT current_user')->fetchColumn() === 'conformance_reader', 'SET ROLE followed the session');
+    }
+    $pdo->exec('RESET ROLE');
+    expect($pdo->query('SELECT current_user')->fetchColumn() === 'app', 'RESET ROLE');
 }

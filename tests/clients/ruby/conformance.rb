@@ -1,10 +1,10 @@
 # The driver conformance scenario for Ruby's pg (libpq):
-#   ruby conformance.rb HOST PORT TABLE
+#   ruby conformance.rb HOST PORT TABLE DIRECT_URL
 # Prints "ACK k" for every acknowledged write and "NO k" for every write that must not exist;
 # tests/clients/conformance.py checks them against the primary. A failed check exits non-zero.
 require 'pg'
 
-host, port, table = ARGV
+host, port, table, direct = ARGV
 
 def expect(cond, what)
   abort("[ruby-pg] #{what}") unless cond
@@ -80,4 +80,32 @@ c.exec_params("SELECT set_config('app.tenant', $1, false)", ['rb'])
 3.times do
   expect(c.exec("SELECT current_setting('app.tenant')").getvalue(0, 0) == 'rb', 'set_config followed the session')
 end
+# SET ROLE is session state too.
+c.exec('SET ROLE conformance_reader')
+3.times { expect(c.exec('SELECT current_user').getvalue(0, 0) == 'conformance_reader', 'SET ROLE followed the session') }
+c.exec('RESET ROLE')
+expect(c.exec('SELECT current_user').getvalue(0, 0) == 'app', 'RESET ROLE')
+c.close
+
+# The server connection killed in the middle of a transaction: the transaction fails with an
+# error, nothing of it is kept, and the client can go on.
+c = PG.connect(host: host, port: port.to_i, dbname: 'app', user: 'app', password: 'app')
+c.exec('BEGIN')
+pid = c.exec_params("INSERT INTO #{table}(k) VALUES ($1) RETURNING pg_backend_pid()", [840]).getvalue(0, 0)
+puts 'NO 840', 'NO 841'
+PG.connect(direct) { |d| d.exec_params('SELECT pg_terminate_backend($1)', [pid]) }
+sleep 0.3
+begin
+  c.exec_params("INSERT INTO #{table}(k) VALUES ($1)", [841])
+  c.exec('COMMIT')
+  expect(false, 'a transaction whose server connection died committed')
+rescue PG::Error
+end
+begin
+  c.exec('ROLLBACK')
+rescue PG::Error
+end
+c = PG.connect(host: host, port: port.to_i, dbname: 'app', user: 'app', password: 'app') if c.status != PG::CONNECTION_OK
+c.exec_params("INSERT INTO #{table}(k) VALUES ($1)", [842])
+puts 'ACK 842'
 c.close
