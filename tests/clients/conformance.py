@@ -241,6 +241,78 @@ def run_libpq():
 
 
 # ---------------------------------------------------------------------------------------------
+# Results equal a direct connection's: the same queries through pgrouter and straight to the
+# primary, with the same driver, compared field by field (column names and types, rows, command
+# tags, SQLSTATEs). The reads run on a replica through pgrouter: their answers must not differ.
+
+SAME_AS_DIRECT = [
+    "SELECT 1::int2 AS a, 2::int4 AS b, 3::int8 AS c, 1.50::numeric AS d, 2.5::float8 AS e, 'x'::text AS f, NULL::text AS g, true AS h",
+    f"SELECT '{WORD}'::text AS w, upper('{WORD}') AS u, length('{WORD}') AS n, octet_length('{WORD}') AS o",
+    "SELECT '{1,2,NULL}'::int[] AS arr, '{\"a\": [1, null]}'::jsonb AS j, '\\xdeadbeef'::bytea AS b, interval '1 day 2 hours' AS i",
+    "SELECT '2024-02-29 12:34:56.789+00'::timestamptz AS t, '2024-02-29'::date AS d, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid AS u",
+    "SELECT g, md5(g::text) FROM generate_series(1, 2000) g",
+    "SELECT 1 WHERE false",
+    "SELECT 1/0",
+    "SELECT * FROM no_such_table_anywhere",
+    "SELEC 1",
+    "SHOW server_version_num",
+    "BEGIN",
+    f"INSERT INTO {TABLE}(k) SELECT -g FROM generate_series(1, 3) g",
+    f"UPDATE {TABLE} SET word = 'x' WHERE k < 0",
+    f"DELETE FROM {TABLE} WHERE k < 0",
+    "ROLLBACK",
+]
+
+
+def psycopg_outcome(conn, sql):
+    try:
+        cur = conn.execute(sql)
+        desc = [(d.name, d.type_code) for d in cur.description] if cur.description else None
+        return ("ok", cur.statusmessage, desc, cur.fetchall() if cur.description else None)
+    except psycopg.Error as e:
+        return ("error", e.sqlstate)
+
+
+def psycopg_same_as_direct(**kw):
+    kw.setdefault("autocommit", True)
+    with psycopg.connect(ROUTER, **kw) as routed, psycopg.connect(DIRECT, **kw) as direct:
+        if ENCODING:
+            for c in (routed, direct):
+                c.execute(f"SET client_encoding = '{ENCODING}'")
+        for sql in SAME_AS_DIRECT:
+            a, b = psycopg_outcome(routed, sql), psycopg_outcome(direct, sql)
+            expect(a == b, f"through pgrouter and directly differ for {sql!r}:\n{a!r:.400}\n{b!r:.400}")
+
+
+async def asyncpg_same_as_direct(cache):
+    import asyncpg
+
+    async def outcome(conn, sql):
+        try:
+            stmt = await conn.prepare(sql)
+            rows = await stmt.fetch()
+            attrs = [(a.name, a.type.oid) for a in stmt.get_attributes()]
+            return ("ok", stmt.get_statusmsg(), attrs, [tuple(r) for r in rows])
+        except asyncpg.PostgresError as e:
+            return ("error", e.sqlstate)
+
+    routed = await asyncpg.connect(ROUTER, statement_cache_size=cache)
+    direct = await asyncpg.connect(DIRECT, statement_cache_size=cache)
+    try:
+        for sql in SAME_AS_DIRECT:
+            if sql in ("BEGIN", "ROLLBACK"):
+                # asyncpg runs transaction control through its own API only.
+                for c in (routed, direct):
+                    await c.execute(sql)
+                continue
+            a, b = await outcome(routed, sql), await outcome(direct, sql)
+            expect(a == b, f"through pgrouter and directly differ for {sql!r}:\n{a!r:.400}\n{b!r:.400}")
+    finally:
+        await routed.close()
+        await direct.close()
+
+
+# ---------------------------------------------------------------------------------------------
 # psycopg 3
 
 
@@ -255,6 +327,7 @@ def run_psycopg(variant):
     cursor_factory = psycopg.ClientCursor if variant == "client" else psycopg.Cursor
     # prepare_threshold=0: every statement is prepared (named) at once; None: never.
     prepare_threshold = {"client": None, "server": 0, "pipeline": 5}[variant]
+    psycopg_same_as_direct(cursor_factory=cursor_factory, prepare_threshold=prepare_threshold)
     with psycopg_connect(cursor_factory=cursor_factory, prepare_threshold=prepare_threshold) as conn:
         cur = conn.cursor()
         where = "inet_server_port(), pg_is_in_recovery()"
@@ -446,10 +519,15 @@ async def run_asyncpg_async(cache):
     for _ in range(3):
         expect(await conn.fetchval("SELECT current_user") == "conformance_reader", "SET ROLE followed the session")
     await conn.execute("RESET ROLE")
+    # An array result makes asyncpg introspect its type, with JIT turned off around it through
+    # set_config('jit', $1, false): a setting bound at run time, replayed like SET, so reads
+    # stay on the replicas.
+    expect(await conn.fetchval("SELECT '{1,2}'::int[]") == [1, 2], "array")
     await conn.execute("SELECT set_config('app.tenant', $1, false)", "a42")
     for _ in range(4):
-        v = await conn.fetchval("SELECT current_setting('app.tenant')")
+        v, rec = await conn.fetchrow("SELECT current_setting('app.tenant'), pg_is_in_recovery()")
         expect(v == "a42", f"set_config followed the session: {v}")
+        expect(rec, "a read after set_config with a bound value ran on the primary")
     await conn.execute("CREATE TEMP TABLE conf_tmp (v int)")
     await conn.execute("INSERT INTO conf_tmp VALUES (1), (2)")
     expect(await conn.fetchval("SELECT sum(v) FROM conf_tmp") == 3, "temp table")
@@ -491,6 +569,8 @@ async def run_asyncpg_async(cache):
 
 def run_asyncpg(cache):
     asyncio.run(run_asyncpg_async(cache))
+    if not ENCODING:
+        asyncio.run(asyncpg_same_as_direct(cache))
 
 
 # ---------------------------------------------------------------------------------------------

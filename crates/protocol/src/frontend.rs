@@ -68,6 +68,77 @@ pub fn bind_statement(body: &[u8]) -> Option<&[u8]> {
     Some(statement)
 }
 
+/// A parameter value of a `Bind`, as the client sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundValue<'a> {
+    /// Binary format (format code 1) rather than text (0).
+    pub binary: bool,
+    /// The bytes, or `None` for SQL NULL.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Splits off a big-endian `i16` count (negative counts are malformed).
+fn read_count(body: &[u8]) -> Option<(usize, &[u8])> {
+    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    Some((usize::try_from(n).ok()?, &body[2..]))
+}
+
+/// `Bind` body: parameter `index` (0-based) with its format, or `None` when the message is
+/// malformed or has no such parameter.
+pub fn bind_parameter(body: &[u8], index: usize) -> Option<BoundValue<'_>> {
+    let (_portal, rest) = read_cstr(body)?;
+    let (_statement, rest) = read_cstr(rest)?;
+    let (formats, rest) = read_count(rest)?;
+    let codes = rest.get(..formats.checked_mul(2)?)?;
+    let rest = &rest[codes.len()..];
+    let format_of = |i: usize| match formats {
+        0 => Some(0),
+        1 => Some(i16::from_be_bytes([codes[0], codes[1]])),
+        _ => codes
+            .get(i * 2..i * 2 + 2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]])),
+    };
+    let (count, mut rest) = read_count(rest)?;
+    if index >= count {
+        return None;
+    }
+    for i in 0..=index {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        let value = match usize::try_from(len) {
+            Ok(len) => {
+                let v = rest.get(..len)?;
+                rest = &rest[len..];
+                Some(v)
+            }
+            Err(_) if len == -1 => None,
+            Err(_) => return None,
+        };
+        if i == index {
+            let binary = match format_of(i)? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            return Some(BoundValue { binary, value });
+        }
+    }
+    None
+}
+
+/// `Parse` body: the type OID the client declared for parameter `index` (0-based); `Some(0)`
+/// when it declared none (the server infers it).
+pub fn parse_parameter_type(body: &[u8], index: usize) -> Option<u32> {
+    let (_name, rest) = read_cstr(body)?;
+    let (_query, rest) = read_cstr(rest)?;
+    let (count, rest) = read_count(rest)?;
+    if index >= count {
+        return Some(0);
+    }
+    let at = index * 4;
+    Some(u32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?))
+}
+
 /// `Describe` or `Close` body: the kind (`S` statement, `P` portal) and the name.
 pub fn describe_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let (&kind, rest) = body.split_first()?;
@@ -153,6 +224,81 @@ mod tests {
         write_query(&mut b, "SET a = 1");
         write_close_statement(&mut b, b"s1");
         assert_eq!(&b[..], &b"Q\0\0\0\x0eSET a = 1\0C\0\0\0\x08Ss1\0"[..]);
+    }
+
+    /// A `Bind` body: portal "", statement "s", the given format codes and values.
+    fn bind_body(formats: &[i16], values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = b"\0s\0".to_vec();
+        b.extend((formats.len() as i16).to_be_bytes());
+        for f in formats {
+            b.extend(f.to_be_bytes());
+        }
+        b.extend((values.len() as i16).to_be_bytes());
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.extend((v.len() as i32).to_be_bytes());
+                    b.extend(*v);
+                }
+                None => b.extend((-1i32).to_be_bytes()),
+            }
+        }
+        b.extend(0i16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn bind_parameters() {
+        let text = |v: &'static [u8]| BoundValue {
+            binary: false,
+            value: Some(v),
+        };
+        let two: [Option<&[u8]>; 2] = [Some(b"a"), Some(b"bc")];
+        let cases: Vec<(Vec<u8>, usize, Option<BoundValue<'static>>)> = vec![
+            (bind_body(&[], &two), 0, Some(text(b"a"))),
+            (bind_body(&[], &two), 1, Some(text(b"bc"))),
+            (bind_body(&[], &two), 2, None),
+            (
+                bind_body(&[1], &two),
+                1,
+                Some(BoundValue {
+                    binary: true,
+                    value: Some(b"bc"),
+                }),
+            ),
+            (bind_body(&[1, 0], &two), 1, Some(text(b"bc"))),
+            (bind_body(&[2], &two), 0, None),
+            (
+                bind_body(&[], &[None]),
+                0,
+                Some(BoundValue {
+                    binary: false,
+                    value: None,
+                }),
+            ),
+            (b"\0s\0\0\0\0\x01\0\0\0\x09ab".to_vec(), 0, None),
+            (b"\0s\0\xff\xff".to_vec(), 0, None),
+            (b"\0s".to_vec(), 0, None),
+        ];
+        for (body, index, want) in cases {
+            assert_eq!(bind_parameter(&body, index), want, "{body:?} #{index}");
+        }
+    }
+
+    #[test]
+    fn parse_parameter_types() {
+        let body = b"s\0SELECT $1, $2\0\0\x01\0\0\0\x19";
+        assert_eq!(parse_parameter_type(body, 0), Some(25));
+        assert_eq!(parse_parameter_type(body, 1), Some(0));
+        assert_eq!(parse_parameter_type(b"s\0q\0\0\x02\0\0", 1), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bind_and_parse_readers_never_panic(body: Vec<u8>, index in 0usize..4) {
+            let _ = bind_parameter(&body, index);
+            let _ = parse_parameter_type(&body, index);
+        }
     }
 
     #[test]

@@ -145,6 +145,25 @@ pub enum TxControl {
 /// `', '`, the quoted value, `', false)`. The proxy keys its replay log by the name, like `SET`.
 pub const SET_CONFIG_REPLAY: &str = "SELECT pg_catalog.set_config('";
 
+/// The statement that replays `set_config(name, value, false)` (see [`SET_CONFIG_REPLAY`]).
+pub fn set_config_replay(name: &str, value: &str) -> String {
+    let quote = |s: &str| s.replace('\'', "''");
+    format!(
+        "{SET_CONFIG_REPLAY}{}', '{}', false)",
+        quote(name),
+        quote(value)
+    )
+}
+
+/// An argument of `set_config`: written in the statement, or a bind parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigArg {
+    /// A string literal.
+    Text(String),
+    /// `$n`, as a 0-based parameter index.
+    Param(usize),
+}
+
 /// A session-state change to replay on other backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionChange {
@@ -165,6 +184,15 @@ pub enum SessionChange {
     Deallocate(Option<String>),
     /// `SET default_transaction_read_only = on|off` (session scope).
     DefaultReadOnly(bool),
+    /// `set_config(name, value, false)` with a bind parameter for the name or the value
+    /// (asyncpg's `set_config('jit', $1, false)`): the proxy reads the value from each `Bind`
+    /// and records a [`SessionChange::Replay`] instead. Where it cannot, the session is pinned.
+    SetConfigBound {
+        /// The setting's name.
+        name: ConfigArg,
+        /// Its value.
+        value: ConfigArg,
+    },
 }
 
 /// Why the session must stay on the primary from now on.
@@ -178,8 +206,8 @@ pub enum PinReason {
     AdvisoryLock,
     /// A `WITH HOLD` cursor was declared.
     HoldCursor,
-    /// `set_config(…, false)` with arguments known only at run time (bind parameters,
-    /// expressions): the setting cannot be replayed elsewhere.
+    /// `set_config(…, false)` with arguments known only at run time (expressions, or bind
+    /// parameters whose value cannot be read as text): the setting cannot be replayed elsewhere.
     SessionFunction,
 }
 

@@ -32,7 +32,10 @@ pub mod hints;
 mod statement;
 
 pub use cache::ClassificationCache;
-pub use decision::{Classification, Effects, PinReason, Route, Rule, SessionChange, TxControl};
+pub use decision::{
+    set_config_replay, Classification, ConfigArg, Effects, PinReason, Route, Rule, SessionChange,
+    TxControl,
+};
 pub use functions::FunctionPolicy;
 
 /// Classifies statements under one function policy.

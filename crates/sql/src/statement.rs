@@ -1,6 +1,6 @@
 //! The walk over sqlparser's syntax tree.
 
-use crate::decision::SET_CONFIG_REPLAY;
+use crate::decision::{set_config_replay, ConfigArg};
 use crate::decision::{Classification, PinReason, Route, Rule, SessionChange, TxControl};
 use crate::functions::{FunctionKind, FunctionPolicy};
 use sqlparser::ast::{
@@ -77,9 +77,7 @@ fn statement(stmt: &Statement, policy: &FunctionPolicy) -> Classification {
         // primary; kept for safety.
         c.route = Route::Primary;
     }
-    c.effects
-        .session
-        .extend(scan.replays.into_iter().map(SessionChange::Replay));
+    c.effects.session.extend(scan.replays);
     c.effects.pin = c.effects.pin.or(scan.pin);
     // A read's unknown functions are looked up in pg_proc by the proxy (`check_functions`): a
     // function declared STABLE or IMMUTABLE is trusted not to change the session either.
@@ -403,7 +401,7 @@ impl Visitor for Scan<'_> {
 /// other calls that may keep state make the statement `untracked`.
 struct SessionScan<'p> {
     policy: &'p FunctionPolicy,
-    replays: Vec<String>,
+    replays: Vec<SessionChange>,
     pin: Option<PinReason>,
     untracked: bool,
     /// A function pgrouter does not know (user-defined, or not in `read_only_functions`).
@@ -427,11 +425,10 @@ impl<'p> SessionScan<'p> {
             return;
         };
         if name.eq_ignore_ascii_case("set_config") {
-            match args.and_then(set_config_replay) {
-                Some(Some(replay)) => self.replays.push(replay),
-                // is_local = true: it ends with the transaction.
-                Some(None) => {}
-                None => self.pin = Some(PinReason::SessionFunction),
+            match args.map_or(SetConfigCall::RunTime, set_config_call) {
+                SetConfigCall::Session(change) => self.replays.push(change),
+                SetConfigCall::Local => {}
+                SetConfigCall::RunTime => self.pin = Some(PinReason::SessionFunction),
             }
             return;
         }
@@ -471,41 +468,61 @@ impl Visitor for SessionScan<'_> {
     }
 }
 
-/// `set_config(name, value, is_local)` with literal arguments: `Some(Some(replay))` for a session
-/// setting (the canonical call to replay), `Some(None)` for a transaction-local one, `None` when
-/// an argument is known only at run time.
-fn set_config_replay(args: &FunctionArguments) -> Option<Option<String>> {
+/// What a `set_config(name, value, is_local)` call does to the session.
+enum SetConfigCall {
+    /// A session setting to replay (literal arguments), or to read from each `Bind`.
+    Session(SessionChange),
+    /// `is_local = true`: it ends with the transaction.
+    Local,
+    /// An argument known only when the statement runs (an expression): pins the session.
+    RunTime,
+}
+
+/// Classifies a `set_config` call by its arguments: string literals and bind parameters for the
+/// name and value, a literal for `is_local`.
+fn set_config_call(args: &FunctionArguments) -> SetConfigCall {
     let FunctionArguments::List(list) = args else {
-        return None;
+        return SetConfigCall::RunTime;
     };
-    let values = list
+    let values: Option<Vec<&Value>> = list
         .args
         .iter()
         .map(|a| match a {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => Some(&v.value),
             _ => None,
         })
-        .collect::<Option<Vec<&Value>>>()?;
-    let [name, value, local] = values.as_slice() else {
-        return None;
+        .collect();
+    let Some([name, value, local]) = values.as_deref() else {
+        return SetConfigCall::RunTime;
     };
     let local = match local {
-        Value::Boolean(b) => *b,
-        Value::SingleQuotedString(s) => bool_text(s)?,
-        _ => return None,
+        Value::Boolean(b) => Some(*b),
+        Value::SingleQuotedString(s) => bool_text(s),
+        _ => None,
     };
-    if local {
-        return Some(None);
+    match local {
+        Some(true) => return SetConfigCall::Local,
+        Some(false) => {}
+        None => return SetConfigCall::RunTime,
     }
-    let (Value::SingleQuotedString(name), Value::SingleQuotedString(value)) = (name, value) else {
-        return None;
+    let arg = |v: &Value| match v {
+        Value::SingleQuotedString(s) => Some(ConfigArg::Text(s.clone())),
+        Value::Placeholder(p) => p
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .map(ConfigArg::Param),
+        _ => None,
     };
-    let quote = |s: &str| s.replace('\'', "''");
-    Some(Some(format!(
-        "{SET_CONFIG_REPLAY}{}', '{}', false)",
-        quote(name),
-        quote(value)
-    )))
+    match (arg(name), arg(value)) {
+        (Some(ConfigArg::Text(name)), Some(ConfigArg::Text(value))) => {
+            SetConfigCall::Session(SessionChange::Replay(set_config_replay(&name, &value)))
+        }
+        (Some(name), Some(value)) => {
+            SetConfigCall::Session(SessionChange::SetConfigBound { name, value })
+        }
+        _ => SetConfigCall::RunTime,
+    }
 }
 
 /// A PostgreSQL boolean spelled as text (`on`, `false`, `1`, …).

@@ -338,8 +338,14 @@ fn session_state_through_functions() {
         ("select pg_catalog.SET_CONFIG('a.b', 'it''s', 'off')",
             replay("SELECT pg_catalog.set_config('a.b', 'it''s', false)"), None, false),
         ("SELECT set_config('app.tenant', '42', true)", vec![], None, false),
-        ("SELECT set_config('app.tenant', $1, false)", vec![], Some(PinReason::SessionFunction), false),
+        ("SELECT set_config('app.tenant', $1, false)", vec![SessionChange::SetConfigBound {
+            name: ConfigArg::Text("app.tenant".into()), value: ConfigArg::Param(0) }], None, false),
+        ("SELECT set_config($2, $1, 'false')", vec![SessionChange::SetConfigBound {
+            name: ConfigArg::Param(1), value: ConfigArg::Param(0) }], None, false),
+        ("SELECT set_config('jit', $1, true)", vec![], None, false),
         ("SELECT set_config($1, $2, $3)", vec![], Some(PinReason::SessionFunction), false),
+        ("SELECT set_config('a.b', $0, false)", vec![], Some(PinReason::SessionFunction), false),
+        ("SELECT set_config('a.b', $1 || 'x', false)", vec![], Some(PinReason::SessionFunction), false),
         ("UPDATE t SET a = set_config('x.y', v, false)", vec![], Some(PinReason::SessionFunction), false),
         ("SELECT setseed(0.5)", vec![], None, true),
         ("INSERT INTO t VALUES (my_function(1))", vec![], None, true),

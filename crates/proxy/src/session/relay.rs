@@ -15,8 +15,8 @@ use super::backend::{read_opt, Backend, Slot};
 use super::client::{frame_error, ClientConn};
 use super::state::SessionState;
 use super::unit::{
-    body, classify_text, effective_route, frames, leaves_session_clean, may_set_sequences,
-    name_key, next_unit, protocol_violation,
+    body, bound_classification, classify_text, effective_route, frames, leaves_session_clean,
+    may_set_sequences, name_key, next_unit, protocol_violation,
 };
 use super::{server_lost, SessionError};
 use crate::cancel::{CancelSlot, ServerKey};
@@ -251,7 +251,7 @@ impl<'a> Session<'a> {
         let mut runs = Vec::new();
         // Statements it only prepares: they route the unit (a `Parse` goes where it will run)
         // but change nothing until a later `Bind` runs them.
-        let mut parsed: Vec<(&[u8], Arc<Classification>)> = Vec::new();
+        let mut parsed: Vec<(&[u8], &[u8], Arc<Classification>)> = Vec::new();
         let mut needs_unnamed = false;
         let demote = |r: Route, route: &mut Route| {
             if r != Route::Read {
@@ -273,14 +273,14 @@ impl<'a> Session<'a> {
                     if let Some((name, sql)) = fe::parse_parse(body(msg)) {
                         let c = classify_text(self.ctx, sql);
                         demote(self.effective_route(&c), &mut route);
-                        parsed.retain(|(n, _)| *n != name);
-                        parsed.push((name, c));
+                        parsed.retain(|(n, _, _)| *n != name);
+                        parsed.push((name, body(msg), c));
                     }
                 }
                 fe::BIND => {
                     let name = fe::bind_statement(body(msg)).unwrap_or_default();
-                    if let Some((_, c)) = parsed.iter().find(|(n, _)| *n == name) {
-                        runs.push(Arc::clone(c));
+                    if let Some((_, parse, c)) = parsed.iter().find(|(n, _, _)| *n == name) {
+                        runs.push(bound_classification(c, body(msg), parse));
                     } else {
                         // A statement made by an earlier request (the unnamed one included)
                         // routes as it was classified; one this client never made goes to the
@@ -289,7 +289,11 @@ impl<'a> Session<'a> {
                         match self.state.statements.get(name_key(name).as_ref()) {
                             Some(stored) => {
                                 demote(stored.route, &mut route);
-                                runs.push(Arc::clone(&stored.classification));
+                                runs.push(bound_classification(
+                                    &stored.classification,
+                                    body(msg),
+                                    body(&stored.parse),
+                                ));
                             }
                             None => demote(Route::Primary, &mut route),
                         }
@@ -299,7 +303,7 @@ impl<'a> Session<'a> {
                 // connection only.
                 fe::DESCRIBE
                     if fe::describe_target(body(msg)) == Some((b'S', &b""[..]))
-                        && !parsed.iter().any(|(n, _)| n.is_empty()) =>
+                        && !parsed.iter().any(|(n, _, _)| n.is_empty()) =>
                 {
                     needs_unnamed = true;
                 }
@@ -315,7 +319,7 @@ impl<'a> Session<'a> {
         UnitClass {
             route,
             runs,
-            parsed: parsed.into_iter().map(|(_, c)| c).collect(),
+            parsed: parsed.into_iter().map(|(_, _, c)| c).collect(),
             first_tx,
             needs_unnamed,
             routable,

@@ -282,6 +282,11 @@ impl SessionState {
                 }
             },
             SessionChange::DefaultReadOnly(on) => self.default_read_only = on,
+            // Resolved from the `Bind` before it gets here (`unit::bound_classification`);
+            // unresolved, the setting cannot be replayed: the session stays where it was made.
+            SessionChange::SetConfigBound { .. } => {
+                self.pin.get_or_insert(PinReason::SessionFunction);
+            }
         }
     }
 }

@@ -185,6 +185,63 @@ pub(super) fn leaves_session_clean(ctx: &ProxyContext, c: &Classification) -> bo
         && (c.check_functions.is_empty() || ctx.any_volatile(&c.check_functions) == Some(false))
 }
 
+/// The classification of a statement for one `Bind` of it: a `set_config` argument bound at run
+/// time is read from the `Bind` (`parse`: the statement's `Parse` body, for the declared
+/// parameter types) and becomes a change to replay like a literal one. A value pgrouter cannot
+/// read as text (NULL, not UTF-8, binary format of a non-text type) pins the session instead.
+pub(super) fn bound_classification(
+    c: &Arc<Classification>,
+    bind: &[u8],
+    parse: &[u8],
+) -> Arc<Classification> {
+    use pgrouter_sql::{ConfigArg, PinReason, SessionChange};
+    if !c
+        .effects
+        .session
+        .iter()
+        .any(|s| matches!(s, SessionChange::SetConfigBound { .. }))
+    {
+        return Arc::clone(c);
+    }
+    let text = |arg: &ConfigArg| -> Option<String> {
+        let index = match arg {
+            ConfigArg::Text(s) => return Some(s.clone()),
+            ConfigArg::Param(i) => *i,
+        };
+        let bound = fe::bind_parameter(bind, index)?;
+        // Binary format is the text itself only for text-like types (text, varchar, bpchar,
+        // name, unknown), or when the client declared no type (the server infers text).
+        if bound.binary
+            && !matches!(
+                fe::parse_parameter_type(parse, index)?,
+                0 | 25 | 1043 | 1042 | 19 | 705
+            )
+        {
+            return None;
+        }
+        std::str::from_utf8(bound.value?).ok().map(str::to_owned)
+    };
+    let mut resolved = (**c).clone();
+    resolved.effects.session.clear();
+    for change in &c.effects.session {
+        match change {
+            SessionChange::SetConfigBound { name, value } => match (text(name), text(value)) {
+                (Some(name), Some(value)) => resolved.effects.session.push(SessionChange::Replay(
+                    pgrouter_sql::set_config_replay(&name, &value),
+                )),
+                _ => {
+                    resolved
+                        .effects
+                        .pin
+                        .get_or_insert(PinReason::SessionFunction);
+                }
+            },
+            other => resolved.effects.session.push(other.clone()),
+        }
+    }
+    Arc::new(resolved)
+}
+
 /// Whether running `c` may set the session's sequence state (`currval`, `lastval`): anything
 /// that may write does (a `serial` default, a trigger, `nextval` itself), so everything bound for
 /// the primary except transaction control counts. Reads cannot: `nextval` is refused in a
@@ -209,8 +266,61 @@ pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
 
 #[cfg(test)]
 mod tests {
-    use super::may_set_sequences;
-    use pgrouter_sql::Classifier;
+    use super::{bound_classification, may_set_sequences};
+    use pgrouter_sql::{Classifier, PinReason, SessionChange};
+    use std::sync::Arc;
+
+    /// A `Parse` body declaring `types`, and a `Bind` body with one parameter.
+    fn parse_and_bind(types: &[u32], binary: bool, value: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
+        let mut parse = b"s\0q\0".to_vec();
+        parse.extend((types.len() as i16).to_be_bytes());
+        for t in types {
+            parse.extend(t.to_be_bytes());
+        }
+        let mut bind = b"\0s\0\0\x01".to_vec();
+        bind.extend(i16::from(binary).to_be_bytes());
+        bind.extend(1i16.to_be_bytes());
+        match value {
+            Some(v) => {
+                bind.extend((v.len() as i32).to_be_bytes());
+                bind.extend(v);
+            }
+            None => bind.extend((-1i32).to_be_bytes()),
+        }
+        bind.extend(0i16.to_be_bytes());
+        (parse, bind)
+    }
+
+    #[test]
+    fn set_config_values_are_read_from_the_bind() {
+        let c = Arc::new(Classifier::default().classify("SELECT set_config('jit', $1, false)"));
+        let replay = |v: &str| {
+            Some(SessionChange::Replay(format!(
+                "SELECT pg_catalog.set_config('jit', '{v}', false)"
+            )))
+        };
+        #[rustfmt::skip]
+        let cases: [(&[u32], bool, Option<&[u8]>, Option<SessionChange>); 7] = [
+            (&[], false, Some(b"on"), replay("on")),
+            (&[], true, Some(b"off"), replay("off")),
+            (&[25], true, Some(b"o'n"), replay("o''n")),
+            (&[1043], true, Some(b"on"), replay("on")),
+            (&[23], true, Some(b"\0\0\0\x01"), None),
+            (&[], false, None, None),
+            (&[], false, Some(b"caf\xe9"), None),
+        ];
+        for (types, binary, value, want) in cases {
+            let (parse, bind) = parse_and_bind(types, binary, value);
+            let got = bound_classification(&c, &bind, &parse);
+            assert_eq!(got.effects.session.first().cloned(), want, "{types:?} {value:?}");
+            let pinned = want.is_none().then_some(PinReason::SessionFunction);
+            assert_eq!(got.effects.pin, pinned, "{types:?} {value:?}");
+        }
+        // A statement without bound settings is shared, not copied.
+        let plain = Arc::new(Classifier::default().classify("SELECT 1"));
+        let (parse, bind) = parse_and_bind(&[], false, Some(b"x"));
+        assert!(Arc::ptr_eq(&plain, &bound_classification(&plain, &bind, &parse)));
+    }
 
     #[test]
     fn what_may_set_sequence_state() {
