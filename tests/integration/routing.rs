@@ -408,6 +408,36 @@ async fn write_hidden_in_a_stable_function_is_rerun_on_the_primary() {
     }
 }
 
+/// A read of an UNLOGGED table is refused by a replica (0A000: its contents exist only on the
+/// primary): the read is re-run there, through both protocols.
+#[tokio::test]
+async fn read_of_an_unlogged_table_is_rerun_on_the_primary() {
+    let Some(router) = router() else { return };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS routing_unlogged; \
+             CREATE UNLOGGED TABLE routing_unlogged (v int); \
+             INSERT INTO routing_unlogged VALUES (1), (2)",
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let sql = format!("SELECT {WHERE}, (SELECT sum(v) FROM routing_unlogged)");
+        assert_eq!(where_simple(&client, &sql).await, Ran::Primary, "simple");
+        assert_eq!(
+            where_extended(&client, &sql).await,
+            Ran::Primary,
+            "extended"
+        );
+    }
+    let row = client
+        .query_one("SELECT sum(v)::int FROM routing_unlogged", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+}
+
 /// A read whose replica connection is terminated before it answers is re-run on the primary.
 #[tokio::test]
 async fn read_whose_replica_connection_breaks_is_rerun() {

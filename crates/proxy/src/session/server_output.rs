@@ -100,16 +100,22 @@ impl Session<'_> {
             };
             let hot_standby_param = msg_body.starts_with(b"in_hot_standby\0");
             if holding {
-                // On the read-only endpoint a write refused by its replica stays refused.
-                if code.as_deref() == Some("25006") && self.endpoint.splits() {
-                    // The replica refused a write hidden in a read (a function pgrouter did not
-                    // know): drop what was held, swallow the rest of its answer, and run the
-                    // request on the primary. Its functions are remembered as writing.
+                // 25006: the replica refused a write hidden in a read (a function pgrouter did
+                // not know). 0A000: the read touches what only the primary has (an UNLOGGED
+                // table's rows: "cannot access temporary or unlogged relations during
+                // recovery"). Either way nothing ran: drop what was held, swallow the rest of
+                // its answer, and run the request on the primary. On the read-only endpoint
+                // the refusal stays.
+                let hidden_write = code.as_deref() == Some("25006");
+                let primary_only = code.as_deref() == Some("0A000");
+                if (hidden_write || primary_only) && self.endpoint.splits() {
                     let Some(mut retry) = b.retry.take() else {
                         continue;
                     };
-                    // It writes: once sent to the primary it is never re-run.
-                    retry.reruns = super::backend::MAX_RERUNS;
+                    if hidden_write {
+                        // It writes: once sent to the primary it is never re-run.
+                        retry.reruns = super::backend::MAX_RERUNS;
+                    }
                     b.buf.advance(range.end);
                     b.walker.consumed(range.end);
                     b.pending = b.pending.saturating_sub(1);
@@ -117,13 +123,18 @@ impl Session<'_> {
                     b.in_segment = false;
                     b.hide_parse = 0;
                     b.hide_close = 0;
-                    let written: Vec<(String, bool)> = retry
-                        .parts
-                        .iter()
-                        .flat_map(|c| c.check_functions.iter().map(|f| (f.clone(), true)))
-                        .collect();
-                    tracing::info!(functions = ?written, "read rejected by a replica (25006); re-running it on the primary");
-                    self.ctx.remember_volatility(written);
+                    if hidden_write {
+                        // Its functions are remembered as writing.
+                        let written: Vec<(String, bool)> = retry
+                            .parts
+                            .iter()
+                            .flat_map(|c| c.check_functions.iter().map(|f| (f.clone(), true)))
+                            .collect();
+                        tracing::info!(functions = ?written, "read rejected by a replica (25006); re-running it on the primary");
+                        self.ctx.remember_volatility(written);
+                    } else {
+                        tracing::debug!("read refused by a replica (0A000, e.g. an UNLOGGED table); re-running it on the primary");
+                    }
                     self.retry_on_primary(client, retry).await?;
                     continue;
                 }

@@ -312,14 +312,21 @@ mod tests {
         for (types, binary, value, want) in cases {
             let (parse, bind) = parse_and_bind(types, binary, value);
             let got = bound_classification(&c, &bind, &parse);
-            assert_eq!(got.effects.session.first().cloned(), want, "{types:?} {value:?}");
+            assert_eq!(
+                got.effects.session.first().cloned(),
+                want,
+                "{types:?} {value:?}"
+            );
             let pinned = want.is_none().then_some(PinReason::SessionFunction);
             assert_eq!(got.effects.pin, pinned, "{types:?} {value:?}");
         }
         // A statement without bound settings is shared, not copied.
         let plain = Arc::new(Classifier::default().classify("SELECT 1"));
         let (parse, bind) = parse_and_bind(&[], false, Some(b"x"));
-        assert!(Arc::ptr_eq(&plain, &bound_classification(&plain, &bind, &parse)));
+        assert!(Arc::ptr_eq(
+            &plain,
+            &bound_classification(&plain, &bind, &parse)
+        ));
     }
 
     #[test]
