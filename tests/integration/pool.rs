@@ -81,6 +81,43 @@ async fn a_full_node_queues_clients_then_answers_53300() {
         .expect("the waiting client got the released connection");
 }
 
+/// A cancel request that arrives while its client's statement waits for a server connection
+/// cancels it: the statement never runs and the client gets 57014 at once, instead of the
+/// cancel being lost and the statement running in full once a connection is free.
+#[tokio::test]
+async fn a_statement_waiting_for_a_connection_can_be_cancelled() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = one_connection_router(cluster, "transaction", "20s");
+    let holder = connect(&router.conninfo("app", "app")).await.unwrap();
+    let waiter = connect(&router.conninfo("app", "app")).await.unwrap();
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let token = waiter.cancel_token();
+    let started = Instant::now();
+    let sleeper = tokio::spawn(async move {
+        let r = waiter.batch_execute("SELECT pg_sleep(30)").await;
+        (r, started.elapsed(), waiter)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let (result, took, waiter) = tokio::time::timeout(Duration::from_secs(20), sleeper)
+        .await
+        .expect("the cancelled statement returns")
+        .unwrap();
+    let err = result.expect_err("the statement was cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "it ran anyway: {took:?}");
+    // The session goes on.
+    waiter.batch_execute("SELECT 1").await.unwrap();
+}
+
 /// A router whose nodes each allow one server connection, everything on the primary.
 fn one_connection_router(
     cluster: &crate::harness::Cluster,

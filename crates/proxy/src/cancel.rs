@@ -1,11 +1,15 @@
 //! Cancel requests: each client gets pgrouter's own `BackendKeyData`; a `CancelRequest` carrying it
-//! is forwarded to whichever server connection the session is using at that moment.
+//! is forwarded to whichever server connection the session is using at that moment. A cancel
+//! that arrives while the session's request waits for a server connection (a pool checkout, a
+//! new replica connection) cancels that request before it is sent.
 //!
 //! The registry is touched when a session starts or ends and when a cancel arrives, never per
-//! message, so a short std mutex section (never held across `.await`) is the right tool.
+//! message, so a short std mutex section (never held across `.await`) is the right tool. The
+//! session marks a request waiting for a connection with an atomic, not a lock.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Where a cancel for a session must go right now.
@@ -20,7 +24,54 @@ pub struct ServerKey {
 }
 
 /// A session's current cancel target, updated by the session when it switches server connection.
-pub type CancelSlot = Arc<Mutex<Option<ServerKey>>>;
+pub type CancelSlot = Arc<CancelTarget>;
+
+/// No request is waiting for a server connection.
+const SENT: u8 = 0;
+/// A request waits for a server connection: a cancel now cancels it.
+const WAITING: u8 = 1;
+/// A cancel arrived while the request waited.
+const CANCELLED: u8 = 2;
+
+/// Where a session's cancel requests go.
+#[derive(Debug, Default)]
+pub struct CancelTarget {
+    /// The server connection the session is using.
+    server: Mutex<Option<ServerKey>>,
+    /// [`SENT`], [`WAITING`] or [`CANCELLED`].
+    waiting: AtomicU8,
+}
+
+impl CancelTarget {
+    /// Points cancels at a server connection (`None`: the session holds none).
+    pub fn point_at(&self, key: Option<ServerKey>) {
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner) = key;
+    }
+
+    /// The session holds a request it cannot send before it has a server connection.
+    pub fn request_waits(&self) {
+        self.waiting.store(WAITING, Ordering::SeqCst);
+    }
+
+    /// The session is about to send the waiting request: true when a cancel arrived meanwhile
+    /// (the request must then be answered with 57014 and not sent).
+    pub fn request_sent(&self) -> bool {
+        self.waiting.swap(SENT, Ordering::SeqCst) == CANCELLED
+    }
+
+    /// A cancel request for this session: cancels a waiting request (`None`: nothing to
+    /// forward), or names the server connection to forward it to.
+    fn cancel(&self) -> Option<ServerKey> {
+        if self
+            .waiting
+            .compare_exchange(WAITING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return None;
+        }
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -61,16 +112,19 @@ impl CancelRegistry {
         }
     }
 
-    /// The server key to cancel for a client key, if the key is valid and the session is busy
-    /// on a server.
-    pub fn lookup(&self, process_id: i32, secret_key: i32) -> Option<ServerKey> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = entries.get(&process_id)?;
-        if entry.secret_key != secret_key {
-            return None;
-        }
-        let slot = entry.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        *slot
+    /// Cancels for a client key: the server key to forward the cancel to, if the key is valid
+    /// and the session is on a server. A request still waiting for a server connection is
+    /// marked cancelled instead (and `None` returned).
+    pub fn cancel(&self, process_id: i32, secret_key: i32) -> Option<ServerKey> {
+        let slot = {
+            let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = entries.get(&process_id)?;
+            if entry.secret_key != secret_key {
+                return None;
+            }
+            Arc::clone(&entry.slot)
+        };
+        slot.cancel()
     }
 
     fn unregister(&self, process_id: i32) {
@@ -112,28 +166,53 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
+    fn key() -> ServerKey {
+        ServerKey {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            process_id: 7,
+            secret_key: 9,
+        }
+    }
+
     #[test]
-    fn register_lookup_unregister() {
+    fn register_cancel_unregister() {
         let reg = Arc::new(CancelRegistry::default());
         let slot: CancelSlot = Arc::default();
         let r = reg.register(Arc::clone(&slot));
         assert!(r.process_id >= FIRST_CLIENT_PID as i32);
         assert_eq!(
-            reg.lookup(r.process_id, r.secret_key),
+            reg.cancel(r.process_id, r.secret_key),
             None,
             "idle: nothing to cancel"
         );
-        let key = ServerKey {
-            addr: "127.0.0.1:5432".parse().unwrap(),
-            process_id: 7,
-            secret_key: 9,
-        };
-        *slot.lock().unwrap() = Some(key);
-        assert_eq!(reg.lookup(r.process_id, r.secret_key), Some(key));
-        assert_eq!(reg.lookup(r.process_id, r.secret_key.wrapping_add(1)), None);
+        slot.point_at(Some(key()));
+        assert_eq!(reg.cancel(r.process_id, r.secret_key), Some(key()));
+        assert_eq!(reg.cancel(r.process_id, r.secret_key.wrapping_add(1)), None);
         let pid = r.process_id;
         drop(r);
-        assert_eq!(reg.lookup(pid, 0), None);
+        assert_eq!(reg.cancel(pid, 0), None);
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn a_cancel_while_a_request_waits_cancels_that_request() {
+        let reg = Arc::new(CancelRegistry::default());
+        let slot: CancelSlot = Arc::default();
+        let r = reg.register(Arc::clone(&slot));
+        slot.point_at(Some(key()));
+        // Sent without a cancel.
+        slot.request_waits();
+        assert!(!slot.request_sent());
+        // A cancel while it waits: nothing is forwarded, the request is cancelled once.
+        slot.request_waits();
+        assert_eq!(reg.cancel(r.process_id, r.secret_key), None);
+        assert!(slot.request_sent());
+        assert!(!slot.request_sent());
+        // Once sent, cancels go to the server again.
+        assert_eq!(reg.cancel(r.process_id, r.secret_key), Some(key()));
+        // A wrong secret cancels nothing, waiting or not.
+        slot.request_waits();
+        assert_eq!(reg.cancel(r.process_id, r.secret_key.wrapping_add(1)), None);
+        assert!(!slot.request_sent());
     }
 }

@@ -32,7 +32,7 @@ use pgrouter_protocol::backend::{self as backend_msg, TransactionStatus};
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -230,11 +230,11 @@ async fn serve(
     let registration = ctx.cancels.register(Arc::clone(&slot));
     if let Some((server, ..)) = &first_server {
         if let Some((process_id, secret_key)) = server.backend_key {
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(ServerKey {
+            slot.point_at(Some(ServerKey {
                 addr: server.addr,
                 process_id,
                 secret_key,
-            });
+            }));
         }
     }
 
@@ -499,7 +499,7 @@ fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError
 }
 
 async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret_key: i32) {
-    match ctx.cancels.lookup(process_id, secret_key) {
+    match ctx.cancels.cancel(process_id, secret_key) {
         Some(key) => {
             let timeout = ctx.live().config.pool.connect_timeout.get();
             if let Err(e) =

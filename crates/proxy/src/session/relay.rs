@@ -32,7 +32,7 @@ use pgrouter_sql::{Classification, Route, Rule, TxControl};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -481,7 +481,7 @@ impl<'a> Session<'a> {
                     secret_key,
                 })
         });
-        *self.cancel.lock().unwrap_or_else(PoisonError::into_inner) = key;
+        self.cancel.point_at(key);
     }
 
     /// Handles every complete client message in the buffer.
@@ -776,7 +776,34 @@ impl<'a> Session<'a> {
             } else {
                 Slot::Primary
             });
-        let slot = match self.ensure(wanted).await {
+        // While the request waits for a server connection (a pool checkout, a new replica
+        // connection), a cancel for it has no server to go to: it cancels the request instead.
+        // Only for a whole request outside a transaction with nothing else in flight, which
+        // can be answered here exactly as PostgreSQL would have answered it.
+        let cancellable = self.busy().is_none()
+            && self.state.tx_status == TransactionStatus::Idle
+            && self.deferred_begin.is_none()
+            && matches!(
+                frames(&bytes).last().map(|(tag, _)| tag),
+                Some(fe::QUERY | fe::SYNC | fe::FUNCTION_CALL)
+            );
+        if cancellable {
+            self.cancel.request_waits();
+        }
+        let ensured = self.ensure(wanted).await;
+        if cancellable && self.cancel.request_sent() {
+            let cancelled = ErrorResponse::error(
+                SqlState::QUERY_CANCELED,
+                "canceling statement due to user request",
+            );
+            self.answer_with_error(client, &bytes, &cancelled).await?;
+            if let Ok(slot) = ensured {
+                // Transaction pooling: the connection it waited for goes back at once.
+                self.release_if_idle(slot).await;
+            }
+            return Ok(());
+        }
+        let slot = match ensured {
             Ok(slot) => slot,
             Err(SessionError::Unavailable(error)) => {
                 // No primary after the failover timeout: this request fails, the session stays.
@@ -1226,7 +1253,7 @@ impl<'a> Session<'a> {
         let Some(b) = taken else { return };
         if self.current == slot {
             // A cancel request must not reach the connection's next client.
-            *self.cancel.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            self.cancel.point_at(None);
         }
         // Session settings replayed on (or made on) this connection, or anything the client ran
         // that may have left state pgrouter cannot see, must not reach the next client.
