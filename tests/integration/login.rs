@@ -3,7 +3,9 @@
 use crate::harness::{cluster, connect, psql, shared_router};
 use tokio_postgres::error::SqlState;
 
-/// A statement runs on the primary; the server's parameters reach the client.
+/// After a SCRAM login a statement bound for the primary runs there as the client's user; the
+/// server's parameters reach the client. (A plain read may land on any node: the shared router
+/// spreads reads over all three by weight, so the primary is asked for by hint.)
 #[tokio::test]
 async fn scram_login_and_query_run_on_the_primary() {
     let Some(router) = shared_router() else {
@@ -13,7 +15,7 @@ async fn scram_login_and_query_run_on_the_primary() {
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     let row = client
         .query_one(
-            "SELECT inet_server_port(), pg_is_in_recovery(), current_user::text",
+            "/* pgrouter: primary */ SELECT inet_server_port(), pg_is_in_recovery(), current_user::text",
             &[],
         )
         .await

@@ -9,9 +9,16 @@ use std::sync::Mutex;
 static PGBENCH_TABLES: Mutex<()> = Mutex::new(());
 
 fn pgbench(url: &str, args: &[&str]) -> String {
+    pgbench_as(url, args, "pgbench")
+}
+
+/// pgbench with its server connections named `app_name` (`PGAPPNAME`), so that a test can count
+/// them in `pg_stat_activity` apart from other routers' pooled ones.
+fn pgbench_as(url: &str, args: &[&str], app_name: &str) -> String {
     let out = Command::new("pgbench")
         .args(args)
         .arg(url)
+        .env("PGAPPNAME", app_name)
         .output()
         .expect("pgbench runs");
     let text = format!(
@@ -104,6 +111,7 @@ fn pgbench_select_only_spreads_reads_over_the_replicas() {
 /// connect anew for every transaction (`-C`).
 #[test]
 fn pgbench_through_transaction_pooling() {
+    const APP_NAME: &str = "pgbench-transaction-pooling";
     let Some(cluster) = cluster() else { return };
     let _tables = PGBENCH_TABLES.lock().unwrap_or_else(|e| e.into_inner());
     let router = Router::start(
@@ -121,10 +129,40 @@ fn pgbench_through_transaction_pooling() {
         let clients = if extra.is_empty() { "40" } else { "20" };
         let mut args = vec!["-M", mode, "-c", clients, "-j", "2", "-T", "5"];
         args.extend_from_slice(extra);
-        let out = pgbench(&url, &args);
+        // Count this router's server connections while pgbench runs (afterwards they would
+        // only be idle in the pool).
+        let run = {
+            let url = url.clone();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                pgbench_as(&url, &args, APP_NAME)
+            })
+        };
+        let mut most = 0u32;
+        while !run.is_finished() {
+            let used: u32 = cluster
+                .superuser_sql(&format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
+                     AND client_port IS NOT NULL AND application_name = '{APP_NAME}'"
+                ))
+                .parse()
+                .unwrap();
+            most = most.max(used);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let out = run.join().unwrap();
         assert!(
             out.contains("number of failed transactions: 0 (0.000%)"),
             "{args:?}:\n{out}"
+        );
+        assert!(
+            most > 0,
+            "{args:?}: no server connection seen while pgbench ran"
+        );
+        assert!(
+            most <= 12,
+            "{args:?}: at most 4 server connections per node, {most} seen"
         );
         let tps = out
             .lines()
@@ -133,12 +171,4 @@ fn pgbench_through_transaction_pooling() {
             .to_owned();
         eprintln!("pgbench {args:?} through transaction pooling: {tps}");
     }
-    let used = cluster.superuser_sql(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND client_port IS NOT NULL \
-         AND application_name = 'pgbench'",
-    );
-    assert!(
-        used.parse::<u32>().unwrap() <= 12,
-        "at most 4 server connections per node: {used}"
-    );
 }

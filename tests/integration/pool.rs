@@ -188,7 +188,7 @@ async fn transaction_mode_keeps_each_clients_session() {
         return;
     };
     let router = one_connection_router(cluster, "transaction", "10s");
-    let a = connect(&router.conninfo("app", "app")).await.unwrap();
+    let (a, mut notifications) = connect_listening(&router.conninfo("app", "app")).await;
     let b = connect(&router.conninfo("app", "app")).await.unwrap();
     a.batch_execute("SET work_mem = '7MB'").await.unwrap();
     assert_eq!(show(&b).await, "4MB", "a's SET does not leak to b");
@@ -202,9 +202,36 @@ async fn transaction_mode_keeps_each_clients_session() {
         let rb: i32 = b.query_one(&sb, &[&i]).await.unwrap().get(0);
         assert_eq!((ra, rb), (i + 1, i * 10));
     }
-    // LISTEN keeps the connection for that client (pinned) and notifications arrive.
+    // LISTEN keeps the connection for that client (pinned) and notifications arrive, also while
+    // the client is idle between transactions.
     a.batch_execute("LISTEN pool_chan").await.unwrap();
     assert_eq!(show(&a).await, "7MB");
+    cluster.superuser_sql("NOTIFY pool_chan, 'to a'");
+    let got = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+        .await
+        .expect("the notification reaches the listening client")
+        .unwrap();
+    assert_eq!(got, "to a");
+    assert_eq!(show(&a).await, "7MB");
+}
+
+/// A client whose notifications are passed on through the returned channel (payloads).
+async fn connect_listening(
+    conninfo: &str,
+) -> (tokio_postgres::Client, tokio::sync::mpsc::Receiver<String>) {
+    let (client, mut connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_owned()).await;
+            }
+        }
+    });
+    (client, rx)
 }
 
 /// Client limits answer as PostgreSQL does: `53300` naming the role (or `sorry, too many clients

@@ -180,10 +180,26 @@ async fn cancel_a_running_query() {
     let Some(router) = shared_router() else {
         return;
     };
+    let cluster = cluster().unwrap();
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     let token = client.cancel_token();
-    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(60)").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let marker = format!("cancel_me_{}", rand::random::<u32>());
+    let sql = format!("SELECT pg_sleep(60), '{marker}'");
+    let sleeper = tokio::spawn(async move { client.batch_execute(&sql).await });
+    // Wait until the statement runs on its server (a read: any of the three nodes).
+    let running = eventually_async(Duration::from_secs(20), || {
+        (0..3).any(|node| {
+            cluster.node_sql(
+                node,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                     AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+                ),
+            ) == "1"
+        })
+    })
+    .await;
+    assert!(running, "the statement never started");
 
     let other = connect(&router.conninfo("app", "app")).await.unwrap();
     let one: i32 = other.query_one("SELECT 1", &[]).await.unwrap().get(0);

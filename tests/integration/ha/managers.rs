@@ -77,7 +77,7 @@ async fn failover_under_load(cluster: &ScriptCluster, router: &Router) -> (Durat
         )
         .await;
     let load = Workload::start(&conninfo, 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.wait_for(20, 20).await;
     let kill_started = Instant::now();
     cluster.node("kill", "pg0");
     let killed_at = Instant::now();
@@ -95,7 +95,8 @@ async fn failover_under_load(cluster: &ScriptCluster, router: &Router) -> (Durat
         "{}",
         router.log_text()
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Writes resume on the new primary.
+    load.wait_for(20, 20).await;
     let (writer, readers) = load.finish().await;
     let times = FailoverTimes {
         kill_started,

@@ -122,9 +122,18 @@ pub struct ClientLog {
     pub writes_on_standby: usize,
 }
 
+/// Counts of what the workload's clients got answered.
+#[derive(Debug, Default)]
+struct Progress {
+    writes: std::sync::atomic::AtomicUsize,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
 /// A writer and readers running through pgrouter until stopped.
 pub struct Workload {
     stop: Arc<AtomicBool>,
+    /// Writes acknowledged and reads answered so far, by all clients.
+    progress: Arc<Progress>,
     writer: tokio::task::JoinHandle<ClientLog>,
     readers: Vec<tokio::task::JoinHandle<ClientLog>>,
 }
@@ -138,15 +147,47 @@ impl Workload {
             .await
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn(client_loop(conninfo.to_owned(), stop.clone(), true));
+        let progress = Arc::new(Progress::default());
+        let writer = tokio::spawn(client_loop(
+            conninfo.to_owned(),
+            stop.clone(),
+            progress.clone(),
+            true,
+        ));
         let readers = (0..readers)
-            .map(|_| tokio::spawn(client_loop(conninfo.to_owned(), stop.clone(), false)))
+            .map(|_| {
+                tokio::spawn(client_loop(
+                    conninfo.to_owned(),
+                    stop.clone(),
+                    progress.clone(),
+                    false,
+                ))
+            })
             .collect();
         Workload {
             stop,
+            progress,
             writer,
             readers,
         }
+    }
+
+    /// Waits until `writes` more writes are acknowledged and `reads` more reads answered (from
+    /// now): the workload demonstrably runs, instead of a fixed sleep. Panics after 60 s.
+    pub async fn wait_for(&self, writes: usize, reads: usize) {
+        let (w0, r0) = (
+            self.progress.writes.load(Ordering::Relaxed),
+            self.progress.reads.load(Ordering::Relaxed),
+        );
+        let done = crate::harness::eventually_async(Duration::from_secs(60), || {
+            self.progress.writes.load(Ordering::Relaxed) >= w0 + writes
+                && self.progress.reads.load(Ordering::Relaxed) >= r0 + reads
+        })
+        .await;
+        assert!(
+            done,
+            "the workload made no progress ({writes} writes, {reads} reads wanted)"
+        );
     }
 
     /// Stops every client; returns the writer's log and the readers' logs.
@@ -164,7 +205,12 @@ impl Workload {
 /// One client: writes the next counter value, or reads, in a loop; reconnects when its
 /// connection is closed. Every request has a generous client-side timeout so a hang fails the
 /// test instead of stalling it.
-async fn client_loop(conninfo: String, stop: Arc<AtomicBool>, writes: bool) -> ClientLog {
+async fn client_loop(
+    conninfo: String,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    writes: bool,
+) -> ClientLog {
     let mut log = ClientLog::default();
     let mut client = None;
     let mut next: i64 = 1;
@@ -195,8 +241,10 @@ async fn client_loop(conninfo: String, stop: Arc<AtomicBool>, writes: bool) -> C
                     log.acked.push((next, Instant::now(), port));
                     log.writes_on_standby += usize::from(in_recovery);
                     next += 1;
+                    progress.writes.fetch_add(1, Ordering::Relaxed);
                 } else {
                     log.reads.push((Instant::now(), port, in_recovery));
+                    progress.reads.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(Err(e)) => {

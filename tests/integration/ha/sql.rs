@@ -117,7 +117,7 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
 
     // --- A replica stopped under read load: reads go on without errors; it comes back. ---
     let load = Workload::start(&conninfo, 3).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.wait_for(10, 30).await;
     cluster.node("stop", "pg2");
     assert!(
         fresh_reads_avoid(&router, p2).await || {
@@ -239,7 +239,7 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
 
     // --- The primary killed, pg1 promoted by hand: writes resume, nothing acknowledged is lost. ---
     let load = Workload::start(&conninfo, 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.wait_for(20, 20).await;
     let kill_started = Instant::now();
     cluster.node("kill", "pg0");
     // Requests answered before the kill command returned may have run on pg0.
@@ -258,7 +258,8 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
         "{}",
         router.log_text()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Writes resume on the new primary.
+    load.wait_for(20, 20).await;
     let (writer, readers) = load.finish().await;
     let times = FailoverTimes {
         kill_started,
