@@ -75,6 +75,7 @@ pub async fn run(
     );
     let upkeep = {
         let ctx = Arc::clone(&ctx);
+        let exporter = exporter.clone();
         let stop = monitor_stop.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -83,7 +84,7 @@ pub async fn run(
                     _ = stop.cancelled() => return,
                     _ = ticks.tick() => {
                         ctx.maintain_pools();
-                        if let Some(e) = exporter {
+                        if let Some(e) = &exporter {
                             e.upkeep();
                         }
                     }

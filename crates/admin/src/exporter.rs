@@ -12,7 +12,7 @@ use pgrouter_proxy::ProxyContext;
 use pgrouter_topology::{NodeState, Role};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Histogram buckets (seconds): from 100 µs to 30 s.
 const BUCKETS: &[f64] = &[
@@ -46,13 +46,10 @@ impl std::fmt::Debug for Exporter {
 }
 
 impl Exporter {
-    /// Installs the process-wide recorder (once; later calls share it). Call it before the
-    /// proxy context and the health checks are built, so their histograms are recorded.
-    pub fn install() -> Result<&'static Exporter, ExporterError> {
-        static EXPORTER: OnceLock<Exporter> = OnceLock::new();
-        if let Some(e) = EXPORTER.get() {
-            return Ok(e);
-        }
+    /// Installs the recorder and returns the handle that renders it. The `metrics` facade has
+    /// one recorder per process, so a second call fails. Call it before the proxy context and the
+    /// health checks are built, so their histograms are recorded.
+    pub fn install() -> Result<Arc<Exporter>, ExporterError> {
         let handle = PrometheusBuilder::new()
             // Every gauge is set at each scrape: one left alone this long belongs to a node a
             // reload removed, and disappears rather than showing a frozen value.
@@ -62,7 +59,7 @@ impl Exporter {
             .install_recorder()
             .map_err(|e| ExporterError::Build(e.to_string()))?;
         describe();
-        Ok(EXPORTER.get_or_init(|| Exporter {
+        Ok(Arc::new(Exporter {
             handle,
             seen: Mutex::new(HashSet::new()),
         }))

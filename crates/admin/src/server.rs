@@ -20,7 +20,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ProxyContext>,
-    exporter: &'static Exporter,
+    exporter: Arc<Exporter>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -39,9 +39,10 @@ pub async fn serve(
         match accepted {
             Ok((stream, _)) => {
                 let ctx = Arc::clone(&ctx);
+                let exporter = Arc::clone(&exporter);
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if tokio::time::timeout(IO_TIMEOUT, answer(stream, &ctx, exporter))
+                    if tokio::time::timeout(IO_TIMEOUT, answer(stream, &ctx, &exporter))
                         .await
                         .is_err()
                     {

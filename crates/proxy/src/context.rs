@@ -6,6 +6,7 @@ use pgrouter_config::{AuthMethod, Config, NodeConfig};
 use pgrouter_protocol::auth::scram::ScramSecret;
 use pgrouter_sql::{Classifier, FunctionPolicy};
 use pgrouter_topology::{NodeTarget, RoutingTable, Topology};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,9 +154,29 @@ pub struct ProxyContext {
     pub draining: std::sync::atomic::AtomicBool,
     /// When this process started serving (Unix seconds).
     pub started_at: u64,
+    /// Classification caches, one per worker thread, owned by this context (so two contexts in
+    /// one process never share one): no lock on the routing path.
+    classification_caches: thread_local::ThreadLocal<RefCell<pgrouter_sql::ClassificationCache>>,
 }
 
+/// Statements each worker thread's classification cache holds (at most twice this).
+const CLASSIFICATION_CACHE_SIZE: usize = 4096;
+
 impl ProxyContext {
+    /// Classifies `sql` with the calling thread's cache, under the classifier of the live
+    /// configuration (a reload with other function lists empties the caches).
+    pub fn classify(&self, sql: &str) -> Arc<pgrouter_sql::Classification> {
+        let live = self.live();
+        let cache = self.classification_caches.get_or(|| {
+            RefCell::new(pgrouter_sql::ClassificationCache::new(
+                CLASSIFICATION_CACHE_SIZE,
+            ))
+        });
+        let mut cache = cache.borrow_mut();
+        cache.start_generation(live.generation);
+        cache.classify(&live.classifier, sql)
+    }
+
     /// Builds the context, deriving every SCRAM verifier (PBKDF2) once, here. `config_path` is
     /// where `RELOAD` reads the configuration again.
     pub fn new(config: &Config, config_path: Option<PathBuf>) -> Self {
@@ -183,6 +204,7 @@ impl ProxyContext {
             clients: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             started_at: pgrouter_topology::table::unix_now(),
+            classification_caches: thread_local::ThreadLocal::new(),
         }
     }
 

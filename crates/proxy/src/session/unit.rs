@@ -250,18 +250,9 @@ pub(super) fn may_set_sequences(c: &Classification) -> bool {
     c.route == Route::Primary && c.rule != pgrouter_sql::Rule::TransactionControl
 }
 
-/// Classifies with the per-thread cache: no lock on the hot path.
+/// Classifies with the context's cache for this thread: no lock on the hot path.
 pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
-    thread_local! {
-        static CACHE: std::cell::RefCell<pgrouter_sql::ClassificationCache> =
-            std::cell::RefCell::new(pgrouter_sql::ClassificationCache::new(4096));
-    }
-    let live = ctx.live();
-    CACHE.with(|c| {
-        let mut cache = c.borrow_mut();
-        cache.start_generation(live.generation);
-        cache.classify(&live.classifier, sql)
-    })
+    ctx.classify(sql)
 }
 
 #[cfg(test)]
