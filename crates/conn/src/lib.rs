@@ -3,7 +3,8 @@
 //!
 //! A [`ServerConn`] comes out logged in and idle (after the first `ReadyForQuery`), holding the
 //! server's `ParameterStatus` values and its `BackendKeyData`. From then on the proxy reads and
-//! writes its socket directly; this crate does not interpret traffic after login.
+//! writes its socket directly; this crate does not interpret the client's traffic. It runs
+//! pgrouter's own simple queries (reset, catalog look-ups) in one place ([`query`]).
 //!
 //! What it must not do: route, pool, or retry. Errors are typed ([`ConnError`]) so callers can tell
 //! a refused login (forward the server's own `ErrorResponse` to the client) from a network failure.
@@ -11,12 +12,15 @@
 //! # Layout
 //! - [`connect`]: connect + start-up + authentication ([`ServerConn::connect`]).
 //! - [`cancel`]: sending a `CancelRequest` to a server.
+//! - [`query`]: one simple-query exchange of pgrouter's own ([`ServerConn::simple_query`]).
 //! - [`error`]: the [`ConnError`] type.
 
 pub mod cancel;
 pub mod connect;
 pub mod error;
+pub mod query;
 
 pub use cancel::send_cancel;
 pub use connect::{ServerConn, ServerTarget};
 pub use error::ConnError;
+pub use query::QueryOutcome;

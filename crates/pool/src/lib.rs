@@ -16,14 +16,12 @@
 
 use arc_swap::ArcSwap;
 use pgrouter_conn::ServerConn;
-use pgrouter_protocol::frame;
 use pgrouter_slots::Slots;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Pool settings (from `pool:` in the configuration).
@@ -394,49 +392,16 @@ fn still_open(conn: &ServerConn) -> bool {
 
 /// Runs the reset query; the connection is reusable if it answers without error and is idle.
 async fn reset_connection(conn: &mut ServerConn, query: &str) -> Result<(), String> {
-    let mut msg = Vec::with_capacity(query.len() + 6);
-    msg.push(b'Q');
-    msg.extend_from_slice(&((query.len() + 5) as i32).to_be_bytes());
-    msg.extend_from_slice(query.as_bytes());
-    msg.push(0);
-    let exchange = async {
-        conn.stream
-            .write_all(&msg)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::with_capacity(256);
-        let mut failed = false;
-        loop {
-            while let Some(f) = frame::next_frame(&buf, 1 << 20).map_err(|e| format!("{e:?}"))? {
-                match f.tag {
-                    b'E' => failed = true,
-                    b'Z' => {
-                        let idle = buf.get(5) == Some(&b'I');
-                        return if failed || !idle || f.total_len != buf.len() {
-                            Err("reset query failed".to_owned())
-                        } else {
-                            Ok(())
-                        };
-                    }
-                    _ => {}
-                }
-                buf.drain(..f.total_len);
-            }
-            let mut chunk = [0u8; 1024];
-            let n = conn
-                .stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("server closed the connection".into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+    let mut buf = bytes::BytesMut::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), conn.simple_query(&mut buf, query))
         .await
         .map_err(|_| "reset query timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let idle = outcome.status == pgrouter_protocol::backend::TransactionStatus::Idle;
+    if outcome.failed || !idle || !buf.is_empty() {
+        return Err("reset query failed".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

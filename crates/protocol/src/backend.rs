@@ -27,6 +27,46 @@ pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_BOTH_RESPONSE: u8 = b'W';
 /// `NegotiateProtocolVersion`.
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+/// `ParseComplete`.
+pub const PARSE_COMPLETE: u8 = b'1';
+/// `BindComplete`.
+pub const BIND_COMPLETE: u8 = b'2';
+/// `CloseComplete`.
+pub const CLOSE_COMPLETE: u8 = b'3';
+/// `ParameterDescription`.
+pub const PARAMETER_DESCRIPTION: u8 = b't';
+/// `RowDescription`.
+pub const ROW_DESCRIPTION: u8 = b'T';
+/// `NoData`.
+pub const NO_DATA: u8 = b'n';
+/// `DataRow`.
+pub const DATA_ROW: u8 = b'D';
+
+/// Decodes a `DataRow` body as text columns (`None` for NULL). A malformed body yields the
+/// columns read before the fault.
+pub fn parse_data_row_text(body: &[u8]) -> Vec<Option<String>> {
+    let mut cols = Vec::new();
+    let Some(count) = body.get(..2) else {
+        return cols;
+    };
+    let count = u16::from_be_bytes([count[0], count[1]]);
+    let mut rest = &body[2..];
+    for _ in 0..count {
+        let Some(len) = rest.get(..4) else { break };
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        rest = &rest[4..];
+        let Ok(len) = usize::try_from(len) else {
+            cols.push(None);
+            continue;
+        };
+        let Some(value) = rest.get(..len) else {
+            break;
+        };
+        cols.push(Some(String::from_utf8_lossy(value).into_owned()));
+        rest = &rest[len..];
+    }
+    cols
+}
 
 /// Transaction status carried by `ReadyForQuery`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +243,27 @@ mod tests {
     use super::*;
     use bytes::Buf;
     use postgres_protocol::message::backend::Message;
+
+    #[test]
+    fn data_rows_as_text() {
+        let row = b"\0\x03\0\0\0\x02ab\xff\xff\xff\xff\0\0\0\0";
+        assert_eq!(
+            parse_data_row_text(row),
+            vec![Some("ab".into()), None, Some(String::new())]
+        );
+        assert_eq!(
+            parse_data_row_text(b"\0\x02\0\0\0\x09ab"),
+            Vec::<Option<String>>::new()
+        );
+        assert_eq!(parse_data_row_text(b"\0"), Vec::<Option<String>>::new());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn data_row_reader_never_panics(body: Vec<u8>) {
+            let _ = parse_data_row_text(&body);
+        }
+    }
 
     /// Everything we write must parse with an independent implementation.
     #[test]

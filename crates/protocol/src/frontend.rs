@@ -139,6 +139,11 @@ pub fn parse_parameter_type(body: &[u8], index: usize) -> Option<u32> {
     Some(u32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// The kind byte of a `Describe` or `Close` naming a prepared statement.
+pub const TARGET_STATEMENT: u8 = b'S';
+/// The kind byte of a `Describe` or `Close` naming a portal.
+pub const TARGET_PORTAL: u8 = b'P';
+
 /// `Describe` or `Close` body: the kind (`S` statement, `P` portal) and the name.
 pub fn describe_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let (&kind, rest) = body.split_first()?;

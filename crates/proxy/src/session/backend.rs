@@ -168,56 +168,21 @@ impl Backend {
         client: &mut super::client::ClientConn,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, super::SessionError> {
-        use pgrouter_protocol::frame;
-        use tokio::io::AsyncWriteExt;
-        let lost = super::server_lost;
-        let mut out = BytesMut::with_capacity(sql.len() + 8);
-        pgrouter_protocol::frontend::write_query(&mut out, sql);
         // A simple query destroys the connection's unnamed statement.
         self.prepared.remove("");
-        self.conn.stream.write_all(&out).await.map_err(|_| lost())?;
-        let mut rows = Vec::new();
-        loop {
-            while let Some(f) = frame::next_frame(&self.buf, usize::MAX).map_err(|_| lost())? {
-                let msg = self.buf.split_to(f.total_len);
-                match f.tag {
-                    b'D' => rows.push(parse_data_row(&msg[frame::HEADER_LEN..])),
-                    b'Z' => return Ok(rows),
-                    b'A' | b'N' | b'S' => client.write_all(&msg).await?,
-                    b'E' => tracing::warn!("pgrouter's own catalog query failed"),
-                    _ => {}
-                }
-            }
-            if self.read().await.map_err(|_| lost())? == 0 {
-                return Err(lost());
-            }
+        let outcome = self
+            .conn
+            .simple_query(&mut self.buf, sql)
+            .await
+            .map_err(|_| super::server_lost())?;
+        for message in &outcome.asynchronous {
+            client.write_all(message).await?;
         }
-    }
-}
-
-/// Decodes a `DataRow` body as text columns.
-fn parse_data_row(body: &[u8]) -> Vec<Option<String>> {
-    let mut cols = Vec::new();
-    let Some(count) = body.get(..2) else {
-        return cols;
-    };
-    let count = u16::from_be_bytes([count[0], count[1]]);
-    let mut rest = &body[2..];
-    for _ in 0..count {
-        let Some(len) = rest.get(..4) else { break };
-        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-        rest = &rest[4..];
-        if len < 0 {
-            cols.push(None);
-            continue;
+        if outcome.failed {
+            tracing::warn!("pgrouter's own catalog query failed");
         }
-        let Some(value) = rest.get(..len as usize) else {
-            break;
-        };
-        cols.push(Some(String::from_utf8_lossy(value).into_owned()));
-        rest = &rest[len as usize..];
+        Ok(outcome.rows)
     }
-    cols
 }
 
 /// Reads from an optional backend; pends forever when there is none (for use in `select!`).

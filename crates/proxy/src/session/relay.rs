@@ -302,7 +302,7 @@ impl<'a> Session<'a> {
                 // Describing the unnamed statement made by an earlier segment: it lives on one
                 // connection only.
                 fe::DESCRIBE
-                    if fe::describe_target(body(msg)) == Some((b'S', &b""[..]))
+                    if fe::describe_target(body(msg)) == Some((fe::TARGET_STATEMENT, &b""[..]))
                         && !parsed.iter().any(|(n, _, _)| n.is_empty()) =>
                 {
                     needs_unnamed = true;
@@ -1048,7 +1048,8 @@ impl<'a> Session<'a> {
                     let name = if tag == fe::BIND {
                         fe::bind_statement(body(msg))
                     } else {
-                        fe::describe_target(body(msg)).and_then(|(k, n)| (k == b'S').then_some(n))
+                        fe::describe_target(body(msg))
+                            .and_then(|(k, n)| (k == fe::TARGET_STATEMENT).then_some(n))
                     };
                     let Some(raw_name) = name else {
                         continue;
@@ -1098,7 +1099,7 @@ impl<'a> Session<'a> {
                 }
                 fe::CLOSE => {
                     b.in_segment = true;
-                    if let Some((b'S', raw_name)) = fe::describe_target(body(msg)) {
+                    if let Some((fe::TARGET_STATEMENT, raw_name)) = fe::describe_target(body(msg)) {
                         let name = name_key(raw_name);
                         state.statements.remove(name.as_ref());
                         b.prepared.remove(name.as_ref());

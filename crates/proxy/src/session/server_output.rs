@@ -59,7 +59,13 @@ impl Session<'_> {
             let step = b.walker.step(&b.buf, max_len, |t| {
                 swallowing
                     || holding
-                    || matches!(t, be::READY_FOR_QUERY | be::ERROR_RESPONSE | b'1' | b'3')
+                    || matches!(
+                        t,
+                        be::READY_FOR_QUERY
+                            | be::ERROR_RESPONSE
+                            | be::PARSE_COMPLETE
+                            | be::CLOSE_COMPLETE
+                    )
                     || (is_read_slot && t == be::PARAMETER_STATUS)
             });
             let (tag, range) = match step {
@@ -151,7 +157,16 @@ impl Session<'_> {
                     self.take_backend(slot);
                     return self.retry_on_primary(client, retry).await;
                 }
-                if !matches!(tag, b'1' | b'2' | b't' | b'T' | b'n' | b'S' | b'N') {
+                if !matches!(
+                    tag,
+                    be::PARSE_COMPLETE
+                        | be::BIND_COMPLETE
+                        | be::PARAMETER_DESCRIPTION
+                        | be::ROW_DESCRIPTION
+                        | be::NO_DATA
+                        | be::PARAMETER_STATUS
+                        | be::NOTICE_RESPONSE
+                ) {
                     // Results are coming: the read stands; release what was held.
                     b.retry = None;
                 }
@@ -238,11 +253,11 @@ impl Session<'_> {
                         }
                     }
                 }
-                b'1' if b.hide_parse > 0 => {
+                be::PARSE_COMPLETE if b.hide_parse > 0 => {
                     b.hide_parse -= 1;
                     drop_it = true;
                 }
-                b'3' if b.hide_close > 0 => {
+                be::CLOSE_COMPLETE if b.hide_close > 0 => {
                     b.hide_close -= 1;
                     drop_it = true;
                 }

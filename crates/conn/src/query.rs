@@ -1,0 +1,80 @@
+//! pgrouter's own simple queries on an idle, logged-in server connection: the pool's reset query
+//! and the proxy's catalog look-ups. One exchange: `Query`, then everything through the next
+//! `ReadyForQuery`.
+
+use crate::ServerConn;
+use bytes::{Bytes, BytesMut};
+use pgrouter_protocol::backend::{self as be, TransactionStatus};
+use pgrouter_protocol::frame::{self, HEADER_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest message accepted in answer to pgrouter's own query (a catalog row, an error).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// What one simple-query exchange returned.
+#[derive(Debug)]
+pub struct QueryOutcome {
+    /// The data rows, as text (`None` for NULL).
+    pub rows: Vec<Vec<Option<String>>>,
+    /// The server answered with an `ErrorResponse`.
+    pub failed: bool,
+    /// The transaction status of the closing `ReadyForQuery`.
+    pub status: TransactionStatus,
+    /// Whole messages meant for the session's client that arrived meanwhile: notifications,
+    /// notices, parameter changes. In order.
+    pub asynchronous: Vec<Bytes>,
+}
+
+impl ServerConn {
+    /// Runs `sql` as a simple query on this idle connection and reads through its
+    /// `ReadyForQuery`. `buf` holds bytes already read from the connection; what follows the
+    /// `ReadyForQuery` stays in it. Unbounded in time: callers wrap it in a timeout where a
+    /// server could stall.
+    pub async fn simple_query(
+        &mut self,
+        buf: &mut BytesMut,
+        sql: &str,
+    ) -> std::io::Result<QueryOutcome> {
+        let mut out = BytesMut::with_capacity(sql.len() + 8);
+        pgrouter_protocol::frontend::write_query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut outcome = QueryOutcome {
+            rows: Vec::new(),
+            failed: false,
+            status: TransactionStatus::Idle,
+            asynchronous: Vec::new(),
+        };
+        loop {
+            while let Some(f) = frame::next_frame(buf, MAX_MESSAGE).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
+            })? {
+                let msg = buf.split_to(f.total_len).freeze();
+                let body = &msg[HEADER_LEN..];
+                match f.tag {
+                    be::DATA_ROW => outcome.rows.push(be::parse_data_row_text(body)),
+                    be::ERROR_RESPONSE => outcome.failed = true,
+                    be::NOTIFICATION_RESPONSE | be::NOTICE_RESPONSE | be::PARAMETER_STATUS => {
+                        outcome.asynchronous.push(msg)
+                    }
+                    be::READY_FOR_QUERY => {
+                        outcome.status = body
+                            .first()
+                            .and_then(|s| TransactionStatus::from_byte(*s))
+                            .ok_or_else(|| {
+                                std::io::Error::new(
+                                    std::io::ErrorKind::InvalidData,
+                                    "malformed ReadyForQuery",
+                                )
+                            })?;
+                        return Ok(outcome);
+                    }
+                    _ => {}
+                }
+            }
+            buf.reserve(4096);
+            if self.stream.read_buf(buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
