@@ -18,11 +18,15 @@
 //! - [`cancel`]: client-facing `BackendKeyData` and the mapping to server keys.
 //! - [`routing`]: where a request goes, as a pure function of classification and session facts.
 //! - [`session`]: one client's life: `startup`, `auth`, `relay`.
+//! - [`client`], [`error`]: the client socket and the session error, shared by sessions and the
+//!   console (which therefore depend on these, not on each other).
 
 pub mod cancel;
+pub mod client;
 pub mod clients;
 pub mod console;
 pub mod context;
+pub mod error;
 pub mod limits;
 pub mod listener;
 pub mod reload;

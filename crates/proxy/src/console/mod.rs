@@ -7,9 +7,9 @@
 pub mod command;
 pub mod views;
 
+use crate::client::ClientConn;
 use crate::context::ProxyContext;
-use crate::session::client::ClientConn;
-use crate::session::SessionError;
+use crate::error::SessionError;
 use bytes::BytesMut;
 use command::{Command, UnknownCommand};
 use pgrouter_protocol::backend::{self as be, TransactionStatus};

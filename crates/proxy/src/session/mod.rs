@@ -4,15 +4,28 @@
 //! - [`client`](self::client): the client socket with its buffers and message reads.
 //! - `startup`: SSL/GSS refusals, cancel requests, the `StartupMessage`.
 //! - `auth`: pgrouter authenticates the client (SCRAM-SHA-256, MD5, trust).
-//! - `relay`: the session loop; routing requests at transaction boundaries and sending them.
+//! - `relay`: the session loop and the `Session` it drives.
+//! - `intake`: the client's input: units, what is answered without a server, routing at
+//!   transaction boundaries.
+//! - `plan`: what a unit is (classified once) and where it goes.
+//! - `links`: the session's server connections: opening, moving, cancel targets, hand-back.
+//! - `forward`: sending a unit with its bookkeeping (replay, invisible prepares, held reads).
+//! - `answers`: pgrouter's own error answers, shaped as PostgreSQL would.
 //! - `unit`: cutting client input into routable units; the message bodies routing reads.
 //! - `server_output`: relaying server output with the per-connection bookkeeping.
 //! - `backend`: one server connection of a session and what it owes.
 //! - `state`: session state that moves between server connections (replay log, statements).
 
+mod answers;
 mod auth;
 mod backend;
-pub mod client;
+/// The client socket (shared with the admin console, so it lives at the crate root).
+pub use crate::client;
+pub use crate::error::SessionError;
+mod forward;
+mod intake;
+mod links;
+mod plan;
 mod relay;
 mod server_output;
 mod startup;
@@ -36,34 +49,6 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// Why a session ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The client closed its connection or its socket failed: nobody to tell.
-    #[error("client disconnected")]
-    ClientGone,
-    /// pgrouter ends the session with this error, sent to the client first.
-    #[error("{}", .0.message)]
-    Fatal(ErrorResponse),
-    /// The server refused the login; its own `ErrorResponse` (kept whole) is relayed, then the
-    /// connection closes.
-    #[error("server refused the login")]
-    ServerRefused(bytes::Bytes),
-    /// The server's connection ended; the client was told.
-    #[error("server connection lost: {0}")]
-    ServerLost(String),
-    /// The request cannot be served now (no primary, no replica): it is answered with this error
-    /// and the session goes on.
-    #[error("{}", .0.message)]
-    Unavailable(ErrorResponse),
-}
-
-impl From<ErrorResponse> for SessionError {
-    fn from(e: ErrorResponse) -> Self {
-        SessionError::Fatal(e)
-    }
-}
 
 /// The FATAL error a client gets when its server connection ends without saying why.
 pub(super) fn server_lost() -> SessionError {

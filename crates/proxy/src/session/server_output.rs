@@ -37,7 +37,7 @@ impl Session<'_> {
             };
             if b.busy() || in_tx || pinned {
                 return self
-                    .abandon(client, slot, super::relay::transaction_lost(), &[])
+                    .abandon(client, slot, super::answers::transaction_lost(), &[])
                     .await;
             }
             // An idle connection went away: the next request opens a new one and replays state.

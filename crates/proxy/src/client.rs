@@ -1,7 +1,7 @@
 //! The client's socket and its read buffer.
 
-use super::SessionError;
 use crate::clients::ClientEntry;
+use crate::error::SessionError;
 use bytes::BytesMut;
 use pgrouter_protocol::frame::{self, FrameError};
 use pgrouter_protocol::{ErrorResponse, SqlState};

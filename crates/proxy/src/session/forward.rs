@@ -1,0 +1,301 @@
+//! Sending a unit to a server connection with the bookkeeping it needs: replayed session state
+//! first, statements the connection lacks prepared invisibly, a read held for a re-run.
+
+use super::backend::Slot;
+use super::client::ClientConn;
+use super::relay::Session;
+use super::unit::{
+    body, classify_text, effective_route, frames, leaves_session_clean, may_set_sequences, name_key,
+};
+use super::{server_lost, SessionError};
+use bytes::{Bytes, BytesMut};
+use pgrouter_protocol::frontend as fe;
+use pgrouter_sql::Classification;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+impl Session<'_> {
+    /// Re-runs a held read on the primary: its replica rejected it with `25006` or the replica
+    /// connection broke before anything reached the client.
+    pub(super) async fn retry_on_primary(
+        &mut self,
+        client: &mut ClientConn,
+        retry: super::backend::Retry,
+    ) -> Result<(), SessionError> {
+        self.inflight.clear();
+        let slot = match self.ensure(Slot::Primary).await {
+            Ok(slot) => slot,
+            Err(SessionError::Unavailable(error)) => {
+                return self.answer_with_error(client, &retry.unit, &error).await
+            }
+            Err(e) => return Err(e),
+        };
+        let mut prefix = BytesMut::new();
+        self.replay_into(slot, &mut prefix);
+        self.point_cancel_at(slot);
+        self.current = slot;
+        let (unit, parts) = (retry.unit.clone(), retry.parts.clone());
+        if retry.reruns < super::backend::MAX_RERUNS {
+            // Hold this answer too: the primary connection may be lost before answering.
+            if let Some(b) = self.backend(slot) {
+                b.retry = Some(super::backend::Retry {
+                    reruns: retry.reruns + 1,
+                    ..retry
+                });
+            }
+        }
+        self.send(slot, &unit, parts, prefix).await
+    }
+
+    /// Appends the session changes this connection has not run yet (their results are swallowed).
+    pub(super) fn replay_into(&mut self, slot: Slot, out: &mut BytesMut) {
+        let total = self.state.replay.len();
+        let log = &self.state.replay;
+        let b = match slot {
+            Slot::Primary => self.primary.as_mut(),
+            Slot::Read => self.read.as_mut(),
+        };
+        let Some(b) = b else { return };
+        // Sequence state of another session, or this session's from before its latest write
+        // elsewhere: `currval` must fail there (55000), never answer with someone else's value.
+        if b.sequences
+            .is_some_and(|mark| mark != self.state.sequence_mark())
+        {
+            fe::write_query(out, "DISCARD SEQUENCES");
+            b.swallow += 1;
+            b.prepared.remove("");
+            b.sequences = None;
+        }
+        if b.replayed >= total {
+            return;
+        }
+        let pending = &log[b.replayed..];
+        if pending
+            .iter()
+            .any(|s| s == "DISCARD ALL" || s == "DEALLOCATE ALL")
+        {
+            b.prepared.clear();
+        }
+        // The replay is a simple query: it destroys the connection's unnamed statement.
+        b.prepared.remove("");
+        let sql = pending.join(";\n");
+        // Replay runs as one implicit transaction, so a DISCARD ALL inside it would fail: run
+        // such logs statement by statement.
+        if pending.len() > 1 && pending.iter().any(|s| s == "DISCARD ALL") {
+            for s in pending {
+                fe::write_query(out, s);
+                b.swallow += 1;
+            }
+        } else {
+            fe::write_query(out, &sql);
+            b.swallow += 1;
+        }
+        b.replayed = total;
+    }
+
+    /// Sends client messages to a connection with the bookkeeping they need; `prefix` holds
+    /// pgrouter's own messages to send first.
+    pub(super) async fn send(
+        &mut self,
+        slot: Slot,
+        bytes: &Bytes,
+        parts: Vec<Arc<Classification>>,
+        mut out: BytesMut,
+    ) -> Result<(), SessionError> {
+        self.timing.started(&self.entry);
+        self.show_links();
+        let state = &mut self.state;
+        let (b, mut other) = match slot {
+            Slot::Primary => (self.primary.as_mut(), self.read.as_mut()),
+            Slot::Read => (self.read.as_mut(), self.primary.as_mut()),
+        };
+        let Some(b) = b else {
+            return Err(server_lost());
+        };
+        if parts.iter().any(|c| may_set_sequences(c)) {
+            // Another connection holding this session's older sequence state is stale now.
+            b.sequences = Some(state.wrote());
+        }
+        for c in &parts {
+            self.ctx.stats.routed(b.node, c.route, c.rule);
+            // `parts` holds what the unit runs, prepared statements it binds included.
+            if !leaves_session_clean(self.ctx, c) {
+                b.dirty = true;
+            }
+            // DEALLOCATE of a protocol-level statement this connection does not hold (it was
+            // prepared on another one): prepare it here first, invisibly, so that the DEALLOCATE
+            // succeeds as it would have on the client's one connection.
+            for change in &c.effects.session {
+                let pgrouter_sql::SessionChange::Deallocate(Some(name)) = change else {
+                    continue;
+                };
+                let Some(stored) = state.statements.get(name.as_str()) else {
+                    continue;
+                };
+                if b.prepared.get(name.as_str()) != Some(&stored.version) {
+                    if b.prepared.contains_key(name.as_str()) {
+                        fe::write_close_statement(&mut out, name.as_bytes());
+                    }
+                    out.extend_from_slice(&stored.parse);
+                    fe::write_sync(&mut out);
+                    b.swallow += 1;
+                    b.prepared.insert(name.clone(), stored.version);
+                }
+            }
+        }
+        // Copy only when something has to be inserted between client messages.
+        let mut copied_upto = 0usize;
+        let mut pos = 0usize;
+        for (tag, msg) in frames(bytes) {
+            let start = pos;
+            pos += msg.len();
+            match tag {
+                fe::QUERY => {
+                    b.pending += 1;
+                    b.syncs_since_execute = 0;
+                    // A simple query ends an open extended-protocol segment.
+                    b.in_segment = false;
+                    b.segment_runs = false;
+                    // A simple query destroys the unnamed statement, for the session too.
+                    b.prepared.remove("");
+                    state.statements.remove("");
+                }
+                fe::SYNC => {
+                    b.pending += 1;
+                    b.syncs_since_execute += 1;
+                    b.in_segment = false;
+                    b.segment_runs = false;
+                }
+                fe::FUNCTION_CALL => {
+                    b.pending += 1;
+                    // A function called by OID: pgrouter cannot tell what it does.
+                    b.dirty = true;
+                }
+                fe::COPY_DONE | fe::COPY_FAIL => {
+                    // Syncs sent during copy-in were ignored by the server.
+                    b.pending = b.pending.saturating_sub(b.syncs_since_execute);
+                    b.syncs_since_execute = 0;
+                }
+                fe::PARSE => {
+                    b.in_segment = true;
+                    let Some((raw_name, sql)) = fe::parse_parse(body(msg)) else {
+                        continue;
+                    };
+                    let name = name_key(raw_name);
+                    let name = name.as_ref();
+                    let c = classify_text(self.ctx, sql);
+                    let route = effective_route(self.ctx, state, &c);
+                    let stale = !name.is_empty()
+                        && b.prepared.contains_key(name)
+                        && !state.statements.contains_key(name);
+                    // The unnamed statement is replaced often: keep a view of the client's
+                    // buffer rather than a copy. Named ones live long: copy them out.
+                    let parse = if name.is_empty() {
+                        bytes.slice(start..pos)
+                    } else {
+                        Bytes::copy_from_slice(msg)
+                    };
+                    let version = state.store_statement(name, raw_name.len(), parse, route, c);
+                    if stale {
+                        // The client closed it on another connection: close it here first.
+                        out.extend_from_slice(&bytes[copied_upto..start]);
+                        copied_upto = start;
+                        fe::write_close_statement(&mut out, name.as_bytes());
+                        b.hide_close += 1;
+                    }
+                    if name.is_empty() {
+                        // The other connection's unnamed statement is not the client's any more.
+                        if let Some(o) = other.as_deref_mut() {
+                            o.prepared.remove("");
+                        }
+                    }
+                    b.prepared.insert(name.to_owned(), version);
+                }
+                fe::BIND | fe::DESCRIBE => {
+                    b.in_segment = true;
+                    b.segment_runs |= tag == fe::BIND;
+                    let name = if tag == fe::BIND {
+                        fe::bind_statement(body(msg))
+                    } else {
+                        fe::describe_target(body(msg))
+                            .and_then(|(k, n)| (k == fe::TARGET_STATEMENT).then_some(n))
+                    };
+                    let Some(raw_name) = name else {
+                        continue;
+                    };
+                    let name = name_key(raw_name);
+                    let name = name.as_ref();
+                    let Some(stored) = state.statements.get(name) else {
+                        if state.sql_prepared.contains_key(name) {
+                            // Made by SQL PREPARE on this connection's session: it is there.
+                            continue;
+                        }
+                        // A statement this client never prepared (or closed). The connection may
+                        // hold one of that name that another client left: close it first, so
+                        // that the server answers with its own 26000 and runs nothing.
+                        out.extend_from_slice(&bytes[copied_upto..start]);
+                        copied_upto = start;
+                        fe::write_close_statement(&mut out, raw_name);
+                        b.hide_close += 1;
+                        b.prepared.remove(name);
+                        continue;
+                    };
+                    match b.prepared.get(name) {
+                        Some(v) if *v == stored.version => {
+                            if !name.is_empty() {
+                                self.ctx.prepared_stats.hits.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        have => {
+                            if !name.is_empty() {
+                                self.ctx
+                                    .prepared_stats
+                                    .misses
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            // Prepared on another connection: prepare it here, invisibly.
+                            out.extend_from_slice(&bytes[copied_upto..start]);
+                            copied_upto = start;
+                            if have.is_some() {
+                                fe::write_close_statement(&mut out, raw_name);
+                                b.hide_close += 1;
+                            }
+                            out.extend_from_slice(&stored.parse);
+                            b.hide_parse += 1;
+                            b.prepared.insert(name.to_owned(), stored.version);
+                        }
+                    }
+                }
+                fe::CLOSE => {
+                    b.in_segment = true;
+                    if let Some((fe::TARGET_STATEMENT, raw_name)) = fe::describe_target(body(msg)) {
+                        let name = name_key(raw_name);
+                        state.statements.remove(name.as_ref());
+                        b.prepared.remove(name.as_ref());
+                    }
+                }
+                fe::EXECUTE => {
+                    b.in_segment = true;
+                    b.segment_runs = true;
+                    b.syncs_since_execute = 0;
+                }
+                fe::FLUSH => b.in_segment = true,
+                _ => {}
+            }
+        }
+        self.inflight.extend(parts);
+        let result = if !out.is_empty() {
+            out.extend_from_slice(&bytes[copied_upto..]);
+            b.conn.stream.write_all(&out).await
+        } else {
+            b.conn.stream.write_all(bytes).await
+        };
+        if let Err(e) = result {
+            // The connection is dead: reading it reports the end, and the requests just counted
+            // as owed are answered then (see `abandon`).
+            tracing::debug!(error = %e, "writing to a server connection failed");
+        }
+        Ok(())
+    }
+}

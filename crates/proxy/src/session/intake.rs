@@ -1,0 +1,315 @@
+//! The client side: cutting the client's buffered input into units, answering what needs no
+//! server (`Parse` alone, a lone `BEGIN`), and routing the rest at transaction boundaries.
+
+use super::answers::transaction_lost;
+use super::backend::Slot;
+use super::client::{frame_error, ClientConn};
+use super::plan::{unresolved_functions, Plan};
+use super::relay::{Drain, Session};
+use super::unit::{
+    body, classify_text, effective_route, frames, name_key, next_unit, protocol_violation,
+};
+use super::{server_lost, SessionError};
+use bytes::{Bytes, BytesMut};
+use pgrouter_protocol::backend::{self as be, TransactionStatus};
+use pgrouter_protocol::frame;
+use pgrouter_protocol::{frontend as fe, ErrorResponse, SqlState};
+
+impl Session<'_> {
+    /// Handles every complete client message in the buffer.
+    pub(super) async fn drain_client(
+        &mut self,
+        client: &mut ClientConn,
+    ) -> Result<Drain, SessionError> {
+        let max_len = self.ctx.max_message_size();
+        loop {
+            if let Some(slot) = self.attached() {
+                // Inside a transaction or a segment: everything goes to the same connection.
+                let mut ready = 0;
+                let mut terminate = false;
+                while let Some(f) =
+                    frame::next_frame(&client.buf[ready..], max_len).map_err(frame_error)?
+                {
+                    if !fe::is_session_message(f.tag) {
+                        return Err(protocol_violation(format!(
+                            "invalid frontend message type {}",
+                            f.tag
+                        )));
+                    }
+                    if f.tag == fe::TERMINATE {
+                        terminate = true;
+                        break;
+                    }
+                    ready += f.total_len;
+                }
+                if ready > 0 {
+                    let bytes = client.buf.split_to(ready).freeze();
+                    if self.backend(slot).is_none() || self.is_stale(slot) {
+                        // The transaction's server is gone or is not the primary any more:
+                        // never send it more (that could write to two primaries).
+                        self.abandon(client, slot, transaction_lost(), &bytes)
+                            .await?;
+                    } else {
+                        let classifications = self.classify_unit(&bytes).runs;
+                        self.send(slot, &bytes, classifications, BytesMut::new())
+                            .await?;
+                    }
+                }
+                if terminate {
+                    return Ok(Drain::Terminated);
+                }
+                // Make room for a partly received message.
+                let _ = next_unit(&mut client.buf, max_len)?;
+                return Ok(Drain::NeedMore);
+            }
+            let Some(unit) = next_unit(&mut client.buf, max_len)? else {
+                return Ok(Drain::NeedMore);
+            };
+            if unit.terminate {
+                return Ok(Drain::Terminated);
+            }
+            if let Some(error) = self.lost_transaction.take() {
+                if self.busy().is_some() {
+                    self.lost_transaction = Some(error);
+                    return Ok(Drain::Blocked);
+                }
+                let bytes = client.buf.split_to(unit.len).freeze();
+                self.answer_lost_transaction(client, &bytes, error).await?;
+                continue;
+            }
+            if self.transaction_pooling
+                && self.busy().is_none()
+                && self.prepare_locally(client, unit.len).await?
+            {
+                continue;
+            }
+            self.follow_topology();
+            let mut plan = self.plan(&client.buf[..unit.len]);
+            let unknown = unresolved_functions(self.ctx, plan.parts.iter().chain(&plan.parsed));
+            if !unknown.is_empty() {
+                if self.busy().is_some() {
+                    return Ok(Drain::Blocked);
+                }
+                match self.look_up_volatility(client, &unknown).await {
+                    Ok(()) => plan = self.plan(&client.buf[..unit.len]),
+                    Err(SessionError::Unavailable(error)) => {
+                        let bytes = client.buf.split_to(unit.len).freeze();
+                        self.answer_with_error(client, &bytes, &error).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(busy) = self.busy() {
+                // Earlier requests are still answering: keep responses in order by sending this one
+                // to the same connection, or by waiting until that connection is done (also when
+                // that connection's node lost its role: it is replaced once it owes nothing).
+                let holding = self.backend(busy).is_some_and(|b| b.retry.is_some());
+                if plan.deferred_begin
+                    || holding
+                    || plan.slot.is_some_and(|s| s != busy)
+                    || (plan.slot == Some(busy) && self.is_stale(busy))
+                {
+                    if let Some(b) = self.backend(busy) {
+                        // Busy only with a segment that prepared statements: close it, then go on.
+                        b.close_idle_segment().await;
+                    }
+                    return Ok(Drain::Blocked);
+                }
+            }
+            let bytes = client.buf.split_to(unit.len).freeze();
+            self.route_unit(client, bytes, plan).await?;
+        }
+    }
+
+    /// Transaction pooling: a request that only prepares named statements (`Parse`… `Sync`, as
+    /// libpq's `PQprepare` sends) outside a transaction is answered here, without taking a server
+    /// connection; each statement is prepared on whichever connection first runs it. Waiting for
+    /// a connection here could deadlock a client program that prepares on one connection while it
+    /// holds a transaction open on another (pgbench does). An invalid statement reports its error
+    /// when first used. Returns whether the request was answered.
+    pub(super) async fn prepare_locally(
+        &mut self,
+        client: &mut ClientConn,
+        len: usize,
+    ) -> Result<bool, SessionError> {
+        if self.state.tx_status != TransactionStatus::Idle || self.deferred_begin.is_some() {
+            return Ok(false);
+        }
+        let unit = &client.buf[..len];
+        let count = frames(unit).count();
+        let only_named_parses = count >= 2
+            && frames(unit).enumerate().all(|(i, (tag, msg))| {
+                if i + 1 == count {
+                    tag == fe::SYNC
+                } else {
+                    tag == fe::PARSE
+                        && fe::parse_parse(body(msg)).is_some_and(|(name, _)| !name.is_empty())
+                }
+            });
+        if !only_named_parses {
+            return Ok(false);
+        }
+        let bytes = client.buf.split_to(len).freeze();
+        let mut out = BytesMut::new();
+        let mut failed = false;
+        for (tag, msg) in frames(&bytes) {
+            if tag == fe::SYNC {
+                be::ready_for_query(&mut out, TransactionStatus::Idle);
+                continue;
+            }
+            let Some((name, sql)) = fe::parse_parse(body(msg)) else {
+                continue;
+            };
+            if failed {
+                continue;
+            }
+            let name_len = name.len();
+            let name = name_key(name);
+            let name = name.as_ref();
+            if self.state.statements.contains_key(name) {
+                ErrorResponse::error(
+                    SqlState::DUPLICATE_PREPARED_STATEMENT,
+                    format!("prepared statement \"{name}\" already exists"),
+                )
+                .encode(&mut out);
+                failed = true;
+                continue;
+            }
+            let c = classify_text(self.ctx, sql);
+            let route = effective_route(self.ctx, &self.state, &c);
+            self.state
+                .store_statement(name, name_len, Bytes::copy_from_slice(msg), route, c);
+            be::parse_complete(&mut out);
+        }
+        client.write_all(&out).await?;
+        Ok(true)
+    }
+
+    /// Asks the primary's catalog whether these functions are VOLATILE, on the session's own
+    /// primary connection (which is idle here), and caches the answer for every session.
+    pub(super) async fn look_up_volatility(
+        &mut self,
+        client: &mut ClientConn,
+        names: &[String],
+    ) -> Result<(), SessionError> {
+        let slot = self.ensure(Slot::Primary).await?;
+        let list = names
+            .iter()
+            .map(|n| format!("'{}'", n.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT proname, bool_or(provolatile = 'v') FROM pg_catalog.pg_proc \
+             WHERE proname IN ({list}) GROUP BY proname"
+        );
+        let Some(b) = self.backend(slot) else {
+            return Err(server_lost());
+        };
+        let rows = b.query_rows(client, &sql).await?;
+        self.ctx
+            .remember_volatility(rows.into_iter().filter_map(|row| {
+                let name = row.first()?.clone()?;
+                let volatile = row.get(1)?.as_deref() == Some("t");
+                Some((name, volatile))
+            }));
+        Ok(())
+    }
+
+    /// Sends a unit that starts at a transaction boundary where its plan says.
+    pub(super) async fn route_unit(
+        &mut self,
+        client: &mut ClientConn,
+        bytes: Bytes,
+        plan: Plan,
+    ) -> Result<(), SessionError> {
+        if plan.deferred_begin {
+            // A lone BEGIN: answer it now and let the next request choose the node.
+            self.deferred_begin = Some(bytes);
+            self.state.tx_status = TransactionStatus::InTransaction;
+            let mut out = BytesMut::with_capacity(32);
+            be::command_complete(&mut out, "BEGIN");
+            be::ready_for_query(&mut out, TransactionStatus::InTransaction);
+            client.write_all(&out).await?;
+            return Ok(());
+        }
+        if let Some(error) = plan.unavailable {
+            return self.answer_with_error(client, &bytes, &error).await;
+        }
+        let wanted = plan
+            .slot
+            .unwrap_or(if self.backend(self.current).is_some() {
+                self.current
+            } else {
+                Slot::Primary
+            });
+        // While the request waits for a server connection (a pool checkout, a new replica
+        // connection), a cancel for it has no server to go to: it cancels the request instead.
+        // Only for a whole request outside a transaction with nothing else in flight, which
+        // can be answered here exactly as PostgreSQL would have answered it.
+        let cancellable = self.busy().is_none()
+            && self.state.tx_status == TransactionStatus::Idle
+            && self.deferred_begin.is_none()
+            && matches!(
+                frames(&bytes).last().map(|(tag, _)| tag),
+                Some(fe::QUERY | fe::SYNC | fe::FUNCTION_CALL)
+            );
+        if cancellable {
+            self.cancel.request_waits();
+        }
+        let ensured = self.ensure(wanted).await;
+        if cancellable && self.cancel.request_sent() {
+            let cancelled = ErrorResponse::error(
+                SqlState::QUERY_CANCELED,
+                "canceling statement due to user request",
+            );
+            self.answer_with_error(client, &bytes, &cancelled).await?;
+            if let Ok(slot) = ensured {
+                // Transaction pooling: the connection it waited for goes back at once.
+                self.release_if_idle(slot).await;
+            }
+            return Ok(());
+        }
+        let slot = match ensured {
+            Ok(slot) => slot,
+            Err(SessionError::Unavailable(error)) => {
+                // No primary after the failover timeout: this request fails, the session stays.
+                if self.deferred_begin.take().is_some() {
+                    self.state.tx_status = TransactionStatus::Idle;
+                }
+                return self.answer_with_error(client, &bytes, &error).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut prefix = BytesMut::new();
+        // Session changes first, outside the transaction: replayed after the deferred BEGIN,
+        // a ROLLBACK would undo them (and the server would report the old client_encoding).
+        self.replay_into(slot, &mut prefix);
+        if let Some(begin) = self.deferred_begin.take() {
+            prefix.extend_from_slice(&begin);
+            if let Some(b) = self.backend(slot) {
+                b.swallow += 1;
+                // A simple query destroys the connection's unnamed statement.
+                b.prepared.remove("");
+            }
+        }
+        if slot != self.current {
+            self.point_cancel_at(slot);
+        }
+        self.current = slot;
+        // Only a unit that is provably a read may be held for a re-run elsewhere.
+        let retryable = plan.is_read
+            && self.state.tx_status == TransactionStatus::Idle
+            && matches!(frames(&bytes).last(), Some((fe::SYNC | fe::QUERY, _)));
+        if retryable {
+            if let Some(b) = self.backend(slot) {
+                b.retry = Some(super::backend::Retry {
+                    unit: bytes.clone(),
+                    parts: plan.parts.clone(),
+                    reruns: 0,
+                });
+            }
+        }
+        self.send(slot, &bytes, plan.parts, prefix).await
+    }
+}
