@@ -403,3 +403,83 @@ async fn client_disconnect_releases_the_server_connection() {
         cluster.superuser_sql(&format!("SELECT state, query, backend_start FROM pg_stat_activity WHERE application_name = '{app}'"))
     );
 }
+
+/// One extended-protocol segment on the primary that DEALLOCATEs a statement the primary
+/// connection never held (pgrouter prepares it there first, in a request of its own) and runs
+/// another it must prepare there invisibly: the client sees exactly PostgreSQL's replies, no
+/// `ParseComplete` of pgrouter's own. (The first injected request's `ParseComplete` used to use
+/// up the count meant for the second, which then reached the client.)
+#[test]
+fn injected_prepares_stay_invisible_in_one_segment() {
+    use crate::raw::{message, RawClient};
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = crate::harness::Router::start_weighted(cluster, [0, 1, 1], "");
+    let mut c = RawClient::login(router.port, "rawtest");
+    let cstr = |s: &str| {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    };
+    let parse = |name: &str, sql: &str| {
+        let mut body = cstr(name);
+        body.extend(cstr(sql));
+        body.extend(0i16.to_be_bytes());
+        message(b'P', &body)
+    };
+    let bind = |statement: &str| {
+        let mut body = cstr("");
+        body.extend(cstr(statement));
+        body.extend([0, 0, 0, 0, 0, 0]);
+        message(b'B', &body)
+    };
+    let execute = || {
+        let mut body = cstr("");
+        body.extend(0i32.to_be_bytes());
+        message(b'E', &body)
+    };
+    let sync = || message(b'S', &[]);
+    let tags_until_ready = |c: &mut RawClient| {
+        let mut tags = Vec::new();
+        loop {
+            let (tag, body) = c.read_message().expect("an answer");
+            tags.push(tag);
+            if tag == b'E' {
+                panic!("error: {}", String::from_utf8_lossy(&body));
+            }
+            if tag == b'Z' {
+                return tags;
+            }
+        }
+    };
+    // Two reads, prepared and run: they live on the replica connection only.
+    for name in ["a", "b"] {
+        c.send(&[parse(name, "SELECT pg_is_in_recovery()"), sync()].concat());
+        assert_eq!(tags_until_ready(&mut c), b"1Z");
+        c.send(&[bind(name), execute(), sync()].concat());
+        assert_eq!(tags_until_ready(&mut c), b"2DCZ");
+    }
+    // The session's current connection becomes the primary.
+    c.send_query("/* pgrouter: primary */ SELECT 1");
+    assert_eq!(tags_until_ready(&mut c), b"TDCZ");
+    c.send(
+        &[
+            parse("", "DEALLOCATE a"),
+            bind(""),
+            execute(),
+            bind("b"),
+            execute(),
+            sync(),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        String::from_utf8(tags_until_ready(&mut c)).unwrap(),
+        "12C2DCZ",
+        "PostgreSQL's replies, nothing of pgrouter's own"
+    );
+    // The session goes on; a is gone, b works.
+    c.send(&[bind("b"), execute(), sync()].concat());
+    assert_eq!(tags_until_ready(&mut c), b"2DCZ");
+}

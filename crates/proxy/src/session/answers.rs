@@ -36,9 +36,9 @@ impl Session<'_> {
                     // Part of a message reached the client: its stream cannot be repaired.
                     return Err(server_lost());
                 }
-                tracing::warn!(node = %self.ctx.node_name(b.node), owed = b.pending, in_tx,
+                tracing::warn!(node = %self.ctx.node_name(b.node), owed = b.ledger.owed(), in_tx,
                     "server connection lost mid-request; failing the request, keeping the client");
-                let owed = (b.pending, b.saw_error);
+                let owed = (b.ledger.owed(), b.ledger.saw_error());
                 b.terminate().await;
                 owed
             }

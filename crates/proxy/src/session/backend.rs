@@ -3,6 +3,7 @@
 //! still owes.
 
 use super::client::reserve_for_read;
+use super::ledger::Ledger;
 use crate::context::{PooledState, SequenceMark};
 use bytes::BytesMut;
 use pgrouter_conn::ServerConn;
@@ -38,30 +39,8 @@ pub(crate) struct Backend {
     pub(crate) prepared: HashMap<String, u64>,
     /// Whose sequence state the connection may hold (see [`SequenceMark`]).
     pub(crate) sequences: Option<SequenceMark>,
-    /// `ReadyForQuery` messages owed for client requests.
-    pub(crate) pending: u32,
-    /// `ReadyForQuery` messages owed for requests pgrouter injected; everything up to and
-    /// including each of them is swallowed.
-    pub(crate) swallow: u32,
-    /// `ParseComplete` / `CloseComplete` messages for injected mid-segment messages, to hide.
-    pub(crate) hide_parse: u32,
-    pub(crate) hide_close: u32,
-    /// `Sync`s sent since the last `Execute`/`Query`: if that started a COPY FROM STDIN, the server
-    /// ignores them (it ignores Sync in copy-in mode) and they owe no `ReadyForQuery`.
-    pub(crate) syncs_since_execute: u32,
-    /// Extended-protocol messages were sent since the last `Sync`.
-    pub(crate) in_segment: bool,
-    /// The open segment has a `Bind` or `Execute`: it holds a portal or an implicit
-    /// transaction, so everything up to its `Sync` must follow it. A segment of only `Parse`,
-    /// `Describe` and `Flush` (asyncpg prepares so) holds nothing and may be closed by pgrouter.
-    pub(crate) segment_runs: bool,
-    /// `ReadyForQuery` messages owed for `Sync`s pgrouter sent to close such a segment: only
-    /// the `ReadyForQuery` itself is hidden.
-    pub(crate) hide_ready: u32,
-    /// An `ErrorResponse` arrived for the current client request.
-    pub(crate) saw_error: bool,
-    /// The server sent a FATAL error.
-    pub(crate) said_fatal: bool,
+    /// What the connection owes and which replies the client must not see.
+    pub(crate) ledger: Ledger,
     /// The client ran something here that may have left session state pgrouter does not track
     /// (see `unit::leaves_session_clean`): the connection is reset before it is pooled.
     pub(crate) dirty: bool,
@@ -106,16 +85,7 @@ impl Backend {
             replayed: 0,
             prepared,
             sequences,
-            pending: 0,
-            swallow: 0,
-            hide_parse: 0,
-            hide_close: 0,
-            syncs_since_execute: 0,
-            in_segment: false,
-            segment_runs: false,
-            hide_ready: 0,
-            saw_error: false,
-            said_fatal: false,
+            ledger: Ledger::default(),
             dirty: false,
             retry: None,
         }
@@ -133,18 +103,16 @@ impl Backend {
     /// True while the connection owes responses or is inside an extended-protocol segment: the
     /// session may not switch to another connection.
     pub(crate) fn busy(&self) -> bool {
-        self.pending > 0 || self.swallow > 0 || self.hide_ready > 0 || self.in_segment
+        self.ledger.busy()
     }
 
     /// Closes an open segment that only prepared or described statements (the client moved on
     /// without a `Sync`) so that the session may use another connection: a `Sync` whose
     /// `ReadyForQuery` is hidden. Returns whether it did.
     pub(crate) async fn close_idle_segment(&mut self) -> bool {
-        if !self.in_segment || self.segment_runs || self.pending > 0 || self.swallow > 0 {
+        if !self.ledger.close_idle_segment() {
             return false;
         }
-        self.in_segment = false;
-        self.hide_ready += 1;
         let mut sync = BytesMut::with_capacity(5);
         pgrouter_protocol::frontend::write_sync(&mut sync);
         // A dead connection is noticed when it is read.

@@ -63,7 +63,7 @@ impl Session<'_> {
             .is_some_and(|mark| mark != self.state.sequence_mark())
         {
             fe::write_query(out, "DISCARD SEQUENCES");
-            b.swallow += 1;
+            b.ledger.injected_request();
             b.prepared.remove("");
             b.sequences = None;
         }
@@ -85,11 +85,11 @@ impl Session<'_> {
         if pending.len() > 1 && pending.iter().any(|s| s == "DISCARD ALL") {
             for s in pending {
                 fe::write_query(out, s);
-                b.swallow += 1;
+                b.ledger.injected_request();
             }
         } else {
             fe::write_query(out, &sql);
-            b.swallow += 1;
+            b.ledger.injected_request();
         }
         b.replayed = total;
     }
@@ -139,7 +139,7 @@ impl Session<'_> {
                     }
                     out.extend_from_slice(&stored.parse);
                     fe::write_sync(&mut out);
-                    b.swallow += 1;
+                    b.ledger.injected_request();
                     b.prepared.insert(name.clone(), stored.version);
                 }
             }
@@ -150,35 +150,18 @@ impl Session<'_> {
         for (tag, msg) in frames(bytes) {
             let start = pos;
             pos += msg.len();
+            b.ledger.sent(tag);
             match tag {
                 fe::QUERY => {
-                    b.pending += 1;
-                    b.syncs_since_execute = 0;
-                    // A simple query ends an open extended-protocol segment.
-                    b.in_segment = false;
-                    b.segment_runs = false;
                     // A simple query destroys the unnamed statement, for the session too.
                     b.prepared.remove("");
                     state.statements.remove("");
                 }
-                fe::SYNC => {
-                    b.pending += 1;
-                    b.syncs_since_execute += 1;
-                    b.in_segment = false;
-                    b.segment_runs = false;
-                }
                 fe::FUNCTION_CALL => {
-                    b.pending += 1;
                     // A function called by OID: pgrouter cannot tell what it does.
                     b.dirty = true;
                 }
-                fe::COPY_DONE | fe::COPY_FAIL => {
-                    // Syncs sent during copy-in were ignored by the server.
-                    b.pending = b.pending.saturating_sub(b.syncs_since_execute);
-                    b.syncs_since_execute = 0;
-                }
                 fe::PARSE => {
-                    b.in_segment = true;
                     let Some((raw_name, sql)) = fe::parse_parse(body(msg)) else {
                         continue;
                     };
@@ -202,7 +185,7 @@ impl Session<'_> {
                         out.extend_from_slice(&bytes[copied_upto..start]);
                         copied_upto = start;
                         fe::write_close_statement(&mut out, name.as_bytes());
-                        b.hide_close += 1;
+                        b.ledger.injected_close();
                     }
                     if name.is_empty() {
                         // The other connection's unnamed statement is not the client's any more.
@@ -213,8 +196,6 @@ impl Session<'_> {
                     b.prepared.insert(name.to_owned(), version);
                 }
                 fe::BIND | fe::DESCRIBE => {
-                    b.in_segment = true;
-                    b.segment_runs |= tag == fe::BIND;
                     let name = if tag == fe::BIND {
                         fe::bind_statement(body(msg))
                     } else {
@@ -237,7 +218,7 @@ impl Session<'_> {
                         out.extend_from_slice(&bytes[copied_upto..start]);
                         copied_upto = start;
                         fe::write_close_statement(&mut out, raw_name);
-                        b.hide_close += 1;
+                        b.ledger.injected_close();
                         b.prepared.remove(name);
                         continue;
                     };
@@ -259,28 +240,21 @@ impl Session<'_> {
                             copied_upto = start;
                             if have.is_some() {
                                 fe::write_close_statement(&mut out, raw_name);
-                                b.hide_close += 1;
+                                b.ledger.injected_close();
                             }
                             out.extend_from_slice(&stored.parse);
-                            b.hide_parse += 1;
+                            b.ledger.injected_parse();
                             b.prepared.insert(name.to_owned(), stored.version);
                         }
                     }
                 }
                 fe::CLOSE => {
-                    b.in_segment = true;
                     if let Some((fe::TARGET_STATEMENT, raw_name)) = fe::describe_target(body(msg)) {
                         let name = name_key(raw_name);
                         state.statements.remove(name.as_ref());
                         b.prepared.remove(name.as_ref());
                     }
                 }
-                fe::EXECUTE => {
-                    b.in_segment = true;
-                    b.segment_runs = true;
-                    b.syncs_since_execute = 0;
-                }
-                fe::FLUSH => b.in_segment = true,
                 _ => {}
             }
         }

@@ -288,7 +288,7 @@ impl Session<'_> {
         if let Some(begin) = self.deferred_begin.take() {
             prefix.extend_from_slice(&begin);
             if let Some(b) = self.backend(slot) {
-                b.swallow += 1;
+                b.ledger.injected_request();
                 // A simple query destroys the connection's unnamed statement.
                 b.prepared.remove("");
             }

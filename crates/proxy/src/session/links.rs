@@ -186,9 +186,7 @@ impl Session<'_> {
                 && b.retry.is_none()
                 && b.buf.is_empty()
                 && b.walker.at_boundary()
-                && b.hide_parse == 0
-                && b.hide_close == 0
-                && !b.said_fatal
+                && b.ledger.reusable()
         });
         if !idle {
             return;
@@ -237,7 +235,7 @@ impl Session<'_> {
                 && b.buf.is_empty()
                 && b.walker.at_boundary()
                 && !(in_tx && self.current == slot)
-                && !b.said_fatal;
+                && b.ledger.reusable();
             if reusable {
                 self.ctx
                     .pools

@@ -13,7 +13,8 @@
 //! - `answers`: pgrouter's own error answers, shaped as PostgreSQL would.
 //! - `unit`: cutting client input into routable units; the message bodies routing reads.
 //! - `server_output`: relaying server output with the per-connection bookkeeping.
-//! - `backend`: one server connection of a session and what it owes.
+//! - `backend`: one server connection of a session.
+//! - `ledger`: what a server connection owes and which replies the client must not see (no I/O).
 //! - `state`: session state that moves between server connections (replay log, statements).
 
 mod answers;
@@ -24,6 +25,7 @@ pub use crate::client;
 pub use crate::error::SessionError;
 mod forward;
 mod intake;
+mod ledger;
 mod links;
 mod plan;
 mod relay;

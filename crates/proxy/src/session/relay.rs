@@ -160,7 +160,7 @@ impl<'a> Session<'a> {
             return Some(self.current);
         }
         for (slot, b) in [(Slot::Primary, &self.primary), (Slot::Read, &self.read)] {
-            if b.as_ref().is_some_and(|b| b.in_segment && b.segment_runs) {
+            if b.as_ref().is_some_and(|b| b.ledger.in_running_segment()) {
                 return Some(slot);
             }
         }

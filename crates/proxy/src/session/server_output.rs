@@ -4,6 +4,7 @@
 
 use super::backend::Slot;
 use super::client::ClientConn;
+use super::ledger::{ErrorFor, Ready};
 use super::relay::Session;
 use super::unit::utf8;
 use super::{server_lost, SessionError};
@@ -54,7 +55,7 @@ impl Session<'_> {
             }) else {
                 return Ok(());
             };
-            let swallowing = b.swallow > 0;
+            let swallowing = b.ledger.swallowing();
             let holding = b.retry.is_some() && !swallowing;
             let step = b.walker.step(&b.buf, max_len, |t| {
                 swallowing
@@ -124,11 +125,7 @@ impl Session<'_> {
                     }
                     b.buf.advance(range.end);
                     b.walker.consumed(range.end);
-                    b.pending = b.pending.saturating_sub(1);
-                    b.swallow += 1;
-                    b.in_segment = false;
-                    b.hide_parse = 0;
-                    b.hide_close = 0;
+                    b.ledger.request_moved_elsewhere();
                     if hidden_write {
                         // Its functions are remembered as writing.
                         let written: Vec<(String, bool)> = retry
@@ -174,77 +171,72 @@ impl Session<'_> {
             let mut drop_it = swallowing;
             let mut compacted = None;
             match tag {
-                be::READY_FOR_QUERY if swallowing => b.swallow -= 1,
-                be::READY_FOR_QUERY if b.hide_ready > 0 => {
-                    // The end of a segment pgrouter closed (`close_idle_segment`). An error in it
-                    // was the client's answer to that segment, not to its next request.
-                    b.hide_ready -= 1;
-                    b.saw_error = false;
-                    drop_it = true;
-                }
-                be::READY_FOR_QUERY => {
-                    let status = rfq_status;
-                    b.pending = b.pending.saturating_sub(1);
-                    let done = b.pending == 0 && !b.in_segment;
-                    let failed = std::mem::take(&mut b.saw_error);
-                    if done {
-                        let finished = std::mem::take(&mut self.inflight);
-                        let discarded = !failed
-                            && finished.iter().any(|c| {
-                                c.effects
-                                    .session
-                                    .contains(&pgrouter_sql::SessionChange::DiscardAll)
-                            });
-                        let caught_up = b.replayed >= self.state.replay.len();
-                        if discarded {
-                            b.prepared.clear();
-                            self.state.statements.clear();
-                        }
-                        if !failed {
-                            // DEALLOCATE ran here: this connection no longer holds the statement.
-                            for change in finished.iter().flat_map(|c| c.effects.session.iter()) {
-                                match change {
-                                    pgrouter_sql::SessionChange::Deallocate(Some(name)) => {
-                                        b.prepared.remove(name.as_str());
+                be::READY_FOR_QUERY => match b.ledger.ready_for_query() {
+                    Ready::Swallowed => {}
+                    Ready::Hidden => {
+                        // The end of a segment pgrouter closed (`close_idle_segment`).
+                        drop_it = true;
+                    }
+                    Ready::Client { done, failed } => {
+                        let status = rfq_status;
+                        if done {
+                            let finished = std::mem::take(&mut self.inflight);
+                            let discarded = !failed
+                                && finished.iter().any(|c| {
+                                    c.effects
+                                        .session
+                                        .contains(&pgrouter_sql::SessionChange::DiscardAll)
+                                });
+                            let caught_up = b.replayed >= self.state.replay.len();
+                            if discarded {
+                                b.prepared.clear();
+                                self.state.statements.clear();
+                            }
+                            if !failed {
+                                // DEALLOCATE ran here: this connection no longer holds the statement.
+                                for change in finished.iter().flat_map(|c| c.effects.session.iter())
+                                {
+                                    match change {
+                                        pgrouter_sql::SessionChange::Deallocate(Some(name)) => {
+                                            b.prepared.remove(name.as_str());
+                                        }
+                                        pgrouter_sql::SessionChange::Deallocate(None) => {
+                                            b.prepared.clear();
+                                        }
+                                        _ => {}
                                     }
-                                    pgrouter_sql::SessionChange::Deallocate(None) => {
-                                        b.prepared.clear();
-                                    }
-                                    _ => {}
                                 }
                             }
+                            self.state.complete(&finished, failed, status);
+                            self.timing.answered(status, &self.ctx.stats, &self.entry);
+                            if caught_up {
+                                // This connection ran the changes itself.
+                                b.replayed = self.state.replay.len();
+                            }
+                            compacted = self.state.compact_replay();
+                        } else {
+                            self.state.tx_status = status;
                         }
-                        self.state.complete(&finished, failed, status);
-                        self.timing.answered(status, &self.ctx.stats, &self.entry);
-                        if caught_up {
-                            // This connection ran the changes itself.
-                            b.replayed = self.state.replay.len();
-                        }
-                        compacted = self.state.compact_replay();
-                    } else {
-                        self.state.tx_status = status;
                     }
-                }
-                be::ERROR_RESPONSE => {
-                    b.said_fatal |= is_fatal;
-                    if !swallowing && !b.busy() {
+                },
+                be::ERROR_RESPONSE => match b.ledger.error(is_fatal) {
+                    ErrorFor::Unsolicited => {
                         // Unsolicited (e.g. the connection was terminated while idle): not the
                         // client's business now; the connection is reopened when next needed, and
                         // a transaction open there fails at the client's next request.
                         tracing::info!(?code, "error from an idle server connection");
                         drop_it = true;
-                    } else if swallowing {
+                    }
+                    ErrorFor::Injected => {
                         tracing::warn!(
                             ?code,
                             "replaying session state on a server connection failed"
                         );
-                    } else {
+                    }
+                    ErrorFor::Client => {
                         if let Some(code) = &code {
                             self.ctx.stats.error(code.as_bytes());
                         }
-                        b.saw_error = true;
-                        b.hide_parse = 0;
-                        b.hide_close = 0;
                         if is_fatal && !(slot == Slot::Primary && self.state.pin.is_some()) {
                             // The server is closing this connection, but the client keeps its
                             // session (see `abandon`): to the client this is an ERROR.
@@ -252,15 +244,9 @@ impl Session<'_> {
                             pgrouter_protocol::error::downgrade_fatal(body);
                         }
                     }
-                }
-                be::PARSE_COMPLETE if b.hide_parse > 0 => {
-                    b.hide_parse -= 1;
-                    drop_it = true;
-                }
-                be::CLOSE_COMPLETE if b.hide_close > 0 => {
-                    b.hide_close -= 1;
-                    drop_it = true;
-                }
+                },
+                be::PARSE_COMPLETE => drop_it |= b.ledger.parse_complete(),
+                be::CLOSE_COMPLETE => drop_it |= b.ledger.close_complete(),
                 // A standby reports in_hot_standby=on; the client's session is with the primary.
                 be::PARAMETER_STATUS if !swallowing => drop_it = hot_standby_param,
                 _ => {}
