@@ -5,11 +5,25 @@ use crate::harness::{cluster, connect, psql, Cluster, Router};
 use std::sync::OnceLock;
 
 /// A router whose primary serves no reads (weight 0), so every read must land on a replica.
-fn router() -> Option<&'static Router> {
-    static ROUTER: OnceLock<Option<Router>> = OnceLock::new();
-    ROUTER
-        .get_or_init(|| {
-            cluster().map(|c| {
+/// The pooling mode a routing test runs under: every routing rule must hold in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pooling {
+    Session,
+    Transaction,
+}
+
+/// One router per pooling mode, reads on the replicas only, over tables and functions made once.
+fn router_in(pooling: Pooling) -> Option<&'static Router> {
+    static SESSION: OnceLock<Option<Router>> = OnceLock::new();
+    static TRANSACTION: OnceLock<Option<Router>> = OnceLock::new();
+    static SETUP: OnceLock<()> = OnceLock::new();
+    let (cell, extra) = match pooling {
+        Pooling::Session => (&SESSION, ""),
+        Pooling::Transaction => (&TRANSACTION, "pool: {mode: transaction}\n"),
+    };
+    cell.get_or_init(|| {
+        cluster().map(|c| {
+            SETUP.get_or_init(|| {
                 c.superuser_sql(
                     "CREATE TABLE IF NOT EXISTS routing_t (id serial PRIMARY KEY, v int); \
                      GRANT ALL ON routing_t TO app; GRANT ALL ON SEQUENCE routing_t_id_seq TO app; \
@@ -23,11 +37,45 @@ fn router() -> Option<&'static Router> {
                        AS $$ BEGIN RETURN nextval('routing_seq'); END $$",
                 );
                 c.wait_for_replicas();
-                Router::start_weighted(c, [0, 1, 1], "")
-            })
+            });
+            Router::start_weighted(c, [0, 1, 1], extra)
         })
-        .as_ref()
+    })
+    .as_ref()
 }
+
+/// The session-pooling router, for tests that concern one mode only.
+fn router() -> Option<&'static Router> {
+    router_in(Pooling::Session)
+}
+
+/// Runs a routing test (`async fn name(pooling: Pooling)`) once per pooling mode.
+macro_rules! in_both_pooling_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn session_pooling() {
+                    super::$name(super::Pooling::Session).await
+                }
+                #[tokio::test]
+                async fn transaction_pooling() {
+                    super::$name(super::Pooling::Transaction).await
+                }
+            }
+        )*
+    };
+}
+
+in_both_pooling_modes!(
+    statements_land_where_the_rules_say,
+    transactions_run_on_one_node,
+    session_state_follows_the_session,
+    prepared_statements_move_between_nodes,
+    session_features_pin_to_the_primary,
+    write_hidden_in_a_stable_function_is_rerun_on_the_primary,
+    read_of_an_unlogged_table_is_rerun_on_the_primary,
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ran {
@@ -78,9 +126,10 @@ const WHERE: &str = "inet_server_port(), pg_is_in_recovery()";
 
 /// One row per rule: the statement (which reports where it ran) and where it must run, through
 /// both the simple and the extended protocol.
-#[tokio::test]
-async fn statements_land_where_the_rules_say() {
-    let Some(router) = router() else { return };
+async fn statements_land_where_the_rules_say(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     let cases: Vec<(String, Ran)> = vec![
         (format!("SELECT {WHERE}"), Ran::Replica),
@@ -130,9 +179,10 @@ async fn statements_land_where_the_rules_say() {
 
 /// Transactions run on one node: read-write ones on the primary, declared read-only ones on a
 /// replica.
-#[tokio::test]
-async fn transactions_run_on_one_node() {
-    let Some(router) = router() else { return };
+async fn transactions_run_on_one_node(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     let q = format!("SELECT {WHERE}");
 
@@ -215,9 +265,10 @@ async fn transactions_run_on_one_node() {
 }
 
 /// Session settings follow the session to every node, and SET LOCAL stays in its transaction.
-#[tokio::test]
-async fn session_state_follows_the_session() {
-    let Some(router) = router() else { return };
+async fn session_state_follows_the_session(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     client
         .batch_execute("SET statement_timeout = '2345ms'; SET application_name = 'routing-test'")
@@ -276,9 +327,10 @@ async fn session_state_follows_the_session() {
 
 /// Prepared statements move between nodes: prepared on the primary (inside a transaction), then
 /// executed on a replica, and SQL-level PREPARE/EXECUTE routes as the prepared statement.
-#[tokio::test]
-async fn prepared_statements_move_between_nodes() {
-    let Some(router) = router() else { return };
+async fn prepared_statements_move_between_nodes(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     client.batch_execute("BEGIN").await.unwrap();
     let stmt = client
@@ -322,9 +374,10 @@ async fn prepared_statements_move_between_nodes() {
 }
 
 /// Temporary tables, LISTEN and session advisory locks pin the session to the primary.
-#[tokio::test]
-async fn session_features_pin_to_the_primary() {
-    let Some(router) = router() else { return };
+async fn session_features_pin_to_the_primary(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
     let q = format!("SELECT {WHERE}");
     for pin in [
         "CREATE TEMP TABLE pin_t (a int)",
@@ -393,9 +446,10 @@ fn psycopg_sees_the_same_routing() {
 
 /// A function that claims to be STABLE but writes: the replica rejects it with 25006 before
 /// anything reaches the client, and pgrouter re-runs it on the primary; the client sees a result.
-#[tokio::test]
-async fn write_hidden_in_a_stable_function_is_rerun_on_the_primary() {
-    let Some(router) = router() else { return };
+async fn write_hidden_in_a_stable_function_is_rerun_on_the_primary(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     for _ in 0..2 {
         let sql = format!("SELECT {WHERE}, sneaky_fn()");
@@ -410,9 +464,10 @@ async fn write_hidden_in_a_stable_function_is_rerun_on_the_primary() {
 
 /// A read of an UNLOGGED table is refused by a replica (0A000: its contents exist only on the
 /// primary): the read is re-run there, through both protocols.
-#[tokio::test]
-async fn read_of_an_unlogged_table_is_rerun_on_the_primary() {
-    let Some(router) = router() else { return };
+async fn read_of_an_unlogged_table_is_rerun_on_the_primary(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
     let client = connect(&router.conninfo("app", "app")).await.unwrap();
     client
         .batch_execute(
