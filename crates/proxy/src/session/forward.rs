@@ -45,7 +45,8 @@ impl Session<'_> {
                 });
             }
         }
-        self.send(slot, &unit, parts, prefix).await
+        // Its `Parse`s are classified again (from the cache): a retry is rare.
+        self.send(slot, &unit, parts, &[], prefix).await
     }
 
     /// Appends the session changes this connection has not run yet (their results are swallowed).
@@ -101,6 +102,7 @@ impl Session<'_> {
         slot: Slot,
         bytes: &Bytes,
         parts: Vec<Arc<Classification>>,
+        parses: &[Arc<Classification>],
         mut out: BytesMut,
     ) -> Result<(), SessionError> {
         self.timing.started(&self.entry);
@@ -147,6 +149,8 @@ impl Session<'_> {
         // Copy only when something has to be inserted between client messages.
         let mut copied_upto = 0usize;
         let mut pos = 0usize;
+        // The unit's `Parse`s as `classify_unit` classified them, in order.
+        let mut parses = parses.iter();
         for (tag, msg) in frames(bytes) {
             let start = pos;
             pos += msg.len();
@@ -167,7 +171,10 @@ impl Session<'_> {
                     };
                     let name = name_key(raw_name);
                     let name = name.as_ref();
-                    let c = classify_text(self.ctx, sql);
+                    let c = match parses.next() {
+                        Some(c) => Arc::clone(c),
+                        None => classify_text(self.ctx, sql),
+                    };
                     let route = effective_route(self.ctx, state, &c);
                     let stale = !name.is_empty()
                         && b.prepared.contains_key(name)

@@ -50,8 +50,8 @@ impl Session<'_> {
                         self.abandon(client, slot, transaction_lost(), &bytes)
                             .await?;
                     } else {
-                        let classifications = self.classify_unit(&bytes).runs;
-                        self.send(slot, &bytes, classifications, BytesMut::new())
+                        let class = self.classify_unit(&bytes);
+                        self.send(slot, &bytes, class.runs, &class.parsed, BytesMut::new())
                             .await?;
                     }
                 }
@@ -310,6 +310,6 @@ impl Session<'_> {
                 });
             }
         }
-        self.send(slot, &bytes, plan.parts, prefix).await
+        self.send(slot, &bytes, plan.parts, &plan.parsed, prefix).await
     }
 }

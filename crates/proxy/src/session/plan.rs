@@ -21,7 +21,7 @@ pub(super) struct Plan {
     pub(super) slot: Option<Slot>,
     /// The statements the unit runs.
     pub(super) parts: Vec<Arc<Classification>>,
-    /// The statements it only prepares.
+    /// Every `Parse` in it, classified, in message order (the statements it prepares).
     pub(super) parsed: Vec<Arc<Classification>>,
     /// A lone `BEGIN` that pgrouter answers itself.
     pub(super) deferred_begin: bool,
@@ -33,7 +33,8 @@ pub(super) struct UnitClass {
     pub(super) route: Route,
     /// The statements it runs, in order (what their completion changes in the session).
     pub(super) runs: Vec<Arc<Classification>>,
-    /// The statements it only prepares.
+    /// Every `Parse` in it, classified, in message order: routing looks at them now, and
+    /// `send` stores them without classifying again.
     pub(super) parsed: Vec<Arc<Classification>>,
     /// The first statement's transaction control (`BEGIN`, `SET TRANSACTION READ ONLY`).
     pub(super) first_tx: Option<TxControl>,
@@ -67,6 +68,7 @@ impl Session<'_> {
         // Statements it only prepares: they route the unit (a `Parse` goes where it will run)
         // but change nothing until a later `Bind` runs them.
         let mut parsed: Vec<(&[u8], &[u8], Arc<Classification>)> = Vec::new();
+        let mut parses = Vec::new();
         let mut needs_unnamed = false;
         let demote = |r: Route, route: &mut Route| {
             if r != Route::Read {
@@ -89,6 +91,7 @@ impl Session<'_> {
                         let c = classify_text(self.ctx, sql);
                         demote(self.effective_route(&c), &mut route);
                         parsed.retain(|(n, _, _)| *n != name);
+                        parses.push(Arc::clone(&c));
                         parsed.push((name, body(msg), c));
                     }
                 }
@@ -134,7 +137,7 @@ impl Session<'_> {
         UnitClass {
             route,
             runs,
-            parsed: parsed.into_iter().map(|(_, _, c)| c).collect(),
+            parsed: parses,
             first_tx,
             needs_unnamed,
             routable,
