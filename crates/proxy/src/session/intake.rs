@@ -310,6 +310,7 @@ impl Session<'_> {
                 });
             }
         }
-        self.send(slot, &bytes, plan.parts, &plan.parsed, prefix).await
+        self.send(slot, &bytes, plan.parts, &plan.parsed, prefix)
+            .await
     }
 }

@@ -93,7 +93,7 @@ impl Session<'_> {
         }
         match slot {
             Slot::Primary => {
-                let b = (self.connect)(None).await?;
+                let b = self.login.backend(&self.entry, None).await?;
                 self.primary = Some(b);
                 if self.current == Slot::Primary {
                     self.point_cancel_at(Slot::Primary);
@@ -105,7 +105,7 @@ impl Session<'_> {
                 let Some(node) = self.read_node.filter(|n| Some(*n) != primary) else {
                     return Box::pin(self.ensure(Slot::Primary)).await;
                 };
-                match (self.connect)(Some(node)).await {
+                match self.login.backend(&self.entry, Some(node)).await {
                     Ok(b) => {
                         self.read = Some(b);
                         if self.current == Slot::Read {

@@ -8,7 +8,10 @@
 //! - `intake`: the client's input: units, what is answered without a server, routing at
 //!   transaction boundaries.
 //! - `plan`: what a unit is (classified once) and where it goes.
-//! - `links`: the session's server connections: opening, moving, cancel targets, hand-back.
+//! - `login`: opening a server connection as the client's user (pool checkout or login),
+//!   waiting for a primary during a failover.
+//! - `links`: the session's server connections: when to open or move them, cancel targets,
+//!   hand-back.
 //! - `forward`: sending a unit with its bookkeeping (replay, invisible prepares, held reads).
 //! - `answers`: pgrouter's own error answers, shaped as PostgreSQL would.
 //! - `unit`: cutting client input into routable units; the message bodies routing reads.
@@ -27,6 +30,7 @@ mod forward;
 mod intake;
 mod ledger;
 mod links;
+mod login;
 mod plan;
 mod relay;
 mod server_output;
@@ -36,13 +40,11 @@ mod unit;
 
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientLogin, ClientState};
-use crate::context::{PooledState, ProxyContext};
+use crate::context::ProxyContext;
 use crate::routing::Endpoint;
 use backend as backend_conn;
 use bytes::BytesMut;
 use client::ClientConn;
-use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
-use pgrouter_pool::{CheckoutError, PoolKey, Ticket};
 use pgrouter_protocol::backend::{self as backend_msg, TransactionStatus};
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use std::net::SocketAddr;
@@ -186,14 +188,21 @@ async fn serve(
                 ))));
             }
         }
-        let (server, prepared, ticket, node) = connect_main(ctx, &user, &startup, endpoint).await?;
-        ctx.remember_login_parameters(&user.name, &startup.server_params, &server.parameters);
-        let params = server.parameters.clone();
+        let opened = login::ServerLogin {
+            ctx,
+            user: &user,
+            startup: &startup,
+            endpoint,
+        }
+        .main()
+        .await?;
+        ctx.remember_login_parameters(&user.name, &startup.server_params, &opened.conn.parameters);
+        let params = opened.conn.parameters.clone();
         Ok(Some(Login::Session((
             startup,
             user,
             params,
-            Some((server, prepared, ticket, node)),
+            Some(opened),
             admitted,
         ))))
     };
@@ -215,10 +224,10 @@ async fn serve(
 
     let slot: CancelSlot = Arc::default();
     let registration = ctx.cancels.register(Arc::clone(&slot));
-    if let Some((server, ..)) = &first_server {
-        if let Some((process_id, secret_key)) = server.backend_key {
+    if let Some(opened) = &first_server {
+        if let Some((process_id, secret_key)) = opened.conn.backend_key {
             slot.point_at(Some(ServerKey {
-                addr: server.addr,
+                addr: opened.conn.addr,
                 process_id,
                 secret_key,
             }));
@@ -236,39 +245,18 @@ async fn serve(
     tracing::debug!("session established");
 
     client.entry.set_state(ClientState::Idle);
-    let entry = Arc::clone(&client.entry);
-    // `None` asks for the primary (waiting for one during a failover), `Some(n)` for node `n`.
-    let connect = |node: Option<usize>| -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<backend_conn::Backend, SessionError>>
-                + Send
-                + '_,
-        >,
-    > {
-        let startup = &startup;
-        let entry = &entry;
-        let user = &user;
-        Box::pin(async move {
-            let was = entry.state();
-            entry.set_state(ClientState::Waiting);
-            let _restore = RestoreState(entry, was);
-            match node {
-                Some(node) => connect_node(ctx, user, startup, node)
-                    .await
-                    .map(|(c, p, ticket)| backend_conn::Backend::new(c, p, ticket, node)),
-                None => connect_main(ctx, user, startup, endpoint)
-                    .await
-                    .map(|(c, p, ticket, node)| backend_conn::Backend::new(c, p, ticket, node)),
-            }
-        })
+    let _entry = Arc::clone(&client.entry);
+    let login = login::ServerLogin {
+        ctx,
+        user: &user,
+        startup: &startup,
+        endpoint,
     };
     let table = ctx.topology.snapshot();
     let mut session = relay::Session {
         ctx,
         endpoint,
-        primary: first_server.map(|(server, prepared, ticket, node)| {
-            backend_conn::Backend::new(server, prepared, ticket, node)
-        }),
+        primary: first_server.map(login::Opened::into_backend),
         read: None,
         read_node: if ctx.live().config.routing.load_balance && endpoint.splits() {
             ctx.pick_read_node(&table)
@@ -283,7 +271,7 @@ async fn serve(
         current: backend_conn::Slot::Primary,
         deferred_begin: None,
         cancel: slot,
-        connect: &connect,
+        login,
         entry: Arc::clone(&client.entry),
         timing: relay::Timing::default(),
     };
@@ -291,198 +279,6 @@ async fn serve(
     drop(registration);
     session.release_all().await;
     result
-}
-
-/// Puts a client's state back when a wait for a server connection ends (or is abandoned).
-struct RestoreState<'a>(&'a crate::clients::ClientEntry, ClientState);
-
-impl Drop for RestoreState<'_> {
-    fn drop(&mut self) {
-        self.0.set_state(self.1);
-    }
-}
-
-/// Logs in to the node of the session's main connection: the primary, or for the read-only
-/// endpoint a read node. While there is none, or it does not accept the login because it is
-/// going away, this waits for the topology to name a new one, up to `topology.failover_timeout`.
-async fn connect_main(
-    ctx: &ProxyContext,
-    user: &crate::context::UserEntry,
-    startup: &startup::Startup,
-    endpoint: Endpoint,
-) -> Result<(ServerConn, PooledState, Ticket, usize), SessionError> {
-    let timeout = ctx.live().config.topology.failover_timeout.get();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let fallback = || ctx.live().config.routing.reads_fallback_to_primary;
-    let pick = |t: &pgrouter_topology::RoutingTable| {
-        endpoint.pick(t, fallback(), |t| ctx.pick_read_node(t))
-    };
-    loop {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(node) = ctx.topology.wait_for(remaining, pick).await else {
-            if endpoint == Endpoint::ReadOnly {
-                return Err(SessionError::Unavailable(
-                    ErrorResponse::error(
-                        SqlState::CANNOT_CONNECT_NOW,
-                        format!(
-                            "no replica is available for reads (waited {}s)",
-                            timeout.as_secs()
-                        ),
-                    )
-                    .with_hint(
-                        "This is the read-only endpoint: every replica is down, lagging or excluded, and routing.reads_fallback_to_primary is off or there is no primary either.",
-                    ),
-                ));
-            }
-            let table = ctx.topology.load();
-            return Err(SessionError::Unavailable(
-                ErrorResponse::error(
-                    SqlState::CANNOT_CONNECT_NOW,
-                    format!(
-                        "no primary server is available (waited {}s for a failover)",
-                        timeout.as_secs()
-                    ),
-                )
-                .with_detail(
-                    table
-                        .no_primary_reason
-                        .clone()
-                        .unwrap_or_else(|| "the primary is changing".into()),
-                )
-                .with_hint("Writes resume once the HA manager promotes a new primary."),
-            ));
-        };
-        match connect_node_raw(ctx, user, startup, node).await {
-            // The table may have changed during the login: only a node the endpoint still
-            // accepts will do.
-            Ok((conn, prepared, ticket))
-                if endpoint.accepts(&ctx.topology.load(), node, fallback()) =>
-            {
-                return Ok((conn, prepared, ticket, node))
-            }
-            Ok(_) => continue,
-            Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
-                tracing::debug!(node = %ctx.node_name(node), error = %e,
-                    "server not accepting logins; waiting for the topology");
-                let wait = remaining.min(std::time::Duration::from_millis(250));
-                ctx.topology.changed(wait).await;
-            }
-            Err(e) => return Err(login_error(ctx, node, e)),
-        }
-    }
-}
-
-/// A login failure that a failover may cure: the network, or a server starting up or shutting
-/// down (`57P0x`), as opposed to a wrong password or a missing database.
-fn is_transient(e: &LoginFailure) -> bool {
-    match e {
-        CheckoutError::Connect(ConnError::Refused { code, .. }) => {
-            code.starts_with("57P") || code.starts_with("08")
-        }
-        CheckoutError::Connect(ConnError::Io { .. } | ConnError::Timeout { .. }) => true,
-        _ => false,
-    }
-}
-
-/// Why no server connection could be had: the pool is full, or the login failed.
-type LoginFailure = CheckoutError<ConnError>;
-
-/// Logs in to a node as the session's user.
-async fn connect_node(
-    ctx: &ProxyContext,
-    user: &crate::context::UserEntry,
-    startup: &startup::Startup,
-    node: usize,
-) -> Result<(ServerConn, PooledState, Ticket), SessionError> {
-    connect_node_raw(ctx, user, startup, node)
-        .await
-        .map_err(|e| login_error(ctx, node, e))
-}
-
-async fn connect_node_raw(
-    ctx: &ProxyContext,
-    user: &crate::context::UserEntry,
-    startup: &startup::Startup,
-    node: usize,
-) -> Result<(ServerConn, PooledState, Ticket), LoginFailure> {
-    let Some(slot) = ctx.topology.node(node) else {
-        // Unreachable: node indexes come from the routing table, whose rows are the topology's
-        // slots, which never shrink. Answered as a network failure rather than a panic.
-        return Err(CheckoutError::Connect(ConnError::Io {
-            addr: format!("node #{node}"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such node slot"),
-        }));
-    };
-    let key = PoolKey {
-        node,
-        user: user.name.clone(),
-        database: startup.database.clone(),
-        params: startup.server_params.clone(),
-    };
-    let index = node;
-    let node = &slot.target;
-    // A reload may have changed the password since this client logged in.
-    let current = ctx.user(&user.name);
-    let target = ServerTarget {
-        host: &node.host,
-        port: node.port,
-        user: &user.name,
-        password: current.as_ref().map_or(&user.password, |u| &u.password),
-        params: &startup.server_params,
-        timeout: ctx.live().config.pool.connect_timeout.get(),
-    };
-    let started = std::time::Instant::now();
-    let result = ctx
-        .pools
-        .checkout(key, || ServerConn::connect(&target))
-        .await;
-    ctx.stats.checkout_waited(index, started.elapsed());
-    if let Err(CheckoutError::Full { .. }) = &result {
-        ctx.stats.nodes.with(index, |n| {
-            n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
-        });
-    }
-    result
-}
-
-fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError {
-    let name = ctx.node_name(node);
-    let e = match e {
-        CheckoutError::Full { waited, max } => {
-            tracing::warn!(node = %name, max, "pool exhausted: no server connection free");
-            return SessionError::Unavailable(
-                ErrorResponse::error(
-                    SqlState::TOO_MANY_CONNECTIONS,
-                    format!(
-                        "no server connection available on \"{}\": all {max} are in use (pool.max_server_connections)",
-                        name
-                    ),
-                )
-                .with_detail(format!("Waited {:.1}s (pool.checkout_timeout).", waited.as_secs_f64())),
-            );
-        }
-        CheckoutError::Connect(e) => e,
-    };
-    match e {
-        // The server's own refusal (no such database, too many connections, …) reaches the client
-        // word for word.
-        ConnError::Refused {
-            raw, code, message, ..
-        } => {
-            tracing::info!(node = %name, %code, %message, "server refused login");
-            SessionError::ServerRefused(raw)
-        }
-        other => {
-            tracing::warn!(node = %name, error = %other, "server login failed");
-            SessionError::Fatal(
-                ErrorResponse::fatal(
-                    SqlState::UNABLE_TO_CONNECT,
-                    format!("pgrouter could not connect to server \"{name}\""),
-                )
-                .with_detail(other.to_string()),
-            )
-        }
-    }
 }
 
 async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret_key: i32) {

@@ -24,19 +24,11 @@ use bytes::Bytes;
 use pgrouter_protocol::backend::TransactionStatus;
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use pgrouter_sql::Classification;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
-
-/// Connects a new backend on behalf of the session: to node `Some(n)`, or to the primary (`None`),
-/// waiting for one during a failover.
-pub(super) type Connector<'a> = dyn Fn(Option<usize>) -> Pin<Box<dyn Future<Output = Result<Backend, SessionError>> + Send + 'a>>
-    + Sync
-    + 'a;
 
 /// A session after login.
 pub(super) struct Session<'a> {
@@ -64,7 +56,8 @@ pub(super) struct Session<'a> {
     /// transaction runs (so `BEGIN; SET TRANSACTION READ ONLY` can go to a replica).
     pub(super) deferred_begin: Option<Bytes>,
     pub(super) cancel: CancelSlot,
-    pub(super) connect: &'a Connector<'a>,
+    /// Opens the session's server connections.
+    pub(super) login: super::login::ServerLogin<'a>,
     /// The client's row in the registry (state, server connections, counts).
     pub(super) entry: Arc<ClientEntry>,
     /// When the request being answered, and the open transaction, started.

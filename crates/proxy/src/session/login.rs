@@ -1,0 +1,263 @@
+//! Opening server connections for a session, as its client's user: through the node's pool (a
+//! pooled connection, or connect and authenticate), and for the main connection waiting for a
+//! primary during a failover. One value ([`ServerLogin`]) serves the session's first login and
+//! every connection it opens later; what comes out is one value too ([`Opened`]).
+
+use super::backend::Backend;
+use super::startup::Startup;
+use super::SessionError;
+use crate::clients::{ClientEntry, ClientState};
+use crate::context::{PooledState, ProxyContext, UserEntry};
+use crate::routing::Endpoint;
+use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
+use pgrouter_pool::{CheckoutError, PoolKey, Ticket};
+use pgrouter_protocol::{ErrorResponse, SqlState};
+use std::sync::atomic::Ordering;
+
+/// How a session opens server connections: who it is and where its main connection goes.
+pub(super) struct ServerLogin<'a> {
+    pub(super) ctx: &'a ProxyContext,
+    pub(super) user: &'a UserEntry,
+    pub(super) startup: &'a Startup,
+    pub(super) endpoint: Endpoint,
+}
+
+/// A server connection checked out for the session, logged in and idle.
+pub(super) struct Opened {
+    pub(super) conn: ServerConn,
+    /// What the connection carries from its previous clients (prepared statements, …).
+    pub(super) pooled: PooledState,
+    pub(super) ticket: Ticket,
+    pub(super) node: usize,
+}
+
+impl Opened {
+    /// The connection as one of the session's backends.
+    pub(super) fn into_backend(self) -> Backend {
+        Backend::new(self.conn, self.pooled, self.ticket, self.node)
+    }
+}
+
+impl ServerLogin<'_> {
+    /// The main connection: to the primary (or, for the read-only endpoint, a read node),
+    /// waiting for one during a failover up to `topology.failover_timeout`.
+    pub(super) async fn main(&self) -> Result<Opened, SessionError> {
+        connect_main(self.ctx, self.user, self.startup, self.endpoint).await
+    }
+
+    /// A connection to node `node`.
+    pub(super) async fn node(&self, node: usize) -> Result<Opened, SessionError> {
+        connect_node(self.ctx, self.user, self.startup, node).await
+    }
+
+    /// `None`: the main connection; `Some(n)`: node `n`. The client shows as waiting meanwhile.
+    pub(super) async fn backend(
+        &self,
+        entry: &ClientEntry,
+        node: Option<usize>,
+    ) -> Result<Backend, SessionError> {
+        let was = entry.state();
+        entry.set_state(ClientState::Waiting);
+        let _restore = RestoreState(entry, was);
+        let opened = match node {
+            Some(node) => self.node(node).await?,
+            None => self.main().await?,
+        };
+        Ok(opened.into_backend())
+    }
+}
+
+/// Puts a client's state back when a wait for a server connection ends (or is abandoned).
+struct RestoreState<'a>(&'a ClientEntry, ClientState);
+
+impl Drop for RestoreState<'_> {
+    fn drop(&mut self) {
+        self.0.set_state(self.1);
+    }
+}
+
+/// Logs in to the node of the session's main connection: the primary, or for the read-only
+/// endpoint a read node. While there is none, or it does not accept the login because it is
+/// going away, this waits for the topology to name a new one, up to `topology.failover_timeout`.
+async fn connect_main(
+    ctx: &ProxyContext,
+    user: &crate::context::UserEntry,
+    startup: &Startup,
+    endpoint: Endpoint,
+) -> Result<Opened, SessionError> {
+    let timeout = ctx.live().config.topology.failover_timeout.get();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let fallback = || ctx.live().config.routing.reads_fallback_to_primary;
+    let pick = |t: &pgrouter_topology::RoutingTable| {
+        endpoint.pick(t, fallback(), |t| ctx.pick_read_node(t))
+    };
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(node) = ctx.topology.wait_for(remaining, pick).await else {
+            if endpoint == Endpoint::ReadOnly {
+                return Err(SessionError::Unavailable(
+                    ErrorResponse::error(
+                        SqlState::CANNOT_CONNECT_NOW,
+                        format!(
+                            "no replica is available for reads (waited {}s)",
+                            timeout.as_secs()
+                        ),
+                    )
+                    .with_hint(
+                        "This is the read-only endpoint: every replica is down, lagging or excluded, and routing.reads_fallback_to_primary is off or there is no primary either.",
+                    ),
+                ));
+            }
+            let table = ctx.topology.load();
+            return Err(SessionError::Unavailable(
+                ErrorResponse::error(
+                    SqlState::CANNOT_CONNECT_NOW,
+                    format!(
+                        "no primary server is available (waited {}s for a failover)",
+                        timeout.as_secs()
+                    ),
+                )
+                .with_detail(
+                    table
+                        .no_primary_reason
+                        .clone()
+                        .unwrap_or_else(|| "the primary is changing".into()),
+                )
+                .with_hint("Writes resume once the HA manager promotes a new primary."),
+            ));
+        };
+        match connect_node_raw(ctx, user, startup, node).await {
+            // The table may have changed during the login: only a node the endpoint still
+            // accepts will do.
+            Ok(opened) if endpoint.accepts(&ctx.topology.load(), node, fallback()) => {
+                return Ok(opened)
+            }
+            Ok(_) => continue,
+            Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(node = %ctx.node_name(node), error = %e,
+                    "server not accepting logins; waiting for the topology");
+                let wait = remaining.min(std::time::Duration::from_millis(250));
+                ctx.topology.changed(wait).await;
+            }
+            Err(e) => return Err(login_error(ctx, node, e)),
+        }
+    }
+}
+
+/// A login failure that a failover may cure: the network, or a server starting up or shutting
+/// down (`57P0x`), as opposed to a wrong password or a missing database.
+fn is_transient(e: &LoginFailure) -> bool {
+    match e {
+        CheckoutError::Connect(ConnError::Refused { code, .. }) => {
+            code.starts_with("57P") || code.starts_with("08")
+        }
+        CheckoutError::Connect(ConnError::Io { .. } | ConnError::Timeout { .. }) => true,
+        _ => false,
+    }
+}
+
+/// Why no server connection could be had: the pool is full, or the login failed.
+type LoginFailure = CheckoutError<ConnError>;
+
+/// Logs in to a node as the session's user.
+async fn connect_node(
+    ctx: &ProxyContext,
+    user: &crate::context::UserEntry,
+    startup: &Startup,
+    node: usize,
+) -> Result<Opened, SessionError> {
+    connect_node_raw(ctx, user, startup, node)
+        .await
+        .map_err(|e| login_error(ctx, node, e))
+}
+
+async fn connect_node_raw(
+    ctx: &ProxyContext,
+    user: &crate::context::UserEntry,
+    startup: &Startup,
+    node: usize,
+) -> Result<Opened, LoginFailure> {
+    let Some(slot) = ctx.topology.node(node) else {
+        // Unreachable: node indexes come from the routing table, whose rows are the topology's
+        // slots, which never shrink. Answered as a network failure rather than a panic.
+        return Err(CheckoutError::Connect(ConnError::Io {
+            addr: format!("node #{node}"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such node slot"),
+        }));
+    };
+    let key = PoolKey {
+        node,
+        user: user.name.clone(),
+        database: startup.database.clone(),
+        params: startup.server_params.clone(),
+    };
+    let index = node;
+    let node = &slot.target;
+    // A reload may have changed the password since this client logged in.
+    let current = ctx.user(&user.name);
+    let target = ServerTarget {
+        host: &node.host,
+        port: node.port,
+        user: &user.name,
+        password: current.as_ref().map_or(&user.password, |u| &u.password),
+        params: &startup.server_params,
+        timeout: ctx.live().config.pool.connect_timeout.get(),
+    };
+    let started = std::time::Instant::now();
+    let result = ctx
+        .pools
+        .checkout(key, || ServerConn::connect(&target))
+        .await;
+    ctx.stats.checkout_waited(index, started.elapsed());
+    if let Err(CheckoutError::Full { .. }) = &result {
+        ctx.stats.nodes.with(index, |n| {
+            n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    result.map(|(conn, pooled, ticket)| Opened {
+        conn,
+        pooled,
+        ticket,
+        node: index,
+    })
+}
+
+fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError {
+    let name = ctx.node_name(node);
+    let e = match e {
+        CheckoutError::Full { waited, max } => {
+            tracing::warn!(node = %name, max, "pool exhausted: no server connection free");
+            return SessionError::Unavailable(
+                ErrorResponse::error(
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    format!(
+                        "no server connection available on \"{}\": all {max} are in use (pool.max_server_connections)",
+                        name
+                    ),
+                )
+                .with_detail(format!("Waited {:.1}s (pool.checkout_timeout).", waited.as_secs_f64())),
+            );
+        }
+        CheckoutError::Connect(e) => e,
+    };
+    match e {
+        // The server's own refusal (no such database, too many connections, …) reaches the client
+        // word for word.
+        ConnError::Refused {
+            raw, code, message, ..
+        } => {
+            tracing::info!(node = %name, %code, %message, "server refused login");
+            SessionError::ServerRefused(raw)
+        }
+        other => {
+            tracing::warn!(node = %name, error = %other, "server login failed");
+            SessionError::Fatal(
+                ErrorResponse::fatal(
+                    SqlState::UNABLE_TO_CONNECT,
+                    format!("pgrouter could not connect to server \"{name}\""),
+                )
+                .with_detail(other.to_string()),
+            )
+        }
+    }
+}
