@@ -1,6 +1,6 @@
-//! One server connection of a session, with what the session must remember about it: which
-//! prepared statements it holds, which session changes it has replayed, and which responses it
-//! still owes.
+//! One server connection of a session: its socket and read buffer, the prepared statements it
+//! holds, and its ledger (`ledger.rs`: what it owes, which session changes it has replayed, and
+//! whether it must be reset before another client gets it).
 
 use super::client::reserve_for_read;
 use super::ledger::Ledger;
@@ -33,17 +33,12 @@ pub(crate) struct Backend {
     pub(crate) node: usize,
     pub(crate) buf: BytesMut,
     pub(crate) walker: FrameWalker,
-    /// How many entries of the session's replay log this connection has run.
-    pub(crate) replayed: usize,
     /// Named (and the unnamed, `""`) prepared statements this connection holds, by version.
     pub(crate) prepared: HashMap<String, u64>,
     /// Whose sequence state the connection may hold (see [`SequenceMark`]).
     pub(crate) sequences: Option<SequenceMark>,
     /// What the connection owes and which replies the client must not see.
     pub(crate) ledger: Ledger,
-    /// The client ran something here that may have left session state pgrouter does not track
-    /// (see `unit::leaves_session_clean`): the connection is reset before it is pooled.
-    pub(crate) dirty: bool,
     /// An autocommit read whose responses are held back until it is clear that it did not fail
     /// with `25006` (a function that writes) and the connection did not break: until then it can
     /// be re-run on the primary without the client noticing.
@@ -82,11 +77,9 @@ impl Backend {
             node,
             buf: BytesMut::with_capacity(super::client::READ_CHUNK),
             walker: FrameWalker::new(),
-            replayed: 0,
             prepared,
             sequences,
             ledger: Ledger::default(),
-            dirty: false,
             retry: None,
         }
     }

@@ -68,10 +68,10 @@ impl Session<'_> {
             b.prepared.remove("");
             b.sequences = None;
         }
-        if b.replayed >= total {
+        if b.ledger.replayed() >= total {
             return;
         }
-        let pending = &log[b.replayed..];
+        let pending = &log[b.ledger.replayed()..];
         if pending
             .iter()
             .any(|s| s == "DISCARD ALL" || s == "DEALLOCATE ALL")
@@ -92,7 +92,7 @@ impl Session<'_> {
             fe::write_query(out, &sql);
             b.ledger.injected_request();
         }
-        b.replayed = total;
+        b.ledger.set_replayed(total);
     }
 
     /// Sends client messages to a connection with the bookkeeping they need; `prefix` holds
@@ -123,7 +123,7 @@ impl Session<'_> {
             self.ctx.stats.routed(b.node, c.route, c.rule);
             // `parts` holds what the unit runs, prepared statements it binds included.
             if !leaves_session_clean(self.ctx, c) {
-                b.dirty = true;
+                b.ledger.note_untracked_state();
             }
             // DEALLOCATE of a protocol-level statement this connection does not hold (it was
             // prepared on another one): prepare it here first, invisibly, so that the DEALLOCATE
@@ -163,7 +163,7 @@ impl Session<'_> {
                 }
                 fe::FUNCTION_CALL => {
                     // A function called by OID: pgrouter cannot tell what it does.
-                    b.dirty = true;
+                    b.ledger.note_untracked_state();
                 }
                 fe::PARSE => {
                     let Some((raw_name, sql)) = fe::parse_parse(body(msg)) else {

@@ -57,6 +57,11 @@ pub(crate) struct Ledger {
     saw_error: bool,
     /// The server sent a FATAL error: the connection is going away.
     said_fatal: bool,
+    /// How many entries of the session's replay log this connection has run.
+    replayed: usize,
+    /// The client ran something here that may have left session state pgrouter does not track
+    /// (see `unit::leaves_session_clean`).
+    untracked_state: bool,
 }
 
 /// What a `ReadyForQuery` from the server is.
@@ -281,6 +286,28 @@ impl Ledger {
         self.completions.is_empty() && !self.said_fatal
     }
 
+    /// How many entries of the session's replay log this connection has run.
+    pub(crate) fn replayed(&self) -> usize {
+        self.replayed
+    }
+
+    /// The connection has run the session's replay log up to `entries`.
+    pub(crate) fn set_replayed(&mut self, entries: usize) {
+        self.replayed = entries;
+    }
+
+    /// The client ran something here that may leave state pgrouter does not track.
+    pub(crate) fn note_untracked_state(&mut self) {
+        self.untracked_state = true;
+    }
+
+    /// Whether the connection must be reset (`pool.reset_query`) before another client gets
+    /// it: it ran replayed settings of this session, or something that may have left state
+    /// pgrouter cannot see. Plain reads and writes leave it clean.
+    pub(crate) fn needs_reset(&self) -> bool {
+        self.replayed > 0 || self.untracked_state
+    }
+
     /// The open segment holds a portal or an implicit transaction.
     pub(crate) fn in_running_segment(&self) -> bool {
         self.in_segment && self.segment_runs
@@ -407,6 +434,22 @@ mod tests {
             assert_eq!(l.busy(), *busy, "{what}: busy");
             assert_eq!(l.reusable(), *reusable, "{what}: reusable");
         }
+    }
+
+    #[test]
+    fn hand_back() {
+        let mut l = Ledger::default();
+        l.sent(fe::QUERY);
+        assert!(
+            !l.needs_reset(),
+            "a plain statement leaves the connection clean"
+        );
+        let mut replayed = Ledger::default();
+        replayed.set_replayed(2);
+        assert!(replayed.needs_reset());
+        let mut untracked = Ledger::default();
+        untracked.note_untracked_state();
+        assert!(untracked.needs_reset());
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl Session<'_> {
         }
         // Session settings replayed on (or made on) this connection, or anything the client ran
         // that may have left state pgrouter cannot see, must not reach the next client.
-        let dirty = b.replayed > 0 || b.dirty;
+        let dirty = b.ledger.needs_reset();
         self.ctx
             .pools
             .checkin(

@@ -187,7 +187,7 @@ impl Session<'_> {
                                         .session
                                         .contains(&pgrouter_sql::SessionChange::DiscardAll)
                                 });
-                            let caught_up = b.replayed >= self.state.replay.len();
+                            let caught_up = b.ledger.replayed() >= self.state.replay.len();
                             if discarded {
                                 b.prepared.clear();
                                 self.state.statements.clear();
@@ -211,7 +211,7 @@ impl Session<'_> {
                             self.timing.answered(status, &self.ctx.stats, &self.entry);
                             if caught_up {
                                 // This connection ran the changes itself.
-                                b.replayed = self.state.replay.len();
+                                b.ledger.set_replayed(self.state.replay.len());
                             }
                             compacted = self.state.compact_replay();
                         } else {
@@ -272,7 +272,12 @@ impl Session<'_> {
                     .into_iter()
                     .flatten()
                 {
-                    c.replayed = if c.replayed == old_len { new_len } else { 0 };
+                    let replayed = if c.ledger.replayed() == old_len {
+                        new_len
+                    } else {
+                        0
+                    };
+                    c.ledger.set_replayed(replayed);
                 }
             }
         }
