@@ -99,7 +99,17 @@ async fn a_statement_waiting_for_a_connection_can_be_cancelled() {
         let r = waiter.batch_execute("SELECT pg_sleep(30)").await;
         (r, started.elapsed(), waiter)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the router shows the client waiting for a server connection.
+    let waiting = crate::harness::eventually_async(Duration::from_secs(20), || {
+        let (_, metrics) = crate::harness::http(&router.admin_addr(), "GET", "/metrics");
+        metrics.lines().any(|l| {
+            l.starts_with("pgrouter_client_connections{")
+                && l.contains("state=\"waiting\"")
+                && l.ends_with(" 1")
+        })
+    })
+    .await;
+    assert!(waiting, "the statement never waited for a connection");
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     holder.batch_execute("COMMIT").await.unwrap();
