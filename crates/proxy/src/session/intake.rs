@@ -247,13 +247,12 @@ impl Session<'_> {
         // connection), a cancel for it has no server to go to: it cancels the request instead.
         // Only for a whole request outside a transaction with nothing else in flight, which
         // can be answered here exactly as PostgreSQL would have answered it.
+        // The unit's last message: whether it is a whole request.
+        let last_tag = frames(&bytes).last().map(|(tag, _)| tag);
         let cancellable = self.busy().is_none()
             && self.state.tx_status == TransactionStatus::Idle
             && self.deferred_begin.is_none()
-            && matches!(
-                frames(&bytes).last().map(|(tag, _)| tag),
-                Some(fe::QUERY | fe::SYNC | fe::FUNCTION_CALL)
-            );
+            && matches!(last_tag, Some(fe::QUERY | fe::SYNC | fe::FUNCTION_CALL));
         if cancellable {
             self.cancel.request_waits();
         }
@@ -300,7 +299,7 @@ impl Session<'_> {
         // Only a unit that is provably a read may be held for a re-run elsewhere.
         let retryable = plan.is_read
             && self.state.tx_status == TransactionStatus::Idle
-            && matches!(frames(&bytes).last(), Some((fe::SYNC | fe::QUERY, _)));
+            && matches!(last_tag, Some(fe::SYNC | fe::QUERY));
         if retryable {
             if let Some(b) = self.backend(slot) {
                 b.retry = Some(super::backend::Retry {

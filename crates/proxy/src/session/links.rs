@@ -133,23 +133,10 @@ impl Session<'_> {
         }
     }
 
-    /// Reads are refused when nothing serves them and `routing.reads_fallback_to_primary` is off.
-    pub(super) fn reads_unavailable(&self, target: Target) -> Option<ErrorResponse> {
-        if target != Target::Read
-            || self.read_node.is_some()
-            || self.ctx.live().config.routing.reads_fallback_to_primary
-        {
-            return None;
-        }
-        Some(
-            ErrorResponse::error(
-                SqlState::CANNOT_CONNECT_NOW,
-                "no replica is available for reads",
-            )
-            .with_hint(
-                "Every replica is down, lagging or excluded, and routing.reads_fallback_to_primary is off.",
-            ),
-        )
+    /// Reads are refused when nothing serves them and `routing.reads_fallback_to_primary` is
+    /// off (the error itself: `plan::reads_refused`).
+    pub(super) fn reads_refused(&self) -> bool {
+        self.read_node.is_none() && !self.ctx.live().config.routing.reads_fallback_to_primary
     }
 
     pub(super) fn point_cancel_at(&self, slot: Slot) {

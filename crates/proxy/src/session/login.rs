@@ -39,17 +39,6 @@ impl Opened {
 }
 
 impl ServerLogin<'_> {
-    /// The main connection: to the primary (or, for the read-only endpoint, a read node),
-    /// waiting for one during a failover up to `topology.failover_timeout`.
-    pub(super) async fn main(&self) -> Result<Opened, SessionError> {
-        connect_main(self.ctx, self.user, self.startup, self.endpoint).await
-    }
-
-    /// A connection to node `node`.
-    pub(super) async fn node(&self, node: usize) -> Result<Opened, SessionError> {
-        connect_node(self.ctx, self.user, self.startup, node).await
-    }
-
     /// `None`: the main connection; `Some(n)`: node `n`. The client shows as waiting meanwhile.
     pub(super) async fn backend(
         &self,
@@ -76,26 +65,23 @@ impl Drop for RestoreState<'_> {
     }
 }
 
-/// Logs in to the node of the session's main connection: the primary, or for the read-only
-/// endpoint a read node. While there is none, or it does not accept the login because it is
-/// going away, this waits for the topology to name a new one, up to `topology.failover_timeout`.
-async fn connect_main(
-    ctx: &ProxyContext,
-    user: &crate::context::UserEntry,
-    startup: &Startup,
-    endpoint: Endpoint,
-) -> Result<Opened, SessionError> {
-    let timeout = ctx.live().config.topology.failover_timeout.get();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let fallback = || ctx.live().config.routing.reads_fallback_to_primary;
-    let pick = |t: &pgrouter_topology::RoutingTable| {
-        endpoint.pick(t, fallback(), |t| ctx.pick_read_node(t))
-    };
-    loop {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(node) = ctx.topology.wait_for(remaining, pick).await else {
-            if endpoint == Endpoint::ReadOnly {
-                return Err(SessionError::Unavailable(
+impl ServerLogin<'_> {
+    /// Logs in to the node of the session's main connection: the primary, or for the read-only
+    /// endpoint a read node. While there is none, or it does not accept the login because it is
+    /// going away, this waits for the topology to name a new one, up to `topology.failover_timeout`.
+    pub(super) async fn main(&self) -> Result<Opened, SessionError> {
+        let (ctx, endpoint) = (self.ctx, self.endpoint);
+        let timeout = ctx.live().config.topology.failover_timeout.get();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let fallback = || ctx.live().config.routing.reads_fallback_to_primary;
+        let pick = |t: &pgrouter_topology::RoutingTable| {
+            endpoint.pick(t, fallback(), |t| ctx.pick_read_node(t))
+        };
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(node) = ctx.topology.wait_for(remaining, pick).await else {
+                if endpoint == Endpoint::ReadOnly {
+                    return Err(SessionError::Unavailable(
                     ErrorResponse::error(
                         SqlState::CANNOT_CONNECT_NOW,
                         format!(
@@ -107,40 +93,96 @@ async fn connect_main(
                         "This is the read-only endpoint: every replica is down, lagging or excluded, and routing.reads_fallback_to_primary is off or there is no primary either.",
                     ),
                 ));
-            }
-            let table = ctx.topology.load();
-            return Err(SessionError::Unavailable(
-                ErrorResponse::error(
-                    SqlState::CANNOT_CONNECT_NOW,
-                    format!(
-                        "no primary server is available (waited {}s for a failover)",
-                        timeout.as_secs()
-                    ),
-                )
-                .with_detail(
-                    table
-                        .no_primary_reason
-                        .clone()
-                        .unwrap_or_else(|| "the primary is changing".into()),
-                )
-                .with_hint("Writes resume once the HA manager promotes a new primary."),
-            ));
-        };
-        match connect_node_raw(ctx, user, startup, node).await {
-            // The table may have changed during the login: only a node the endpoint still
-            // accepts will do.
-            Ok(opened) if endpoint.accepts(&ctx.topology.load(), node, fallback()) => {
-                return Ok(opened)
-            }
-            Ok(_) => continue,
-            Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
-                tracing::debug!(node = %ctx.node_name(node), error = %e,
+                }
+                let table = ctx.topology.load();
+                return Err(SessionError::Unavailable(
+                    ErrorResponse::error(
+                        SqlState::CANNOT_CONNECT_NOW,
+                        format!(
+                            "no primary server is available (waited {}s for a failover)",
+                            timeout.as_secs()
+                        ),
+                    )
+                    .with_detail(
+                        table
+                            .no_primary_reason
+                            .clone()
+                            .unwrap_or_else(|| "the primary is changing".into()),
+                    )
+                    .with_hint("Writes resume once the HA manager promotes a new primary."),
+                ));
+            };
+            match self.checkout(node).await {
+                // The table may have changed during the login: only a node the endpoint still
+                // accepts will do.
+                Ok(opened) if endpoint.accepts(&ctx.topology.load(), node, fallback()) => {
+                    return Ok(opened)
+                }
+                Ok(_) => continue,
+                Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(node = %ctx.node_name(node), error = %e,
                     "server not accepting logins; waiting for the topology");
-                let wait = remaining.min(std::time::Duration::from_millis(250));
-                ctx.topology.changed(wait).await;
+                    let wait = remaining.min(std::time::Duration::from_millis(250));
+                    ctx.topology.changed(wait).await;
+                }
+                Err(e) => return Err(login_error(ctx, node, e)),
             }
-            Err(e) => return Err(login_error(ctx, node, e)),
         }
+    }
+
+    /// A connection to node `node`, as the session's user.
+    pub(super) async fn node(&self, node: usize) -> Result<Opened, SessionError> {
+        self.checkout(node)
+            .await
+            .map_err(|e| login_error(self.ctx, node, e))
+    }
+
+    /// A connection to node `node` from its pool (pooled, or a new login).
+    async fn checkout(&self, node: usize) -> Result<Opened, LoginFailure> {
+        let (ctx, user, startup) = (self.ctx, self.user, self.startup);
+        let Some(slot) = ctx.topology.node(node) else {
+            // Unreachable: node indexes come from the routing table, whose rows are the topology's
+            // slots, which never shrink. Answered as a network failure rather than a panic.
+            return Err(CheckoutError::Connect(ConnError::Io {
+                addr: format!("node #{node}"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such node slot"),
+            }));
+        };
+        let key = PoolKey {
+            node,
+            user: user.name.clone(),
+            database: startup.database.clone(),
+            params: startup.server_params.clone(),
+        };
+        let index = node;
+        let node = &slot.target;
+        // A reload may have changed the password since this client logged in.
+        let current = ctx.user(&user.name);
+        let target = ServerTarget {
+            host: &node.host,
+            port: node.port,
+            user: &user.name,
+            password: current.as_ref().map_or(&user.password, |u| &u.password),
+            params: &startup.server_params,
+            timeout: ctx.live().config.pool.connect_timeout.get(),
+        };
+        let started = std::time::Instant::now();
+        let result = ctx
+            .pools
+            .checkout(key, || ServerConn::connect(&target))
+            .await;
+        ctx.stats.checkout_waited(index, started.elapsed());
+        if let Err(CheckoutError::Full { .. }) = &result {
+            ctx.stats.nodes.with(index, |n| {
+                n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        result.map(|(conn, pooled, ticket)| Opened {
+            conn,
+            pooled,
+            ticket,
+            node: index,
+        })
     }
 }
 
@@ -158,69 +200,6 @@ fn is_transient(e: &LoginFailure) -> bool {
 
 /// Why no server connection could be had: the pool is full, or the login failed.
 type LoginFailure = CheckoutError<ConnError>;
-
-/// Logs in to a node as the session's user.
-async fn connect_node(
-    ctx: &ProxyContext,
-    user: &crate::context::UserEntry,
-    startup: &Startup,
-    node: usize,
-) -> Result<Opened, SessionError> {
-    connect_node_raw(ctx, user, startup, node)
-        .await
-        .map_err(|e| login_error(ctx, node, e))
-}
-
-async fn connect_node_raw(
-    ctx: &ProxyContext,
-    user: &crate::context::UserEntry,
-    startup: &Startup,
-    node: usize,
-) -> Result<Opened, LoginFailure> {
-    let Some(slot) = ctx.topology.node(node) else {
-        // Unreachable: node indexes come from the routing table, whose rows are the topology's
-        // slots, which never shrink. Answered as a network failure rather than a panic.
-        return Err(CheckoutError::Connect(ConnError::Io {
-            addr: format!("node #{node}"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such node slot"),
-        }));
-    };
-    let key = PoolKey {
-        node,
-        user: user.name.clone(),
-        database: startup.database.clone(),
-        params: startup.server_params.clone(),
-    };
-    let index = node;
-    let node = &slot.target;
-    // A reload may have changed the password since this client logged in.
-    let current = ctx.user(&user.name);
-    let target = ServerTarget {
-        host: &node.host,
-        port: node.port,
-        user: &user.name,
-        password: current.as_ref().map_or(&user.password, |u| &u.password),
-        params: &startup.server_params,
-        timeout: ctx.live().config.pool.connect_timeout.get(),
-    };
-    let started = std::time::Instant::now();
-    let result = ctx
-        .pools
-        .checkout(key, || ServerConn::connect(&target))
-        .await;
-    ctx.stats.checkout_waited(index, started.elapsed());
-    if let Err(CheckoutError::Full { .. }) = &result {
-        ctx.stats.nodes.with(index, |n| {
-            n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
-        });
-    }
-    result.map(|(conn, pooled, ticket)| Opened {
-        conn,
-        pooled,
-        ticket,
-        node: index,
-    })
-}
 
 fn login_error(ctx: &ProxyContext, node: usize, e: LoginFailure) -> SessionError {
     let name = ctx.node_name(node);

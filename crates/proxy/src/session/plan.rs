@@ -252,7 +252,11 @@ impl Session<'_> {
     /// Decides where a unit goes (without side effects): gathers what [`decide`] needs.
     pub(super) fn plan(&self, bytes: &[u8]) -> Plan {
         let unit = self.classify_unit(bytes);
-        let current = self.state.statements.get("").map(|s| s.version);
+        // Looked for only when the unit uses the unnamed statement of an earlier request.
+        let current = unit
+            .needs_unnamed
+            .then(|| self.state.statements.get("").map(|s| s.version))
+            .flatten();
         let unnamed_holder = [Slot::Primary, Slot::Read].into_iter().find(|s| {
             let b = match s {
                 Slot::Primary => self.primary.as_ref(),
@@ -265,7 +269,7 @@ impl Session<'_> {
             idle: self.state.tx_status == TransactionStatus::Idle,
             begin_deferred: self.deferred_begin.is_some(),
             read_slot: self.slot_for(Target::Read),
-            reads_refused: self.reads_unavailable(Target::Read).is_some(),
+            reads_refused: self.reads_refused(),
             unnamed_holder,
         };
         decide(unit, &inputs)

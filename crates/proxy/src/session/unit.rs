@@ -159,7 +159,7 @@ pub(super) fn name_key(b: &[u8]) -> std::borrow::Cow<'_, str> {
 /// so it goes to the primary, is never held for a re-run, and counts as changing the session.
 pub(super) fn classify_text(ctx: &ProxyContext, text: &[u8]) -> Arc<Classification> {
     match std::str::from_utf8(text) {
-        Ok(sql) => classify(ctx, sql),
+        Ok(sql) => ctx.classify(sql),
         Err(_) => {
             let mut c = Classification::new(Route::Primary, pgrouter_sql::Rule::Unparsable);
             c.effects.untracked = true;
@@ -248,11 +248,6 @@ pub(super) fn bound_classification(
 /// read-only transaction, and a read calling a volatile function is reset in full anyway.
 pub(super) fn may_set_sequences(c: &Classification) -> bool {
     c.route == Route::Primary && c.rule != pgrouter_sql::Rule::TransactionControl
-}
-
-/// Classifies with the context's cache for this thread: no lock on the hot path.
-pub(super) fn classify(ctx: &ProxyContext, sql: &str) -> Arc<Classification> {
-    ctx.classify(sql)
 }
 
 #[cfg(test)]
