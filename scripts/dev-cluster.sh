@@ -26,6 +26,11 @@ Commands:
   stop NODE     stop one node (pg_ctl stop -m fast)
   kill NODE     crash-stop one node (pg_ctl stop -m immediate)
   promote NODE  promote a standby (pg_ctl promote -w)
+  follow NODE PRIMARY
+                re-point a running standby at PRIMARY (primary_conninfo, reload)
+  rewind NODE PRIMARY
+                make a cleanly stopped former primary a standby of PRIMARY
+                (pg_rewind, standby.signal) and start it: the end of a switchover
   env           print shell export lines (use: eval "\$($PROG env)")
 
 Environment:
@@ -397,6 +402,7 @@ max_wal_senders = 10
 max_replication_slots = 10
 hot_standby = on
 hot_standby_feedback = on
+wal_log_hints = on
 wal_keep_size = '256MB'
 max_connections = $MAX_CONNECTIONS
 shared_buffers = '64MB'
@@ -664,6 +670,49 @@ cmd_node() { # start|stop|kill|promote NODE
   esac
 }
 
+# Streams NODE from PRIMARY over TCP as replicator, without a slot (a slot made on the old
+# primary does not exist on the new one; wal_keep_size keeps the WAL instead).
+point_at() { # NODE PRIMARY
+  local auto
+  auto="$(node_data "$1")/postgresql.auto.conf"
+  as_pg sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' "$auto"
+  printf "primary_conninfo = 'host=127.0.0.1 port=%s user=replicator password=%s application_name=%s'\n" \
+    "$(node_port "$2")" "$REPLICATOR_PASSWORD" "$1" | as_pg tee -a "$auto" >/dev/null
+  as_pg touch "$(node_data "$1")/standby.signal"
+}
+
+cmd_follow() { # NODE PRIMARY
+  local node=$1 primary=$2
+  require_cluster
+  take_lock
+  require_node "$node"
+  require_node "$primary"
+  node_running "$node" || die "$node is not running"
+  log "re-pointing $node at $primary"
+  point_at "$node" "$primary"
+  as_pg "$PG_BIN/pg_ctl" -D "$(node_data "$node")" reload >/dev/null || die "reloading $node failed"
+}
+
+cmd_rewind() { # NODE PRIMARY
+  local node=$1 primary=$2
+  require_cluster
+  take_lock
+  require_node "$node"
+  require_node "$primary"
+  node_running "$node" && die "$node is running; stop it cleanly first (stop $node)"
+  log "pg_rewind $node from $primary"
+  if ! as_pg "$PG_BIN/pg_rewind" -D "$(node_data "$node")" \
+    --source-server="host=$(node_dir "$primary") port=$(node_port "$primary") user=postgres dbname=postgres" \
+    >"$(node_dir "$node")/rewind.log" 2>&1; then
+    tail -n 25 "$(node_dir "$node")/rewind.log" >&2
+    die "pg_rewind of $node failed"
+  fi
+  # pg_rewind copied the source's configuration files, its port among them.
+  write_node_conf "$node"
+  point_at "$node" "$primary"
+  start_node "$node"
+}
+
 cmd_down() {
   if ! have_marker; then
     log "no dev cluster in $CLUSTER_DIR"
@@ -739,6 +788,9 @@ main() {
     start | stop | kill | promote)
       (($# == 1)) || die "usage: $PROG $cmd NODE"
       ;;
+    follow | rewind)
+      (($# == 2)) || die "usage: $PROG $cmd NODE PRIMARY"
+      ;;
     *)
       die "unknown command '$cmd' (see $PROG --help)"
       ;;
@@ -762,6 +814,8 @@ main() {
         destroy) cmd_destroy ;;
         status) cmd_status ;;
         start | stop | kill | promote) cmd_node "$cmd" "$1" ;;
+        follow) cmd_follow "$1" "$2" ;;
+        rewind) cmd_rewind "$1" "$2" ;;
       esac
       ;;
   esac

@@ -5,6 +5,7 @@
 use crate::ServerConn;
 use bytes::{Bytes, BytesMut};
 use pgrouter_protocol::backend::{self as be, TransactionStatus};
+use pgrouter_protocol::error::ErrorFields;
 use pgrouter_protocol::frame::{self, HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,6 +19,8 @@ pub struct QueryOutcome {
     pub rows: Vec<Vec<Option<String>>>,
     /// The server answered with an `ErrorResponse`.
     pub failed: bool,
+    /// That error as "SQLSTATE: message", for logs and operators.
+    pub error: Option<String>,
     /// The transaction status of the closing `ReadyForQuery`.
     pub status: TransactionStatus,
     /// Whole messages meant for the session's client that arrived meanwhile: notifications,
@@ -41,6 +44,7 @@ impl ServerConn {
         let mut outcome = QueryOutcome {
             rows: Vec::new(),
             failed: false,
+            error: None,
             status: TransactionStatus::Idle,
             asynchronous: Vec::new(),
         };
@@ -52,7 +56,15 @@ impl ServerConn {
                 let body = &msg[HEADER_LEN..];
                 match f.tag {
                     be::DATA_ROW => outcome.rows.push(be::parse_data_row_text(body)),
-                    be::ERROR_RESPONSE => outcome.failed = true,
+                    be::ERROR_RESPONSE => {
+                        let fields = ErrorFields::parse(body);
+                        let text = |v: Option<&[u8]>| {
+                            String::from_utf8_lossy(v.unwrap_or_default()).into_owned()
+                        };
+                        outcome.failed = true;
+                        outcome.error =
+                            Some(format!("{}: {}", text(fields.code), text(fields.message)));
+                    }
                     be::NOTIFICATION_RESPONSE | be::NOTICE_RESPONSE | be::PARAMETER_STATUS => {
                         outcome.asynchronous.push(msg)
                     }

@@ -165,6 +165,8 @@ pub struct ErrorFields<'a> {
     pub severity: Option<&'a [u8]>,
     /// SQLSTATE (`C`).
     pub code: Option<&'a [u8]>,
+    /// Primary message (`M`).
+    pub message: Option<&'a [u8]>,
 }
 
 impl<'a> ErrorFields<'a> {
@@ -185,6 +187,7 @@ impl<'a> ErrorFields<'a> {
                 b'V' => out.severity = Some(value),
                 b'S' if out.severity.is_none() => out.severity = Some(value),
                 b'C' => out.code = Some(value),
+                b'M' => out.message = Some(value),
                 _ => {}
             }
             rest = &tail[end + 1..];

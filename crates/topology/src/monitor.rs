@@ -4,7 +4,7 @@
 use crate::decide::{decide, NodeInput, Policy};
 use crate::health::Health;
 use crate::observation::Observation;
-use crate::probe::{NodeProbe, SqlProbe};
+use crate::probe::{NodeProbe, ProbeLogin, Pushed, SqlProbe};
 use crate::table::RoutingTable;
 use arc_swap::ArcSwap;
 use arc_swap::ArcSwapOption;
@@ -130,6 +130,8 @@ pub struct Topology {
     reconfigured: Notify,
     /// One reconfiguration at a time (reloads only; sessions never take it).
     reconfiguring: Mutex<()>,
+    /// Bumped to ask every node's probe to run now ([`Topology::probe_now`]).
+    urgent: watch::Sender<u64>,
 }
 
 /// What the aggregator counted since start-up (per-node counts are in each [`NodeSlot`]).
@@ -154,6 +156,7 @@ impl Topology {
             live: ArcSwapOption::empty(),
             reconfigured: Notify::new(),
             reconfiguring: Mutex::new(()),
+            urgent: watch::Sender::new(0),
         });
         topology.table.store(Arc::new(topology.unprobed_table()));
         topology
@@ -190,6 +193,17 @@ impl Topology {
             .snapshot()
             .iter()
             .position(|s| !s.is_removed() && s.target.name == name)
+    }
+
+    /// Asks every node's probe to run now instead of at its next interval: something a session
+    /// or a probe saw suggests the roles changed (a server shutting down, a write refused as
+    /// read-only, a standby reporting its promotion, a primary connection that is in recovery).
+    /// Each node is probed at most once per [`URGENT_PROBE_GAP`]. Never blocks a session for
+    /// long: one short write lock on a value nobody holds across an await.
+    pub fn probe_now(&self, why: &'static str) {
+        metrics::counter!("pgrouter_health_checks_triggered_total", "reason" => why).increment(1);
+        tracing::debug!(reason = why, "probing every node now");
+        self.urgent.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Changes a node's read weight; applied at the next probe.
@@ -424,6 +438,10 @@ impl Topology {
 /// Probe results waiting for the aggregator; probes wait when it is full.
 const PROBE_QUEUE: usize = 64;
 
+/// The shortest time between two probes of one node when probes are asked for early
+/// ([`Topology::probe_now`]): sessions that all see the same failure make one probe, not one each.
+pub(crate) const URGENT_PROBE_GAP: Duration = Duration::from_millis(100);
+
 /// A slot's probe outcome.
 type ProbeResult = (usize, Result<Observation, String>);
 
@@ -528,7 +546,7 @@ impl Probes {
     ) {
         let node = &slot.target;
         let mut probe = NodeProbe::new(
-            SqlProbe::new(probe_config(node, settings)),
+            SqlProbe::new(probe_login(node, settings)),
             settings.discovery,
             node.patroni_url.clone(),
             settings.timeout,
@@ -537,13 +555,40 @@ impl Probes {
         let duration = metrics::histogram!("pgrouter_health_check_duration_seconds", "node" => node.name.clone());
         let topology = Arc::clone(topology);
         let (mut login, mut timeout) = (settings.login.clone(), settings.timeout);
+        let mut urgent = topology.urgent.subscribe();
         self.tasks.spawn(async move {
             let mut next = tokio::time::Instant::now();
+            let mut last_started: Option<tokio::time::Instant> = None;
             loop {
-                tokio::select! {
+                // A probe asked for early leaves the schedule as it is.
+                let scheduled = tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep_until(next) => {}
-                }
+                    _ = tokio::time::sleep_until(next) => true,
+                    Ok(()) = urgent.changed() => {
+                        urgent.borrow_and_update();
+                        if let Some(earliest) = last_started.map(|t| t + URGENT_PROBE_GAP) {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep_until(earliest) => {}
+                            }
+                        }
+                        false
+                    }
+                    pushed = probe.pushed() => {
+                        match &pushed {
+                            Pushed::HotStandby(value) => tracing::info!(node = %slot.target.name,
+                                in_hot_standby = %value, "a node reported a change of recovery state; probing every node now"),
+                            Pushed::Closed => tracing::info!(node = %slot.target.name,
+                                "a node closed its health-check connection; probing every node now"),
+                        }
+                        topology.probe_now(match pushed {
+                            Pushed::HotStandby(_) => "in_hot_standby",
+                            Pushed::Closed => "health_check_connection_closed",
+                        });
+                        continue;
+                    }
+                };
+                last_started = Some(tokio::time::Instant::now());
                 let current = topology.live.load_full();
                 let interval = current
                     .as_ref()
@@ -551,9 +596,11 @@ impl Probes {
                 if let Some(s) = current.filter(|s| (&s.login, s.timeout) != (&login, timeout)) {
                     // A reload changed the probes' login or timeout.
                     (login, timeout) = (s.login.clone(), s.timeout);
-                    probe.update(probe_config(&slot.target, &s), timeout);
+                    probe.update(probe_login(&slot.target, &s), timeout);
                 }
-                next = (next + interval).max(tokio::time::Instant::now());
+                if scheduled {
+                    next = (next + interval).max(tokio::time::Instant::now());
+                }
                 let started = std::time::Instant::now();
                 let outcome = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -572,17 +619,16 @@ impl Probes {
     }
 }
 
-/// The probes' connection settings for a node.
-fn probe_config(node: &NodeTarget, settings: &MonitorSettings) -> tokio_postgres::Config {
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(&node.host)
-        .port(node.port)
-        .user(&settings.login.user)
-        .password(&settings.login.password)
-        .dbname(&settings.login.database)
-        .application_name("pgrouter health check")
-        .connect_timeout(settings.timeout);
-    pg
+/// The probes' login for a node.
+fn probe_login(node: &NodeTarget, settings: &MonitorSettings) -> ProbeLogin {
+    ProbeLogin {
+        host: node.host.clone(),
+        port: node.port,
+        user: settings.login.user.clone(),
+        password: settings.login.password.clone(),
+        database: settings.login.database.clone(),
+        timeout: settings.timeout,
+    }
 }
 
 #[cfg(test)]

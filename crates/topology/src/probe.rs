@@ -4,7 +4,7 @@
 mod patroni;
 mod sql;
 
-pub(crate) use sql::SqlProbe;
+pub(crate) use sql::{ProbeLogin, Pushed, SqlProbe};
 
 use crate::observation::Observation;
 use pgrouter_config::Discovery;
@@ -34,9 +34,15 @@ impl NodeProbe {
     }
 
     /// Applies a reloaded login and timeout: the SQL connection is reopened with them.
-    pub(crate) fn update(&mut self, config: tokio_postgres::Config, timeout: Duration) {
-        self.sql = SqlProbe::new(config);
+    pub(crate) fn update(&mut self, login: ProbeLogin, timeout: Duration) {
+        self.sql = SqlProbe::new(login);
         self.timeout = timeout;
+    }
+
+    /// Waits for the node's server to push a sign that its role may have changed (see
+    /// [`SqlProbe::pushed`]); never ends while the probe is not connected.
+    pub(crate) async fn pushed(&mut self) -> Pushed {
+        self.sql.pushed().await
     }
 
     /// One probe, bounded by the timeout as a whole. The error is a reason for operators.

@@ -9,6 +9,7 @@
 
 mod managers;
 mod sql;
+mod switchover;
 
 use crate::harness::{connect, destroy_at_exit, free_port_block, postgres_available, repo};
 use std::path::PathBuf;
@@ -141,6 +142,12 @@ pub struct Workload {
 impl Workload {
     /// Starts one writer (into `ha_counter`, created if needed) and `readers` readers.
     pub async fn start(conninfo: &str, readers: usize) -> Workload {
+        Self::start_at(conninfo, readers, 1).await
+    }
+
+    /// Like [`Workload::start`], the writer counting from `first` (workloads that run side by
+    /// side into one table count in ranges of their own).
+    pub async fn start_at(conninfo: &str, readers: usize, first: i64) -> Workload {
         let setup = connect(conninfo).await.unwrap();
         setup
             .batch_execute("CREATE TABLE IF NOT EXISTS ha_counter (v bigint PRIMARY KEY)")
@@ -152,7 +159,7 @@ impl Workload {
             conninfo.to_owned(),
             stop.clone(),
             progress.clone(),
-            true,
+            Some(first),
         ));
         let readers = (0..readers)
             .map(|_| {
@@ -160,7 +167,7 @@ impl Workload {
                     conninfo.to_owned(),
                     stop.clone(),
                     progress.clone(),
-                    false,
+                    None,
                 ))
             })
             .collect();
@@ -202,18 +209,19 @@ impl Workload {
     }
 }
 
-/// One client: writes the next counter value, or reads, in a loop; reconnects when its
-/// connection is closed. Every request has a generous client-side timeout so a hang fails the
+/// One client: writes the next counter value (from `first`, for a writer), or reads, in a loop;
+/// reconnects when its connection is closed. Every request has a generous client-side timeout so a hang fails the
 /// test instead of stalling it.
 async fn client_loop(
     conninfo: String,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
-    writes: bool,
+    first: Option<i64>,
 ) -> ClientLog {
+    let writes = first.is_some();
     let mut log = ClientLog::default();
     let mut client = None;
-    let mut next: i64 = 1;
+    let mut next: i64 = first.unwrap_or(1);
     while !stop.load(Ordering::Relaxed) {
         let c = match &client {
             Some(c) => c,

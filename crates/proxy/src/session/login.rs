@@ -112,7 +112,24 @@ impl ServerLogin<'_> {
                     .with_hint("Writes resume once the HA manager promotes a new primary."),
                 ));
             };
+            let wait = remaining.min(std::time::Duration::from_millis(250));
             match self.checkout(node).await {
+                Ok(opened)
+                    if endpoint != Endpoint::ReadOnly
+                        && !opened.ticket.reused
+                        && in_hot_standby(&opened.conn) =>
+                {
+                    // The table still calls this node primary, but the server says at login that
+                    // it is a standby (restarted as one in a switchover, before the next probe):
+                    // not one statement may go there. Probe now and wait for the table to catch
+                    // up. (A pooled connection's login-time value may predate a promotion, so
+                    // only fresh logins are judged; a demoted node's old connections are gone.)
+                    tracing::info!(node = %ctx.node_name(node),
+                        "the primary's server reports in_hot_standby=on; waiting for the topology");
+                    drop(opened);
+                    ctx.topology.probe_now("primary_in_recovery");
+                    ctx.topology.changed(wait).await;
+                }
                 // The table may have changed during the login: only a node the endpoint still
                 // accepts will do.
                 Ok(opened) if endpoint.accepts(&ctx.topology.load(), node, fallback()) => {
@@ -122,7 +139,7 @@ impl ServerLogin<'_> {
                 Err(e) if is_transient(&e) && tokio::time::Instant::now() < deadline => {
                     tracing::debug!(node = %ctx.node_name(node), error = %e,
                     "server not accepting logins; waiting for the topology");
-                    let wait = remaining.min(std::time::Duration::from_millis(250));
+                    ctx.topology.probe_now("primary_login_refused");
                     ctx.topology.changed(wait).await;
                 }
                 Err(e) => return Err(login_error(ctx, node, e)),
@@ -184,6 +201,14 @@ impl ServerLogin<'_> {
             node: index,
         })
     }
+}
+
+/// Whether a server reports itself in hot standby (`in_hot_standby`, PostgreSQL 14+, sent at
+/// login and on promotion). Older servers do not report it: `false`.
+fn in_hot_standby(conn: &ServerConn) -> bool {
+    conn.parameters
+        .iter()
+        .any(|(name, value)| name == "in_hot_standby" && value == "on")
 }
 
 /// A login failure that a failover may cure: the network, or a server starting up or shutting

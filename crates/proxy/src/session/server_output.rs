@@ -23,6 +23,8 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         let max_len = self.ctx.max_message_size();
         if !matches!(read, Ok(n) if n > 0) {
+            // A server that drops its connections may be going away: look at the cluster now.
+            self.ctx.topology.probe_now("server_connection_lost");
             if let Some(retry) = self.backend(slot).and_then(|b| b.retry.take()) {
                 tracing::warn!(
                     "server connection lost before answering a read; re-running the read on the primary"
@@ -67,7 +69,7 @@ impl Session<'_> {
                             | be::PARSE_COMPLETE
                             | be::CLOSE_COMPLETE
                     )
-                    || (is_read_slot && t == be::PARAMETER_STATUS)
+                    || t == be::PARAMETER_STATUS
             });
             let (tag, range) = match step {
                 Ok(Step::NeedMore)
@@ -105,7 +107,11 @@ impl Session<'_> {
             } else {
                 (false, None)
             };
-            let hot_standby_param = msg_body.starts_with(b"in_hot_standby\0");
+            let hot_standby_param =
+                tag == be::PARAMETER_STATUS && msg_body.starts_with(b"in_hot_standby\0");
+            if let Some(why) = role_change_signal(code.as_deref(), hot_standby_param, slot) {
+                self.ctx.topology.probe_now(why);
+            }
             if holding {
                 // 25006: the replica refused a write hidden in a read (a function pgrouter did
                 // not know). 0A000: the read touches what only the primary has (an UNLOGGED
@@ -248,7 +254,7 @@ impl Session<'_> {
                 be::PARSE_COMPLETE => drop_it |= b.ledger.parse_complete(),
                 be::CLOSE_COMPLETE => drop_it |= b.ledger.close_complete(),
                 // A standby reports in_hot_standby=on; the client's session is with the primary.
-                be::PARAMETER_STATUS if !swallowing => drop_it = hot_standby_param,
+                be::PARAMETER_STATUS if !swallowing => drop_it = is_read_slot && hot_standby_param,
                 _ => {}
             }
             if drop_it && b.retry.is_some() {
@@ -280,6 +286,73 @@ impl Session<'_> {
                     c.ledger.set_replayed(replayed);
                 }
             }
+        }
+    }
+}
+
+/// Whether what a server sent suggests the cluster's roles changed, and why (the reason is a
+/// metric label): a server shutting down, crashing or not accepting connections (`57P01`,
+/// `57P02`, `57P03`), the primary refusing a write as read-only (`25006`: it is in recovery, or a
+/// read-only transaction was asked for; a probe tells which), or a promotion (`in_hot_standby`
+/// pushed).
+fn role_change_signal(
+    code: Option<&str>,
+    hot_standby_param: bool,
+    slot: Slot,
+) -> Option<&'static str> {
+    match code {
+        Some("57P01" | "57P02" | "57P03") => Some("server_shutting_down"),
+        Some("25006") if slot == Slot::Primary => Some("write_refused_read_only"),
+        _ if hot_standby_param => Some("in_hot_standby"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_change_signals() {
+        let cases: &[(Option<&str>, bool, Slot, Option<&str>)] = &[
+            (
+                Some("57P01"),
+                false,
+                Slot::Primary,
+                Some("server_shutting_down"),
+            ),
+            (
+                Some("57P02"),
+                false,
+                Slot::Read,
+                Some("server_shutting_down"),
+            ),
+            (
+                Some("57P03"),
+                false,
+                Slot::Read,
+                Some("server_shutting_down"),
+            ),
+            (
+                Some("25006"),
+                false,
+                Slot::Primary,
+                Some("write_refused_read_only"),
+            ),
+            // A replica refusing a write hidden in a read is routine (re-run on the primary).
+            (Some("25006"), false, Slot::Read, None),
+            (None, true, Slot::Read, Some("in_hot_standby")),
+            (None, true, Slot::Primary, Some("in_hot_standby")),
+            (Some("23505"), false, Slot::Primary, None),
+            (Some("57014"), false, Slot::Primary, None),
+            (None, false, Slot::Primary, None),
+        ];
+        for (code, hot, slot, want) in cases {
+            assert_eq!(
+                role_change_signal(*code, *hot, *slot),
+                *want,
+                "{code:?} {hot} {slot:?}"
+            );
         }
     }
 }

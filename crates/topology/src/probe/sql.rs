@@ -1,7 +1,15 @@
-//! The SQL probe: one persistent connection per node, one round trip per probe.
+//! The SQL probe: one persistent connection per node (pgrouter's own login, [`ServerConn`]), one
+//! round trip per probe; between probes it listens on that connection for what the server
+//! pushes: a promotion (`ParameterStatus in_hot_standby`, PostgreSQL 14+), a shutdown (`57P01`
+//! and the connection closing).
 
 use crate::observation::{Observation, RepmgrRow};
-use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
+use bytes::BytesMut;
+use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
+use pgrouter_protocol::backend as be;
+use pgrouter_protocol::frame::{self, HEADER_LEN};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 /// Recovery state, timeline and WAL position in one statement. The primary's timeline comes from
 /// its current WAL file name (`pg_control_checkpoint()` keeps the old timeline until the first
@@ -21,43 +29,77 @@ const STATUS_SQL: &str = "SELECT pg_is_in_recovery(), \
 const REPMGR_SQL: &str =
     "SELECT node_name, type, active, conninfo FROM repmgr.nodes ORDER BY node_id";
 
+/// Largest message a probe connection accepts while idle (a notice, a parameter change).
+const MAX_PUSHED: usize = 1 << 20;
+
+/// Where and as whom the probe logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProbeLogin {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) password: String,
+    pub(crate) database: String,
+    /// Limit for connect + login.
+    pub(crate) timeout: Duration,
+}
+
+/// What a node's server said between probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// `in_hot_standby` changed (`off`: the node was promoted).
+    HotStandby(String),
+    /// The server ended the connection (shutdown, crash, terminated).
+    Closed,
+}
+
 /// A node's SQL probe.
 pub(crate) struct SqlProbe {
-    config: Config,
-    client: Option<Client>,
+    login: ProbeLogin,
+    conn: Option<ServerConn>,
+    /// Bytes read from the connection and not yet consumed.
+    buf: BytesMut,
 }
 
 impl SqlProbe {
-    pub(crate) fn new(config: Config) -> Self {
+    pub(crate) fn new(login: ProbeLogin) -> Self {
         Self {
-            config,
-            client: None,
+            login,
+            conn: None,
+            buf: BytesMut::new(),
         }
     }
 
     /// Drops the connection (after a failure or timeout): the next probe reconnects.
     pub(crate) fn reset(&mut self) {
-        self.client = None;
+        self.conn = None;
+        self.buf.clear();
     }
 
     pub(crate) async fn probe(&mut self, with_repmgr: bool) -> Result<Observation, String> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) =
-                self.config.connect(NoTls).await.map_err(|e| describe(&e))?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            self.client = Some(client);
-        }
-        let Some(client) = self.client.as_ref() else {
-            return Err("not connected".into());
-        };
-        let status = rows(
-            client
-                .simple_query(STATUS_SQL)
+        if self.conn.is_none() {
+            let params = [
+                ("database".to_owned(), self.login.database.clone()),
+                (
+                    "application_name".to_owned(),
+                    "pgrouter health check".to_owned(),
+                ),
+            ];
+            let target = ServerTarget {
+                host: &self.login.host,
+                port: self.login.port,
+                user: &self.login.user,
+                password: &self.login.password,
+                params: &params,
+                timeout: self.login.timeout,
+            };
+            let conn = ServerConn::connect(&target)
                 .await
-                .map_err(|e| describe(&e))?,
-        );
+                .map_err(|e| describe(&e))?;
+            self.buf.clear();
+            self.conn = Some(conn);
+        }
+        let status = self.query(STATUS_SQL).await?;
         let row = status.first().ok_or("status query returned no row")?;
         let col = |i: usize| row.get(i).and_then(|v| v.as_deref());
         let mut obs = Observation {
@@ -69,15 +111,71 @@ impl SqlProbe {
             ..Observation::default()
         };
         if with_repmgr {
-            let listed = rows(
-                client
-                    .simple_query(REPMGR_SQL)
-                    .await
-                    .map_err(|e| format!("reading repmgr.nodes: {}", describe(&e)))?,
-            );
+            let listed = self
+                .query(REPMGR_SQL)
+                .await
+                .map_err(|e| format!("reading repmgr.nodes: {e}"))?;
             obs.repmgr = Some(listed.iter().filter_map(|r| repmgr_row(r)).collect());
         }
         Ok(obs)
+    }
+
+    async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let conn = self.conn.as_mut().ok_or("not connected")?;
+        let outcome = conn
+            .simple_query(&mut self.buf, sql)
+            .await
+            .map_err(|e| e.to_string())?;
+        match outcome.error {
+            Some(e) => Err(e),
+            None => Ok(outcome.rows),
+        }
+    }
+
+    /// Waits, between probes, for the server to push something that may mean the node's role
+    /// changed. Never ends while there is no connection. Cancel-safe: what was read stays in the
+    /// buffer.
+    pub(crate) async fn pushed(&mut self) -> Pushed {
+        loop {
+            if self.conn.is_none() {
+                return std::future::pending().await;
+            }
+            while let Ok(Some(f)) = frame::next_frame(&self.buf, MAX_PUSHED) {
+                let msg = self.buf.split_to(f.total_len);
+                match f.tag {
+                    be::PARAMETER_STATUS => {
+                        let body = &msg[HEADER_LEN..];
+                        let mut fields = body.split(|b| *b == 0);
+                        if fields.next() == Some(b"in_hot_standby") {
+                            let value = fields.next().unwrap_or_default();
+                            return Pushed::HotStandby(String::from_utf8_lossy(value).into_owned());
+                        }
+                    }
+                    be::ERROR_RESPONSE => {
+                        // Idle, so only a FATAL one (the server is shutting down or terminated
+                        // this backend): the connection is over.
+                        self.reset();
+                        return Pushed::Closed;
+                    }
+                    _ => {}
+                }
+            }
+            if frame::next_frame(&self.buf, MAX_PUSHED).is_err() {
+                self.reset();
+                return Pushed::Closed;
+            }
+            self.buf.reserve(512);
+            let Some(conn) = self.conn.as_mut() else {
+                continue;
+            };
+            match conn.stream.read_buf(&mut self.buf).await {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    self.reset();
+                    return Pushed::Closed;
+                }
+            }
+        }
     }
 }
 
@@ -92,24 +190,11 @@ fn repmgr_row(r: &[Option<String>]) -> Option<RepmgrRow> {
     })
 }
 
-fn rows(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
-    messages
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The server's own message when there is one (e.g. "the database system is starting up").
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+/// The server's own message when there is one (e.g. "57P03: the database system is starting
+/// up").
+fn describe(e: &ConnError) -> String {
+    match e {
+        ConnError::Refused { code, message, .. } => format!("{code}: {message}"),
+        other => other.to_string(),
     }
 }
