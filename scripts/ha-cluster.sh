@@ -17,12 +17,19 @@ BASE+10+i, etcd on BASE+20/BASE+21).
 Commands:
   deps          install PostgreSQL and the HA manager with apt-get if missing
   up            create and start the cluster; waits until both standbys stream
+  sync-standby  Patroni: print the name of the synchronous standby (the only node a switchover
+                may go to in synchronous mode)
   status        one line per node: name port running|stopped primary|standby [REST URL]
   primary       print the name of the node that is out of recovery
   kill NODE     crash the node's PostgreSQL (repmgr: pg_ctl -m immediate; Patroni: SIGKILL of
                 the postmaster, Patroni keeps running and fails over)
   stop NODE     stop the node (Patroni: its Patroni and PostgreSQL)
   start NODE    start it again
+  switchover NODE
+                a planned switchover to standby NODE: Patroni: patronictl switchover;
+                repmgr: repmgrd paused, the primary stopped cleanly, NODE promoted, the other
+                standby following it, the old primary rejoined with pg_rewind (what
+                'repmgr standby switchover' does over SSH), repmgrd resumed
   destroy       stop every process the cluster started and delete its directory
 
 Environment: PGR_CLUSTER_DIR (default /tmp/pgrouter-MANAGER-cluster), PGR_BASE_PORT (default
@@ -339,6 +346,50 @@ cmd_ha_node() { # ACTION NODE
   esac
 }
 
+cmd_ha_sync_standby() {
+  [[ $MANAGER == patroni ]] || die "sync-standby is for Patroni"
+  curl -sf "http://127.0.0.1:$(rest_port pg0)/cluster" |
+    python3 -c 'import json,sys; print(next(m["name"] for m in json.load(sys.stdin)["members"] if m.get("role") == "sync_standby"))'
+}
+
+cmd_ha_switchover() { # NODE
+  local node=$1 old other
+  node_index "$node" >/dev/null
+  old=$(cmd_ha_primary)
+  [[ $old != "$node" ]] || die "$node is already the primary"
+  case $MANAGER in
+    patroni)
+      as_pg patronictl -c "$(patroni_conf "$node")" switchover --leader "$old" --candidate "$node" --force \
+        >>"$(node_dir "$node")/patronictl.log" 2>&1 || die "patronictl switchover failed (see $(node_dir "$node")/patronictl.log)"
+      wait_for 60 "$node to lead" patroni_is_leader "$node"
+      ;;
+    repmgr)
+      local repmgr=$PG_BIN/repmgr id
+      id=$(($(node_index "$node") + 1))
+      # A node that is down cannot be paused; the others are (repmgr then exits non-zero).
+      as_pg "$repmgr" -f "$(repmgr_conf "$old")" service pause >>"$(node_dir "$old")/repmgr.log" 2>&1 ||
+        log "repmgr service pause did not reach every node"
+      stop_node "$old" fast
+      as_pg "$repmgr" -f "$(repmgr_conf "$node")" standby promote >>"$(node_dir "$node")/repmgr.log" 2>&1 ||
+        die "repmgr standby promote $node failed (see $(node_dir "$node")/repmgr.log)"
+      for other in "${NODES[@]}"; do
+        [[ $other == "$old" || $other == "$node" ]] && continue
+        node_in_recovery "$other" >/dev/null 2>&1 || continue # not running
+        as_pg "$repmgr" -f "$(repmgr_conf "$other")" standby follow --upstream-node-id="$id" \
+          >>"$(node_dir "$other")/repmgr.log" 2>&1 || die "repmgr standby follow on $other failed"
+      done
+      # pg_rewind copies the source's files; the node's own port and socket directory stay.
+      as_pg mkdir -p "$(node_dir "$old")/config-archive"
+      as_pg "$repmgr" -f "$(repmgr_conf "$old")" node rejoin --force-rewind \
+        --config-files=pgrouter-node.conf --config-archive-dir="$(node_dir "$old")/config-archive" \
+        -d "host=127.0.0.1 port=$(node_port "$node") user=repmgr dbname=repmgr" \
+        >>"$(node_dir "$old")/repmgr.log" 2>&1 || die "repmgr node rejoin $old failed (see $(node_dir "$old")/repmgr.log)"
+      as_pg "$repmgr" -f "$(repmgr_conf "$node")" service unpause >>"$(node_dir "$node")/repmgr.log" 2>&1 ||
+        log "repmgr service unpause did not reach every node"
+      ;;
+  esac
+}
+
 cmd_ha_status() {
   local node state role extra
   for node in "${NODES[@]}"; do
@@ -417,9 +468,14 @@ case $CMD in
     ;;
   status) cmd_ha_status ;;
   primary) cmd_ha_primary ;;
+  sync-standby) cmd_ha_sync_standby ;;
   kill | stop | start)
     [[ -n ${1:-} ]] || die "$CMD needs a node name"
     cmd_ha_node "$CMD" "$1"
+    ;;
+  switchover)
+    [[ -n ${1:-} ]] || die "switchover needs the name of the new primary"
+    cmd_ha_switchover "$1"
     ;;
   destroy) cmd_ha_destroy ;;
   *) die "unknown command '$CMD' (see $HA_PROG --help)" ;;

@@ -400,11 +400,16 @@ impl Topology {
                     .unwrap_or_else(|| Arc::clone(&initial));
                 let slots = topology.slots.snapshot();
                 view.grow_to(slots.len());
-                if let Some((index, outcome)) = next {
+                if let Some(ProbeResult {
+                    index,
+                    outcome,
+                    early,
+                }) = next
+                {
                     if let Some(first) = unprobed.get_mut(index) {
                         *first = false;
                     }
-                    view.record(index, outcome, &settings, &slots);
+                    view.record(index, outcome, early, &settings, &slots);
                 }
                 let waiting = unprobed
                     .iter()
@@ -443,7 +448,12 @@ const PROBE_QUEUE: usize = 64;
 pub(crate) const URGENT_PROBE_GAP: Duration = Duration::from_millis(100);
 
 /// A slot's probe outcome.
-type ProbeResult = (usize, Result<Observation, String>);
+struct ProbeResult {
+    index: usize,
+    outcome: Result<Observation, String>,
+    /// Asked for early ([`Topology::probe_now`]) rather than at the interval.
+    early: bool,
+}
 
 /// The aggregator's memory of each slot's probes.
 #[derive(Default)]
@@ -462,10 +472,15 @@ impl Aggregate {
         self.errors.resize(slots.max(self.errors.len()), None);
     }
 
+    /// Records a probe. A failed probe that was asked for early does not count towards
+    /// `max_failures`: a blip that many sessions notice at once must not take a node down faster
+    /// than the configured interval x failures would. What early probes see when they succeed
+    /// (a promotion, a node in recovery) counts at once.
     fn record(
         &mut self,
         index: usize,
         outcome: Result<Observation, String>,
+        early: bool,
         settings: &MonitorSettings,
         slots: &[Arc<NodeSlot>],
     ) {
@@ -473,7 +488,9 @@ impl Aggregate {
             return;
         }
         let ok = outcome.is_ok();
-        self.health[index].record(ok, settings.max_failures, settings.min_successes);
+        if ok || !early {
+            self.health[index].record(ok, settings.max_failures, settings.min_successes);
+        }
         match outcome {
             Ok(mut obs) => {
                 // A replica of an idle primary briefly has received but unreplayed WAL (a
@@ -611,7 +628,12 @@ impl Probes {
                 if outcome.is_err() {
                     slot.check_failures.fetch_add(1, Ordering::Relaxed);
                 }
-                if results.send((index, outcome)).await.is_err() {
+                let result = ProbeResult {
+                    index,
+                    outcome,
+                    early: !scheduled,
+                };
+                if results.send(result).await.is_err() {
                     return;
                 }
             }
@@ -644,6 +666,49 @@ mod tests {
             weight: 1,
             patroni_url: None,
         }
+    }
+
+    #[test]
+    fn early_probe_failures_do_not_count_towards_max_failures() {
+        let settings = MonitorSettings {
+            discovery: Discovery::Sql,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_failures: 3,
+            min_successes: 2,
+            login: HealthCheckLogin {
+                user: "u".into(),
+                password: "p".into(),
+                database: "d".into(),
+            },
+            policy: Policy {
+                discovery: Discovery::Sql,
+                max_lag_bytes: 0,
+                max_lag_seconds: None,
+            },
+        };
+        let slots = vec![Arc::new(NodeSlot::new(target("a", 1)))];
+        let mut view = Aggregate::default();
+        view.grow_to(1);
+        let failed = || Err::<Observation, String>("refused".into());
+        view.record(0, Ok(Observation::default()), false, &settings, &slots);
+        use crate::health::HealthState::{Down, Up};
+        // Many sessions see one blip and each asks for a probe: the node stays up.
+        for _ in 0..10 {
+            view.record(0, failed(), true, &settings, &slots);
+        }
+        assert_eq!(view.health[0].state(), Up);
+        assert_eq!(view.errors[0].as_deref(), Some("refused"));
+        // Failures at the interval take it down as configured.
+        for _ in 0..3 {
+            view.record(0, failed(), false, &settings, &slots);
+        }
+        assert_eq!(view.health[0].state(), Down);
+        // Early successes count: a node back in service returns without waiting intervals.
+        view.record(0, Ok(Observation::default()), true, &settings, &slots);
+        view.record(0, Ok(Observation::default()), true, &settings, &slots);
+        assert_eq!(view.health[0].state(), Up);
+        assert_eq!(view.errors[0], None);
     }
 
     #[test]

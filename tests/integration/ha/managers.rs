@@ -2,6 +2,7 @@
 //! PostgreSQL is crashed while a client writes a counter and others read; the manager promotes a
 //! standby and pgrouter follows.
 
+use super::switchover::switchover_under_load;
 use super::{assert_failover_outcome, FailoverTimes, ScriptCluster, Workload, HA_TESTS};
 use crate::harness::{connect, eventually_async, Router};
 use std::time::{Duration, Instant};
@@ -118,12 +119,14 @@ async fn failover_under_load(cluster: &ScriptCluster, router: &Router) -> (Durat
 fn router_for(
     cluster: &ScriptCluster,
     discovery: &str,
+    mode: &str,
     per_node: impl Fn(usize) -> String,
 ) -> Router {
     Router::start_in(&cluster.dir, |port| {
         format!(
             "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\n{}\
              users:\n  - {{name: app, password: app}}\n\
+             pool: {{mode: {mode}}}\n\
              health_check: {{interval: {INTERVAL_MS}ms, timeout: 1s, max_failures: 3, min_successes: 2}}\n\
              topology: {{discovery: {discovery}, failover_timeout: 60s}}\n",
             cluster.nodes_yaml(per_node)
@@ -140,7 +143,7 @@ async fn repmgr_failover_is_followed() {
     let Some(cluster) = ScriptCluster::up("scripts/ha-cluster.sh", "repmgr", 3, &["repmgr"]) else {
         return;
     };
-    let router = router_for(&cluster, "repmgr", |_| String::new());
+    let router = router_for(&cluster, "repmgr", "session", |_| String::new());
     let (gap, after) = failover_under_load(&cluster, &router).await;
     eprintln!("repmgr failover: write gap {gap:?} from the kill, {after:?} after the promotion");
     // repmgr leaves the dead primary's row as an inactive primary.
@@ -149,6 +152,56 @@ async fn repmgr_failover_is_followed() {
         "{}",
         router.log_text()
     );
+}
+
+/// A planned switchover under repmgr (pg0 to pg1: repmgrd paused, pg0 stopped cleanly, pg1
+/// promoted, pg2 following it, pg0 rejoined with pg_rewind), in both pooling modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repmgr_switchover_is_followed() {
+    let _one = HA_TESTS.lock().await;
+    if !manager_installed("repmgr") {
+        return;
+    }
+    let Some(cluster) =
+        ScriptCluster::up("scripts/ha-cluster.sh", "repmgr-switchover", 3, &["repmgr"])
+    else {
+        return;
+    };
+    let (old, new) = (0, 1);
+    let session = router_for(&cluster, "repmgr", "session", |_| String::new());
+    let transaction = router_for(&cluster, "repmgr", "transaction", |_| String::new());
+    for r in [&session, &transaction] {
+        r.expect_log("primary: none -> pg0", Duration::from_secs(20))
+            .await;
+    }
+    let report = switchover_under_load(
+        &cluster,
+        &[("session", &session), ("transaction", &transaction)],
+        old,
+        new,
+        || cluster.node("switchover", &format!("pg{new}")),
+        |log| {
+            log.lines().any(|l| {
+                l.contains("topology change: primary:") && l.contains(&format!("-> pg{new}"))
+            }) && log
+                .lines()
+                .any(|l| l.contains(&format!("node pg{old}:")) && l.contains("-> replica up"))
+        },
+    )
+    .await;
+    eprintln!(
+        "repmgr switchover: first write on the new primary {:?} after it began; longest write gap {:?}",
+        report.first_write_on_new, report.longest_write_gap
+    );
+}
+
+/// The node out of recovery now, as the cluster script sees it.
+fn primary_now(cluster: &ScriptCluster) -> usize {
+    let (ok, out) = cluster.run(&["primary"]);
+    assert!(ok, "{out}");
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("pg").and_then(|n| n.parse().ok()))
+        .expect("a primary")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,12 +215,13 @@ async fn patroni_failover_is_followed() {
         return;
     };
     let base = cluster.base_port;
-    let router = router_for(&cluster, "patroni", |i| {
+    let patroni_url = |i: usize| {
         format!(
             ", patroni_url: \"http://127.0.0.1:{}\"",
             base + 10 + i as u16
         )
-    });
+    };
+    let router = router_for(&cluster, "patroni", "session", patroni_url);
     let (gap, after) = failover_under_load(&cluster, &router).await;
     eprintln!("patroni failover: write gap {gap:?} from the kill, {after:?} after the promotion");
     // Patroni rewinds the old primary and brings it back as a replica: it returns to rotation.
@@ -179,5 +233,45 @@ async fn patroni_failover_is_followed() {
         .await,
         "{}",
         router.log_text()
+    );
+
+    // --- Then a planned switchover (patronictl switchover) to the synchronous standby (the only
+    // candidate in synchronous mode), in both pooling modes. ---
+    let old = primary_now(&cluster);
+    let new = {
+        let found =
+            eventually_async(Duration::from_secs(30), || cluster.run(&["sync-standby"]).0).await;
+        assert!(found, "Patroni named no synchronous standby");
+        let (_, out) = cluster.run(&["sync-standby"]);
+        out.trim()
+            .trim_start_matches("pg")
+            .parse::<usize>()
+            .expect("a node name")
+    };
+    let transaction = router_for(&cluster, "patroni", "transaction", patroni_url);
+    transaction
+        .expect_log(
+            &format!("primary: none -> pg{old}"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let report = switchover_under_load(
+        &cluster,
+        &[("session", &router), ("transaction", &transaction)],
+        old,
+        new,
+        || cluster.node("switchover", &format!("pg{new}")),
+        |log| {
+            log.lines().any(|l| {
+                l.contains("topology change: primary:") && l.contains(&format!("-> pg{new}"))
+            }) && log
+                .lines()
+                .any(|l| l.contains(&format!("node pg{old}:")) && l.contains("-> replica up"))
+        },
+    )
+    .await;
+    eprintln!(
+        "patroni switchover: first write on the new primary {:?} after it began; longest write gap {:?}",
+        report.first_write_on_new, report.longest_write_gap
     );
 }

@@ -1,15 +1,17 @@
-//! A planned switchover on a plain streaming cluster with `topology.discovery: sql`, the way an
-//! operator does it by hand: the primary stopped cleanly (`pg_ctl -m fast`), a standby promoted,
-//! the other standby re-pointed at it, the old primary rewound (`pg_rewind`) and started as a
-//! standby of the new one. Writers and readers run through pgrouter in both pooling modes.
+//! Planned switchovers under load, in both pooling modes at once: by hand on a plain streaming
+//! cluster with `topology.discovery: sql` (the primary stopped cleanly with `pg_ctl -m fast`, a
+//! standby promoted, the other standby re-pointed at it, the old primary rewound with
+//! `pg_rewind` and started as a standby of the new one), and by the HA managers
+//! (`managers.rs`: `patronictl switchover`, and repmgr's steps).
 //!
 //! Once the table names the new primary, no write may reach a node the table does not call
 //! primary (that answers `25006 cannot execute INSERT in a read-only transaction`).
 //!
-//! The health-check interval is long (10 s) on purpose: pgrouter must see the switchover as it
-//! happens (the promoted node's `in_hot_standby` push, the old primary's shutdown, refused logins
-//! and writes all probe at once), not at the next interval. With polling alone, sessions kept
-//! logging in to the old primary, restarted as a standby, for up to one interval.
+//! The health-check interval of the `sql` test is long (10 s) on purpose: pgrouter must see the
+//! switchover as it happens (the promoted node's `in_hot_standby` push, the old primary's
+//! shutdown, refused logins and writes all probe at once), not at the next interval. With polling
+//! alone, sessions kept logging in to the old primary, restarted as a standby, for up to one
+//! interval.
 
 use super::{missing_writes, ScriptCluster, Workload, HA_TESTS};
 use crate::harness::{eventually_async, Router};
@@ -34,82 +36,82 @@ fn router(cluster: &ScriptCluster, mode: &str) -> Router {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
-    let _one = HA_TESTS.lock().await;
-    let Some(cluster) = ScriptCluster::up("scripts/dev-cluster.sh", "switchover", 3, &[]) else {
-        return;
-    };
-    let routers = [router(&cluster, "session"), router(&cluster, "transaction")];
-    for r in &routers {
-        r.expect_log(
-            "topology change: primary: none -> pg0",
-            Duration::from_secs(20),
-        )
-        .await;
-    }
+/// What a switchover looked like through pgrouter.
+pub struct SwitchoverReport {
+    /// Per router (pooling mode): the first write acknowledged by the new primary, from the
+    /// start of the switchover.
+    pub first_write_on_new: Vec<(String, Duration)>,
+    /// Per router: the longest time between two acknowledged writes.
+    pub longest_write_gap: Vec<(String, Duration)>,
+}
+
+/// Runs `switch` (a planned switchover to node `new`, returning once the new primary accepts
+/// writes) while a writer and two readers run through each router, then checks what they saw:
+/// no write refused as read-only (none reached a standby), none acknowledged by a standby or,
+/// after the switch, by anything but the new primary, none lost, and writes resumed within
+/// [`RESUME_WITHIN`] of the promotion. `settled` is given what each router logged since the
+/// switchover began, until it finds the new roles there.
+pub async fn switchover_under_load(
+    cluster: &ScriptCluster,
+    routers: &[(&str, &Router)],
+    old: usize,
+    new: usize,
+    switch: impl FnOnce(),
+    settled: impl Fn(&str) -> bool,
+) -> SwitchoverReport {
     let mut loads = Vec::new();
-    for (i, r) in routers.iter().enumerate() {
-        let first = 1 + 1_000_000 * i as i64;
+    for (i, (_, r)) in routers.iter().enumerate() {
+        let first = 1 + 1_000_000 * (i as i64 + 1) + 10_000_000 * new as i64;
         loads.push(Workload::start_at(&r.conninfo("app", "app"), 2, first).await);
     }
     for load in &loads {
         load.wait_for(20, 20).await;
     }
-
-    cluster.node("stop", "pg0");
-    cluster.node("promote", "pg1");
+    let log_before: Vec<usize> = routers.iter().map(|(_, r)| r.log_text().len()).collect();
+    let started = Instant::now();
+    switch();
     let promoted_at = Instant::now();
-    let (ok, out) = cluster.run(&["follow", "pg2", "pg1"]);
-    assert!(ok, "follow failed:\n{out}");
-    let (ok, out) = cluster.run(&["rewind", "pg0", "pg1"]);
-    assert!(ok, "rewind failed:\n{out}");
-    let rewound_at = Instant::now();
-
-    // Both routers name pg1 and see pg0 back as a replica.
-    for r in &routers {
+    for ((mode, r), from) in routers.iter().zip(log_before) {
         assert!(
-            eventually_async(Duration::from_secs(30), || {
-                let log = r.log_text();
-                log.lines()
-                    .any(|l| l.contains("topology change: primary:") && l.contains("-> pg1"))
-                    && log
-                        .lines()
-                        .any(|l| l.contains("node pg0:") && l.contains("-> replica up"))
-            })
+            eventually_async(Duration::from_secs(60), || settled(
+                r.log_text().get(from..).unwrap_or_default()
+            ))
             .await,
-            "{}",
+            "{mode} pooling: the router did not follow the switchover:\n{}",
             r.log_text()
         );
     }
-    let settled_at = Instant::now();
-    // Writes go on after pg0 is back as a standby: a session or pooled connection still on it
-    // would now get 25006.
+    // Writes go on after the old primary is back as a standby: a session or pooled connection
+    // still on it would now get 25006.
     for load in &loads {
         load.wait_for(30, 30).await;
     }
-    let (p0, p1) = (cluster.port(0), cluster.port(1));
-    for (mode, load) in ["session", "transaction"].iter().zip(loads) {
+    let (p_old, p_new) = (cluster.port(old), cluster.port(new));
+    let mut report = SwitchoverReport {
+        first_write_on_new: Vec::new(),
+        longest_write_gap: Vec::new(),
+    };
+    for ((mode, _), load) in routers.iter().zip(loads) {
         let (writer, readers) = load.finish().await;
+        let since = |at: Instant| at.saturating_duration_since(started);
         let read_only: Vec<_> = writer
             .errors
             .iter()
             .filter(|(_, e)| e.starts_with("25006"))
-            .map(|(at, e)| (at.saturating_duration_since(promoted_at), e.clone()))
+            .map(|(at, e)| (since(*at), e.clone()))
             .collect();
         eprintln!(
-            "{mode} pooling: promotion +{:?} rewound, +{:?} table settled; writer errors: {:?}",
-            rewound_at - promoted_at,
-            settled_at - promoted_at,
+            "{mode} pooling: writer errors after the switchover began: {:?}",
             writer
                 .errors
                 .iter()
-                .map(|(at, e)| (at.saturating_duration_since(promoted_at), e))
+                .filter(|(at, _)| *at > started)
+                .map(|(at, e)| (since(*at), e))
                 .collect::<Vec<_>>()
         );
         assert!(
             read_only.is_empty(),
-            "{mode} pooling: writes reached a standby after the switchover: {read_only:?}"
+            "{mode} pooling: writes reached a standby during the switchover: {read_only:?}"
         );
         assert_eq!(writer.writes_on_standby, 0);
         let resumed = writer
@@ -118,7 +120,6 @@ async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
             .map(|(_, at, _)| *at)
             .find(|at| *at > promoted_at)
             .map(|at| at - promoted_at);
-        eprintln!("{mode} pooling: first write {resumed:?} after the promotion");
         assert!(
             resumed.is_some_and(|r| r < RESUME_WITHIN),
             "{mode} pooling: writes resumed {resumed:?} after the promotion"
@@ -129,14 +130,10 @@ async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
             .filter(|(_, at, _)| *at > promoted_at)
             .collect();
         assert!(
-            !after.is_empty(),
-            "{mode} pooling: no write after the switchover"
+            after.iter().all(|(_, _, port)| *port == p_new),
+            "{mode} pooling: a write after the promotion ran elsewhere than pg{new}"
         );
-        assert!(
-            after.iter().all(|(_, _, port)| *port == p1),
-            "{mode} pooling: a write after the promotion ran elsewhere than pg1"
-        );
-        let missing = missing_writes(p1, &writer.acked).await;
+        let missing = missing_writes(p_new, &writer.acked).await;
         assert!(
             missing.is_empty(),
             "{mode} pooling: lost writes {missing:?}"
@@ -146,10 +143,69 @@ async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
                 r.reads
                     .iter()
                     .all(|(at, port, in_recovery)| *at < promoted_at
-                        || *port != p0
+                        || *port != p_old
                         || *in_recovery),
-                "{mode} pooling: a read ran on pg0 as a primary after the promotion"
+                "{mode} pooling: a read ran on pg{old} as a primary after the promotion"
             );
         }
+        let first_on_new = writer
+            .acked
+            .iter()
+            .find(|(_, at, port)| *at > started && *port == p_new)
+            .map(|(_, at, _)| since(*at))
+            .unwrap_or_default();
+        let gap = writer
+            .acked
+            .windows(2)
+            .map(|w| w[1].1 - w[0].1)
+            .max()
+            .unwrap_or_default();
+        report
+            .first_write_on_new
+            .push((mode.to_string(), first_on_new));
+        report.longest_write_gap.push((mode.to_string(), gap));
     }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
+    let _one = HA_TESTS.lock().await;
+    let Some(cluster) = ScriptCluster::up("scripts/dev-cluster.sh", "switchover", 3, &[]) else {
+        return;
+    };
+    let (session, transaction) = (router(&cluster, "session"), router(&cluster, "transaction"));
+    for r in [&session, &transaction] {
+        r.expect_log(
+            "topology change: primary: none -> pg0",
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    let report = switchover_under_load(
+        &cluster,
+        &[("session", &session), ("transaction", &transaction)],
+        0,
+        1,
+        || {
+            cluster.node("stop", "pg0");
+            cluster.node("promote", "pg1");
+            for args in [["follow", "pg2", "pg1"], ["rewind", "pg0", "pg1"]] {
+                let (ok, out) = cluster.run(&args);
+                assert!(ok, "{args:?} failed:\n{out}");
+            }
+        },
+        |log| {
+            log.lines()
+                .any(|l| l.contains("topology change: primary:") && l.contains("-> pg1"))
+                && log
+                    .lines()
+                    .any(|l| l.contains("node pg0:") && l.contains("-> replica up"))
+        },
+    )
+    .await;
+    eprintln!(
+        "sql switchover (interval {INTERVAL_MS} ms): first write on the new primary {:?} after the stop; longest write gap {:?}",
+        report.first_write_on_new, report.longest_write_gap
+    );
 }
