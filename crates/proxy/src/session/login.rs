@@ -79,7 +79,7 @@ impl ServerLogin<'_> {
         };
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(node) = ctx.topology.wait_for(remaining, pick).await else {
+            let Some(node) = wait_for_node(ctx, remaining, pick).await else {
                 if endpoint == Endpoint::ReadOnly {
                     return Err(SessionError::Unavailable(
                     ErrorResponse::error(
@@ -202,6 +202,37 @@ impl ServerLogin<'_> {
         })
     }
 }
+
+/// Waits up to `limit` for the table to offer a node for the main connection. While it offers
+/// none, every node is probed every [`WAITING_PROBE_EVERY`]: a session waiting for a primary
+/// sees the promotion within that time, not at the next health-check interval.
+async fn wait_for_node(
+    ctx: &ProxyContext,
+    limit: std::time::Duration,
+    pick: impl Fn(&pgrouter_topology::RoutingTable) -> Option<usize>,
+) -> Option<usize> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(node) = pick(&ctx.topology.load()) {
+            return Some(node);
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return None;
+        }
+        ctx.topology.probe_now("waiting_for_primary");
+        if let Some(node) = ctx
+            .topology
+            .wait_for(remaining.min(WAITING_PROBE_EVERY), &pick)
+            .await
+        {
+            return Some(node);
+        }
+    }
+}
+
+/// How often sessions waiting for a primary have every node probed.
+const WAITING_PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Whether a server reports itself in hot standby (`in_hot_standby`, PostgreSQL 14+, sent at
 /// login and on promotion). Older servers do not report it: `false`.

@@ -1,7 +1,9 @@
 //! The SQL probe: one persistent connection per node (pgrouter's own login, [`ServerConn`]), one
-//! round trip per probe; between probes it listens on that connection for what the server
-//! pushes: a promotion (`ParameterStatus in_hot_standby`, PostgreSQL 14+), a shutdown (`57P01`
-//! and the connection closing).
+//! round trip per probe; between probes it listens on that connection for what the server sends
+//! unasked: a shutdown (`57P01` and the connection closing), or `ParameterStatus in_hot_standby`.
+//! (PostgreSQL 14+ reports a promotion to each session only before that session's next
+//! `ReadyForQuery`, so an idle connection hears of it at its next query: busy session
+//! connections are where promotions show first; see the proxy's server output.)
 
 use crate::observation::{Observation, RepmgrRow};
 use bytes::BytesMut;
