@@ -297,6 +297,10 @@ fn describe() {
     );
     describe_counter!("pgrouter_health_checks_total", "Health checks run");
     describe_counter!(
+        "pgrouter_health_checks_triggered_total",
+        "Times every node was asked to be probed at once, by what signalled a possible role change"
+    );
+    describe_counter!(
         "pgrouter_health_check_failures_total",
         "Health checks that failed"
     );
