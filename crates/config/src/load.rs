@@ -370,6 +370,13 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             return Err(invalid(text, key.into(), "must be positive"));
         }
     }
+    if config.topology.discover_members && config.topology.discovery == Discovery::Sql {
+        return Err(invalid(
+            text,
+            "topology.discover_members".into(),
+            "needs topology.discovery patroni or repmgr: only an HA manager lists the cluster's members",
+        ));
+    }
     for (key, value) in [
         (
             "health_check.max_failures",

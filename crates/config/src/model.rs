@@ -379,6 +379,9 @@ pub struct TopologyConfig {
     pub discovery: Discovery,
     /// How long writes wait for a primary when there is none before they fail.
     pub failover_timeout: Duration,
+    /// Patroni and repmgr discovery: also route to cluster members the HA manager lists that the
+    /// configuration does not (a replica added by Patroni or registered with repmgr).
+    pub discover_members: bool,
 }
 
 impl Default for TopologyConfig {
@@ -386,6 +389,7 @@ impl Default for TopologyConfig {
         Self {
             discovery: Discovery::Sql,
             failover_timeout: Duration::from_secs(30),
+            discover_members: false,
         }
     }
 }

@@ -274,6 +274,14 @@ impl ProxyContext {
         report
     }
 
+    /// Gives nodes the topology added by itself (members found through the HA manager,
+    /// `topology.discover_members`) their pool and counters; cheap when there are none.
+    pub(crate) fn track_new_nodes(&self) {
+        let slots = self.topology.slot_count();
+        self.pools.grow_to(slots);
+        self.stats.grow_to(slots, |i| self.node_name(i));
+    }
+
     /// Picks a read node from the table's readers by weight (the primary among them when its
     /// weight is not 0). `None` when nothing serves reads.
     pub fn pick_read_node(&self, table: &RoutingTable) -> Option<usize> {

@@ -44,6 +44,12 @@ pub fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
     ) {
         new.topology.discovery = old.topology.discovery;
     }
+    if keep(
+        "topology.discover_members",
+        old.topology.discover_members != new.topology.discover_members,
+    ) {
+        new.topology.discover_members = old.topology.discover_members;
+    }
     report
 }
 
@@ -156,6 +162,7 @@ pub fn monitor_settings(config: &Config) -> MonitorSettings {
     let max_lag = config.routing.max_replica_lag.get();
     MonitorSettings {
         discovery: config.topology.discovery,
+        discover_members: config.topology.discover_members,
         interval: hc.interval.get(),
         timeout: hc.timeout.get(),
         max_failures: hc.max_failures,

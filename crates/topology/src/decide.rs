@@ -10,8 +10,10 @@
 //!    without rewind) and is never used, not even for reads.
 //! 4. Of several backed claims the highest timeline wins; if the highest is shared, nobody is
 //!    primary and writes are refused (split brain).
-//! 5. A standby serves reads unless its HA manager has it out, it is on an older timeline than
-//!    the primary, or it lags more than `max_lag_bytes` / `max_lag_seconds`.
+//! 5. A standby serves reads unless its HA manager has it out (repmgr: inactive; Patroni: not
+//!    running, or tagged `noloadbalance`), it is on an older timeline than the primary, or it
+//!    lags more than `max_lag_bytes` / `max_lag_seconds`. A primary tagged `noloadbalance`
+//!    serves no reads either.
 
 use crate::health::HealthState;
 use crate::observation::{ManagerRole, Observation, RepmgrRow};
@@ -130,8 +132,15 @@ pub fn decide(nodes: &[NodeInput<'_>], policy: &Policy, max_timeline_seen: u32) 
             Discovery::Patroni => "Patroni leader".into(),
             Discovery::Repmgr => "repmgr primary".into(),
         };
+        let no_load_balance = live[p]
+            .and_then(|o| o.manager.as_ref())
+            .is_some_and(|m| m.no_load_balance);
         if nodes[p].disabled {
             rows[p].reason.push_str("; disabled for reads");
+        } else if no_load_balance {
+            rows[p]
+                .reason
+                .push_str("; Patroni tag noloadbalance: no reads");
         } else {
             rows[p].weight = nodes[p].weight;
         }
@@ -188,6 +197,9 @@ pub fn decide(nodes: &[NodeInput<'_>], policy: &Policy, max_timeline_seen: u32) 
         row.reason = "streaming replica".into();
         if obs.streaming == Some(false) {
             row.reason = "replica (WAL receiver not streaming)".into();
+        }
+        if obs.manager.as_ref().is_some_and(|m| m.no_failover) {
+            row.reason.push_str("; Patroni tag nofailover");
         }
     }
 
@@ -307,19 +319,28 @@ fn elect(
 /// repmgr's active primary, from the copy of `repmgr.nodes` on the node with the newest
 /// timeline (the old primary's copy is stale after a failover).
 fn repmgr_primary(nodes: &[NodeInput<'_>], live: &[Option<&Observation>]) -> Result<usize, String> {
-    let newest = live
-        .iter()
-        .flatten()
-        .filter(|o| o.repmgr.as_ref().is_some_and(|r| !r.is_empty()))
-        .max_by_key(|o| (o.timeline.unwrap_or(0), wal_position(o).unwrap_or(0)))
-        .and_then(|o| o.repmgr.as_ref())
-        .ok_or_else(|| "repmgr's metadata could not be read from any node".to_owned())?;
+    let newest = node_on_newest_timeline(
+        live.iter()
+            .map(|o| o.filter(|o| o.repmgr.as_ref().is_some_and(|r| !r.is_empty()))),
+    )
+    .and_then(|o| o.repmgr.as_ref())
+    .ok_or_else(|| "repmgr's metadata could not be read from any node".to_owned())?;
     let row = newest
         .iter()
         .find(|r| r.kind == "primary" && r.active)
         .ok_or_else(|| "repmgr names no active primary".to_owned())?;
     node_of_row(nodes, row)
         .ok_or_else(|| format!("repmgr's primary {:?} is not a configured node", row.name))
+}
+
+/// Of the observations given, the one from the node on the newest timeline (then the furthest
+/// WAL position): after a failover, the copy of the HA manager's metadata that is current.
+pub(crate) fn node_on_newest_timeline<'a>(
+    observations: impl Iterator<Item = Option<&'a Observation>>,
+) -> Option<&'a Observation> {
+    observations
+        .flatten()
+        .max_by_key(|o| (o.timeline.unwrap_or(0), wal_position(o).unwrap_or(0)))
 }
 
 /// The configured node a repmgr row describes: same name, else same host and port (removed
@@ -346,6 +367,9 @@ fn replica_exclusion(
     match policy.discovery {
         Discovery::Sql => None,
         Discovery::Patroni => match &obs.manager {
+            Some(m) if m.running() && m.no_load_balance => {
+                Some("Patroni tag noloadbalance".to_owned())
+            }
             Some(m) if m.running() => None,
             Some(m) => Some(format!("Patroni reports it {}", m.state)),
             None => Some("its Patroni did not answer".into()),

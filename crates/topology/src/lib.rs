@@ -12,6 +12,8 @@
 //! - [`decide`]: the pure function from observations to a routing table; every rule of primary
 //!   election, false-primary and lag exclusion is table-tested there.
 //! - [`table`]: the routing table and how its changes are described in the log.
+//! - [`members`]: `topology.discover_members`: members the HA manager lists that are not
+//!   configured.
 //! - `probe`: the SQL, Patroni and repmgr probes (real network I/O).
 //! - `monitor`: the tasks, and the [`Topology`] handle sessions hold.
 //!
@@ -22,6 +24,7 @@
 pub mod decide;
 pub mod health;
 mod http;
+pub mod members;
 mod monitor;
 pub mod observation;
 mod probe;
@@ -29,5 +32,5 @@ pub mod table;
 
 pub use decide::{decide, NodeInput, Policy};
 pub use monitor::{MonitorSettings, NodeChanges, NodeSlot, NodeTarget, Topology, TopologyStats};
-pub use observation::{ManagerRole, ManagerView, Observation, RepmgrRow};
+pub use observation::{ManagerRole, ManagerView, Member, Observation, RepmgrEvent, RepmgrRow};
 pub use table::{NodeState, NodeStatus, Role, RoutingTable};

@@ -37,6 +37,9 @@ pub struct NodeTarget {
 pub struct MonitorSettings {
     /// Where roles come from.
     pub discovery: Discovery,
+    /// Patroni and repmgr discovery: add the members the HA manager lists that are not
+    /// configured (fixed at start, like `discovery`).
+    pub discover_members: bool,
     /// Time between probes of a node.
     pub interval: Duration,
     /// Time one probe may take.
@@ -62,6 +65,8 @@ pub struct NodeSlot {
     weight: AtomicU32,
     disabled: AtomicBool,
     removed: AtomicBool,
+    /// Found in the HA manager's member list, not configured (`topology.discover_members`).
+    discovered: AtomicBool,
     /// Health checks run.
     pub checks: AtomicU64,
     /// Health checks that failed.
@@ -75,6 +80,7 @@ impl NodeSlot {
             target,
             disabled: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            discovered: AtomicBool::new(false),
             checks: AtomicU64::new(0),
             check_failures: AtomicU64::new(0),
         }
@@ -93,6 +99,11 @@ impl NodeSlot {
     /// No longer in the configuration: not probed, never routed to.
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Found in the HA manager's member list rather than configured.
+    pub fn is_discovered(&self) -> bool {
+        self.discovered.load(Ordering::Relaxed)
     }
 
     /// The same server as `target`: name, host, port and Patroni URL all equal.
@@ -245,6 +256,8 @@ impl Topology {
             let index = match current.iter().position(|s| !s.is_removed() && s.is(target)) {
                 Some(i) => {
                     self.set_weight(i, target.weight);
+                    // A discovered member now configured is configured from now on.
+                    current[i].discovered.store(false, Ordering::Relaxed);
                     i
                 }
                 None => {
@@ -256,7 +269,11 @@ impl Topology {
             changes.slots.push(index);
         }
         for (i, slot) in current.iter().enumerate() {
-            if !slot.is_removed() && !changes.slots.contains(&i) {
+            // Members found through the HA manager are not in the file: they stay, unless the
+            // file now names a node of theirs (re-addressed: it got a new slot above).
+            let kept_as_discovered =
+                slot.is_discovered() && !targets.iter().any(|t| t.name == slot.target.name);
+            if !slot.is_removed() && !changes.slots.contains(&i) && !kept_as_discovered {
                 slot.removed.store(true, Ordering::Relaxed);
                 changes.removed.push(i);
             }
@@ -269,6 +286,50 @@ impl Topology {
             }
         }
         changes
+    }
+
+    /// Follows the HA manager's member list (`topology.discover_members`): members not known are
+    /// added (probed, then routed to as their probes say), members added that way and no longer
+    /// listed are removed. Returns whether anything changed.
+    fn adopt_members(&self, listed: &[crate::observation::Member]) -> bool {
+        let _one_at_a_time = self
+            .reconfiguring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.slots.snapshot();
+        let known: Vec<crate::members::Known<'_>> = current
+            .iter()
+            .map(|s| crate::members::Known {
+                name: &s.target.name,
+                host: &s.target.host,
+                port: s.target.port,
+                patroni_url: s.target.patroni_url.as_deref(),
+                discovered: s.is_discovered(),
+                removed: s.is_removed(),
+            })
+            .collect();
+        let changes = crate::members::compare(&known, listed);
+        for m in &changes.add {
+            tracing::info!(node = %m.name, host = %m.host, port = m.port,
+                "the HA manager lists a member that is not configured: probing it (topology.discover_members)");
+            let slot = NodeSlot::new(NodeTarget {
+                name: m.name.clone(),
+                host: m.host.clone(),
+                port: m.port,
+                weight: 1,
+                patroni_url: m.patroni_url.clone(),
+            });
+            slot.discovered.store(true, Ordering::Relaxed);
+            self.slots.push(slot);
+        }
+        for &i in &changes.remove {
+            if let Some(slot) = current.get(i) {
+                tracing::info!(node = %slot.target.name,
+                    "the HA manager no longer lists this discovered member: removing it");
+                slot.removed.store(true, Ordering::Relaxed);
+            }
+        }
+        !changes.add.is_empty() || !changes.remove.is_empty()
     }
 
     /// Waits until `pick` finds what it needs in the table (e.g. a primary), or until `timeout`;
@@ -411,6 +472,15 @@ impl Topology {
                     }
                     view.record(index, outcome, early, &settings, &slots);
                 }
+                if settings.discover_members {
+                    let latest: Vec<Option<&Observation>> =
+                        view.latest.iter().map(Option::as_ref).collect();
+                    let listed = crate::members::listed(settings.discovery, &latest);
+                    if listed.is_some_and(|l| topology.adopt_members(&l)) {
+                        probes.follow(&topology, &settings);
+                        continue;
+                    }
+                }
                 let waiting = unprobed
                     .iter()
                     .enumerate()
@@ -462,6 +532,8 @@ struct Aggregate {
     latest: Vec<Option<Observation>>,
     errors: Vec<Option<String>>,
     max_timeline: u32,
+    /// The newest repmgr event logged so far (by timestamp text, which sorts as time).
+    repmgr_event: Option<crate::observation::RepmgrEvent>,
 }
 
 impl Aggregate {
@@ -507,6 +579,19 @@ impl Aggregate {
                     .or(obs.manager.as_ref().and_then(|m| m.timeline))
                 {
                     self.max_timeline = self.max_timeline.max(tl);
+                }
+                if let Some(event) = obs
+                    .repmgr_event
+                    .as_ref()
+                    .filter(|e| self.repmgr_event.as_ref().is_none_or(|seen| e.at > seen.at))
+                {
+                    // The first one is what happened before pgrouter started: debug only.
+                    if self.repmgr_event.is_some() {
+                        tracing::info!(node_id = event.node_id, event = %event.event,
+                            successful = event.successful, at = %event.at, details = %event.details,
+                            "repmgr event");
+                    }
+                    self.repmgr_event = Some(event.clone());
                 }
                 self.latest[index] = Some(obs);
                 self.errors[index] = None;
@@ -565,6 +650,7 @@ impl Probes {
         let mut probe = NodeProbe::new(
             SqlProbe::new(probe_login(node, settings)),
             settings.discovery,
+            settings.discover_members,
             node.patroni_url.clone(),
             settings.timeout,
         );
@@ -672,6 +758,7 @@ mod tests {
     fn early_probe_failures_do_not_count_towards_max_failures() {
         let settings = MonitorSettings {
             discovery: Discovery::Sql,
+            discover_members: false,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             max_failures: 3,

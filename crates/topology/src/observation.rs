@@ -22,6 +22,12 @@ pub struct Observation {
     pub manager: Option<ManagerView>,
     /// repmgr's node list as this node's copy of `repmgr.nodes` has it (repmgr discovery).
     pub repmgr: Option<Vec<RepmgrRow>>,
+    /// The newest row of `repmgr.events` on this node (repmgr discovery), when the probe's role
+    /// may read it.
+    pub repmgr_event: Option<RepmgrEvent>,
+    /// The cluster's members as Patroni lists them (`GET /cluster`), when
+    /// `topology.discover_members` is on.
+    pub members: Option<Vec<Member>>,
     /// How long the probe took.
     pub latency: Duration,
 }
@@ -46,6 +52,13 @@ pub struct ManagerView {
     pub timeline: Option<u32>,
     /// `xlog.location` on the leader, `xlog.replayed_location` on a replica.
     pub wal_position: Option<u64>,
+    /// Patroni tag `noloadbalance`: the node takes no read traffic (Patroni's `/replica` check
+    /// fails for it). pgrouter sends it no reads, as a replica or as the leader.
+    pub no_load_balance: bool,
+    /// Patroni tag `nofailover`: Patroni never promotes the node. pgrouter, which promotes
+    /// nothing, still takes the node as primary only while it is Patroni's running leader (as
+    /// for every node); the tag is shown in the node's state.
+    pub no_failover: bool,
 }
 
 impl ManagerView {
@@ -53,6 +66,34 @@ impl ManagerView {
     pub fn running(&self) -> bool {
         self.state == "running"
     }
+}
+
+/// A member of the cluster as its HA manager lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The manager's name for it.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Its Patroni REST API, without a path (Patroni only).
+    pub patroni_url: Option<String>,
+}
+
+/// One row of `repmgr.events`: what repmgr last did (a promotion, a follow, a rejoin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepmgrEvent {
+    /// `node_id` of the node it happened on.
+    pub node_id: i64,
+    /// `event`, e.g. `standby_promote`, `repmgrd_failover_promote`, `standby_follow`.
+    pub event: String,
+    /// `successful`.
+    pub successful: bool,
+    /// `event_timestamp`, as the server prints it.
+    pub at: String,
+    /// `details`.
+    pub details: String,
 }
 
 /// One row of `repmgr.nodes`.

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct NodeProbe {
     sql: SqlProbe,
     discovery: Discovery,
+    /// Also fetch Patroni's member list.
+    discover_members: bool,
     patroni_url: Option<String>,
     timeout: Duration,
 }
@@ -22,12 +24,14 @@ impl NodeProbe {
     pub(crate) fn new(
         sql: SqlProbe,
         discovery: Discovery,
+        discover_members: bool,
         patroni_url: Option<String>,
         timeout: Duration,
     ) -> Self {
         Self {
             sql,
             discovery,
+            discover_members,
             patroni_url,
             timeout,
         }
@@ -78,6 +82,14 @@ impl NodeProbe {
                 Ok(view) => obs.manager = Some(view),
                 Err(e) => {
                     tracing::debug!(url = %url, error = %e, "Patroni REST API did not answer")
+                }
+            }
+            if self.discover_members && obs.manager.is_some() {
+                match patroni::fetch_members(url).await {
+                    Ok(members) => obs.members = Some(members),
+                    Err(e) => {
+                        tracing::debug!(url = %url, error = %e, "Patroni's member list could not be read")
+                    }
                 }
             }
         }

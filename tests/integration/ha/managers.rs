@@ -167,6 +167,30 @@ async fn repmgr_switchover_is_followed() {
     else {
         return;
     };
+    // repmgr.nodes lists pg2, which this router's configuration does not: it is found and read.
+    let partial = router_without_pg2(&cluster, "repmgr", |_| String::new());
+    partial
+        .expect_log(
+            "lists a member that is not configured",
+            Duration::from_secs(20),
+        )
+        .await;
+    let p2 = cluster.port(2);
+    let mut seen = false;
+    for _ in 0..20 {
+        if read_ports(&partial, 6).await.contains(&p2) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen,
+        "no read reached pg2, found in repmgr.nodes:\n{}",
+        partial.log_text()
+    );
+    drop(partial);
+
     let (old, new) = (0, 1);
     let session = router_for(&cluster, "repmgr", "session", |_| String::new());
     let transaction = router_for(&cluster, "repmgr", "transaction", |_| String::new());
@@ -189,6 +213,10 @@ async fn repmgr_switchover_is_followed() {
         },
     )
     .await;
+    // repmgr's own record of the promotion reaches the log.
+    session
+        .expect_log("event=standby_promote", Duration::from_secs(10))
+        .await;
     eprintln!(
         "repmgr switchover: first write on the new primary {:?} after it began; longest write gap {:?}",
         report.first_write_on_new, report.longest_write_gap
@@ -273,5 +301,116 @@ async fn patroni_failover_is_followed() {
     eprintln!(
         "patroni switchover: first write on the new primary {:?} after it began; longest write gap {:?}",
         report.first_write_on_new, report.longest_write_gap
+    );
+}
+
+/// The ports fresh sessions' reads land on, through `router`, over `sessions` sessions.
+async fn read_ports(router: &Router, sessions: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..sessions {
+        let c = connect(&router.conninfo("app", "app")).await.unwrap();
+        let rows = tokio::time::timeout(
+            Duration::from_secs(30),
+            c.simple_query("SELECT inet_server_port()"),
+        )
+        .await
+        .expect("a read through pgrouter hung")
+        .unwrap();
+        ports.push(crate::harness::first_value(&rows).parse().unwrap());
+    }
+    ports
+}
+
+/// A router that knows only pg0 and pg1, with `topology.discover_members` on.
+fn router_without_pg2(
+    cluster: &ScriptCluster,
+    discovery: &str,
+    per_node: impl Fn(usize) -> String,
+) -> Router {
+    Router::start_in(&cluster.dir, |port| {
+        let mut nodes = String::from("nodes:\n");
+        for i in 0..2 {
+            nodes.push_str(&format!(
+                "  - {{name: pg{i}, host: 127.0.0.1, port: {}{}}}\n",
+                cluster.port(i),
+                per_node(i)
+            ));
+        }
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\n{nodes}\
+             users:\n  - {{name: app, password: app}}\n\
+             health_check: {{interval: {INTERVAL_MS}ms, timeout: 1s, max_failures: 3, min_successes: 2}}\n\
+             topology: {{discovery: {discovery}, discover_members: true}}\n"
+        )
+    })
+}
+
+/// Patroni's member list and tags: a member missing from the configuration is found from
+/// `GET /cluster` and serves reads; a replica tagged `noloadbalance` (Patroni reloaded) serves
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_members_and_tags_are_followed() {
+    let _one = HA_TESTS.lock().await;
+    if !manager_installed("patroni") {
+        return;
+    }
+    let Some(cluster) =
+        ScriptCluster::up("scripts/ha-cluster.sh", "patroni-members", 22, &["patroni"])
+    else {
+        return;
+    };
+    let base = cluster.base_port;
+    let router = router_without_pg2(&cluster, "patroni", |i| {
+        format!(
+            ", patroni_url: \"http://127.0.0.1:{}\"",
+            base + 10 + i as u16
+        )
+    });
+    router
+        .expect_log(
+            "lists a member that is not configured",
+            Duration::from_secs(20),
+        )
+        .await;
+    router
+        .expect_log(
+            "node pg2: unknown down -> replica up",
+            Duration::from_secs(20),
+        )
+        .await;
+    let p2 = cluster.port(2);
+    let mut seen = false;
+    for _ in 0..10 {
+        if read_ports(&router, 6).await.contains(&p2) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen,
+        "no read reached the discovered member pg2:\n{}",
+        router.log_text()
+    );
+
+    // Tag pg1 noloadbalance: Patroni applies tags on reload (SIGHUP).
+    let conf = cluster.dir.join("pg1/patroni.yml");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("tags:\n  noloadbalance: true\n");
+    std::fs::write(&conf, text).unwrap();
+    let pid = std::fs::read_to_string(cluster.dir.join("pg1/patroni.pid")).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    router
+        .expect_log("Patroni tag noloadbalance", Duration::from_secs(20))
+        .await;
+    let p1 = cluster.port(1);
+    let ports = read_ports(&router, 12).await;
+    assert!(
+        !ports.contains(&p1),
+        "reads reached pg1, tagged noloadbalance: {ports:?}"
     );
 }

@@ -123,6 +123,10 @@ fn errors_name_key_and_line() {
             "admin.users[1]: \"boss\" is not listed under users (its password comes from there) (line 10)",
         ),
         (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\ntopology:\n  discover_members: true\n",
+            "topology.discover_members: needs topology.discovery patroni or repmgr: only an HA manager lists the cluster's members (line 8)",
+        ),
+        (
             "listen: 127.0.0.1:6432\nread_only_listen: 127.0.0.1:6432\nnodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n",
             "read_only_listen: 127.0.0.1:6432 is already listen's address (line 2)",
         ),

@@ -183,6 +183,7 @@ impl ServerLogin<'_> {
             params: &startup.server_params,
             timeout: ctx.live().config.pool.connect_timeout.get(),
         };
+        ctx.track_new_nodes();
         let started = std::time::Instant::now();
         let result = ctx
             .pools

@@ -29,7 +29,17 @@ fn patroni(mut o: Observation, role: ManagerRole, state: &str) -> Observation {
         state: state.into(),
         timeline: o.timeline,
         wal_position: o.wal_position,
+        no_load_balance: false,
+        no_failover: false,
     });
+    o
+}
+
+/// The same, tagged `noloadbalance` in Patroni.
+fn no_load_balance(mut o: Observation) -> Observation {
+    if let Some(m) = o.manager.as_mut() {
+        m.no_load_balance = true;
+    }
     o
 }
 
@@ -159,6 +169,14 @@ fn election_and_rotation() {
             vec![up(patroni(primary(1, 5000), Leader, "running")), up(patroni(r(5000), Replica, "starting")),
                  up(patroni(r(5000), Replica, "running"))], 1,
             Some(0), vec![0, 2], [Up, Excluded, Up]),
+        ("patroni: a replica tagged noloadbalance serves no reads", Patroni,
+            vec![up(patroni(primary(1, 5000), Leader, "running")), up(no_load_balance(patroni(r(5000), Replica, "running"))),
+                 up(patroni(r(5000), Replica, "running"))], 1,
+            Some(0), vec![0, 2], [Up, Excluded, Up]),
+        ("patroni: a leader tagged noloadbalance is primary and serves no reads", Patroni,
+            vec![up(no_load_balance(patroni(primary(1, 5000), Leader, "running"))), up(patroni(r(5000), Replica, "running")),
+                 up(patroni(r(5000), Replica, "running"))], 1,
+            Some(0), vec![1, 2], [Up, Up, Up]),
         ("patroni: stale leader view loses to the newer timeline", Patroni,
             vec![up(patroni(primary(1, 5000), Leader, "running")), up(patroni(primary(2, 5000), Leader, "running")),
                  up(patroni(replica(Some(2), 5000, 0.0), Replica, "running"))], 1,

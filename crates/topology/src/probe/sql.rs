@@ -5,7 +5,7 @@
 //! `ReadyForQuery`, so an idle connection hears of it at its next query: busy session
 //! connections are where promotions show first; see the proxy's server output.)
 
-use crate::observation::{Observation, RepmgrRow};
+use crate::observation::{Observation, RepmgrEvent, RepmgrRow};
 use bytes::BytesMut;
 use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
 use pgrouter_protocol::backend as be;
@@ -30,6 +30,10 @@ const STATUS_SQL: &str = "SELECT pg_is_in_recovery(), \
 
 const REPMGR_SQL: &str =
     "SELECT node_name, type, active, conninfo FROM repmgr.nodes ORDER BY node_id";
+
+/// repmgr's latest event on this node's copy of its metadata.
+const REPMGR_EVENT_SQL: &str = "SELECT node_id, event, successful, event_timestamp, \
+  coalesce(details, '') FROM repmgr.events ORDER BY event_timestamp DESC LIMIT 1";
 
 /// Largest message a probe connection accepts while idle (a notice, a parameter change).
 const MAX_PUSHED: usize = 1 << 20;
@@ -118,6 +122,13 @@ impl SqlProbe {
                 .await
                 .map_err(|e| format!("reading repmgr.nodes: {e}"))?;
             obs.repmgr = Some(listed.iter().filter_map(|r| repmgr_row(r)).collect());
+            // Only for operators (logged when it changes): a role that may not read the events
+            // table still probes.
+            obs.repmgr_event = self
+                .query(REPMGR_EVENT_SQL)
+                .await
+                .ok()
+                .and_then(|rows| rows.first().and_then(|r| repmgr_event(r)));
         }
         Ok(obs)
     }
@@ -179,6 +190,16 @@ impl SqlProbe {
             }
         }
     }
+}
+
+fn repmgr_event(r: &[Option<String>]) -> Option<RepmgrEvent> {
+    Some(RepmgrEvent {
+        node_id: r.first()?.as_deref()?.parse().ok()?,
+        event: r.get(1)?.clone()?,
+        successful: r.get(2)?.as_deref() == Some("t"),
+        at: r.get(3)?.clone().unwrap_or_default(),
+        details: r.get(4)?.clone().unwrap_or_default(),
+    })
 }
 
 fn repmgr_row(r: &[Option<String>]) -> Option<RepmgrRow> {
