@@ -2,8 +2,11 @@
 //! PostgreSQL is crashed while a client writes a counter and others read; the manager promotes a
 //! standby and pgrouter follows.
 
-use super::switchover::switchover_under_load;
-use super::{assert_failover_outcome, FailoverTimes, ScriptCluster, Workload, HA_TESTS};
+use super::switchover::{roles_swapped, switchover_under_load};
+use super::{
+    assert_failover_outcome, read_ports, reads_reach, FailoverTimes, ScriptCluster, Workload,
+    HA_TESTS,
+};
 use crate::harness::{connect, eventually_async, Router};
 use std::time::{Duration, Instant};
 
@@ -176,16 +179,8 @@ async fn repmgr_switchover_is_followed() {
         )
         .await;
     let p2 = cluster.port(2);
-    let mut seen = false;
-    for _ in 0..20 {
-        if read_ports(&partial, 6).await.contains(&p2) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     assert!(
-        seen,
+        reads_reach(&partial, p2, 20, 6).await,
         "no read reached pg2, found in repmgr.nodes:\n{}",
         partial.log_text()
     );
@@ -198,27 +193,34 @@ async fn repmgr_switchover_is_followed() {
         r.expect_log("primary: none -> pg0", Duration::from_secs(20))
             .await;
     }
-    let report = switchover_under_load(
-        &cluster,
-        &[("session", &session), ("transaction", &transaction)],
-        old,
-        new,
-        || cluster.node("switchover", &format!("pg{new}")),
-        |log| {
-            log.lines().any(|l| {
-                l.contains("topology change: primary:") && l.contains(&format!("-> pg{new}"))
-            }) && log
-                .lines()
-                .any(|l| l.contains(&format!("node pg{old}:")) && l.contains("-> replica up"))
-        },
-    )
-    .await;
+    manager_switchover("repmgr", &cluster, [&session, &transaction], old, new).await;
     // repmgr's own record of the promotion reaches the log.
     session
         .expect_log("event=standby_promote", Duration::from_secs(10))
         .await;
+}
+
+/// `ha-cluster.sh MANAGER switchover pgNEW` under load through a session-pooling and a
+/// transaction-pooling router (see `switchover_under_load`).
+async fn manager_switchover(
+    manager: &str,
+    cluster: &ScriptCluster,
+    [session, transaction]: [&Router; 2],
+    old: usize,
+    new: usize,
+) {
+    let routers = [("session", session), ("transaction", transaction)];
+    let report = switchover_under_load(
+        cluster,
+        &routers,
+        old,
+        new,
+        || cluster.node("switchover", &format!("pg{new}")),
+        |log| roles_swapped(log, old, new),
+    )
+    .await;
     eprintln!(
-        "repmgr switchover: first write on the new primary {:?} after it began; longest write gap {:?}",
+        "{manager} switchover: first write on the new primary {:?} after it began; longest write gap {:?}",
         report.first_write_on_new, report.longest_write_gap
     );
 }
@@ -283,42 +285,7 @@ async fn patroni_failover_is_followed() {
             Duration::from_secs(20),
         )
         .await;
-    let report = switchover_under_load(
-        &cluster,
-        &[("session", &router), ("transaction", &transaction)],
-        old,
-        new,
-        || cluster.node("switchover", &format!("pg{new}")),
-        |log| {
-            log.lines().any(|l| {
-                l.contains("topology change: primary:") && l.contains(&format!("-> pg{new}"))
-            }) && log
-                .lines()
-                .any(|l| l.contains(&format!("node pg{old}:")) && l.contains("-> replica up"))
-        },
-    )
-    .await;
-    eprintln!(
-        "patroni switchover: first write on the new primary {:?} after it began; longest write gap {:?}",
-        report.first_write_on_new, report.longest_write_gap
-    );
-}
-
-/// The ports fresh sessions' reads land on, through `router`, over `sessions` sessions.
-async fn read_ports(router: &Router, sessions: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    for _ in 0..sessions {
-        let c = connect(&router.conninfo("app", "app")).await.unwrap();
-        let rows = tokio::time::timeout(
-            Duration::from_secs(30),
-            c.simple_query("SELECT inet_server_port()"),
-        )
-        .await
-        .expect("a read through pgrouter hung")
-        .unwrap();
-        ports.push(crate::harness::first_value(&rows).parse().unwrap());
-    }
-    ports
+    manager_switchover("patroni", &cluster, [&router, &transaction], old, new).await;
 }
 
 /// A router that knows only pg0 and pg1, with `topology.discover_members` on.
@@ -372,23 +339,20 @@ async fn patroni_members_and_tags_are_followed() {
             Duration::from_secs(20),
         )
         .await;
-    router
-        .expect_log(
-            "node pg2: unknown down -> replica up",
-            Duration::from_secs(20),
-        )
-        .await;
-    let p2 = cluster.port(2);
-    let mut seen = false;
-    for _ in 0..10 {
-        if read_ports(&router, 6).await.contains(&p2) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // "node pg2: unknown down -> replica up", or "node pg2 added at …: replica up" when it was
+    // found before the first table.
     assert!(
-        seen,
+        eventually_async(Duration::from_secs(20), || router
+            .log_text()
+            .lines()
+            .any(|l| l.contains("node pg2") && l.contains("replica up")))
+        .await,
+        "{}",
+        router.log_text()
+    );
+    let p2 = cluster.port(2);
+    assert!(
+        reads_reach(&router, p2, 10, 6).await,
         "no read reached the discovered member pg2:\n{}",
         router.log_text()
     );

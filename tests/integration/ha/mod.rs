@@ -276,6 +276,40 @@ async fn client_loop(
     log
 }
 
+/// The ports fresh sessions' reads land on, through `router`, over `sessions` sessions.
+pub async fn read_ports(router: &crate::harness::Router, sessions: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..sessions {
+        let c = connect(&router.conninfo("app", "app")).await.unwrap();
+        let rows = tokio::time::timeout(
+            Duration::from_secs(30),
+            c.simple_query("SELECT inet_server_port()"),
+        )
+        .await
+        .expect("a read through pgrouter hung")
+        .unwrap();
+        ports.push(crate::harness::first_value(&rows).parse().unwrap());
+    }
+    ports
+}
+
+/// Whether fresh sessions' reads reach `port`: `rounds` rounds of `sessions` sessions, 200 ms
+/// apart (a node coming into rotation, or rotation reaching it).
+pub async fn reads_reach(
+    router: &crate::harness::Router,
+    port: u16,
+    rounds: usize,
+    sessions: usize,
+) -> bool {
+    for _ in 0..rounds {
+        if read_ports(router, sessions).await.contains(&port) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
 /// The acknowledged writes missing from `node`'s `ha_counter` (read over TCP as `app`).
 pub async fn missing_writes(port: u16, acked: &[(i64, Instant, u16)]) -> Vec<i64> {
     let direct = connect(&format!(

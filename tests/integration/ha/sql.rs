@@ -62,15 +62,7 @@ fn signal_node(cluster: &ScriptCluster, node: usize, signal: &str) {
 
 /// The port a fresh session's read lands on.
 async fn fresh_read_port(router: &Router) -> u16 {
-    let c = connect(&router.conninfo("app", "app")).await.unwrap();
-    let rows = tokio::time::timeout(
-        Duration::from_secs(30),
-        c.simple_query("SELECT inet_server_port()"),
-    )
-    .await
-    .expect("a read through pgrouter hung")
-    .unwrap();
-    crate::harness::first_value(&rows).parse().unwrap()
+    super::read_ports(router, 1).await[0]
 }
 
 /// Whether a run of fresh sessions (one per reader in the rotation, and some) avoids `port`.
@@ -126,16 +118,8 @@ async fn sql_discovery_follows_replicas_and_a_manual_failover() {
         }
     );
     cluster.node("start", "pg2");
-    let mut back = false;
-    for _ in 0..40 {
-        if fresh_read_port(&router).await == p2 {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
     assert!(
-        back,
+        super::reads_reach(&router, p2, 50, 1).await,
         "pg2 did not return to rotation:\n{}",
         router.log_text()
     );

@@ -168,6 +168,16 @@ pub async fn switchover_under_load(
     report
 }
 
+/// Whether a router's log shows node `new` made primary and node `old` back as a replica.
+pub fn roles_swapped(log: &str, old: usize, new: usize) -> bool {
+    let (to_new, old_node) = (format!("-> pg{new}"), format!("node pg{old}:"));
+    log.lines()
+        .any(|l| l.contains("topology change: primary:") && l.contains(&to_new))
+        && log
+            .lines()
+            .any(|l| l.contains(&old_node) && l.contains("-> replica up"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
     let _one = HA_TESTS.lock().await;
@@ -195,13 +205,7 @@ async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
                 assert!(ok, "{args:?} failed:\n{out}");
             }
         },
-        |log| {
-            log.lines()
-                .any(|l| l.contains("topology change: primary:") && l.contains("-> pg1"))
-                && log
-                    .lines()
-                    .any(|l| l.contains("node pg0:") && l.contains("-> replica up"))
-        },
+        |log| roles_swapped(log, 0, 1),
     )
     .await;
     eprintln!(
