@@ -141,6 +141,9 @@ impl<S: Default> Pools<S> {
 
     /// Empty pools for nodes up to slot `nodes - 1` that have none yet (a reload added nodes).
     pub fn grow_to(&self, nodes: usize) {
+        if self.nodes.len() >= nodes {
+            return;
+        }
         let max = self.settings.load().max_server_connections.max(1) as usize;
         self.nodes.grow_to(nodes, |_| NodePool {
             active: Arc::new(Semaphore::new(max)),

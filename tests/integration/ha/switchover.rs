@@ -213,3 +213,102 @@ async fn switchover_with_rewind_moves_every_write_to_the_new_primary() {
         report.first_write_on_new, report.longest_write_gap
     );
 }
+
+/// A transaction open on the primary when the table stops calling it primary while it is still
+/// up (a standby promoted beside it, the moment a switchover or split brain makes): its next
+/// statement fails once with `08006`, nothing more reaches the old node (its transaction is rolled
+/// back there), `ROLLBACK` succeeds, and the session's next write runs on the new primary. In both
+/// pooling modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_on_a_primary_that_lost_its_role_fails_once() {
+    let _one = HA_TESTS.lock().await;
+    let Some(cluster) = ScriptCluster::up("scripts/dev-cluster.sh", "moved-tx", 3, &[]) else {
+        return;
+    };
+    let routers = [router(&cluster, "session"), router(&cluster, "transaction")];
+    let mut sessions = Vec::new();
+    for (i, r) in routers.iter().enumerate() {
+        r.expect_log(
+            "topology change: primary: none -> pg0",
+            Duration::from_secs(20),
+        )
+        .await;
+        let c = crate::harness::connect(&r.conninfo("app", "app"))
+            .await
+            .unwrap();
+        // Created on its own: statements before a BEGIN in one query join its transaction.
+        c.batch_execute("CREATE TABLE IF NOT EXISTS moved_tx (v int)")
+            .await
+            .unwrap();
+        c.batch_execute(&format!("BEGIN; INSERT INTO moved_tx VALUES ({i})"))
+            .await
+            .unwrap();
+        sessions.push(c);
+    }
+    let (p0, p1) = (cluster.port(0), cluster.port(1));
+    // The table has reached pg1 before it is promoted (the sessions write there afterwards).
+    let standby = crate::harness::connect(&format!(
+        "host=127.0.0.1 port={p1} user=app password=app dbname=app"
+    ))
+    .await
+    .unwrap();
+    assert!(wait_for_table(&standby).await, "moved_tx did not reach pg1");
+    // pg1 promoted while pg0 keeps running: pg0 becomes a false primary (older timeline).
+    cluster.node("promote", "pg1");
+    for r in &routers {
+        assert!(
+            eventually_async(Duration::from_secs(30), || r
+                .log_text()
+                .lines()
+                .any(|l| l.contains("topology change: primary:") && l.contains("-> pg1")))
+            .await,
+            "{}",
+            r.log_text()
+        );
+    }
+    for (i, c) in sessions.iter().enumerate() {
+        let error = c
+            .simple_query(&format!("INSERT INTO moved_tx VALUES ({i})"))
+            .await
+            .expect_err("the transaction's node lost its role");
+        let db = error.as_db_error().expect("an error from pgrouter");
+        assert_eq!(db.code().code(), "08006", "{db:?}");
+        assert!(db.message().contains("the primary changed"), "{db:?}");
+        c.simple_query("ROLLBACK").await.unwrap();
+        let rows = c
+            .simple_query("INSERT INTO moved_tx VALUES (100) RETURNING inet_server_port()")
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::harness::first_value(&rows),
+            p1.to_string(),
+            "the next write runs on the new primary"
+        );
+    }
+    // Nothing of the abandoned transactions committed on the old primary.
+    let direct = crate::harness::connect(&format!(
+        "host=127.0.0.1 port={p0} user=app password=app dbname=app"
+    ))
+    .await
+    .unwrap();
+    let rows = direct
+        .simple_query("SELECT count(*) FROM moved_tx")
+        .await
+        .unwrap();
+    assert_eq!(crate::harness::first_value(&rows), "0");
+}
+
+/// Waits until `moved_tx` exists on the node `c` is connected to.
+async fn wait_for_table(c: &tokio_postgres::Client) -> bool {
+    for _ in 0..100 {
+        let rows = c
+            .simple_query("SELECT to_regclass('moved_tx') IS NOT NULL")
+            .await
+            .unwrap();
+        if crate::harness::first_value(&rows) == "t" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -110,6 +110,22 @@ impl Session<'_> {
     }
 }
 
+/// The error for requests of a transaction whose node the routing table no longer gives that job
+/// (the primary changed; the replica left the rotation) while the node is still up: nothing more
+/// is sent there, which could write to two primaries.
+pub(super) fn transaction_moved(slot: Slot) -> ErrorResponse {
+    let what = match slot {
+        Slot::Primary => "the primary changed",
+        Slot::Read => "this transaction's replica left the routing table",
+    };
+    ErrorResponse::error(
+        SqlState::CONNECTION_FAILURE,
+        format!("{what}; the current transaction was rolled back"),
+    )
+    .with_detail("pgrouter sends nothing more to a node that lost its role during a transaction.")
+    .with_hint("pgrouter kept this client connection open: retry the transaction.")
+}
+
 /// The error for requests whose server connection was lost mid-transaction.
 pub(super) fn transaction_lost() -> ErrorResponse {
     ErrorResponse::error(

@@ -1,7 +1,7 @@
 //! The client side: cutting the client's buffered input into units, answering what needs no
 //! server (`Parse` alone, a lone `BEGIN`), and routing the rest at transaction boundaries.
 
-use super::answers::transaction_lost;
+use super::answers::{transaction_lost, transaction_moved};
 use super::backend::Slot;
 use super::client::{frame_error, ClientConn};
 use super::plan::{unresolved_functions, Plan};
@@ -44,10 +44,13 @@ impl Session<'_> {
                 }
                 if ready > 0 {
                     let bytes = client.buf.split_to(ready).freeze();
-                    if self.backend(slot).is_none() || self.is_stale(slot) {
-                        // The transaction's server is gone or is not the primary any more:
-                        // never send it more (that could write to two primaries).
+                    if self.backend(slot).is_none() {
                         self.abandon(client, slot, transaction_lost(), &bytes)
+                            .await?;
+                    } else if self.is_stale(slot) {
+                        // The transaction's server is not the primary any more: never send it
+                        // more (that could write to two primaries).
+                        self.abandon(client, slot, transaction_moved(slot), &bytes)
                             .await?;
                     } else {
                         let class = self.classify_unit(&bytes);
