@@ -90,6 +90,9 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => match serde_yaml_ng::to_string(&config) {
             Ok(text) => {
+                for warning in pgrouter::config::access::warnings(&config.access) {
+                    eprintln!("pgrouter: warning: {warning}");
+                }
                 println!("# {}: OK", path.display());
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -180,6 +183,9 @@ fn health(
 }
 
 fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
+    for warning in pgrouter::config::access::warnings(&config.access) {
+        tracing::warn!("{warning}");
+    }
     // One thread is the default: on the small machines routers usually share with PostgreSQL it
     // spends the least CPU per transaction (no cross-thread wake-ups); see docs/benchmarks.md.
     let runtime = match config.worker_threads {

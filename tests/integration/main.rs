@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod access;
 mod admin;
 mod bad_input;
 mod deploy;

@@ -70,6 +70,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $config "nodes" $nodes -}}
 {{- $_ := set $config "users" $users -}}
 {{- $_ := set $config "admin" (dict "users" .Values.adminUsers) -}}
+{{- if .Values.access }}{{ $_ := set $config "access" .Values.access }}{{ end -}}
 {{- toYaml $config -}}
 {{- end -}}
 

@@ -16,10 +16,12 @@
 //!   and masked secrets.
 //! - [`load`]: parsing, `${VAR}` / file secrets, validation, and errors that name key and line.
 
+pub mod access;
 pub mod load;
 pub mod model;
 pub mod values;
 
+pub use access::{AccessMethod, AccessRule, ConnectionType};
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::{
     AdminConfig, AuthMethod, ClientConfig, Config, Discovery, HealthCheckConfig, HealthCheckLogin,

@@ -143,7 +143,17 @@ fn find_line(text: &str, key: &str) -> Option<usize> {
             indent >= min_indent
                 && body.starts_with(name)
                 && body[name.len()..].trim_start().starts_with(':')
-        })?;
+        });
+        let Some(at) = at else {
+            // A list item written as a flow mapping (`- {name: a, port: 1}`): its keys are on
+            // the item's own line.
+            return found
+                .filter(|&item: &usize| {
+                    let line: &str = lines[item];
+                    line.contains('{') && line.contains(&format!("{name}:"))
+                })
+                .map(|i| i + 1);
+        };
         let key_indent = entry(at).0;
         found = Some(at);
         cursor = at + 1;
@@ -340,6 +350,7 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    check_access(config, text)?;
     let max = config.client.max_message_size.bytes();
     if !(1024..=(1 << 30)).contains(&max) {
         return Err(invalid(
@@ -432,3 +443,46 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The access rules: addresses that parse, no method pgrouter cannot carry out, and no `trust` for
+/// the admin console's users.
+fn check_access(config: &Config, text: &str) -> Result<(), ConfigError> {
+    use crate::access::{parse_address, AccessMethod};
+    for (i, rule) in config.access.iter().enumerate() {
+        if parse_address(&rule.address).is_none() {
+            return Err(invalid(
+                text,
+                format!("access[{i}].address"),
+                format!(
+                    "{:?} is not an address or CIDR range (e.g. all, 10.0.0.0/8, 192.168.1.7, ::1/128)",
+                    rule.address
+                ),
+            ));
+        }
+        if rule.method == AccessMethod::Cert {
+            return Err(invalid(
+                text,
+                format!("access[{i}].method"),
+                "cert needs client certificates over TLS, which this version of pgrouter does not offer",
+            ));
+        }
+        let console = rule.matches_name(&rule.database, crate::access::CONSOLE_DATABASE);
+        if rule.method == AccessMethod::Trust && console {
+            if let Some(admin) = config
+                .admin
+                .users
+                .iter()
+                .find(|a| rule.matches_name(&rule.user, a))
+            {
+                return Err(invalid(
+                    text,
+                    format!("access[{i}].method"),
+                    format!(
+                        "trust is not allowed for the admin console's users ({admin:?} would log in to database pgrouter without a password); limit database or user"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -51,6 +51,10 @@ pub struct Config {
     /// The admin console and readiness.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Client access rules, like `pg_hba.conf` (first match wins; with rules, no match is
+    /// refused). Empty: every listed user may log in from anywhere with its own `auth`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<crate::access::AccessRule>,
     /// On SIGTERM/SIGINT, how long open transactions and running requests may go on before
     /// their sessions are closed (idle sessions are closed at once).
     #[serde(default = "default_shutdown_timeout")]

@@ -127,6 +127,22 @@ fn errors_name_key_and_line() {
             "topology.discover_members: needs topology.discovery patroni or repmgr: only an HA manager lists the cluster's members (line 8)",
         ),
         (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\naccess:\n  - {address: 10.0.0.0/33, method: md5}\n",
+            "access[0].address: \"10.0.0.0/33\" is not an address or CIDR range (e.g. all, 10.0.0.0/8, 192.168.1.7, ::1/128) (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\naccess:\n  - {method: cert}\n",
+            "access[0].method: cert needs client certificates over TLS, which this version of pgrouter does not offer (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nadmin:\n  users: [u]\naccess:\n  - {user: 'x,u', database: pgrouter, address: 127.0.0.1, method: trust}\n",
+            "access[0].method: trust is not allowed for the admin console's users (\"u\" would log in to database pgrouter without a password); limit database or user (line 10)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\naccess:\n  - {method: ident}\n",
+            "access[0].method: unknown variant `ident`, expected one of `scram-sha-256`, `md5`, `cert`, `trust`, `reject` (line 8)",
+        ),
+        (
             "listen: 127.0.0.1:6432\nread_only_listen: 127.0.0.1:6432\nnodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n",
             "read_only_listen: 127.0.0.1:6432 is already listen's address (line 2)",
         ),

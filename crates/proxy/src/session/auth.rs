@@ -15,14 +15,50 @@ use std::sync::Arc;
 /// PostgreSQL's own bound for authentication messages is small; be generous but bounded.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
-/// Authenticates the client and sends `AuthenticationOk`. Returns the user's entry.
+/// The access rules' say on this login (`access:`, like pg_hba.conf): the method they require
+/// (`None`: no rules, the user's own `auth`), or PostgreSQL's own refusal.
+pub(super) fn check_access(
+    ctx: &ProxyContext,
+    client: &ClientConn,
+    startup: &Startup,
+) -> Result<Option<AuthMethod>, SessionError> {
+    use pgrouter_config::access::{decide, Login, Verdict};
+    let live = ctx.live();
+    let address = client.entry.addr.ip();
+    let login = Login {
+        address,
+        user: &startup.user,
+        database: &startup.database,
+        tls: false,
+    };
+    let refused = |what: &str| {
+        SessionError::Fatal(ErrorResponse::fatal(
+            SqlState::INVALID_AUTHORIZATION,
+            format!(
+                "{what} for host \"{address}\", user \"{}\", database \"{}\", no encryption",
+                startup.user, startup.database
+            ),
+        ))
+    };
+    match decide(&live.config.access, &login) {
+        None => Ok(None),
+        Some(Verdict::Method(method)) => Ok(Some(method)),
+        Some(Verdict::Rejected) => Err(refused("pg_hba.conf rejects connection")),
+        // `cert` is refused by the configuration check (no TLS yet); never reached.
+        Some(Verdict::NoEntry | Verdict::Certificate) => Err(refused("no pg_hba.conf entry")),
+    }
+}
+
+/// Authenticates the client and sends `AuthenticationOk`. Returns the user's entry. `required`:
+/// the method an access rule requires instead of the user's own `auth`.
 pub(super) async fn authenticate(
     client: &mut ClientConn,
     ctx: &ProxyContext,
     startup: &Startup,
+    required: Option<AuthMethod>,
 ) -> Result<Arc<UserEntry>, SessionError> {
     let user = ctx.user(&startup.user);
-    let method = user.as_ref().map_or(AuthMethod::ScramSha256, |u| u.auth);
+    let method = required.unwrap_or(user.as_ref().map_or(AuthMethod::ScramSha256, |u| u.auth));
     let mut out = BytesMut::with_capacity(256);
     match (method, &user) {
         (AuthMethod::Trust, _) => {}

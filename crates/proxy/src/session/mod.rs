@@ -166,9 +166,11 @@ async fn serve(
             application_name: startup.param("application_name").unwrap_or("").to_owned(),
             endpoint: endpoint.as_str(),
         });
+        // Access rules first, as PostgreSQL checks pg_hba.conf before any password.
+        let required = auth::check_access(ctx, client, &startup)?;
         if startup.database == crate::console::DATABASE {
             crate::console::admit(ctx, &startup.user)?;
-            auth::authenticate(client, ctx, &startup).await?;
+            auth::authenticate(client, ctx, &startup, required).await?;
             return Ok(Some(Login::Console));
         }
         let admitted = ctx
@@ -177,7 +179,7 @@ async fn serve(
             .inspect_err(|_| {
                 ctx.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
             })?;
-        let user = auth::authenticate(client, ctx, &startup).await?;
+        let user = auth::authenticate(client, ctx, &startup, required).await?;
         // Transaction pooling: once a login with these parameters has been seen, later ones are
         // answered with the parameters it reported, without taking a server connection (a
         // client that logs in while holding a transaction open elsewhere must not wait for one).
