@@ -166,3 +166,111 @@ fn check_refuses_trust_for_admin_users_and_warns_beyond_loopback() {
     assert!(!ok && stderr.contains("access[0].address"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fake PostgreSQL server that asks every connection for a cleartext password
+/// (`AuthenticationCleartextPassword`) and records what comes back: the password, or nothing.
+struct CleartextAsker {
+    port: u16,
+    passwords: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CleartextAsker {
+    async fn start() -> CleartextAsker {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let passwords = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (p, a) = (passwords.clone(), asked.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (p, a) = (p.clone(), a.clone());
+                tokio::spawn(async move {
+                    let mut len = [0u8; 4];
+                    if socket.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut startup =
+                        vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                    if socket.read_exact(&mut startup).await.is_err() {
+                        return;
+                    }
+                    // AuthenticationCleartextPassword.
+                    let _ = socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await;
+                    a.fetch_add(1, Ordering::Relaxed);
+                    let mut reply = Vec::new();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        socket.read_to_end(&mut reply),
+                    )
+                    .await;
+                    if reply.first() == Some(&b'p') && reply.len() > 5 {
+                        let text = String::from_utf8_lossy(&reply[5..])
+                            .trim_end_matches('\0')
+                            .to_owned();
+                        p.lock().unwrap().push(text);
+                    }
+                });
+            }
+        });
+        CleartextAsker {
+            port,
+            passwords,
+            asked,
+        }
+    }
+}
+
+/// A server asking for a cleartext password over a connection without TLS gets nothing, from the
+/// health checks or from client sessions, unless `server_tls.allow_cleartext_password` is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_asking_for_a_cleartext_password_gets_nothing() {
+    use std::sync::atomic::Ordering;
+    let Some(cluster) = cluster() else { return };
+    for allowed in [false, true] {
+        let fake = CleartextAsker::start().await;
+        let router = Router::start_in(&cluster.dir, |port| {
+            format!(
+                "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\n\
+                 nodes:\n  - {{name: fake, host: 127.0.0.1, port: {}}}\n\
+                 users:\n  - {{name: app, password: s3cret-app}}\n\
+                 health_check: {{interval: 200ms, timeout: 1s}}\n\
+                 topology: {{failover_timeout: 1s}}\n\
+                 server_tls: {{allow_cleartext_password: {allowed}}}\n",
+                fake.port
+            )
+        });
+        // A client session: pgrouter authenticates it, then tries the server for it.
+        let _ = crate::harness::connect(&router.conninfo("app", "s3cret-app")).await;
+        assert!(
+            crate::harness::eventually_async(Duration::from_secs(10), || fake
+                .asked
+                .load(Ordering::Relaxed)
+                >= 3)
+            .await,
+            "pgrouter never reached the fake server"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let passwords = fake.passwords.lock().unwrap().clone();
+        if allowed {
+            assert!(
+                passwords.iter().any(|p| p == "s3cret-app"),
+                "allowed: the password is sent ({passwords:?})"
+            );
+        } else {
+            assert!(
+                passwords.is_empty(),
+                "a password crossed in clear: {passwords:?}"
+            );
+            assert!(
+                router
+                    .log_text()
+                    .contains("server_tls.allow_cleartext_password is off"),
+                "{}",
+                router.log_text()
+            );
+        }
+    }
+}

@@ -51,6 +51,9 @@ pub struct Config {
     /// The admin console and readiness.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// pgrouter's connections to the servers.
+    #[serde(default)]
+    pub server_tls: ServerTlsConfig,
     /// Client access rules, like `pg_hba.conf` (first match wins; with rules, no match is
     /// refused). Empty: every listed user may log in from anywhere with its own `auth`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -396,4 +399,14 @@ impl Default for TopologyConfig {
             discover_members: false,
         }
     }
+}
+
+/// pgrouter's connections to the servers (TLS itself is not offered yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTlsConfig {
+    /// Answer a server that asks for the password in clear text (`password` in its
+    /// `pg_hba.conf`) over a connection without TLS. Off: such a server gets nothing and the
+    /// login fails, so no password crosses the network readable.
+    pub allow_cleartext_password: bool,
 }

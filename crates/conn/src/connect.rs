@@ -25,6 +25,9 @@ pub struct ServerTarget<'a> {
     pub params: &'a [(String, String)],
     /// Limit for connect + login.
     pub timeout: Duration,
+    /// Answer a request for the password in clear text (the connection has no TLS). Off: the
+    /// login fails with [`ConnError::UnsupportedAuth`] and the password is not sent.
+    pub allow_cleartext_password: bool,
 }
 
 /// A logged-in, idle server connection.
@@ -101,6 +104,12 @@ async fn connect_inner(
         out.clear();
         match msg {
             (Message::AuthenticationOk, _) => {}
+            (Message::AuthenticationCleartextPassword, _) if !target.allow_cleartext_password => {
+                return Err(ConnError::UnsupportedAuth {
+                    addr: addr_text.to_owned(),
+                    method: "a cleartext password over a connection without TLS (server_tls.allow_cleartext_password is off)".into(),
+                });
+            }
             (Message::AuthenticationCleartextPassword, _) => {
                 frontend::password_message(target.password.as_bytes(), &mut out).map_err(io_err)?;
             }

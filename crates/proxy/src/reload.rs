@@ -168,6 +168,7 @@ pub fn monitor_settings(config: &Config) -> MonitorSettings {
         max_failures: hc.max_failures,
         min_successes: hc.min_successes,
         login: config.health_check_login(),
+        allow_cleartext_password: config.server_tls.allow_cleartext_password,
         policy: Policy {
             discovery: config.topology.discovery,
             max_lag_bytes: config.routing.max_replica_lag_bytes.bytes(),

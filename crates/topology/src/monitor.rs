@@ -50,6 +50,8 @@ pub struct MonitorSettings {
     pub min_successes: u32,
     /// The probes' login.
     pub login: HealthCheckLogin,
+    /// `server_tls.allow_cleartext_password`.
+    pub allow_cleartext_password: bool,
     /// Lag thresholds.
     pub policy: Policy,
 }
@@ -657,7 +659,11 @@ impl Probes {
         let results = self.results.clone();
         let duration = metrics::histogram!("pgrouter_health_check_duration_seconds", "node" => node.name.clone());
         let topology = Arc::clone(topology);
-        let (mut login, mut timeout) = (settings.login.clone(), settings.timeout);
+        let (mut login, mut timeout, mut cleartext) = (
+            settings.login.clone(),
+            settings.timeout,
+            settings.allow_cleartext_password,
+        );
         let mut urgent = topology.urgent.subscribe();
         self.tasks.spawn(async move {
             let mut next = tokio::time::Instant::now();
@@ -696,9 +702,12 @@ impl Probes {
                 let interval = current
                     .as_ref()
                     .map_or(Duration::from_secs(1), |s| s.interval);
-                if let Some(s) = current.filter(|s| (&s.login, s.timeout) != (&login, timeout)) {
+                if let Some(s) = current.filter(|s| {
+                    (&s.login, s.timeout, s.allow_cleartext_password) != (&login, timeout, cleartext)
+                }) {
                     // A reload changed the probes' login or timeout.
-                    (login, timeout) = (s.login.clone(), s.timeout);
+                    (login, timeout, cleartext) =
+                        (s.login.clone(), s.timeout, s.allow_cleartext_password);
                     probe.update(probe_login(&slot.target, &s), timeout);
                 }
                 if scheduled {
@@ -736,6 +745,7 @@ fn probe_login(node: &NodeTarget, settings: &MonitorSettings) -> ProbeLogin {
         password: settings.login.password.clone(),
         database: settings.login.database.clone(),
         timeout: settings.timeout,
+        allow_cleartext_password: settings.allow_cleartext_password,
     }
 }
 
@@ -759,6 +769,7 @@ mod tests {
         let settings = MonitorSettings {
             discovery: Discovery::Sql,
             discover_members: false,
+            allow_cleartext_password: false,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             max_failures: 3,

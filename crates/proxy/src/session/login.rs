@@ -182,6 +182,7 @@ impl ServerLogin<'_> {
             password: current.as_ref().map_or(&user.password, |u| &u.password),
             params: &startup.server_params,
             timeout: ctx.live().config.pool.connect_timeout.get(),
+            allow_cleartext_password: ctx.live().config.server_tls.allow_cleartext_password,
         };
         ctx.track_new_nodes();
         let started = std::time::Instant::now();

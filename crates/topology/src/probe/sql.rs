@@ -48,6 +48,8 @@ pub(crate) struct ProbeLogin {
     pub(crate) database: String,
     /// Limit for connect + login.
     pub(crate) timeout: Duration,
+    /// `server_tls.allow_cleartext_password`.
+    pub(crate) allow_cleartext_password: bool,
 }
 
 /// What a node's server said between probes.
@@ -98,6 +100,7 @@ impl SqlProbe {
                 password: &self.login.password,
                 params: &params,
                 timeout: self.login.timeout,
+                allow_cleartext_password: self.login.allow_cleartext_password,
             };
             let conn = ServerConn::connect(&target)
                 .await
