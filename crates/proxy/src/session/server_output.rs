@@ -109,7 +109,10 @@ impl Session<'_> {
             };
             let hot_standby_param =
                 tag == be::PARAMETER_STATUS && msg_body.starts_with(b"in_hot_standby\0");
-            if let Some(why) = role_change_signal(code.as_deref(), hot_standby_param, slot) {
+            // On the read-only endpoint the main connection is a replica's: 25006 is routine.
+            let on_primary =
+                slot == Slot::Primary && self.endpoint != crate::routing::Endpoint::ReadOnly;
+            if let Some(why) = role_change_signal(code.as_deref(), hot_standby_param, on_primary) {
                 self.ctx.topology.probe_now(why);
             }
             if holding {
@@ -298,11 +301,11 @@ impl Session<'_> {
 fn role_change_signal(
     code: Option<&str>,
     hot_standby_param: bool,
-    slot: Slot,
+    on_primary: bool,
 ) -> Option<&'static str> {
     match code {
         Some("57P01" | "57P02" | "57P03") => Some("server_shutting_down"),
-        Some("25006") if slot == Slot::Primary => Some("write_refused_read_only"),
+        Some("25006") if on_primary => Some("write_refused_read_only"),
         _ if hot_standby_param => Some("in_hot_standby"),
         _ => None,
     }
@@ -314,44 +317,27 @@ mod tests {
 
     #[test]
     fn role_change_signals() {
-        let cases: &[(Option<&str>, bool, Slot, Option<&str>)] = &[
-            (
-                Some("57P01"),
-                false,
-                Slot::Primary,
-                Some("server_shutting_down"),
-            ),
-            (
-                Some("57P02"),
-                false,
-                Slot::Read,
-                Some("server_shutting_down"),
-            ),
-            (
-                Some("57P03"),
-                false,
-                Slot::Read,
-                Some("server_shutting_down"),
-            ),
-            (
-                Some("25006"),
-                false,
-                Slot::Primary,
-                Some("write_refused_read_only"),
-            ),
-            // A replica refusing a write hidden in a read is routine (re-run on the primary).
-            (Some("25006"), false, Slot::Read, None),
-            (None, true, Slot::Read, Some("in_hot_standby")),
-            (None, true, Slot::Primary, Some("in_hot_standby")),
-            (Some("23505"), false, Slot::Primary, None),
-            (Some("57014"), false, Slot::Primary, None),
-            (None, false, Slot::Primary, None),
+        // (code, in_hot_standby reported, on the primary connection, reason)
+        #[rustfmt::skip]
+        let cases: &[(Option<&str>, bool, bool, Option<&str>)] = &[
+            (Some("57P01"), false, true, Some("server_shutting_down")),
+            (Some("57P02"), false, false, Some("server_shutting_down")),
+            (Some("57P03"), false, false, Some("server_shutting_down")),
+            (Some("25006"), false, true, Some("write_refused_read_only")),
+            // A replica refusing a write hidden in a read is routine (re-run on the primary), as
+            // is a write on the read-only endpoint.
+            (Some("25006"), false, false, None),
+            (None, true, false, Some("in_hot_standby")),
+            (None, true, true, Some("in_hot_standby")),
+            (Some("23505"), false, true, None),
+            (Some("57014"), false, true, None),
+            (None, false, true, None),
         ];
-        for (code, hot, slot, want) in cases {
+        for (code, hot, primary, want) in cases {
             assert_eq!(
-                role_change_signal(*code, *hot, *slot),
+                role_change_signal(*code, *hot, *primary),
                 *want,
-                "{code:?} {hot} {slot:?}"
+                "{code:?} {hot} {primary}"
             );
         }
     }
