@@ -90,7 +90,14 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => match serde_yaml_ng::to_string(&config) {
             Ok(text) => {
-                for warning in pgrouter::config::access::warnings(&config.access) {
+                if let Err(e) = pgrouter_proxy::tls::acceptor(&config.tls) {
+                    eprintln!("pgrouter: invalid configuration {}: {e}", path.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                for warning in pgrouter::config::access::warnings(
+                    &config.access,
+                    config.tls.mode != pgrouter::config::TlsMode::Disable,
+                ) {
                     eprintln!("pgrouter: warning: {warning}");
                 }
                 println!("# {}: OK", path.display());
@@ -183,7 +190,11 @@ fn health(
 }
 
 fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
-    for warning in pgrouter::config::access::warnings(&config.access) {
+    pgrouter_proxy::tls::acceptor(&config.tls)?;
+    for warning in pgrouter::config::access::warnings(
+        &config.access,
+        config.tls.mode != pgrouter::config::TlsMode::Disable,
+    ) {
         tracing::warn!("{warning}");
     }
     // One thread is the default: on the small machines routers usually share with PostgreSQL it

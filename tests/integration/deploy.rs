@@ -246,11 +246,59 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
             .map(|e| (e["name"].as_str().unwrap().to_owned(), "secret".to_owned()))
             .collect();
         assert_eq!(env.len(), config["users"].as_sequence().unwrap().len());
+        // TLS: the Secret is mounted where the configuration reads the certificate and key.
+        let mut config_text = config_text.to_owned();
+        let tls_dir =
+            std::env::temp_dir().join(format!("pgrouter-chart-tls-{}", std::process::id()));
+        if let Some(cert) = config["tls"]["cert_file"].as_str() {
+            let mount = container["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"].as_str() == Some("tls"))
+                .expect("the TLS Secret is mounted");
+            let at = mount["mountPath"].as_str().unwrap();
+            assert!(cert.starts_with(at), "{cert} is under {at}");
+            let volume = pod["volumes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"].as_str() == Some("tls"))
+                .unwrap();
+            assert_eq!(
+                volume["secret"]["secretName"].as_str(),
+                values.and(Some("pgrouter-tls"))
+            );
+            // `pgrouter check` reads the files: a real pair made with openssl stands in.
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            let made = Command::new("openssl")
+                .current_dir(&tls_dir)
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "tls.key",
+                    "-out",
+                    "tls.crt",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=pgrouter",
+                ])
+                .output()
+                .unwrap();
+            assert!(made.status.success());
+            config_text = config_text.replace(at, &tls_dir.display().to_string());
+        }
         let file =
             std::env::temp_dir().join(format!("pgrouter-chart-config-{}.yaml", std::process::id()));
-        std::fs::write(&file, config_text).unwrap();
+        std::fs::write(&file, &config_text).unwrap();
         pgrouter_check(&file, &env);
         let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_dir_all(&tls_dir);
 
         // The grace period covers shutdown_timeout (and the preStop pause).
         let shutdown = config["shutdown_timeout"].as_str().unwrap();

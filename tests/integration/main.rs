@@ -24,3 +24,4 @@ mod relay;
 mod reload;
 mod routing;
 mod shutdown;
+mod tls;

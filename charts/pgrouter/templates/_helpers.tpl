@@ -71,6 +71,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $config "users" $users -}}
 {{- $_ := set $config "admin" (dict "users" .Values.adminUsers) -}}
 {{- if .Values.access }}{{ $_ := set $config "access" .Values.access }}{{ end -}}
+{{- if .Values.tls.secretName -}}
+{{- $_ := set $config "tls" (dict "mode" (default "prefer" .Values.tls.mode) "cert_file" "/etc/pgrouter-tls/tls.crt" "key_file" "/etc/pgrouter-tls/tls.key" "min_version" (default "1.2" .Values.tls.minVersion | toString)) -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 

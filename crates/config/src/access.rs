@@ -133,7 +133,7 @@ impl AccessRule {
 }
 
 /// What `pgrouter check` and start-up warn about: rules that are allowed but probably not meant.
-pub fn warnings(rules: &[AccessRule]) -> Vec<String> {
+pub fn warnings(rules: &[AccessRule], tls_on: bool) -> Vec<String> {
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let network = parse_address(&rule.address);
@@ -143,9 +143,9 @@ pub fn warnings(rules: &[AccessRule]) -> Vec<String> {
                 rule.address, rule.user
             ));
         }
-        if rule.kind == ConnectionType::Hostssl {
+        if rule.kind == ConnectionType::Hostssl && !tls_on {
             out.push(format!(
-                "access[{i}]: hostssl never matches: this version of pgrouter does not offer TLS to clients"
+                "access[{i}]: hostssl never matches while tls.mode is disable"
             ));
         }
     }

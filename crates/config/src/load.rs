@@ -82,6 +82,19 @@ pub fn from_yaml(text: &str, base: &Path, env: &dyn Env) -> Result<Config, Confi
         ConfigError::Syntax { key, line, message }
     })?;
     resolve_secrets(&mut config, base, env, text)?;
+    // Certificate and key paths are relative to the configuration file, like password files.
+    for path in [
+        &mut config.tls.cert_file,
+        &mut config.tls.key_file,
+        &mut config.tls.ca_file,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
+    }
     validate(&config, text)?;
     Ok(config)
 }
@@ -351,6 +364,7 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
         }
     }
     check_access(config, text)?;
+    check_tls(config, text)?;
     let max = config.client.max_message_size.bytes();
     if !(1024..=(1 << 30)).contains(&max) {
         return Err(invalid(
@@ -480,6 +494,33 @@ fn check_access(config: &Config, text: &str) -> Result<(), ConfigError> {
                     format!(
                         "trust is not allowed for the admin console's users ({admin:?} would log in to database pgrouter without a password); limit database or user"
                     ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tls:` names its files when it is on; client certificates are not offered yet.
+fn check_tls(config: &Config, text: &str) -> Result<(), ConfigError> {
+    let tls = &config.tls;
+    if tls.ca_file.is_some() {
+        return Err(invalid(
+            text,
+            "tls.ca_file".into(),
+            "client certificates (the cert method) are not supported by this version of pgrouter",
+        ));
+    }
+    if tls.mode != crate::model::TlsMode::Disable {
+        for (key, value) in [
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+        ] {
+            if value.is_none() {
+                return Err(invalid(
+                    text,
+                    key.into(),
+                    format!("required with tls.mode: {:?}", tls.mode).to_lowercase(),
                 ));
             }
         }

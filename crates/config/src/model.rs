@@ -51,6 +51,9 @@ pub struct Config {
     /// The admin console and readiness.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// TLS towards clients.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// pgrouter's connections to the servers.
     #[serde(default)]
     pub server_tls: ServerTlsConfig,
@@ -409,4 +412,50 @@ pub struct ServerTlsConfig {
     /// `pg_hba.conf`) over a connection without TLS. Off: such a server gets nothing and the
     /// login fails, so no password crosses the network readable.
     pub allow_cleartext_password: bool,
+}
+
+/// TLS towards clients (`tls:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Whether clients may or must use TLS.
+    pub mode: TlsMode,
+    /// The certificate chain (PEM), leaf first. Relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1). Relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// CA for client certificates (the `cert` method): not supported yet; refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The oldest TLS version accepted.
+    pub min_version: TlsVersion,
+}
+
+/// Whether clients may or must use TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// No TLS: an `SSLRequest` is answered `N`.
+    #[default]
+    Disable,
+    /// TLS for clients that ask (as `prefer`: the server side of both is the same).
+    Allow,
+    /// TLS for clients that ask.
+    Prefer,
+    /// Only TLS: a client without it is refused.
+    Require,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V1_3,
 }

@@ -1,13 +1,77 @@
-//! The client's socket and its read buffer.
+//! The client's socket (plain TCP, or TLS once the client asked for it) and its read buffer.
 
 use crate::clients::ClientEntry;
 use crate::error::SessionError;
 use bytes::BytesMut;
 use pgrouter_protocol::frame::{self, FrameError};
 use pgrouter_protocol::{ErrorResponse, SqlState};
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+/// The client's byte stream.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (boxed: the TLS state is large).
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Only while a handshake takes the socket over, or after it failed.
+    Gone,
+}
+
+impl ClientStream {
+    /// Whether the stream is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Gone => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
 
 /// Read buffers grow to at least this much free space before each read.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
@@ -15,7 +79,7 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// A client connection: the socket and the bytes read from it but not yet handled.
 #[derive(Debug)]
 pub struct ClientConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: ClientStream,
     pub(crate) buf: BytesMut,
     /// The client's row in the registry: bytes and state are counted there.
     pub(crate) entry: Arc<ClientEntry>,
@@ -25,7 +89,7 @@ impl ClientConn {
     /// Wraps an accepted socket.
     pub fn new(stream: TcpStream, entry: Arc<ClientEntry>) -> Self {
         Self {
-            stream,
+            stream: ClientStream::Plain(stream),
             buf: BytesMut::with_capacity(READ_CHUNK),
             entry,
         }
@@ -43,13 +107,47 @@ impl ClientConn {
         }
     }
 
-    /// Writes bytes to the client.
+    /// Writes bytes to the client (through TLS: and flushes the records out).
     pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         self.entry.sent(bytes.len());
         self.stream
             .write_all(bytes)
             .await
-            .map_err(|_| SessionError::ClientGone)
+            .map_err(|_| SessionError::ClientGone)?;
+        if self.stream.is_tls() {
+            self.stream
+                .flush()
+                .await
+                .map_err(|_| SessionError::ClientGone)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the client talks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// Runs the TLS handshake on the plain socket (after answering `S` to an `SSLRequest`).
+    pub(crate) async fn start_tls(
+        &mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> Result<(), SessionError> {
+        let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Gone)
+        else {
+            return Err(SessionError::ClientGone);
+        };
+        match acceptor.accept(tcp).await {
+            Ok(tls) => {
+                self.stream = ClientStream::Tls(Box::new(tls));
+                Ok(())
+            }
+            Err(e) => {
+                // PostgreSQL logs a failed handshake and closes: there is no channel to answer on.
+                tracing::info!(error = %e, "TLS handshake with a client failed");
+                Err(SessionError::ClientGone)
+            }
+        }
     }
 
     /// Reads one complete tagged message (used during authentication, where messages are small).

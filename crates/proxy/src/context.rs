@@ -124,6 +124,8 @@ impl Live {
 #[derive(Debug)]
 pub struct ProxyContext {
     live: ArcSwap<Live>,
+    /// TLS towards clients (`tls:`), rebuilt on every reload; `None`: off.
+    tls: arc_swap::ArcSwapOption<crate::tls::Acceptor>,
     /// The file the configuration came from (`RELOAD` and `SIGHUP` read it again).
     config_path: Option<PathBuf>,
     /// A verifier for users that do not exist, so their login fails exactly like a wrong password.
@@ -182,7 +184,13 @@ impl ProxyContext {
     pub fn new(config: &Config, config_path: Option<PathBuf>) -> Self {
         let mock_password: [u8; 16] = rand::random();
         let topology = Topology::new(config.nodes.iter().map(node_target).collect());
+        let tls = crate::tls::acceptor(&config.tls)
+            .inspect_err(|e| tracing::error!("{e}; clients get no TLS"))
+            .ok()
+            .flatten()
+            .map(Arc::new);
         Self {
+            tls: arc_swap::ArcSwapOption::new(tls),
             live: ArcSwap::from_pointee(Live::new(config.clone(), 0, None)),
             config_path,
             mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
@@ -206,6 +214,11 @@ impl ProxyContext {
             started_at: pgrouter_topology::table::unix_now(),
             classification_caches: thread_local::ThreadLocal::new(),
         }
+    }
+
+    /// The TLS acceptor in force, when TLS towards clients is on.
+    pub fn tls_acceptor(&self) -> Option<Arc<crate::tls::Acceptor>> {
+        self.tls.load_full()
     }
 
     /// The settings in force: a lock-free load.
@@ -254,6 +267,15 @@ impl ProxyContext {
         self.topology
             .update_settings(crate::reload::monitor_settings(&new));
         self.pools.update_settings(pool_settings(&new));
+        // Certificates are read again on every reload (rotation keeps the same file names).
+        match crate::tls::acceptor(&new.tls) {
+            Ok(acceptor) => self.tls.store(acceptor.map(Arc::new)),
+            Err(e) => {
+                tracing::warn!("{e}: the TLS settings in force stay");
+                report.push(format!("{e}: the TLS settings in force stay"));
+                new.tls = old.tls.clone();
+            }
+        }
         let targets: Vec<NodeTarget> = new.nodes.iter().map(node_target).collect();
         let nodes = self.topology.reconfigure(&targets);
         let slots = self.topology.slot_count();

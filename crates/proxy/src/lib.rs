@@ -33,6 +33,7 @@ pub mod reload;
 pub mod routing;
 pub mod session;
 pub mod stats;
+pub mod tls;
 
 pub use context::ProxyContext;
 pub use listener::serve;

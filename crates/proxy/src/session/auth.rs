@@ -25,27 +25,42 @@ pub(super) fn check_access(
     use pgrouter_config::access::{decide, Login, Verdict};
     let live = ctx.live();
     let address = client.entry.addr.ip();
+    let tls = client.is_tls();
     let login = Login {
         address,
         user: &startup.user,
         database: &startup.database,
-        tls: false,
+        tls,
+    };
+    let encryption = if tls {
+        "SSL encryption"
+    } else {
+        "no encryption"
     };
     let refused = |what: &str| {
-        SessionError::Fatal(ErrorResponse::fatal(
+        ErrorResponse::fatal(
             SqlState::INVALID_AUTHORIZATION,
             format!(
-                "{what} for host \"{address}\", user \"{}\", database \"{}\", no encryption",
+                "{what} for host \"{address}\", user \"{}\", database \"{}\", {encryption}",
                 startup.user, startup.database
             ),
-        ))
+        )
     };
+    if live.config.tls.mode == pgrouter_config::TlsMode::Require && !tls {
+        return Err(refused("no pg_hba.conf entry")
+            .with_hint(
+                "pgrouter's tls.mode is require: connect with TLS (sslmode=require or stronger).",
+            )
+            .into());
+    }
     match decide(&live.config.access, &login) {
         None => Ok(None),
         Some(Verdict::Method(method)) => Ok(Some(method)),
-        Some(Verdict::Rejected) => Err(refused("pg_hba.conf rejects connection")),
-        // `cert` is refused by the configuration check (no TLS yet); never reached.
-        Some(Verdict::NoEntry | Verdict::Certificate) => Err(refused("no pg_hba.conf entry")),
+        Some(Verdict::Rejected) => Err(refused("pg_hba.conf rejects connection").into()),
+        // `cert` is refused by the configuration check (no client certificates yet).
+        Some(Verdict::NoEntry | Verdict::Certificate) => {
+            Err(refused("no pg_hba.conf entry").into())
+        }
     }
 }
 

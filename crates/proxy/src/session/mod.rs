@@ -133,7 +133,8 @@ async fn serve(
 ) -> Result<(), SessionError> {
     let login_timeout = ctx.live().config.client.login_timeout.get();
     let login = async {
-        let startup = match startup::read(client).await? {
+        let tls = ctx.tls_acceptor();
+        let startup = match startup::read(client, tls.as_deref().map(|a| &a.0)).await? {
             startup::Start::Cancel {
                 process_id,
                 secret_key,

@@ -1,5 +1,5 @@
-//! The start-up phase: refuse SSL/GSS encryption (until TLS lands), hand cancel requests over,
-//! and check the `StartupMessage`.
+//! The start-up phase: TLS when the client asks and `tls:` is on (GSS encryption is refused),
+//! hand cancel requests over, and check the `StartupMessage`.
 
 use super::client::ClientConn;
 use super::SessionError;
@@ -38,10 +38,13 @@ impl Startup {
     }
 }
 
-pub(super) async fn read(client: &mut ClientConn) -> Result<Start, SessionError> {
+pub(super) async fn read(
+    client: &mut ClientConn,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) -> Result<Start, SessionError> {
     loop {
         match startup::read_startup(&mut client.buf) {
-            Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
+            Ok(Some(request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest))) => {
                 if !client.buf.is_empty() {
                     // Bytes sent before our answer could have been injected by a third party.
                     return Err(ErrorResponse::fatal(
@@ -50,7 +53,20 @@ pub(super) async fn read(client: &mut ClientConn) -> Result<Start, SessionError>
                     )
                     .into());
                 }
-                client.write_all(b"N").await?;
+                if client.is_tls() {
+                    return Err(ErrorResponse::fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        "received an encryption request over an encrypted connection",
+                    )
+                    .into());
+                }
+                match (request, tls) {
+                    (StartupPacket::SslRequest, Some(acceptor)) => {
+                        client.write_all(b"S").await?;
+                        client.start_tls(acceptor).await?;
+                    }
+                    _ => client.write_all(b"N").await?,
+                }
             }
             Ok(Some(StartupPacket::CancelRequest {
                 process_id,

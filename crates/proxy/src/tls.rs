@@ -1,0 +1,72 @@
+//! TLS towards clients: the acceptor built from `tls:` (certificate chain and key read from their
+//! PEM files), held by the context and rebuilt on every reload, so rotated certificates apply to
+//! the next handshake while sessions on the old ones go on.
+//!
+//! What it must not do: read files on the session path (only at start and on reload), or accept
+//! a protocol version below `tls.min_version`.
+
+use pgrouter_config::{TlsConfig, TlsMode, TlsVersion};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+
+/// Why TLS could not be set up (a message for operators, naming the file).
+#[derive(Debug, thiserror::Error)]
+#[error("tls: {0}")]
+pub struct TlsSetupError(String);
+
+/// The handshake side of TLS towards clients.
+#[derive(Clone)]
+pub struct Acceptor(pub TlsAcceptor);
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Acceptor")
+    }
+}
+
+/// The acceptor `config` asks for: `None` when TLS is off.
+pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsSetupError> {
+    if config.mode == TlsMode::Disable {
+        return Ok(None);
+    }
+    let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) else {
+        return Err(TlsSetupError("cert_file and key_file are required".into()));
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| TlsSetupError(format!("reading {}: {e}", cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError(format!(
+            "{} holds no certificate",
+            cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| TlsSetupError(format!("reading {}: {e}", key_file.display())))?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    // ring builds with a C compiler alone (aws-lc-rs, rustls' default, needs cmake); its
+    // deprecation is about post-quantum key exchange, which PostgreSQL clients do not offer yet.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsSetupError(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            TlsSetupError(format!(
+                "{} and {}: {e}",
+                cert_file.display(),
+                key_file.display()
+            ))
+        })?;
+    // PostgreSQL 17 clients may offer ALPN; the only protocol spoken here is PostgreSQL's.
+    server.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Some(Acceptor(TlsAcceptor::from(Arc::new(server)))))
+}

@@ -1,0 +1,212 @@
+//! TLS towards clients with real certificates made by openssl and real libpq clients (psql):
+//! `sslmode=verify-full` against the test's CA, `tls.mode: require`, `min_version`, `hostssl`
+//! rules, and certificates rotated on `SIGHUP` while a TLS session stays open.
+
+use crate::harness::{cluster, psql, router_config, Router};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, in `dir`.
+struct Certificates {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_certificates(dir: &Path, name: &str) -> Certificates {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let subject = format!("/CN=pgrouter test CA {name}");
+    openssl(
+        &dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "2", "-subj", &subject,
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    Certificates {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    }
+}
+
+fn url(router: &Router, params: &str) -> String {
+    format!("postgres://app:app@localhost:{}/app?{params}", router.port)
+}
+
+fn tls_yaml(files: &Path, mode: &str, extra: &str) -> String {
+    format!(
+        "tls: {{mode: {mode}, cert_file: {}, key_file: {}{extra}}}\n",
+        files.join("server.crt").display(),
+        files.join("server.key").display()
+    )
+}
+
+/// The directory pgrouter reads its certificate and key from (rotated by copying over them).
+fn install(certs: &Certificates, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(&certs.cert, dir.join("server.crt")).unwrap();
+    std::fs::copy(&certs.key, dir.join("server.key")).unwrap();
+}
+
+#[tokio::test]
+async fn clients_verify_pgrouter_and_tls_can_be_required() {
+    let Some(cluster) = cluster() else { return };
+    let work = cluster.dir.join(format!("tls-{}", std::process::id()));
+    let first = make_certificates(&work, "first");
+    let other = make_certificates(&work, "other");
+    let files = work.join("in-use");
+    install(&first, &files);
+    let verify = |ca: &Path| format!("sslmode=verify-full&sslrootcert={}", ca.display());
+
+    // prefer: TLS for those who ask, verified against the test's CA; plain TCP still works.
+    let router = Router::start(cluster, &tls_yaml(&files, "prefer", ""));
+    let (ok, out, err) = psql(
+        &url(&router, &verify(&first.ca)),
+        &["-c", "SELECT 1", "-c", "\\conninfo"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("SSL connection (protocol: TLSv1.3"), "{out}");
+    let (ok, out, err) = psql(
+        &url(&router, "sslmode=disable"),
+        &["-c", "\\conninfo"],
+        None,
+    );
+    assert!(ok && !out.contains("SSL connection"), "{out}{err}");
+    // A client that trusts another CA refuses pgrouter's certificate.
+    let (ok, _, err) = psql(&url(&router, &verify(&other.ca)), &["-c", "SELECT 1"], None);
+    assert!(!ok && err.contains("certificate verify failed"), "{err}");
+
+    // A TLS session open across a certificate rotation keeps working; new clients get the new one.
+    let mut open = Command::new("psql")
+        .args(["-X", "-At", &url(&router, &verify(&first.ca))])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = open.stdin.take().unwrap();
+    let mut output = BufReader::new(open.stdout.take().unwrap());
+    writeln!(input, "SELECT 'before';").unwrap();
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "before");
+    install(&other, &files);
+    router.signal("HUP");
+    router
+        .expect_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    let (ok, _, err) = psql(&url(&router, &verify(&other.ca)), &["-c", "SELECT 1"], None);
+    assert!(ok, "the rotated certificate is served: {err}");
+    let (ok, _, _) = psql(&url(&router, &verify(&first.ca)), &["-c", "SELECT 1"], None);
+    assert!(!ok, "the old certificate is no longer served");
+    writeln!(input, "SELECT 'after';").unwrap();
+    line.clear();
+    output.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "after",
+        "the session opened before the rotation goes on"
+    );
+    drop(input);
+    let _ = open.wait();
+    drop(router);
+
+    // require: a client without TLS is refused, in PostgreSQL's words; TLS 1.3 only.
+    install(&first, &files);
+    let router = Router::start(
+        cluster,
+        &tls_yaml(&files, "require", ", min_version: '1.3'"),
+    );
+    let (ok, _, err) = psql(&url(&router, "sslmode=disable"), &["-c", "SELECT 1"], None);
+    assert!(!ok, "plain TCP refused");
+    assert!(
+        err.contains("no pg_hba.conf entry for host \"127.0.0.1\", user \"app\", database \"app\", no encryption"),
+        "{err}"
+    );
+    let (ok, _, err) = psql(&url(&router, &verify(&first.ca)), &["-c", "SELECT 1"], None);
+    assert!(ok, "{err}");
+    let (ok, _, _) = psql(
+        &url(
+            &router,
+            &format!("{}&ssl_max_protocol_version=TLSv1.2", verify(&first.ca)),
+        ),
+        &["-c", "SELECT 1"],
+        None,
+    );
+    assert!(!ok, "TLS 1.2 refused with min_version 1.3");
+    drop(router);
+
+    // hostssl rules match TLS clients only.
+    let rules = "access:\n  - {type: hostssl, user: app, method: scram-sha-256}\n";
+    let router = Router::start_in(&cluster.dir, |port| {
+        router_config(
+            cluster,
+            port,
+            [1, 1, 1],
+            &format!("{}{rules}", tls_yaml(&files, "prefer", "")),
+        )
+    });
+    let (ok, _, err) = psql(&url(&router, "sslmode=disable"), &["-c", "SELECT 1"], None);
+    assert!(!ok && err.contains("no pg_hba.conf entry"), "{err}");
+    let (ok, _, err) = psql(&url(&router, "sslmode=require"), &["-c", "SELECT 1"], None);
+    assert!(ok, "{err}");
+    let _ = std::fs::remove_dir_all(&work);
+}
