@@ -130,6 +130,17 @@ async fn clients_verify_pgrouter_and_tls_can_be_required() {
         None,
     );
     assert!(ok && !out.contains("SSL connection"), "{out}{err}");
+    // SCRAM-SHA-256-PLUS: libpq's channel_binding=require binds the login to pgrouter's
+    // certificate; without TLS there is nothing to bind to.
+    let bound = format!("{}&channel_binding=require", verify(&first.ca));
+    let (ok, _, err) = psql(&url(&router, &bound), &["-c", "SELECT 1"], None);
+    assert!(ok, "channel binding over TLS: {err}");
+    let (ok, _, err) = psql(
+        &url(&router, "sslmode=disable&channel_binding=require"),
+        &["-c", "SELECT 1"],
+        None,
+    );
+    assert!(!ok && err.contains("channel binding"), "{err}");
     // A client that trusts another CA refuses pgrouter's certificate.
     let (ok, _, err) = psql(&url(&router, &verify(&other.ca)), &["-c", "SELECT 1"], None);
     assert!(!ok && err.contains("certificate verify failed"), "{err}");

@@ -83,6 +83,9 @@ pub struct ClientConn {
     pub(crate) buf: BytesMut,
     /// The client's row in the registry: bytes and state are counted there.
     pub(crate) entry: Arc<ClientEntry>,
+    /// On TLS: the `tls-server-end-point` binding of the certificate this client's handshake
+    /// used (a reload may have changed the one in force since).
+    pub(crate) tls_end_point: Option<Vec<u8>>,
 }
 
 impl ClientConn {
@@ -92,6 +95,7 @@ impl ClientConn {
             stream: ClientStream::Plain(stream),
             buf: BytesMut::with_capacity(READ_CHUNK),
             entry,
+            tls_end_point: None,
         }
     }
 
@@ -131,15 +135,16 @@ impl ClientConn {
     /// Runs the TLS handshake on the plain socket (after answering `S` to an `SSLRequest`).
     pub(crate) async fn start_tls(
         &mut self,
-        acceptor: &tokio_rustls::TlsAcceptor,
+        acceptor: &crate::tls::Acceptor,
     ) -> Result<(), SessionError> {
         let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Gone)
         else {
             return Err(SessionError::ClientGone);
         };
-        match acceptor.accept(tcp).await {
+        match acceptor.tls.accept(tcp).await {
             Ok(tls) => {
                 self.stream = ClientStream::Tls(Box::new(tls));
+                self.tls_end_point = Some(acceptor.end_point.clone());
                 Ok(())
             }
             Err(e) => {

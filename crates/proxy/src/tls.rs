@@ -19,7 +19,12 @@ pub struct TlsSetupError(String);
 
 /// The handshake side of TLS towards clients.
 #[derive(Clone)]
-pub struct Acceptor(pub TlsAcceptor);
+pub struct Acceptor {
+    /// rustls' acceptor.
+    pub tls: TlsAcceptor,
+    /// The certificate's `tls-server-end-point` channel binding data (SCRAM-SHA-256-PLUS).
+    pub end_point: Vec<u8>,
+}
 
 impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,6 +49,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsSetupError> {
             cert_file.display()
         )));
     }
+    let end_point = pgrouter_protocol::auth::scram::tls_server_end_point(&certs[0]);
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| TlsSetupError(format!("reading {}: {e}", key_file.display())))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
@@ -68,5 +74,8 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsSetupError> {
         })?;
     // PostgreSQL 17 clients may offer ALPN; the only protocol spoken here is PostgreSQL's.
     server.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(Some(Acceptor(TlsAcceptor::from(Arc::new(server)))))
+    Ok(Some(Acceptor {
+        tls: TlsAcceptor::from(Arc::new(server)),
+        end_point,
+    }))
 }

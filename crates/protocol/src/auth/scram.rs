@@ -1,5 +1,6 @@
-//! SCRAM-SHA-256, server side, as PostgreSQL speaks it (no channel binding, user name taken from the
-//! start-up packet, not from the SCRAM message).
+//! SCRAM-SHA-256, server side, as PostgreSQL speaks it (the user name is taken from the start-up
+//! packet, not from the SCRAM message). Over TLS, `SCRAM-SHA-256-PLUS` with `tls-server-end-point`
+//! channel binding ([`ScramServer::with_channel_binding`], [`tls_server_end_point`]).
 //!
 //! The exchange is a small state machine: [`ScramServer::new`] → [`ScramServer::client_first`]
 //! (returns the server-first message) → [`ScramServer::client_final`] (returns the server-final
@@ -15,6 +16,39 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The mechanism name offered in `AuthenticationSASL`.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The mechanism with channel binding, offered over TLS.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The `tls-server-end-point` channel binding data (RFC 5929) of a server certificate (DER): its
+/// hash with the hash function of its signature algorithm, SHA-256 for MD5, SHA-1 and SHA-256
+/// signatures (and any other, as for Ed25519, which RFC 5929 leaves open).
+pub fn tls_server_end_point(certificate: &[u8]) -> Vec<u8> {
+    // The DER of the signature algorithm's OID; the certificate names it twice (in and after
+    // tbsCertificate), nothing else in a certificate has these bytes.
+    const SHA384: [&[u8]; 2] = [
+        &[
+            0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C,
+        ],
+        &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03],
+    ];
+    const SHA512: [&[u8]; 2] = [
+        &[
+            0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D,
+        ],
+        &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04],
+    ];
+    let names = |oids: [&[u8]; 2]| {
+        oids.iter()
+            .any(|oid| certificate.windows(oid.len()).any(|w| w == *oid))
+    };
+    if names(SHA512) {
+        sha2::Sha512::digest(certificate).to_vec()
+    } else if names(SHA384) {
+        sha2::Sha384::digest(certificate).to_vec()
+    } else {
+        Sha256::digest(certificate).to_vec()
+    }
+}
 /// PostgreSQL's default iteration count.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 /// Length of the random part of the server nonce, before base64 (PostgreSQL uses 18).
@@ -81,6 +115,13 @@ pub enum ScramError {
     /// The client asked for channel binding, which is not offered (PostgreSQL: 08P01).
     #[error("channel binding is not supported by this server")]
     ChannelBindingUnsupported,
+    /// The client said it supports channel binding but thinks the server does not, while the
+    /// server offered it: a downgrade (PostgreSQL: 08P01).
+    #[error("SCRAM channel binding negotiation error: the client supports channel binding but thinks the server does not, yet this server offered it")]
+    ChannelBindingDowngrade,
+    /// The client chose SCRAM-SHA-256-PLUS but did not bind, or bound with other data.
+    #[error("SCRAM channel binding check failed")]
+    ChannelBindingMismatch,
     /// The client used an authorization identity, which PostgreSQL does not support (08P01).
     #[error("client uses authorization identity, but it is not supported")]
     AuthzidUnsupported,
@@ -109,6 +150,10 @@ enum State {
 pub struct ScramServer<'a> {
     secret: &'a ScramSecret,
     state: State,
+    /// `tls-server-end-point` data when the connection is TLS (then PLUS is offered).
+    binding: Option<Vec<u8>>,
+    /// The client chose `SCRAM-SHA-256-PLUS`.
+    plus: bool,
 }
 
 impl<'a> ScramServer<'a> {
@@ -124,7 +169,17 @@ impl<'a> ScramServer<'a> {
             state: State::AwaitingClientFirst {
                 server_nonce: B64.encode(nonce),
             },
+            binding: None,
+            plus: false,
         }
+    }
+
+    /// Over TLS: `data` is the connection's `tls-server-end-point` binding (PLUS was offered);
+    /// `plus`: the client chose `SCRAM-SHA-256-PLUS`.
+    pub fn with_channel_binding(mut self, data: Vec<u8>, plus: bool) -> Self {
+        self.binding = Some(data);
+        self.plus = plus;
+        self
     }
 
     /// Handles the client-first message; returns the server-first message.
@@ -137,9 +192,12 @@ impl<'a> ScramServer<'a> {
         let text = std::str::from_utf8(message).map_err(|_| ScramError::Malformed)?;
         // gs2-header = cbind-flag "," [authzid] ","
         let (flag, rest) = text.split_once(',').ok_or(ScramError::Malformed)?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+        match (flag, self.plus, self.binding.is_some()) {
+            ("p=tls-server-end-point", true, true) => {}
+            (f, _, _) if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+            ("n" | "y", true, _) => return Err(ScramError::ChannelBindingMismatch),
+            ("y", false, true) => return Err(ScramError::ChannelBindingDowngrade),
+            ("n" | "y", false, _) => {}
             _ => return Err(ScramError::Malformed),
         }
         let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed)?;
@@ -195,8 +253,16 @@ impl<'a> ScramServer<'a> {
             .and_then(|a| a.strip_prefix("c="))
             .ok_or(ScramError::Malformed)?;
         let binding = B64.decode(binding).map_err(|_| ScramError::Malformed)?;
-        if binding != gs2_header {
-            return Err(ScramError::Malformed);
+        let mut expected = gs2_header;
+        if self.plus {
+            expected.extend_from_slice(self.binding.as_deref().unwrap_or_default());
+        }
+        if !bool::from(binding.ct_eq(&expected)) {
+            return Err(if self.plus {
+                ScramError::ChannelBindingMismatch
+            } else {
+                ScramError::Malformed
+            });
         }
         let client_nonce = attrs
             .next()

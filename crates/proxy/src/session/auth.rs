@@ -136,14 +136,21 @@ async fn scram_exchange(
     out: &mut BytesMut,
 ) -> Result<(), ScramOutcome> {
     out.clear();
-    backend::authentication_sasl(out, &[scram::MECHANISM]);
+    // Over TLS, SCRAM-SHA-256-PLUS first, as PostgreSQL offers them.
+    let binding = client.tls_end_point.clone();
+    let offered: &[&str] = if binding.is_some() {
+        &[scram::MECHANISM_PLUS, scram::MECHANISM]
+    } else {
+        &[scram::MECHANISM]
+    };
+    backend::authentication_sasl(out, offered);
     client.write_all(out).await?;
 
     let body = read_password_message(client).await?;
     let Some((mechanism, initial)) = frontend::parse_sasl_initial_response(&body) else {
         return Err(ScramOutcome::Scram(ScramError::Malformed));
     };
-    if mechanism != scram::MECHANISM.as_bytes() {
+    if !offered.iter().any(|m| m.as_bytes() == mechanism) {
         return Err(ScramOutcome::Session(
             ErrorResponse::fatal(
                 SqlState::PROTOCOL_VIOLATION,
@@ -152,7 +159,11 @@ async fn scram_exchange(
             .into(),
         ));
     }
+    let plus = mechanism == scram::MECHANISM_PLUS.as_bytes();
     let mut server = ScramServer::new(secret);
+    if let Some(data) = binding {
+        server = server.with_channel_binding(data, plus);
+    }
     let server_first = server.client_first(initial).map_err(ScramOutcome::Scram)?;
     out.clear();
     backend::authentication_sasl_continue(out, &server_first);

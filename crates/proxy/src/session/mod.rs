@@ -134,7 +134,7 @@ async fn serve(
     let login_timeout = ctx.live().config.client.login_timeout.get();
     let login = async {
         let tls = ctx.tls_acceptor();
-        let startup = match startup::read(client, tls.as_deref().map(|a| &a.0)).await? {
+        let startup = match startup::read(client, tls.as_deref()).await? {
             startup::Start::Cancel {
                 process_id,
                 secret_key,

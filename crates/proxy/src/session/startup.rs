@@ -40,7 +40,7 @@ impl Startup {
 
 pub(super) async fn read(
     client: &mut ClientConn,
-    tls: Option<&tokio_rustls::TlsAcceptor>,
+    tls: Option<&crate::tls::Acceptor>,
 ) -> Result<Start, SessionError> {
     loop {
         match startup::read_startup(&mut client.buf) {

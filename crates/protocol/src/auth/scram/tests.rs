@@ -39,6 +39,8 @@ fn rfc7677_vector() {
         state: State::AwaitingClientFirst {
             server_nonce: "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
         },
+        binding: None,
+        plus: false,
     };
     let first = server
         .client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
@@ -102,4 +104,60 @@ mod prop {
             let _ = s.client_final(&b);
         }
     }
+}
+
+/// Over TLS: postgres-protocol's client with `tls-server-end-point` binding against our server.
+fn exchange_bound(
+    server_binding: Option<&[u8]>,
+    plus: bool,
+    client: ChannelBinding,
+) -> Result<(), ScramError> {
+    let secret = ScramSecret::generate("s3cret");
+    let mut server = ScramServer::new(&secret);
+    if let Some(data) = server_binding {
+        server = server.with_channel_binding(data.to_vec(), plus);
+    }
+    let mut client = ScramSha256::new(b"s3cret", client);
+    let server_first = server.client_first(client.message())?;
+    client
+        .update(&server_first)
+        .map_err(|_| ScramError::Malformed)?;
+    let server_final = server.client_final(client.message())?;
+    client
+        .finish(&server_final)
+        .map_err(|_| ScramError::InvalidProof)?;
+    Ok(())
+}
+
+#[test]
+fn channel_binding() {
+    let end_point = tls_server_end_point(b"a certificate");
+    let bound = || ChannelBinding::tls_server_end_point(end_point.clone());
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Option<&[u8]>, bool, ChannelBinding, Result<(), ScramError>)> = vec![
+        ("PLUS with the connection's binding", Some(&end_point), true, bound(), Ok(())),
+        ("PLUS with another certificate's binding", Some(&end_point), true,
+            ChannelBinding::tls_server_end_point(tls_server_end_point(b"another")), Err(ScramError::ChannelBindingMismatch)),
+        ("plain SCRAM over TLS from a client without binding", Some(&end_point), false, ChannelBinding::unsupported(), Ok(())),
+        ("a client that could bind but thinks the server cannot: downgrade", Some(&end_point), false,
+            ChannelBinding::unrequested(), Err(ScramError::ChannelBindingDowngrade)),
+        ("without TLS a client that could bind is fine", None, false, ChannelBinding::unrequested(), Ok(())),
+        ("binding asked for without TLS", None, false, bound(), Err(ScramError::ChannelBindingUnsupported)),
+    ];
+    for (what, data, plus, client, want) in cases {
+        assert_eq!(exchange_bound(data, plus, client), want, "{what}");
+    }
+}
+
+#[test]
+fn end_point_hash_follows_the_signature_algorithm() {
+    assert_eq!(tls_server_end_point(b"x").len(), 32);
+    let mut sha384_signed = b"cert".to_vec();
+    sha384_signed.extend_from_slice(&[
+        0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C,
+    ]);
+    assert_eq!(tls_server_end_point(&sha384_signed).len(), 48);
+    let mut sha512_signed = b"cert".to_vec();
+    sha512_signed.extend_from_slice(&[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04]);
+    assert_eq!(tls_server_end_point(&sha512_signed).len(), 64);
 }
