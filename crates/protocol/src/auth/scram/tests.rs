@@ -132,15 +132,51 @@ fn channel_binding() {
     let end_point = tls_server_end_point(b"a certificate");
     let bound = || ChannelBinding::tls_server_end_point(end_point.clone());
     #[rustfmt::skip]
-    let cases: Vec<(&str, Option<&[u8]>, bool, ChannelBinding, Result<(), ScramError>)> = vec![
-        ("PLUS with the connection's binding", Some(&end_point), true, bound(), Ok(())),
-        ("PLUS with another certificate's binding", Some(&end_point), true,
-            ChannelBinding::tls_server_end_point(tls_server_end_point(b"another")), Err(ScramError::ChannelBindingMismatch)),
-        ("plain SCRAM over TLS from a client without binding", Some(&end_point), false, ChannelBinding::unsupported(), Ok(())),
-        ("a client that could bind but thinks the server cannot: downgrade", Some(&end_point), false,
-            ChannelBinding::unrequested(), Err(ScramError::ChannelBindingDowngrade)),
-        ("without TLS a client that could bind is fine", None, false, ChannelBinding::unrequested(), Ok(())),
-        ("binding asked for without TLS", None, false, bound(), Err(ScramError::ChannelBindingUnsupported)),
+    // (what, the connection's binding, PLUS chosen, the client's binding, outcome)
+    type Case<'a> = (&'a str, Option<&'a [u8]>, bool, ChannelBinding, Result<(), ScramError>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "PLUS with the connection's binding",
+            Some(&end_point),
+            true,
+            bound(),
+            Ok(()),
+        ),
+        (
+            "PLUS with another certificate's binding",
+            Some(&end_point),
+            true,
+            ChannelBinding::tls_server_end_point(tls_server_end_point(b"another")),
+            Err(ScramError::ChannelBindingMismatch),
+        ),
+        (
+            "plain SCRAM over TLS from a client without binding",
+            Some(&end_point),
+            false,
+            ChannelBinding::unsupported(),
+            Ok(()),
+        ),
+        (
+            "a client that could bind but thinks the server cannot: downgrade",
+            Some(&end_point),
+            false,
+            ChannelBinding::unrequested(),
+            Err(ScramError::ChannelBindingDowngrade),
+        ),
+        (
+            "without TLS a client that could bind is fine",
+            None,
+            false,
+            ChannelBinding::unrequested(),
+            Ok(()),
+        ),
+        (
+            "binding asked for without TLS",
+            None,
+            false,
+            bound(),
+            Err(ScramError::ChannelBindingUnsupported),
+        ),
     ];
     for (what, data, plus, client, want) in cases {
         assert_eq!(
