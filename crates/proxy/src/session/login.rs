@@ -79,7 +79,14 @@ impl ServerLogin<'_> {
         };
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(node) = wait_for_node(ctx, remaining, pick).await else {
+            // Past the deadline nothing is offered, even a node the table still names: a primary
+            // that keeps answering as a standby ends in the same error as no primary at all.
+            let offered = if remaining.is_zero() {
+                None
+            } else {
+                wait_for_node(ctx, remaining, pick).await
+            };
+            let Some(node) = offered else {
                 if endpoint == Endpoint::ReadOnly {
                     return Err(SessionError::Unavailable(
                     ErrorResponse::error(
