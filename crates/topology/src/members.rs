@@ -70,9 +70,13 @@ pub fn compare(known: &[Known<'_>], listed: &[Member]) -> MemberChanges {
 
 /// The member list to follow, from the latest observations: Patroni's `/cluster` as the node on
 /// the newest timeline saw it; repmgr's active, non-witness rows of `repmgr.nodes` from that node
-/// (after a failover the old primary's copy is stale). `None` while no list is known: then
-/// nothing is removed.
+/// (after a failover the old primary's copy is stale). `None` while no list is known, or the list
+/// is empty (a manager between states, e.g. Patroni without its DCS): then nothing is removed.
 pub fn listed(discovery: Discovery, latest: &[Option<&Observation>]) -> Option<Vec<Member>> {
+    listed_as_is(discovery, latest).filter(|members| !members.is_empty())
+}
+
+fn listed_as_is(discovery: Discovery, latest: &[Option<&Observation>]) -> Option<Vec<Member>> {
     let with_list = |o: &&Observation| match discovery {
         Discovery::Patroni => o.members.is_some(),
         Discovery::Repmgr => o.repmgr.as_ref().is_some_and(|r| !r.is_empty()),
@@ -123,6 +127,35 @@ mod tests {
             discovered,
             removed: false,
         }
+    }
+
+    #[test]
+    fn the_list_comes_from_the_newest_timeline_and_an_empty_one_is_ignored() {
+        let with = |timeline: u32, members: Vec<Member>| Observation {
+            timeline: Some(timeline),
+            members: Some(members),
+            ..Observation::default()
+        };
+        let old = with(1, vec![member("pg0", "10.0.0.1", 5432)]);
+        let new = with(
+            2,
+            vec![
+                member("pg1", "10.0.0.2", 5432),
+                member("pg2", "10.0.0.3", 5432),
+            ],
+        );
+        let names =
+            |l: Option<Vec<Member>>| l.map(|l| l.into_iter().map(|m| m.name).collect::<Vec<_>>());
+        assert_eq!(
+            names(listed(Discovery::Patroni, &[Some(&old), Some(&new), None])),
+            Some(vec!["pg1".to_owned(), "pg2".to_owned()])
+        );
+        let empty = with(3, vec![]);
+        assert_eq!(
+            names(listed(Discovery::Patroni, &[Some(&new), Some(&empty)])),
+            None
+        );
+        assert_eq!(names(listed(Discovery::Sql, &[Some(&new)])), None);
     }
 
     #[test]
