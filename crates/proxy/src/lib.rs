@@ -18,8 +18,9 @@
 //! - [`cancel`]: client-facing `BackendKeyData` and the mapping to server keys.
 //! - [`routing`]: where a request goes, as a pure function of classification and session facts.
 //! - [`session`]: one client's life: `startup`, `auth`, `relay`.
-//! - [`client`], [`error`]: the client socket and the session error, shared by sessions and the
-//!   console (which therefore depend on these, not on each other).
+//! - [`client`], [`error`]: the client socket (plain or TLS) and the session error, shared by
+//!   sessions and the console (which therefore depend on these, not on each other).
+//! - [`tls`]: the TLS acceptor towards clients, from `tls:`.
 
 pub mod cancel;
 pub mod client;
