@@ -211,7 +211,7 @@ impl Topology {
     /// Asks every node's probe to run now instead of at its next interval: something a session
     /// or a probe saw suggests the roles changed (a server shutting down, a write refused as
     /// read-only, a standby reporting its promotion, a primary connection that is in recovery).
-    /// Each node is probed at most once per [`URGENT_PROBE_GAP`]. Never blocks a session for
+    /// Each node is probed at most once per 100 ms. Never blocks a session for
     /// long: one short write lock on a value nobody holds across an await.
     pub fn probe_now(&self, why: &'static str) {
         metrics::counter!("pgrouter_health_checks_triggered_total", "reason" => why).increment(1);
