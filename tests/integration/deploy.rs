@@ -271,9 +271,9 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
             );
             // `pgrouter check` reads the files: a real pair made with openssl stands in.
             std::fs::create_dir_all(&tls_dir).unwrap();
-            let made = Command::new("openssl")
-                .current_dir(&tls_dir)
-                .args([
+            crate::harness::openssl(
+                &tls_dir,
+                &[
                     "req",
                     "-x509",
                     "-newkey",
@@ -287,10 +287,8 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
                     "1",
                     "-subj",
                     "/CN=pgrouter",
-                ])
-                .output()
-                .unwrap();
-            assert!(made.status.success());
+                ],
+            );
             config_text = config_text.replace(at, &tls_dir.display().to_string());
         }
         let file =

@@ -504,3 +504,17 @@ pub fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> &str {
 pub fn temp_file(router: &Router, name: &str) -> PathBuf {
     router.dir.join(name)
 }
+
+/// Runs openssl in `dir` (test certificates), which must succeed.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

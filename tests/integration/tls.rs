@@ -2,7 +2,7 @@
 //! `sslmode=verify-full` against the test's CA, `tls.mode: require`, `min_version`, `hostssl`
 //! rules, and certificates rotated on `SIGHUP` while a TLS session stays open.
 
-use crate::harness::{cluster, psql, router_config, Router};
+use crate::harness::{cluster, openssl, psql, router_config, Router};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,19 +13,6 @@ struct Certificates {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn make_certificates(dir: &Path, name: &str) -> Certificates {

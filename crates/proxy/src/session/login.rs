@@ -182,14 +182,21 @@ impl ServerLogin<'_> {
         let node = &slot.target;
         // A reload may have changed the password since this client logged in.
         let current = ctx.user(&user.name);
+        let (timeout, allow_cleartext_password) = {
+            let config = &ctx.live().config;
+            (
+                config.pool.connect_timeout.get(),
+                config.server_tls.allow_cleartext_password,
+            )
+        };
         let target = ServerTarget {
             host: &node.host,
             port: node.port,
             user: &user.name,
             password: current.as_ref().map_or(&user.password, |u| &u.password),
             params: &startup.server_params,
-            timeout: ctx.live().config.pool.connect_timeout.get(),
-            allow_cleartext_password: ctx.live().config.server_tls.allow_cleartext_password,
+            timeout,
+            allow_cleartext_password,
         };
         ctx.track_new_nodes();
         let started = std::time::Instant::now();
