@@ -40,6 +40,9 @@ Environment:
   PGR_PG_BIN           PostgreSQL bin dir     (default: newest /usr/lib/postgresql/*/bin)
   PGR_MAX_CONNECTIONS  max_connections        (default 100)
   PGR_FSYNC            fsync on|off           (default on)
+  PGR_SSL_DIR          a directory with server.crt, server.key and ca.crt: the
+                       cluster gets ssl = on and a TLS-only (hostssl) pg_hba.conf
+                       (default: no TLS)
   PGR_APP_PASSWORD, PGR_LEGACY_PASSWORD, PGR_REPLICATOR_PASSWORD
                        role passwords         (defaults app, legacy, replicator)
 
@@ -61,6 +64,7 @@ BASE_PORT=${PGR_BASE_PORT:-15432}
 REPLICAS=${PGR_REPLICAS:-2}
 MAX_CONNECTIONS=${PGR_MAX_CONNECTIONS:-100}
 FSYNC=${PGR_FSYNC:-on}
+SSL_DIR=${PGR_SSL_DIR:-}
 APP_PASSWORD=${PGR_APP_PASSWORD:-app}
 LEGACY_PASSWORD=${PGR_LEGACY_PASSWORD:-legacy}
 REPLICATOR_PASSWORD=${PGR_REPLICATOR_PASSWORD:-replicator}
@@ -411,6 +415,24 @@ logging_collector = off
 fsync = $FSYNC
 include_if_exists = 'pgrouter-node.conf'
 EOF
+  local host_type=host
+  if [[ -n $SSL_DIR ]]; then
+    # The key must belong to the server's OS user and be private; copies in the cluster
+    # directory keep the caller's files as they are. Replicas share them (same paths).
+    local file
+    as_pg mkdir -p "$CLUSTER_DIR/ssl"
+    for file in server.crt server.key ca.crt; do
+      [[ -r $SSL_DIR/$file ]] || die "PGR_SSL_DIR: $SSL_DIR/$file is missing"
+      as_pg tee "$CLUSTER_DIR/ssl/$file" <"$SSL_DIR/$file" >/dev/null
+    done
+    as_pg chmod 600 "$CLUSTER_DIR/ssl/server.key"
+    printf '%s\n' "ssl = on" \
+      "ssl_cert_file = '$CLUSTER_DIR/ssl/server.crt'" \
+      "ssl_key_file = '$CLUSTER_DIR/ssl/server.key'" \
+      "ssl_ca_file = '$CLUSTER_DIR/ssl/ca.crt'" |
+      as_pg tee -a "$data/postgresql.conf" >/dev/null
+    host_type=hostssl
+  fi
   write_node_conf "$node"
   hba="# pg_hba.conf written by dev-cluster.sh
 # TYPE  DATABASE     USER        ADDRESS        METHOD
@@ -419,9 +441,9 @@ local   replication  all                        trust"
   local addr
   for addr in 127.0.0.1/32 ::1/128; do
     hba+="
-host    replication  replicator  $addr  scram-sha-256
-host    all          legacy      $addr  md5
-host    all          all         $addr  scram-sha-256"
+$host_type    replication  replicator  $addr  scram-sha-256
+$host_type    all          legacy      $addr  md5
+$host_type    all          all         $addr  scram-sha-256"
   done
   printf '%s\n' "$hba" | as_pg tee "$data/pg_hba.conf" >/dev/null
   start_node "$node"

@@ -69,10 +69,9 @@ pub async fn run(
     };
     let ctx = Arc::new(ProxyContext::new(&config, config_path));
     let monitor_stop = CancellationToken::new();
-    let monitor = ctx.topology.start(
-        pgrouter_proxy::reload::monitor_settings(&config),
-        monitor_stop.clone(),
-    );
+    let monitor = ctx
+        .topology
+        .start(ctx.monitor_settings(&config), monitor_stop.clone());
     let upkeep = {
         let ctx = Arc::clone(&ctx);
         let exporter = exporter.clone();

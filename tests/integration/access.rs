@@ -172,6 +172,7 @@ fn check_refuses_trust_for_admin_users_and_warns_beyond_loopback() {
 struct CleartextAsker {
     port: u16,
     passwords: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Connections accepted.
     asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -186,7 +187,8 @@ impl CleartextAsker {
         let (p, a) = (passwords.clone(), asked.clone());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let (p, a) = (p.clone(), a.clone());
+                let p = p.clone();
+                a.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut len = [0u8; 4];
                     if socket.read_exact(&mut len).await.is_err() {
@@ -197,9 +199,21 @@ impl CleartextAsker {
                     if socket.read_exact(&mut startup).await.is_err() {
                         return;
                     }
+                    // An SSLRequest (server_tls.mode prefer, the default): no TLS here, as a
+                    // server with ssl = off answers; the start-up message follows.
+                    if startup == [0x04, 0xd2, 0x16, 0x2f] {
+                        if socket.write_all(b"N").await.is_err()
+                            || socket.read_exact(&mut len).await.is_err()
+                        {
+                            return;
+                        }
+                        startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                        if socket.read_exact(&mut startup).await.is_err() {
+                            return;
+                        }
+                    }
                     // AuthenticationCleartextPassword.
                     let _ = socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await;
-                    a.fetch_add(1, Ordering::Relaxed);
                     let mut reply = Vec::new();
                     let _ = tokio::time::timeout(
                         Duration::from_secs(2),
@@ -229,7 +243,20 @@ impl CleartextAsker {
 async fn a_server_asking_for_a_cleartext_password_gets_nothing() {
     use std::sync::atomic::Ordering;
     let Some(cluster) = cluster() else { return };
-    for allowed in [false, true] {
+    // `require` against a server without TLS: no connection at all, whatever else is allowed.
+    for (allowed, server_tls, refusal) in [
+        (
+            false,
+            "{allow_cleartext_password: false}",
+            "server_tls.allow_cleartext_password is off",
+        ),
+        (true, "{allow_cleartext_password: true}", ""),
+        (
+            false,
+            "{mode: require, allow_cleartext_password: true}",
+            "the server does not support TLS, and server_tls.mode is require",
+        ),
+    ] {
         let fake = CleartextAsker::start().await;
         let router = Router::start_in(&cluster.dir, |port| {
             format!(
@@ -238,7 +265,7 @@ async fn a_server_asking_for_a_cleartext_password_gets_nothing() {
                  users:\n  - {{name: app, password: s3cret-app}}\n\
                  health_check: {{interval: 200ms, timeout: 1s}}\n\
                  topology: {{failover_timeout: 1s}}\n\
-                 server_tls: {{allow_cleartext_password: {allowed}}}\n",
+                 server_tls: {server_tls}\n",
                 fake.port
             )
         });
@@ -264,13 +291,7 @@ async fn a_server_asking_for_a_cleartext_password_gets_nothing() {
                 passwords.is_empty(),
                 "a password crossed in clear: {passwords:?}"
             );
-            assert!(
-                router
-                    .log_text()
-                    .contains("server_tls.allow_cleartext_password is off"),
-                "{}",
-                router.log_text()
-            );
+            assert!(router.log_text().contains(refusal), "{}", router.log_text());
         }
     }
 }

@@ -291,6 +291,47 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
             );
             config_text = config_text.replace(at, &tls_dir.display().to_string());
         }
+        // Server TLS: the CA Secret is mounted where server_tls.ca_file points.
+        assert!(config["server_tls"]["mode"].is_string());
+        if let Some(ca) = config["server_tls"]["ca_file"].as_str() {
+            let mount = container["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"].as_str() == Some("server-ca"))
+                .expect("the servers' CA Secret is mounted");
+            let at = mount["mountPath"].as_str().unwrap();
+            assert!(ca.starts_with(at), "{ca} is under {at}");
+            let volume = pod["volumes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"].as_str() == Some("server-ca"))
+                .unwrap();
+            assert_eq!(volume["secret"]["secretName"].as_str(), Some("postgres-ca"));
+            // A self-signed certificate made here stands in for the CA.
+            let ca_dir = tls_dir.join("server-ca");
+            std::fs::create_dir_all(&ca_dir).unwrap();
+            crate::harness::openssl(
+                &ca_dir,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=postgres CA",
+                ],
+            );
+            config_text = config_text.replace(at, &ca_dir.display().to_string());
+        }
         let file =
             std::env::temp_dir().join(format!("pgrouter-chart-config-{}.yaml", std::process::id()));
         std::fs::write(&file, &config_text).unwrap();

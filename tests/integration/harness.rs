@@ -161,6 +161,34 @@ fn start_cluster() -> Option<Cluster> {
     Some(cluster)
 }
 
+/// A cluster of one test's own (the shared one stays as it is): a primary and `replicas`
+/// standbys, with `env` passed to dev-cluster.sh (e.g. `PGR_SSL_DIR`). Torn down when the test
+/// process exits. `None` without PostgreSQL, as [`cluster`].
+pub fn private_cluster(replicas: u16, env: &[(&str, &std::ffi::OsStr)]) -> Option<Cluster> {
+    cluster()?;
+    let base_port = free_port_block(replicas + 1);
+    let dir =
+        std::env::temp_dir().join(format!("pgrouter-test-{}-{base_port}", std::process::id()));
+    let cluster = Cluster { dir, base_port };
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/dev-cluster.sh"))
+        .arg("up")
+        .env("PGR_CLUSTER_DIR", &cluster.dir)
+        .env("PGR_BASE_PORT", base_port.to_string())
+        .env("PGR_REPLICAS", replicas.to_string())
+        .envs(env.iter().copied())
+        .output()
+        .expect("dev-cluster.sh runs");
+    assert!(
+        out.status.success(),
+        "dev-cluster.sh up failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    destroy_at_exit("scripts/dev-cluster.sh", &[], &cluster.dir, base_port);
+    Some(cluster)
+}
+
 /// Stops the routers and tears a cluster down (with `script destroy`) when this test process
 /// exits, however it exits.
 pub fn destroy_at_exit(script: &str, args: &[&str], dir: &std::path::Path, base_port: u16) {
@@ -516,5 +544,82 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) {
         out.status.success(),
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and, signed by it, a server certificate for `localhost` and 127.0.0.1, in `dir/name`.
+pub struct Certificates {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_certificates(dir: &std::path::Path, name: &str) -> Certificates {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let subject = format!("/CN=pgrouter test CA {name}");
+    openssl(
+        &dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "2", "-subj", &subject,
+        ],
+    );
+    issue_certificate(
+        &dir,
+        "server",
+        "localhost",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    Certificates {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        dir,
+    }
+}
+
+/// Signs `stem.crt` (key `stem.key`, common name `cn`) with the CA in `dir`; `ext`: extra
+/// X.509 extension lines.
+pub fn issue_certificate(dir: &std::path::Path, stem: &str, cn: &str, ext: &str) {
+    let (key, csr, crt, cnf) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.crt"),
+        format!("{stem}.cnf"),
+    );
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+            &subject,
+        ],
+    );
+    std::fs::write(
+        dir.join(&cnf),
+        format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n{ext}"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &cnf,
+        ],
     );
 }

@@ -23,5 +23,6 @@ mod raw;
 mod relay;
 mod reload;
 mod routing;
+mod server_tls;
 mod shutdown;
 mod tls;

@@ -2,76 +2,11 @@
 //! `sslmode=verify-full` against the test's CA, `tls.mode: require`, `min_version`, `hostssl`
 //! rules, and certificates rotated on `SIGHUP` while a TLS session stays open.
 
-use crate::harness::{cluster, openssl, psql, router_config, Router};
+use crate::harness::{cluster, make_certificates, psql, router_config, Certificates, Router};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, in `dir`.
-struct Certificates {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_certificates(dir: &Path, name: &str) -> Certificates {
-    let dir = dir.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let subject = format!("/CN=pgrouter test CA {name}");
-    openssl(
-        &dir,
-        &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "2", "-subj", &subject,
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    Certificates {
-        ca: dir.join("ca.crt"),
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-    }
-}
 
 fn url(router: &Router, params: &str) -> String {
     format!("postgres://app:app@localhost:{}/app?{params}", router.port)

@@ -74,6 +74,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.tls.secretName -}}
 {{- $_ := set $config "tls" (dict "mode" (default "prefer" .Values.tls.mode) "cert_file" "/etc/pgrouter-tls/tls.crt" "key_file" "/etc/pgrouter-tls/tls.key" "min_version" (default "1.2" .Values.tls.minVersion | toString)) -}}
 {{- end -}}
+{{- $serverTls := dict "mode" (default "prefer" .Values.serverTls.mode) -}}
+{{- if .Values.serverTls.caSecretName }}{{ $_ := set $serverTls "ca_file" "/etc/pgrouter-server-ca/ca.crt" }}{{ end -}}
+{{- if .Values.serverTls.certSecretName -}}
+{{- $_ := set $serverTls "cert_file" "/etc/pgrouter-server-cert/tls.crt" -}}
+{{- $_ := set $serverTls "key_file" "/etc/pgrouter-server-cert/tls.key" -}}
+{{- end -}}
+{{- $_ := set $config "server_tls" (merge $serverTls (default (dict) $config.server_tls)) -}}
 {{- toYaml $config -}}
 {{- end -}}
 

@@ -87,6 +87,9 @@ pub fn from_yaml(text: &str, base: &Path, env: &dyn Env) -> Result<Config, Confi
         &mut config.tls.cert_file,
         &mut config.tls.key_file,
         &mut config.tls.ca_file,
+        &mut config.server_tls.ca_file,
+        &mut config.server_tls.cert_file,
+        &mut config.server_tls.key_file,
     ]
     .into_iter()
     .flatten()
@@ -501,16 +504,9 @@ fn check_access(config: &Config, text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `tls:` names its files when it is on; client certificates are not offered yet.
+/// `tls:` names its files when it is on; `server_tls:` has what its mode needs.
 fn check_tls(config: &Config, text: &str) -> Result<(), ConfigError> {
     let tls = &config.tls;
-    if tls.ca_file.is_some() {
-        return Err(invalid(
-            text,
-            "tls.ca_file".into(),
-            "client certificates (the cert method) are not supported by this version of pgrouter",
-        ));
-    }
     if tls.mode != crate::model::TlsMode::Disable {
         for (key, value) in [
             ("tls.cert_file", &tls.cert_file),
@@ -524,6 +520,39 @@ fn check_tls(config: &Config, text: &str) -> Result<(), ConfigError> {
                 ));
             }
         }
+    } else if tls.ca_file.is_some() {
+        return Err(invalid(
+            text,
+            "tls.ca_file".into(),
+            "client certificates need TLS: set tls.mode, cert_file and key_file",
+        ));
+    }
+    let server = &config.server_tls;
+    use crate::model::ServerTlsMode;
+    if matches!(
+        server.mode,
+        ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull
+    ) && server.ca_file.is_none()
+    {
+        return Err(invalid(
+            text,
+            "server_tls.mode".into(),
+            format!(
+                "{} needs server_tls.ca_file (the CA the servers' certificates chain to)",
+                if server.mode == ServerTlsMode::VerifyCa {
+                    "verify-ca"
+                } else {
+                    "verify-full"
+                }
+            ),
+        ));
+    }
+    if server.cert_file.is_some() != server.key_file.is_some() {
+        return Err(invalid(
+            text,
+            "server_tls.cert_file".into(),
+            "cert_file and key_file go together",
+        ));
     }
     Ok(())
 }

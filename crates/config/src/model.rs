@@ -404,14 +404,47 @@ impl Default for TopologyConfig {
     }
 }
 
-/// pgrouter's connections to the servers (TLS itself is not offered yet).
+/// TLS on pgrouter's connections to the servers: client sessions' server connections and the
+/// health probes (`server_tls:`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerTlsConfig {
+    /// Whether to use TLS and what to verify, with libpq's `sslmode` meanings.
+    pub mode: ServerTlsMode,
+    /// CA certificates (PEM) the servers' certificates must chain to: required by `verify-ca`
+    /// and `verify-full`; with `require`, given, it makes `require` verify the chain as libpq
+    /// does when `root.crt` exists. Relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// pgrouter's client certificate chain (PEM), for servers whose `pg_hba.conf` says `cert`
+    /// or `clientcert=verify-ca`. Relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM). Relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
     /// Answer a server that asks for the password in clear text (`password` in its
     /// `pg_hba.conf`) over a connection without TLS. Off: such a server gets nothing and the
     /// login fails, so no password crosses the network readable.
     pub allow_cleartext_password: bool,
+}
+
+/// `server_tls.mode`: libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is not checked (as
+    /// libpq's default).
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is checked only against `ca_file` if one is given.
+    Require,
+    /// TLS, with a certificate that chains to `ca_file`.
+    VerifyCa,
+    /// TLS, with a certificate that chains to `ca_file` and names the host pgrouter connects to.
+    VerifyFull,
 }
 
 /// TLS towards clients (`tls:`).
@@ -426,7 +459,10 @@ pub struct TlsConfig {
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1). Relative to the configuration file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<std::path::PathBuf>,
-    /// CA for client certificates (the `cert` method): not supported yet; refused.
+    /// CA certificates (PEM) that client certificates must chain to. Given, clients may present
+    /// a certificate, and access rules with `method: cert` accept a client whose certificate
+    /// chains to it and whose common name is the user it logs in as. Relative to the
+    /// configuration file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
     /// The oldest TLS version accepted.

@@ -1,8 +1,12 @@
 //! Connect, start up and authenticate to a server.
 
 use crate::error::ConnError;
+use crate::stream::ServerStream;
+use crate::tls::{ServerTls, TlsPolicy};
 use bytes::{Bytes, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use std::net::SocketAddr;
@@ -25,16 +29,17 @@ pub struct ServerTarget<'a> {
     pub params: &'a [(String, String)],
     /// Limit for connect + login.
     pub timeout: Duration,
-    /// Answer a request for the password in clear text (the connection has no TLS). Off: the
-    /// login fails with [`ConnError::UnsupportedAuth`] and the password is not sent.
-    pub allow_cleartext_password: bool,
+    /// TLS: whether to ask for it, what to verify, and whether a request for the password in
+    /// clear text is answered on a connection without TLS (if not, the login fails with
+    /// [`ConnError::UnsupportedAuth`] and the password is not sent).
+    pub tls: &'a ServerTls,
 }
 
 /// A logged-in, idle server connection.
 #[derive(Debug)]
 pub struct ServerConn {
     /// The socket, positioned right after the first `ReadyForQuery`.
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// The server's address.
     pub addr: SocketAddr,
     /// `ParameterStatus` values reported during start-up, in order.
@@ -66,11 +71,22 @@ async fn connect_inner(
         addr: addr_text.to_owned(),
         message,
     };
-    let mut stream = TcpStream::connect((target.host, target.port))
+    let tcp = TcpStream::connect((target.host, target.port))
         .await
         .map_err(io_err)?;
-    stream.set_nodelay(true).map_err(io_err)?;
-    let addr = stream.peer_addr().map_err(io_err)?;
+    tcp.set_nodelay(true).map_err(io_err)?;
+    let addr = tcp.peer_addr().map_err(io_err)?;
+    let mut stream = negotiate_tls(tcp, target, addr_text).await?;
+    // `tls-server-end-point` of the server's certificate, for SCRAM-SHA-256-PLUS.
+    let end_point = match &stream {
+        ServerStream::Tls(tls) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| pgrouter_protocol::auth::scram::tls_server_end_point(leaf)),
+        ServerStream::Plain(_) => None,
+    };
 
     let mut out = BytesMut::with_capacity(256);
     let params = std::iter::once(("user", target.user)).chain(
@@ -104,7 +120,9 @@ async fn connect_inner(
         out.clear();
         match msg {
             (Message::AuthenticationOk, _) => {}
-            (Message::AuthenticationCleartextPassword, _) if !target.allow_cleartext_password => {
+            (Message::AuthenticationCleartextPassword, _)
+                if !stream.is_tls() && !target.tls.allow_cleartext_password =>
+            {
                 return Err(ConnError::UnsupportedAuth {
                     addr: addr_text.to_owned(),
                     method: "a cleartext password over a connection without TLS (server_tls.allow_cleartext_password is off)".into(),
@@ -123,21 +141,31 @@ async fn connect_inner(
             }
             (Message::AuthenticationSasl(body), _) => {
                 let mut mechanisms = body.mechanisms();
-                let mut offered = false;
+                let (mut offered, mut offered_plus) = (false, false);
                 while let Some(m) =
                     postgres_protocol_next(&mut mechanisms).map_err(|e| proto_err(e.to_string()))?
                 {
                     offered |= m == SCRAM_SHA_256;
+                    offered_plus |= m == SCRAM_SHA_256_PLUS;
                 }
-                if !offered {
-                    return Err(ConnError::UnsupportedAuth {
-                        addr: addr_text.to_owned(),
-                        method: "SASL without SCRAM-SHA-256".into(),
-                    });
-                }
-                let client =
-                    ScramSha256::new(target.password.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut out)
+                // Bind the login to this TLS connection when the server offers it, as libpq's
+                // default channel_binding=prefer does.
+                let (mechanism, binding) = match &end_point {
+                    Some(hash) if offered_plus => (
+                        SCRAM_SHA_256_PLUS,
+                        ChannelBinding::tls_server_end_point(hash.clone()),
+                    ),
+                    Some(_) if offered => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+                    _ if offered => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+                    _ => {
+                        return Err(ConnError::UnsupportedAuth {
+                            addr: addr_text.to_owned(),
+                            method: "SASL without SCRAM-SHA-256".into(),
+                        })
+                    }
+                };
+                let client = ScramSha256::new(target.password.as_bytes(), binding);
+                frontend::sasl_initial_response(mechanism, client.message(), &mut out)
                     .map_err(io_err)?;
                 scram = Some(client);
             }
@@ -208,6 +236,63 @@ async fn connect_inner(
             stream.write_all(&out).await.map_err(io_err)?;
         }
     }
+}
+
+/// `SSLRequest` and the handshake, as `target.tls` asks. Reads exactly the one answer byte
+/// before the handshake, so nothing the server sent in plain text is taken as TLS data
+/// (CVE-2021-23222).
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &ServerTarget<'_>,
+    addr_text: &str,
+) -> Result<ServerStream, ConnError> {
+    let policy = target.tls.policy();
+    let tls_err = |message: String| ConnError::Tls {
+        addr: addr_text.to_owned(),
+        message,
+    };
+    if policy == TlsPolicy::Disable {
+        return Ok(ServerStream::Plain(tcp));
+    }
+    let Some(connector) = target.tls.connector() else {
+        return Err(tls_err(
+            "server_tls could not be set up (see the log at start)".into(),
+        ));
+    };
+    let io_err = |source| ConnError::Io {
+        addr: addr_text.to_owned(),
+        source,
+    };
+    let mut request = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await.map_err(io_err)?;
+    match tcp.read_u8().await.map_err(io_err)? {
+        b'S' => {}
+        b'N' if policy == TlsPolicy::Prefer => return Ok(ServerStream::Plain(tcp)),
+        b'N' => {
+            return Err(tls_err(format!(
+                "the server does not support TLS, and server_tls.mode is {}",
+                match policy {
+                    TlsPolicy::Require => "require",
+                    TlsPolicy::VerifyCa => "verify-ca",
+                    _ => "verify-full",
+                }
+            )))
+        }
+        other => {
+            return Err(tls_err(format!(
+                "unexpected answer {:?} to SSLRequest",
+                char::from(other)
+            )))
+        }
+    }
+    let name = crate::tls::server_name(target.host)
+        .ok_or_else(|| tls_err(format!("{:?} is not a valid server name", target.host)))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls_err(e.to_string()))?;
+    Ok(ServerStream::Tls(Box::new(tls)))
 }
 
 /// Length of the complete message at the front of `buf`, if one is there.

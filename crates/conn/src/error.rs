@@ -47,4 +47,13 @@ pub enum ConnError {
         /// What went wrong.
         message: String,
     },
+    /// TLS could not be set up: the server does not offer it where `server_tls.mode` requires
+    /// it, or the handshake or certificate check failed.
+    #[error("TLS with server {addr}: {message}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
 }

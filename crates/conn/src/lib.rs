@@ -1,4 +1,4 @@
-//! pgrouter's connections to PostgreSQL servers: TCP connect, start-up, authentication as the
+//! pgrouter's connections to PostgreSQL servers: TCP connect, TLS, start-up, authentication as the
 //! client's user, and cancel requests.
 //!
 //! A [`ServerConn`] comes out logged in and idle (after the first `ReadyForQuery`), holding the
@@ -13,14 +13,20 @@
 //! - [`connect`]: connect + start-up + authentication ([`ServerConn::connect`]).
 //! - [`cancel`]: sending a `CancelRequest` to a server.
 //! - [`query`]: one simple-query exchange of pgrouter's own ([`ServerConn::simple_query`]).
+//! - [`stream`]: the socket, plain or TLS ([`ServerStream`]).
+//! - [`tls`]: `server_tls:` as a policy and a rustls configuration ([`ServerTls`]).
 //! - [`error`]: the [`ConnError`] type.
 
 pub mod cancel;
 pub mod connect;
 pub mod error;
 pub mod query;
+pub mod stream;
+pub mod tls;
 
 pub use cancel::send_cancel;
 pub use connect::{ServerConn, ServerTarget};
 pub use error::ConnError;
 pub use query::QueryOutcome;
+pub use stream::ServerStream;
+pub use tls::{ServerTls, TlsFiles, TlsPolicy, TlsSetupError};

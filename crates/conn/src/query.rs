@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use pgrouter_protocol::backend::{self as be, TransactionStatus};
 use pgrouter_protocol::error::ErrorFields;
 use pgrouter_protocol::frame::{self, HEADER_LEN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// Largest message accepted in answer to pgrouter's own query (a catalog row, an error).
 const MAX_MESSAGE: usize = 64 << 20;

@@ -389,8 +389,7 @@ fn expired(limit: &Duration, since: Instant) -> bool {
 /// An idle connection must have nothing to say: data or end-of-file means the server closed it
 /// (or is about to, with a FATAL error).
 fn still_open(conn: &ServerConn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    conn.stream.idle_and_open()
 }
 
 /// Runs the reset query; the connection is reusable if it answers without error and is idle.

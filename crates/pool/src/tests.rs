@@ -31,7 +31,7 @@ async fn fake_conn(listener: &TcpListener, keep: &mut Vec<TcpStream>) -> Result<
     let (server_side, _) = listener.accept().await.map_err(|_| ())?;
     keep.push(server_side);
     Ok(ServerConn {
-        stream,
+        stream: pgrouter_conn::ServerStream::Plain(stream),
         addr,
         parameters: vec![],
         backend_key: None,
@@ -64,7 +64,7 @@ async fn reuse_limit_queue_and_eviction() {
     assert!(matches!(full, Err(CheckoutError::Full { max: 2, .. })));
 
     // A returned connection, with its state, goes to the next client of the same pool.
-    let a_port = a.stream.local_addr().unwrap().port();
+    let a_port = a.stream.tcp().local_addr().unwrap().port();
     pools.checkin(a, 7, ta, false).await;
     assert_eq!(pools.counts(0), (1, 1));
     let (again, state, t) = pools
@@ -73,7 +73,7 @@ async fn reuse_limit_queue_and_eviction() {
         .unwrap();
     assert!(t.reused);
     assert_eq!(state, 7);
-    assert_eq!(again.stream.local_addr().unwrap().port(), a_port);
+    assert_eq!(again.stream.tcp().local_addr().unwrap().port(), a_port);
     pools.checkin(again, 7, t, false).await;
 
     // Another pool on the same full node: the idle connection of the first is closed for room.

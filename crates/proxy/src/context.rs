@@ -126,6 +126,8 @@ pub struct ProxyContext {
     live: ArcSwap<Live>,
     /// TLS towards clients (`tls:`), rebuilt on every reload; `None`: off.
     tls: arc_swap::ArcSwapOption<crate::tls::Acceptor>,
+    /// TLS towards the servers (`server_tls:`), rebuilt on every reload.
+    server_tls: ArcSwap<pgrouter_conn::ServerTls>,
     /// The file the configuration came from (`RELOAD` and `SIGHUP` read it again).
     config_path: Option<PathBuf>,
     /// A verifier for users that do not exist, so their login fails exactly like a wrong password.
@@ -189,8 +191,16 @@ impl ProxyContext {
             .ok()
             .flatten()
             .map(Arc::new);
+        let server_tls = crate::tls::server_tls(&config.server_tls).unwrap_or_else(|e| {
+            tracing::error!("{e}; server connections fail until a reload fixes it");
+            pgrouter_conn::ServerTls::unavailable(
+                crate::tls::server_tls_policy(config.server_tls.mode),
+                config.server_tls.allow_cleartext_password,
+            )
+        });
         Self {
             tls: arc_swap::ArcSwapOption::new(tls),
+            server_tls: ArcSwap::from_pointee(server_tls),
             live: ArcSwap::from_pointee(Live::new(config.clone(), 0, None)),
             config_path,
             mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
@@ -219,6 +229,16 @@ impl ProxyContext {
     /// The TLS acceptor in force, when TLS towards clients is on.
     pub fn tls_acceptor(&self) -> Option<Arc<crate::tls::Acceptor>> {
         self.tls.load_full()
+    }
+
+    /// TLS towards the servers in force.
+    pub fn server_tls(&self) -> Arc<pgrouter_conn::ServerTls> {
+        self.server_tls.load_full()
+    }
+
+    /// The health checks' settings from `config`, with the server TLS in force.
+    pub fn monitor_settings(&self, config: &Config) -> pgrouter_topology::MonitorSettings {
+        crate::reload::monitor_settings(config, self.server_tls())
     }
 
     /// The settings in force: a lock-free load.
@@ -264,9 +284,6 @@ impl ProxyContext {
         let mut new = new;
         let mut report = crate::reload::restart_only(&old, &mut new);
         report.extend(crate::reload::changes(&old, &new));
-        self.topology
-            .update_settings(crate::reload::monitor_settings(&new));
-        self.pools.update_settings(pool_settings(&new));
         // Certificates are read again on every reload (rotation keeps the same file names).
         match crate::tls::acceptor(&new.tls) {
             Ok(acceptor) => self.tls.store(acceptor.map(Arc::new)),
@@ -276,6 +293,22 @@ impl ProxyContext {
                 new.tls = old.tls.clone();
             }
         }
+        match crate::tls::server_tls(&new.server_tls) {
+            Ok(server_tls) => {
+                // Changed keys are reported with the others; changed files only here.
+                if old.server_tls == new.server_tls && *self.server_tls.load_full() != server_tls {
+                    report.push("server_tls: files changed, used by new server connections".into());
+                }
+                self.server_tls.store(Arc::new(server_tls));
+            }
+            Err(e) => {
+                tracing::warn!("{e}: the server TLS settings in force stay");
+                report.push(format!("{e}: the server TLS settings in force stay"));
+                new.server_tls = old.server_tls.clone();
+            }
+        }
+        self.topology.update_settings(self.monitor_settings(&new));
+        self.pools.update_settings(pool_settings(&new));
         let targets: Vec<NodeTarget> = new.nodes.iter().map(node_target).collect();
         let nodes = self.topology.reconfigure(&targets);
         let slots = self.topology.slot_count();

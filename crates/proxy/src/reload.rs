@@ -156,8 +156,11 @@ pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Strin
     }
 }
 
-/// The health checks' settings, from the configuration.
-pub fn monitor_settings(config: &Config) -> MonitorSettings {
+/// The health checks' settings, from the configuration and the server TLS built from it.
+pub fn monitor_settings(
+    config: &Config,
+    server_tls: std::sync::Arc<pgrouter_conn::ServerTls>,
+) -> MonitorSettings {
     let hc = &config.health_check;
     let max_lag = config.routing.max_replica_lag.get();
     MonitorSettings {
@@ -168,7 +171,7 @@ pub fn monitor_settings(config: &Config) -> MonitorSettings {
         max_failures: hc.max_failures,
         min_successes: hc.min_successes,
         login: config.health_check_login(),
-        allow_cleartext_password: config.server_tls.allow_cleartext_password,
+        server_tls,
         policy: Policy {
             discovery: config.topology.discovery,
             max_lag_bytes: config.routing.max_replica_lag_bytes.bytes(),

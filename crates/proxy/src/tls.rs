@@ -79,3 +79,31 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsSetupError> {
         end_point,
     }))
 }
+
+/// TLS towards the servers as `server_tls:` asks (files read now).
+pub fn server_tls(
+    config: &pgrouter_config::ServerTlsConfig,
+) -> Result<pgrouter_conn::ServerTls, pgrouter_conn::TlsSetupError> {
+    pgrouter_conn::ServerTls::new(
+        server_tls_policy(config.mode),
+        pgrouter_conn::TlsFiles {
+            ca_file: config.ca_file.as_deref(),
+            cert_file: config.cert_file.as_deref(),
+            key_file: config.key_file.as_deref(),
+        },
+        config.allow_cleartext_password,
+    )
+}
+
+/// `server_tls.mode` as the connection crate's policy.
+pub fn server_tls_policy(mode: pgrouter_config::ServerTlsMode) -> pgrouter_conn::TlsPolicy {
+    use pgrouter_config::ServerTlsMode as M;
+    use pgrouter_conn::TlsPolicy as P;
+    match mode {
+        M::Disable => P::Disable,
+        M::Prefer => P::Prefer,
+        M::Require => P::Require,
+        M::VerifyCa => P::VerifyCa,
+        M::VerifyFull => P::VerifyFull,
+    }
+}

@@ -50,8 +50,8 @@ pub struct MonitorSettings {
     pub min_successes: u32,
     /// The probes' login.
     pub login: HealthCheckLogin,
-    /// `server_tls.allow_cleartext_password`.
-    pub allow_cleartext_password: bool,
+    /// `server_tls:`, for the probes' connections.
+    pub server_tls: Arc<pgrouter_conn::ServerTls>,
     /// Lag thresholds.
     pub policy: Policy,
 }
@@ -659,10 +659,10 @@ impl Probes {
         let results = self.results.clone();
         let duration = metrics::histogram!("pgrouter_health_check_duration_seconds", "node" => node.name.clone());
         let topology = Arc::clone(topology);
-        let (mut login, mut timeout, mut cleartext) = (
+        let (mut login, mut timeout, mut server_tls) = (
             settings.login.clone(),
             settings.timeout,
-            settings.allow_cleartext_password,
+            Arc::clone(&settings.server_tls),
         );
         let mut urgent = topology.urgent.subscribe();
         self.tasks.spawn(async move {
@@ -703,11 +703,11 @@ impl Probes {
                     .as_ref()
                     .map_or(Duration::from_secs(1), |s| s.interval);
                 if let Some(s) = current.filter(|s| {
-                    (&s.login, s.timeout, s.allow_cleartext_password) != (&login, timeout, cleartext)
+                    (&s.login, s.timeout, &s.server_tls) != (&login, timeout, &server_tls)
                 }) {
-                    // A reload changed the probes' login or timeout.
-                    (login, timeout, cleartext) =
-                        (s.login.clone(), s.timeout, s.allow_cleartext_password);
+                    // A reload changed the probes' login, timeout or TLS.
+                    (login, timeout, server_tls) =
+                        (s.login.clone(), s.timeout, Arc::clone(&s.server_tls));
                     probe.update(probe_login(&slot.target, &s), timeout);
                 }
                 if scheduled {
@@ -745,7 +745,7 @@ fn probe_login(node: &NodeTarget, settings: &MonitorSettings) -> ProbeLogin {
         password: settings.login.password.clone(),
         database: settings.login.database.clone(),
         timeout: settings.timeout,
-        allow_cleartext_password: settings.allow_cleartext_password,
+        tls: Arc::clone(&settings.server_tls),
     }
 }
 
@@ -769,7 +769,7 @@ mod tests {
         let settings = MonitorSettings {
             discovery: Discovery::Sql,
             discover_members: false,
-            allow_cleartext_password: false,
+            server_tls: Arc::new(pgrouter_conn::ServerTls::disabled(false)),
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             max_failures: 3,

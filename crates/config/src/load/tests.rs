@@ -143,6 +143,18 @@ fn errors_name_key_and_line() {
             "access[0].method: unknown variant `ident`, expected one of `scram-sha-256`, `md5`, `cert`, `trust`, `reject` (line 8)",
         ),
         (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nserver_tls:\n  mode: verify-full\n",
+            "server_tls.mode: verify-full needs server_tls.ca_file (the CA the servers' certificates chain to) (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nserver_tls:\n  mode: require\n  cert_file: c.pem\n",
+            "server_tls.cert_file: cert_file and key_file go together (line 9)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nserver_tls:\n  mode: verify_full\n",
+            "server_tls.mode: unknown variant `verify_full`, expected one of `disable`, `prefer`, `require`, `verify-ca`, `verify-full` (line 8)",
+        ),
+        (
             "listen: 127.0.0.1:6432\nread_only_listen: 127.0.0.1:6432\nnodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n",
             "read_only_listen: 127.0.0.1:6432 is already listen's address (line 2)",
         ),

@@ -10,7 +10,7 @@ use pgrouter_conn::ServerConn;
 use pgrouter_pool::Ticket;
 use pgrouter_protocol::frame::FrameWalker;
 use std::collections::HashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// Which of the session's two connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,6 @@ use pgrouter_protocol::frontend as fe;
 use pgrouter_sql::Classification;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 impl Session<'_> {
     /// Re-runs a held read on the primary: its replica rejected it with `25006` or the replica

@@ -182,13 +182,8 @@ impl ServerLogin<'_> {
         let node = &slot.target;
         // A reload may have changed the password since this client logged in.
         let current = ctx.user(&user.name);
-        let (timeout, allow_cleartext_password) = {
-            let config = &ctx.live().config;
-            (
-                config.pool.connect_timeout.get(),
-                config.server_tls.allow_cleartext_password,
-            )
-        };
+        let timeout = ctx.live().config.pool.connect_timeout.get();
+        let server_tls = ctx.server_tls();
         let target = ServerTarget {
             host: &node.host,
             port: node.port,
@@ -196,7 +191,7 @@ impl ServerLogin<'_> {
             password: current.as_ref().map_or(&user.password, |u| &u.password),
             params: &startup.server_params,
             timeout,
-            allow_cleartext_password,
+            tls: &server_tls,
         };
         ctx.track_new_nodes();
         let started = std::time::Instant::now();

@@ -7,9 +7,10 @@
 
 use crate::observation::{Observation, RepmgrEvent, RepmgrRow};
 use bytes::BytesMut;
-use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
+use pgrouter_conn::{ConnError, ServerConn, ServerTarget, ServerTls};
 use pgrouter_protocol::backend as be;
 use pgrouter_protocol::frame::{self, HEADER_LEN};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -48,8 +49,8 @@ pub(crate) struct ProbeLogin {
     pub(crate) database: String,
     /// Limit for connect + login.
     pub(crate) timeout: Duration,
-    /// `server_tls.allow_cleartext_password`.
-    pub(crate) allow_cleartext_password: bool,
+    /// `server_tls:`.
+    pub(crate) tls: Arc<ServerTls>,
 }
 
 /// What a node's server said between probes.
@@ -100,7 +101,7 @@ impl SqlProbe {
                 password: &self.login.password,
                 params: &params,
                 timeout: self.login.timeout,
-                allow_cleartext_password: self.login.allow_cleartext_password,
+                tls: &self.login.tls,
             };
             let conn = ServerConn::connect(&target)
                 .await
