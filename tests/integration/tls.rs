@@ -143,3 +143,101 @@ async fn clients_verify_pgrouter_and_tls_can_be_required() {
     assert!(ok, "{err}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Client certificates (`tls.ca_file`): the `cert` method, by access rule and as a user's own
+/// `auth`, admits a client whose certificate chains to the CA and names the user, and refuses
+/// one without a certificate, with another name, or from another CA, in PostgreSQL's words.
+#[tokio::test]
+async fn client_certificates_log_users_in() {
+    let Some(cluster) = cluster() else { return };
+    let work = cluster
+        .dir
+        .join(format!("client-certs-{}", std::process::id()));
+    let ours = make_certificates(&work, "ours");
+    let theirs = make_certificates(&work, "theirs");
+    for (dir, stem) in [
+        (&ours.dir, "app"),
+        (&ours.dir, "legacy"),
+        (&ours.dir, "mallory"),
+        (&theirs.dir, "app"),
+    ] {
+        crate::harness::issue_certificate(dir, stem, stem, "extendedKeyUsage=clientAuth\n");
+        // libpq uses only a private key file.
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let tls = tls_yaml(
+        &ours.dir,
+        "prefer",
+        &format!(", ca_file: {}", ours.ca.display()),
+    );
+    let url = |router: &Router, user: &str, cert: Option<(&Path, &str)>| match cert {
+        Some((dir, stem)) => format!(
+            "postgres://{user}@127.0.0.1:{}/app?sslmode=require&sslcert={}&sslkey={}",
+            router.port,
+            dir.join(format!("{stem}.crt")).display(),
+            dir.join(format!("{stem}.key")).display()
+        ),
+        None => format!(
+            "postgres://{user}@127.0.0.1:{}/app?sslmode=require&sslcert=none",
+            router.port
+        ),
+    };
+    let run = |url: &str| psql(url, &["-w", "-c", "SELECT current_user"], None);
+
+    // By access rule: app from 127.0.0.1 over TLS by certificate; everyone else by password.
+    let rules = "access:\n  - {type: hostssl, user: app, address: 127.0.0.1, method: cert}\n  - {address: all, method: scram-sha-256}\n";
+    let router = Router::start(cluster, &format!("{tls}{rules}"));
+    let (ok, out, err) = run(&url(&router, "app", Some((&ours.dir, "app"))));
+    assert!(
+        ok && out.trim() == "app",
+        "app by certificate: {err}\n{}",
+        router.log_text()
+    );
+    let (ok, _, err) = run(&url(&router, "app", None));
+    assert!(
+        !ok && err.contains("connection requires a valid client certificate"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&url(&router, "app", Some((&ours.dir, "mallory"))));
+    assert!(
+        !ok && err.contains("certificate authentication failed for user \"app\""),
+        "{err}"
+    );
+    // Another CA's certificate fails the handshake itself.
+    let (ok, _, err) = run(&url(&router, "app", Some((&theirs.dir, "app"))));
+    assert!(
+        !ok && !err.contains("connection requires") && !err.contains("authentication failed"),
+        "another CA's certificate: {err}"
+    );
+    // Without TLS the hostssl rule does not match: the next one asks for the password.
+    let (ok, out, err) = run(&format!(
+        "postgres://app:app@127.0.0.1:{}/app?sslmode=disable",
+        router.port
+    ));
+    assert!(ok && out.trim() == "app", "{err}");
+
+    // `auth: cert` as a user's own method (no access rules): legacy logs in by certificate;
+    // pgrouter still logs in to the server with legacy's password.
+    let router = Router::start_in(&cluster.dir, |port| {
+        router_config(cluster, port, [1, 1, 1], &tls).replace(
+            "{name: legacy, password: legacy, auth: md5}",
+            "{name: legacy, password: legacy, auth: cert}",
+        )
+    });
+    let (ok, out, err) = run(&url(&router, "legacy", Some((&ours.dir, "legacy"))));
+    assert!(
+        ok && out.trim() == "legacy",
+        "legacy by certificate: {err}\n{}",
+        router.log_text()
+    );
+    let (ok, _, err) = run(&format!(
+        "postgres://legacy:legacy@127.0.0.1:{}/app?sslmode=disable",
+        router.port
+    ));
+    assert!(
+        !ok && err.contains("connection requires a valid client certificate"),
+        "{err}"
+    );
+}

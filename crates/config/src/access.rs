@@ -80,10 +80,8 @@ pub struct Login<'a> {
 /// What the rules say about a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Log in with this method (from the first matching rule).
+    /// Log in with this method (from the first matching rule; `cert` included).
     Method(AuthMethod),
-    /// A client certificate is required.
-    Certificate,
     /// The first matching rule is `reject`.
     Rejected,
     /// No rule matches.
@@ -103,7 +101,7 @@ pub fn decide(rules: &[AccessRule], login: &Login<'_>) -> Option<Verdict> {
         AccessMethod::ScramSha256 => Verdict::Method(AuthMethod::ScramSha256),
         AccessMethod::Md5 => Verdict::Method(AuthMethod::Md5),
         AccessMethod::Trust => Verdict::Method(AuthMethod::Trust),
-        AccessMethod::Cert => Verdict::Certificate,
+        AccessMethod::Cert => Verdict::Method(AuthMethod::Cert),
         AccessMethod::Reject => Verdict::Rejected,
     })
 }
@@ -254,7 +252,7 @@ mod tests {
         #[rustfmt::skip]
         let cases = [
             ("a rejected address", at("127.0.0.2", "app", "app", false), Some(Verdict::Rejected)),
-            ("TLS clients need a certificate", at("127.0.0.1", "app", "app", true), Some(Verdict::Certificate)),
+            ("TLS clients need a certificate", at("127.0.0.1", "app", "app", true), Some(Verdict::Method(AuthMethod::Cert))),
             ("database in a list, loopback range", at("127.0.0.3", "app", "reports", false), Some(Verdict::Method(AuthMethod::Md5))),
             ("database not listed", at("127.0.0.3", "app", "other", false), Some(Verdict::NoEntry)),
             ("user not listed", at("127.0.0.3", "bob", "app", false), Some(Verdict::NoEntry)),

@@ -223,7 +223,7 @@ fn resolve_secrets(
                 let value = value.strip_suffix('\r').unwrap_or(value);
                 user.password = Some(Secret::new(value));
             }
-            (None, None) if user.auth == AuthMethod::Trust => {}
+            (None, None) if matches!(user.auth, AuthMethod::Trust | AuthMethod::Cert) => {}
             (None, None) => {
                 return Err(invalid(
                     text,
@@ -476,11 +476,20 @@ fn check_access(config: &Config, text: &str) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        if rule.method == AccessMethod::Cert {
+        if rule.method == AccessMethod::Cert && config.tls.ca_file.is_none() {
             return Err(invalid(
                 text,
                 format!("access[{i}].method"),
-                "cert needs client certificates over TLS, which this version of pgrouter does not offer",
+                "cert needs tls.ca_file (the CA client certificates must chain to)",
+            ));
+        }
+        if rule.method == AccessMethod::Cert && rule.kind != crate::access::ConnectionType::Hostssl
+        {
+            // As PostgreSQL: "cert authentication is only supported on hostssl connections".
+            return Err(invalid(
+                text,
+                format!("access[{i}].method"),
+                "cert is only supported on hostssl rules",
             ));
         }
         let console = rule.matches_name(&rule.database, crate::access::CONSOLE_DATABASE);
@@ -526,6 +535,15 @@ fn check_tls(config: &Config, text: &str) -> Result<(), ConfigError> {
             "tls.ca_file".into(),
             "client certificates need TLS: set tls.mode, cert_file and key_file",
         ));
+    }
+    if let Some(i) = config.users.iter().position(|u| u.auth == AuthMethod::Cert) {
+        if tls.ca_file.is_none() {
+            return Err(invalid(
+                text,
+                format!("users[{i}].auth"),
+                "cert needs tls.ca_file (the CA client certificates must chain to)",
+            ));
+        }
     }
     let server = &config.server_tls;
     use crate::model::ServerTlsMode;

@@ -180,6 +180,10 @@ pub enum AuthMethod {
     /// No password is asked.
     #[serde(rename = "trust")]
     Trust,
+    /// A client certificate over TLS, chaining to `tls.ca_file`, whose common name is the user
+    /// name (PostgreSQL's `cert`). No password is asked.
+    #[serde(rename = "cert")]
+    Cert,
 }
 
 /// A user pgrouter accepts.

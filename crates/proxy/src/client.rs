@@ -86,6 +86,9 @@ pub struct ClientConn {
     /// On TLS: the `tls-server-end-point` binding of the certificate this client's handshake
     /// used (a reload may have changed the one in force since).
     pub(crate) tls_end_point: Option<Vec<u8>>,
+    /// On TLS with a client certificate (verified against `tls.ca_file`): its subject's common
+    /// name, for the `cert` method. `Some("")`: a certificate without one.
+    pub(crate) certificate_name: Option<String>,
 }
 
 impl ClientConn {
@@ -96,6 +99,7 @@ impl ClientConn {
             buf: BytesMut::with_capacity(READ_CHUNK),
             entry,
             tls_end_point: None,
+            certificate_name: None,
         }
     }
 
@@ -143,6 +147,12 @@ impl ClientConn {
         };
         match acceptor.tls.accept(tcp).await {
             Ok(tls) => {
+                self.certificate_name = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| crate::cert_name::subject_common_name(leaf).unwrap_or_default());
                 self.stream = ClientStream::Tls(Box::new(tls));
                 self.tls_end_point = Some(acceptor.end_point.clone());
                 Ok(())

@@ -23,6 +23,7 @@
 //! - [`tls`]: the TLS acceptor towards clients, from `tls:`.
 
 pub mod cancel;
+pub mod cert_name;
 pub mod client;
 pub mod clients;
 pub mod console;

@@ -60,18 +60,40 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsSetupError> {
     // deprecation is about post-quantum key exchange, which PostgreSQL clients do not offer yet.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
-        .map_err(|e| TlsSetupError(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            TlsSetupError(format!(
-                "{} and {}: {e}",
-                cert_file.display(),
-                key_file.display()
-            ))
-        })?;
+        .map_err(|e| TlsSetupError(e.to_string()))?;
+    let builder = match &config.ca_file {
+        // As PostgreSQL with ssl_ca_file: a certificate is asked for, checked when one is
+        // given, and required only by the `cert` method (a client without one still connects).
+        Some(ca_file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| TlsSetupError(format!("reading {}: {e}", ca_file.display())))?;
+            for ca in cas {
+                roots
+                    .add(ca)
+                    .map_err(|e| TlsSetupError(format!("{}: {e}", ca_file.display())))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsSetupError(format!("{}: {e}", ca_file.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder.with_single_cert(certs, key).map_err(|e| {
+        TlsSetupError(format!(
+            "{} and {}: {e}",
+            cert_file.display(),
+            key_file.display()
+        ))
+    })?;
     // PostgreSQL 17 clients may offer ALPN; the only protocol spoken here is PostgreSQL's.
     server.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(Some(Acceptor {

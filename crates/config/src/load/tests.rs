@@ -88,7 +88,7 @@ fn errors_name_key_and_line() {
         ),
         (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\n    auth: kerberos\n",
-            "users[0].auth: unknown variant `kerberos`, expected one of `scram-sha-256`, `md5`, `trust` (line 7)",
+            "users[0].auth: unknown variant `kerberos`, expected one of `scram-sha-256`, `md5`, `trust`, `cert` (line 7)",
         ),
         (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nclient:\n  login_timeout: 10\n",
@@ -132,7 +132,7 @@ fn errors_name_key_and_line() {
         ),
         (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\naccess:\n  - {method: cert}\n",
-            "access[0].method: cert needs client certificates over TLS, which this version of pgrouter does not offer (line 8)",
+            "access[0].method: cert needs tls.ca_file (the CA client certificates must chain to) (line 8)",
         ),
         (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nadmin:\n  users: [u]\naccess:\n  - {user: 'x,u', database: pgrouter, address: 127.0.0.1, method: trust}\n",
@@ -141,6 +141,14 @@ fn errors_name_key_and_line() {
         (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\naccess:\n  - {method: ident}\n",
             "access[0].method: unknown variant `ident`, expected one of `scram-sha-256`, `md5`, `cert`, `trust`, `reject` (line 8)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    auth: cert\n",
+            "users[0].auth: cert needs tls.ca_file (the CA client certificates must chain to) (line 6)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\ntls: {mode: prefer, cert_file: c, key_file: k, ca_file: ca}\naccess:\n  - {type: host, method: cert}\n",
+            "access[0].method: cert is only supported on hostssl rules (line 9)",
         ),
         (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\nserver_tls:\n  mode: verify-full\n",

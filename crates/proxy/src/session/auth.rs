@@ -57,10 +57,7 @@ pub(super) fn check_access(
         None => Ok(None),
         Some(Verdict::Method(method)) => Ok(Some(method)),
         Some(Verdict::Rejected) => Err(refused("pg_hba.conf rejects connection").into()),
-        // `cert` is refused by the configuration check (no client certificates yet).
-        Some(Verdict::NoEntry | Verdict::Certificate) => {
-            Err(refused("no pg_hba.conf entry").into())
-        }
+        Some(Verdict::NoEntry) => Err(refused("no pg_hba.conf entry").into()),
     }
 }
 
@@ -77,6 +74,29 @@ pub(super) async fn authenticate(
     let mut out = BytesMut::with_capacity(256);
     match (method, &user) {
         (AuthMethod::Trust, _) => {}
+        // The certificate chains to tls.ca_file (rustls checked it in the handshake); its
+        // common name must be the user, as PostgreSQL's `cert` without a user-name map.
+        (AuthMethod::Cert, _) => match &client.certificate_name {
+            Some(name) if *name == startup.user => {}
+            Some(_) => {
+                tracing::info!("certificate authentication failed");
+                return Err(ErrorResponse::fatal(
+                    SqlState::INVALID_AUTHORIZATION,
+                    format!(
+                        "certificate authentication failed for user \"{}\"",
+                        startup.user
+                    ),
+                )
+                .into());
+            }
+            None => {
+                return Err(ErrorResponse::fatal(
+                    SqlState::INVALID_AUTHORIZATION,
+                    "connection requires a valid client certificate",
+                )
+                .into())
+            }
+        },
         (AuthMethod::Md5, _) => {
             let salt: [u8; 4] = rand::random();
             backend::authentication_md5(&mut out, salt);
