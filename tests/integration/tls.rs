@@ -241,3 +241,78 @@ async fn client_certificates_log_users_in() {
         "{err}"
     );
 }
+
+/// PostgreSQL 17's direct TLS: libpq's `sslnegotiation=direct` (psycopg's bundled libpq) starts
+/// with the handshake and ALPN `postgresql`; a handshake without ALPN gets PostgreSQL's error;
+/// with TLS off the connection is closed.
+#[tokio::test]
+async fn direct_tls_as_postgresql_17() {
+    let Some(cluster) = cluster() else { return };
+    let libpq = Command::new("python3")
+        .args(["-c", "import psycopg; print(psycopg.pq.version())"])
+        .output();
+    let version: u32 = libpq
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0);
+    if version < 170_000 {
+        crate::harness::missing(
+            "psycopg with libpq 17 or later (pip install 'psycopg[binary]'); the direct TLS test",
+        );
+        return;
+    }
+    let work = cluster
+        .dir
+        .join(format!("direct-tls-{}", std::process::id()));
+    let certs = make_certificates(&work, "direct");
+    let connect = |port: u16| {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import psycopg, sys\n\
+                 with psycopg.connect(sys.argv[1]) as c:\n    \
+                 print(c.execute('select current_user').fetchone()[0], c.pgconn.ssl_in_use)",
+                &format!(
+                    "host=localhost port={port} user=app password=app dbname=app \
+                     sslmode=verify-full sslrootcert={} sslnegotiation=direct",
+                    certs.ca.display()
+                ),
+            ])
+            .output()
+            .unwrap()
+    };
+    let router = Router::start(cluster, &tls_yaml(&certs.dir, "require", ""));
+    let out = connect(router.port);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "app True",
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        router.log_text()
+    );
+    // A TLS client that offers no ALPN: PostgreSQL's refusal, inside TLS.
+    let out = Command::new("timeout")
+        .args([
+            "10", "openssl", "s_client", "-quiet", "-ign_eof", "-connect",
+        ])
+        .arg(format!("127.0.0.1:{}", router.port))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "received direct SSL connection request without ALPN protocol negotiation extension"
+        ),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // TLS off: nothing to answer the handshake with.
+    let plain = Router::start(cluster, "");
+    let out = connect(plain.port);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -136,7 +136,29 @@ impl ClientConn {
         self.stream.is_tls()
     }
 
-    /// Runs the TLS handshake on the plain socket (after answering `S` to an `SSLRequest`).
+    /// The first byte the client sent, left unread; `None` when nothing is to be read (the
+    /// client closed, or the stream is not plain TCP).
+    pub(crate) async fn peek_first_byte(&self) -> Option<u8> {
+        let ClientStream::Plain(tcp) = &self.stream else {
+            return None;
+        };
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first).await {
+            Ok(1) => Some(first[0]),
+            _ => None,
+        }
+    }
+
+    /// The protocol the client and pgrouter agreed on by ALPN, on TLS.
+    pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.stream {
+            ClientStream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    /// Runs the TLS handshake on the plain socket (after answering `S` to an `SSLRequest`, or
+    /// at once for PostgreSQL 17's direct TLS).
     pub(crate) async fn start_tls(
         &mut self,
         acceptor: &crate::tls::Acceptor,

@@ -1,5 +1,6 @@
-//! The start-up phase: TLS when the client asks and `tls:` is on (GSS encryption is refused),
-//! hand cancel requests over, and check the `StartupMessage`.
+//! The start-up phase: TLS when the client asks and `tls:` is on, by `SSLRequest` or by
+//! PostgreSQL 17's direct TLS (GSS encryption is refused), hand cancel requests over, and check
+//! the `StartupMessage`.
 
 use super::client::ClientConn;
 use super::SessionError;
@@ -38,10 +39,17 @@ impl Startup {
     }
 }
 
+/// The first byte of a TLS handshake record: no start-up packet begins with it (its length
+/// would be over 369 MB).
+const TLS_HANDSHAKE: u8 = 0x16;
+
 pub(super) async fn read(
     client: &mut ClientConn,
     tls: Option<&crate::tls::Acceptor>,
 ) -> Result<Start, SessionError> {
+    if client.peek_first_byte().await == Some(TLS_HANDSHAKE) {
+        direct_tls(client, tls).await?;
+    }
     loop {
         match startup::read_startup(&mut client.buf) {
             Ok(Some(request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest))) => {
@@ -97,6 +105,29 @@ pub(super) async fn read(
             }
         }
     }
+}
+
+/// PostgreSQL 17's direct TLS (libpq's `sslnegotiation=direct`): the client starts with the
+/// handshake, no `SSLRequest`. As PostgreSQL, it must agree on ALPN `postgresql`, so that a TLS
+/// connection meant for another protocol is never taken for a PostgreSQL one.
+async fn direct_tls(
+    client: &mut ClientConn,
+    tls: Option<&crate::tls::Acceptor>,
+) -> Result<(), SessionError> {
+    let Some(acceptor) = tls else {
+        // No way to answer in a language the client speaks: close, as PostgreSQL without SSL.
+        tracing::info!("closing a direct TLS connection: tls.mode is disable");
+        return Err(SessionError::ClientGone);
+    };
+    client.start_tls(acceptor).await?;
+    if client.alpn_protocol() != Some(b"postgresql") {
+        return Err(ErrorResponse::fatal(
+            SqlState::PROTOCOL_VIOLATION,
+            "received direct SSL connection request without ALPN protocol negotiation extension",
+        )
+        .into());
+    }
+    Ok(())
 }
 
 async fn check(
