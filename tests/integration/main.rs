@@ -26,3 +26,4 @@ mod routing;
 mod server_tls;
 mod shutdown;
 mod tls;
+mod verifiers;

@@ -25,7 +25,7 @@ pub use access::{AccessMethod, AccessRule, ConnectionType};
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::{
     AdminConfig, AuthMethod, ClientConfig, Config, Discovery, HealthCheckConfig, HealthCheckLogin,
-    NodeConfig, PoolConfig, PoolMode, RoutingConfig, ServerTlsConfig, ServerTlsMode, TlsConfig,
-    TlsMode, TlsVersion, TopologyConfig, UserConfig,
+    NodeConfig, PoolConfig, PoolMode, RoutingConfig, ServerTlsConfig, ServerTlsMode, StoredForm,
+    TlsConfig, TlsMode, TlsVersion, TopologyConfig, UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

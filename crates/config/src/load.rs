@@ -1,7 +1,7 @@
 //! Loading: YAML → model, `${VAR}` and file secrets, validation. Every error names the key and,
 //! where the YAML parser knows it, the line.
 
-use crate::model::{AuthMethod, Config, Discovery};
+use crate::model::{AuthMethod, Config, Discovery, StoredForm};
 use crate::values::Secret;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -356,6 +356,57 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
                 format!("duplicate user {:?}", user.name),
             ));
         }
+        // A verifier checks SCRAM logins only, an md5 hash md5 logins only.
+        let form = user.stored_form();
+        let mismatch = match (form, user.auth) {
+            (StoredForm::ScramVerifier, AuthMethod::Md5) => {
+                Some("a SCRAM verifier cannot check md5 logins: use auth: scram-sha-256")
+            }
+            (StoredForm::Md5Hash, AuthMethod::ScramSha256) => Some(
+                "an md5 hash cannot check SCRAM logins: use auth: md5, or give the password or its SCRAM verifier",
+            ),
+            _ => None,
+        };
+        if let Some(message) = mismatch {
+            return Err(invalid(text, format!("users[{i}].password"), message));
+        }
+        if let Some(j) = config.access.iter().position(|rule| {
+            rule.matches_name(&rule.user, &user.name)
+                && matches!(
+                    (form, rule.method),
+                    (StoredForm::ScramVerifier, crate::access::AccessMethod::Md5)
+                        | (
+                            StoredForm::Md5Hash,
+                            crate::access::AccessMethod::ScramSha256
+                        )
+                )
+        }) {
+            return Err(invalid(
+                text,
+                format!("access[{j}].method"),
+                format!(
+                    "{:?} is configured by {}, which cannot check this method's logins",
+                    user.name,
+                    if form == StoredForm::ScramVerifier {
+                        "a SCRAM verifier"
+                    } else {
+                        "an md5 hash"
+                    }
+                ),
+            ));
+        }
+    }
+    // The health checks log in before any client could reveal a key.
+    let login = config.health_check_login();
+    if StoredForm::of(&login.password) != StoredForm::Plain {
+        return Err(invalid(
+            text,
+            "health_check.password".into(),
+            format!(
+                "the health checks need {:?}'s password itself, and a verifier or hash is configured: set health_check.user and health_check.password",
+                login.user
+            ),
+        ));
     }
     for (i, admin) in config.admin.users.iter().enumerate() {
         if !users.contains(admin.as_str()) {

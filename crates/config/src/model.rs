@@ -207,7 +207,38 @@ pub struct UserConfig {
     pub pool_mode: Option<PoolMode>,
 }
 
+/// What `users[].password` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredForm {
+    /// The password itself.
+    Plain,
+    /// A SCRAM-SHA-256 verifier as in `pg_authid` (`SCRAM-SHA-256$<iterations>:<salt>$…`).
+    ScramVerifier,
+    /// An md5 hash as in `pg_authid` (`md5` and 32 hex digits).
+    Md5Hash,
+}
+
+impl StoredForm {
+    /// Tells the form of a configured password, by PostgreSQL's rules (a text that does not
+    /// parse as a verifier or a hash is a password).
+    pub fn of(password: &str) -> Self {
+        use pgrouter_protocol::auth::{md5, scram::ScramSecret};
+        if ScramSecret::from_verifier(password).is_some() {
+            StoredForm::ScramVerifier
+        } else if md5::is_stored_hash(password) {
+            StoredForm::Md5Hash
+        } else {
+            StoredForm::Plain
+        }
+    }
+}
+
 impl UserConfig {
+    /// What the password field holds.
+    pub fn stored_form(&self) -> StoredForm {
+        StoredForm::of(self.password())
+    }
+
     /// The resolved password (empty only for a `trust` user configured without one).
     pub fn password(&self) -> &str {
         self.password.as_ref().map(Secret::expose).unwrap_or("")

@@ -4,6 +4,8 @@ use crate::error::ConnError;
 use crate::stream::ServerStream;
 use crate::tls::{ServerTls, TlsPolicy};
 use bytes::{Bytes, BytesMut};
+use pgrouter_protocol::auth::scram::ScramSecret;
+use pgrouter_protocol::auth::scram_client::ScramKeyClient;
 use postgres_protocol::authentication::sasl::{
     ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
@@ -23,8 +25,8 @@ pub struct ServerTarget<'a> {
     pub port: u16,
     /// Role to log in as.
     pub user: &'a str,
-    /// Its password (may be empty when the server trusts).
-    pub password: &'a str,
+    /// How pgrouter proves it is that role.
+    pub credential: Credential<'a>,
     /// Start-up parameters besides `user`: `database`, `application_name`, `options`, GUCs.
     pub params: &'a [(String, String)],
     /// Limit for connect + login.
@@ -33,6 +35,36 @@ pub struct ServerTarget<'a> {
     /// clear text is answered on a connection without TLS (if not, the login fails with
     /// [`ConnError::UnsupportedAuth`] and the password is not sent).
     pub tls: &'a ServerTls,
+}
+
+/// What pgrouter knows of a role's password.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    /// The password itself (may be empty when the server trusts).
+    Password(&'a str),
+    /// Its md5 hash as PostgreSQL stores it (`md5…`): answers md5 requests only.
+    Md5Hash(&'a str),
+    /// Its SCRAM verifier and the `ClientKey` a client's own login revealed: answers SCRAM
+    /// requests from servers holding the same verifier.
+    ScramKeys {
+        /// The verifier (salt, iterations, ServerKey).
+        secret: &'a ScramSecret,
+        /// `ClientKey`.
+        client_key: [u8; 32],
+    },
+    /// A verifier, but no client has logged in yet to reveal its `ClientKey`.
+    ScramVerifierOnly,
+}
+
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Password(_) => "Password",
+            Credential::Md5Hash(_) => "Md5Hash",
+            Credential::ScramKeys { .. } => "ScramKeys",
+            Credential::ScramVerifierOnly => "ScramVerifierOnly",
+        })
+    }
 }
 
 /// A logged-in, idle server connection.
@@ -101,6 +133,11 @@ async fn connect_inner(
 
     let mut inbuf = BytesMut::with_capacity(4096);
     let mut scram: Option<ScramSha256> = None;
+    let mut key_scram: Option<ScramKeyClient<'_>> = None;
+    let unsupported = |method: &str| ConnError::UnsupportedAuth {
+        addr: addr_text.to_owned(),
+        method: method.to_owned(),
+    };
     let mut parameters = Vec::new();
     let mut backend_key = None;
     loop {
@@ -129,14 +166,29 @@ async fn connect_inner(
                 });
             }
             (Message::AuthenticationCleartextPassword, _) => {
-                frontend::password_message(target.password.as_bytes(), &mut out).map_err(io_err)?;
+                let Credential::Password(password) = target.credential else {
+                    return Err(unsupported(
+                        "a cleartext password, and only a hash or verifier of it is configured",
+                    ));
+                };
+                frontend::password_message(password.as_bytes(), &mut out).map_err(io_err)?;
             }
             (Message::AuthenticationMd5Password(body), _) => {
-                let hash = postgres_protocol::authentication::md5_hash(
-                    target.user.as_bytes(),
-                    target.password.as_bytes(),
-                    body.salt(),
-                );
+                let hash = match target.credential {
+                    Credential::Password(password) => postgres_protocol::authentication::md5_hash(
+                        target.user.as_bytes(),
+                        password.as_bytes(),
+                        body.salt(),
+                    ),
+                    Credential::Md5Hash(stored) => {
+                        pgrouter_protocol::auth::md5::response_from_stored_hash(stored, body.salt())
+                    }
+                    Credential::ScramKeys { .. } | Credential::ScramVerifierOnly => {
+                        return Err(unsupported(
+                            "md5, and only a SCRAM verifier of this user's password is configured",
+                        ))
+                    }
+                };
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(io_err)?;
             }
             (Message::AuthenticationSasl(body), _) => {
@@ -164,10 +216,54 @@ async fn connect_inner(
                         })
                     }
                 };
-                let client = ScramSha256::new(target.password.as_bytes(), binding);
-                frontend::sasl_initial_response(mechanism, client.message(), &mut out)
-                    .map_err(io_err)?;
-                scram = Some(client);
+                match target.credential {
+                    Credential::Password(password) => {
+                        let client = ScramSha256::new(password.as_bytes(), binding);
+                        frontend::sasl_initial_response(mechanism, client.message(), &mut out)
+                            .map_err(io_err)?;
+                        scram = Some(client);
+                    }
+                    Credential::ScramKeys { secret, client_key } => {
+                        let plus = (mechanism == SCRAM_SHA_256_PLUS)
+                            .then(|| end_point.clone())
+                            .flatten();
+                        let client =
+                            ScramKeyClient::new(secret, client_key, plus, end_point.is_some());
+                        frontend::sasl_initial_response(
+                            mechanism,
+                            &client.client_first(),
+                            &mut out,
+                        )
+                        .map_err(io_err)?;
+                        key_scram = Some(client);
+                    }
+                    Credential::ScramVerifierOnly => {
+                        return Err(unsupported(
+                            "SCRAM, and this user is configured by its verifier: pgrouter logs in with the key of a client's own SCRAM login, and none has logged in yet",
+                        ))
+                    }
+                    Credential::Md5Hash(_) => {
+                        return Err(unsupported(
+                            "SCRAM, and only an md5 hash of this user's password is configured",
+                        ))
+                    }
+                }
+            }
+            (Message::AuthenticationSaslContinue(body), _) if key_scram.is_some() => {
+                let message = key_scram
+                    .as_mut()
+                    .map(|client| client.server_first(body.data()))
+                    .transpose()
+                    .map_err(|e| proto_err(format!("SCRAM: {e}")))?
+                    .unwrap_or_default();
+                frontend::sasl_response(&message, &mut out).map_err(io_err)?;
+            }
+            (Message::AuthenticationSaslFinal(body), _) if key_scram.is_some() => {
+                if let Some(mut client) = key_scram.take() {
+                    client
+                        .server_final(body.data())
+                        .map_err(|e| proto_err(format!("SCRAM server signature: {e}")))?;
+                }
             }
             (Message::AuthenticationSaslContinue(body), _) => {
                 let client = scram

@@ -25,7 +25,7 @@ pub mod stream;
 pub mod tls;
 
 pub use cancel::send_cancel;
-pub use connect::{ServerConn, ServerTarget};
+pub use connect::{Credential, ServerConn, ServerTarget};
 pub use error::ConnError;
 pub use query::QueryOutcome;
 pub use stream::ServerStream;

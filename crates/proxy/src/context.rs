@@ -56,16 +56,40 @@ pub struct PooledState {
 pub struct UserEntry {
     /// Role name.
     pub name: String,
-    /// Password (for the server login and for MD5 checks).
+    /// The configured password field: the password, or its SCRAM verifier or md5 hash.
     pub password: String,
+    /// Which of the three `password` is.
+    pub stored: pgrouter_config::StoredForm,
     /// How the client is authenticated.
     pub auth: AuthMethod,
-    /// SCRAM verifier derived once at start-up.
+    /// SCRAM verifier: derived once from a password, or the configured one.
     pub scram: ScramSecret,
+    /// For a user configured by its verifier: the `ClientKey` recovered from the first client
+    /// SCRAM login (checked against the verifier), with which pgrouter logs in to the servers.
+    pub client_key: std::sync::OnceLock<[u8; 32]>,
     /// Server connections are released after each transaction (`pool_mode: transaction`).
     pub transaction_pooling: bool,
     /// The user's own `pool_mode` was set (it wins over `pool.database_modes`).
     pub pool_mode_set: bool,
+}
+
+impl UserEntry {
+    /// What pgrouter logs in to the servers with as this user.
+    pub fn credential(&self) -> pgrouter_conn::Credential<'_> {
+        use pgrouter_config::StoredForm;
+        use pgrouter_conn::Credential;
+        match self.stored {
+            StoredForm::Plain => Credential::Password(&self.password),
+            StoredForm::Md5Hash => Credential::Md5Hash(&self.password),
+            StoredForm::ScramVerifier => match self.client_key.get() {
+                Some(key) => Credential::ScramKeys {
+                    secret: &self.scram,
+                    client_key: *key,
+                },
+                None => Credential::ScramVerifierOnly,
+            },
+        }
+    }
 }
 
 /// The settings a reload may change, swapped whole: sessions load them per decision.
@@ -87,17 +111,34 @@ impl Live {
             .users
             .iter()
             .map(|u| {
-                // PBKDF2 is costly: keep the verifier of an unchanged password.
-                let scram = reuse
+                // PBKDF2 is costly: keep the verifier of an unchanged password (and a key
+                // recovered for it).
+                let unchanged = reuse
                     .and_then(|l| l.users.get(&u.name))
-                    .filter(|old| old.password == u.password())
-                    .map_or_else(
-                        || ScramSecret::generate(u.password()),
-                        |old| old.scram.clone(),
-                    );
+                    .filter(|old| old.password == u.password());
+                let stored = u.stored_form();
+                let scram = match (unchanged, stored) {
+                    (Some(old), _) => old.scram.clone(),
+                    (None, pgrouter_config::StoredForm::ScramVerifier) => {
+                        ScramSecret::from_verifier(u.password())
+                            .unwrap_or_else(|| ScramSecret::generate(u.password()))
+                    }
+                    // An md5 hash cannot check SCRAM logins (the configuration check refuses
+                    // the combination); a random verifier fails them like a wrong password.
+                    (None, pgrouter_config::StoredForm::Md5Hash) => {
+                        ScramSecret::generate(&format!("{:?}", rand::random::<[u8; 16]>()))
+                    }
+                    (None, pgrouter_config::StoredForm::Plain) => {
+                        ScramSecret::generate(u.password())
+                    }
+                };
                 let entry = UserEntry {
                     name: u.name.clone(),
                     password: u.password().to_owned(),
+                    stored,
+                    client_key: unchanged
+                        .map(|old| old.client_key.clone())
+                        .unwrap_or_default(),
                     auth: u.auth,
                     scram,
                     transaction_pooling: u.pool_mode.unwrap_or(config.pool.mode)

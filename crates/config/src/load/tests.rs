@@ -143,6 +143,18 @@ fn errors_name_key_and_line() {
             "access[0].method: unknown variant `ident`, expected one of `scram-sha-256`, `md5`, `cert`, `trust`, `reject` (line 8)",
         ),
         (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$7ttr1QEMHmJRYyDGDrDeD/Ow6ZzT1rjWrwTW3VgwcHU=:4VRSOWDbxDtoKGq0FFDajFY+kWG8h4lLEgBjxHN0YyQ=\n    auth: md5\n",
+            "users[0].password: a SCRAM verifier cannot check md5 logins: use auth: scram-sha-256 (line 6)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: md50123456789abcdef0123456789abcdef\n",
+            "users[0].password: an md5 hash cannot check SCRAM logins: use auth: md5, or give the password or its SCRAM verifier (line 6)",
+        ),
+        (
+            "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$7ttr1QEMHmJRYyDGDrDeD/Ow6ZzT1rjWrwTW3VgwcHU=:4VRSOWDbxDtoKGq0FFDajFY+kWG8h4lLEgBjxHN0YyQ=\n",
+            "health_check.password: the health checks need \"u\"'s password itself, and a verifier or hash is configured: set health_check.user and health_check.password",
+        ),
+        (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    auth: cert\n",
             "users[0].auth: cert needs tls.ca_file (the CA client certificates must chain to) (line 6)",
         ),

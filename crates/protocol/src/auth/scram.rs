@@ -96,9 +96,49 @@ impl ScramSecret {
         let salt: [u8; 16] = rand::random();
         Self::derive(password, &salt, DEFAULT_ITERATIONS)
     }
+
+    /// Parses a verifier as PostgreSQL stores it (`pg_authid.rolpassword`):
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64 parts. `None` when
+    /// `text` is not one (PostgreSQL then takes it for a plaintext password).
+    pub fn from_verifier(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored_key, server_key) = keys.split_once(':')?;
+        let iterations: u32 = iterations.parse().ok().filter(|&i| i > 0)?;
+        let salt = B64.decode(salt).ok().filter(|s| !s.is_empty())?;
+        let key = |b64: &str| -> Option<[u8; 32]> { B64.decode(b64).ok()?.try_into().ok() };
+        Some(Self {
+            salt,
+            iterations,
+            stored_key: key(stored_key)?,
+            server_key: key(server_key)?,
+        })
+    }
+
+    /// The salt.
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    /// The PBKDF2 iteration count.
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    /// `ServerKey`: proves the server to the client.
+    pub fn server_key(&self) -> &[u8; 32] {
+        &self.server_key
+    }
+
+    /// Whether `client_key` belongs to this verifier (`H(ClientKey) = StoredKey`).
+    pub fn matches_client_key(&self, client_key: &[u8; 32]) -> bool {
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
+        bool::from(stored.ct_eq(&self.stored_key))
+    }
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // invariant: HMAC accepts keys of any length.
     #[allow(clippy::unwrap_used)]
     let mut mac = HmacSha256::new_from_slice(key).unwrap();
@@ -154,6 +194,8 @@ pub struct ScramServer<'a> {
     binding: Option<Vec<u8>>,
     /// The client chose `SCRAM-SHA-256-PLUS`.
     plus: bool,
+    /// The client's `ClientKey`, recovered from its proof once the proof is right.
+    client_key: Option<[u8; 32]>,
 }
 
 impl<'a> ScramServer<'a> {
@@ -171,7 +213,15 @@ impl<'a> ScramServer<'a> {
             },
             binding: None,
             plus: false,
+            client_key: None,
         }
+    }
+
+    /// After a successful exchange: the client's `ClientKey` (`ClientProof` XOR
+    /// `ClientSignature`), with which pgrouter can log in to servers that hold the same verifier
+    /// without knowing the password.
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        self.client_key
     }
 
     /// Over TLS: `data` is the connection's `tls-server-end-point` binding (PLUS was offered);
@@ -291,6 +341,7 @@ impl<'a> ScramServer<'a> {
         if !bool::from(candidate.ct_eq(&self.secret.stored_key)) {
             return Err(ScramError::InvalidProof);
         }
+        self.client_key = Some(client_key);
         let server_signature = hmac(&self.secret.server_key, &auth_message);
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
     }

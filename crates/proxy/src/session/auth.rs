@@ -102,24 +102,41 @@ pub(super) async fn authenticate(
             backend::authentication_md5(&mut out, salt);
             client.write_all(&out).await?;
             let body = read_password_message(client).await?;
-            let ok = user
-                .as_ref()
-                .is_some_and(|u| md5::verify(&body, &u.name, &u.password, salt));
+            let ok = user.as_ref().is_some_and(|u| match u.stored {
+                pgrouter_config::StoredForm::Plain => {
+                    md5::verify(&body, &u.name, &u.password, salt)
+                }
+                pgrouter_config::StoredForm::Md5Hash => {
+                    md5::verify_stored_hash(&body, &u.password, salt)
+                }
+                // Refused by the configuration check: a verifier cannot check md5.
+                pgrouter_config::StoredForm::ScramVerifier => false,
+            });
             if !ok {
                 return Err(failed(&startup.user));
             }
         }
         (AuthMethod::ScramSha256, _) => {
             let secret = user.as_ref().map_or(&ctx.mock_scram, |u| &u.scram);
-            scram_exchange(client, secret, &mut out)
-                .await
-                .map_err(|e| match e {
-                    ScramOutcome::Session(e) => e,
-                    ScramOutcome::Scram(ScramError::InvalidProof) => failed(&startup.user),
-                    ScramOutcome::Scram(e) => {
-                        ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()).into()
-                    }
-                })?;
+            let client_key =
+                scram_exchange(client, secret, &mut out)
+                    .await
+                    .map_err(|e| match e {
+                        ScramOutcome::Session(e) => e,
+                        ScramOutcome::Scram(ScramError::InvalidProof) => failed(&startup.user),
+                        ScramOutcome::Scram(e) => {
+                            ErrorResponse::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()).into()
+                        }
+                    })?;
+            if let (Some(u), Some(key)) = (&user, client_key) {
+                if u.stored == pgrouter_config::StoredForm::ScramVerifier
+                    && u.scram.matches_client_key(&key)
+                {
+                    // The first login of a user configured by its verifier gives pgrouter the
+                    // key it logs in to the servers with.
+                    let _ = u.client_key.set(key);
+                }
+            }
             if user.is_none() {
                 return Err(failed(&startup.user));
             }
@@ -154,7 +171,7 @@ async fn scram_exchange(
     client: &mut ClientConn,
     secret: &scram::ScramSecret,
     out: &mut BytesMut,
-) -> Result<(), ScramOutcome> {
+) -> Result<Option<[u8; 32]>, ScramOutcome> {
     out.clear();
     // Over TLS, SCRAM-SHA-256-PLUS first, as PostgreSQL offers them.
     let binding = client.tls_end_point.clone();
@@ -194,7 +211,7 @@ async fn scram_exchange(
     out.clear();
     backend::authentication_sasl_final(out, &server_final);
     client.write_all(out).await?;
-    Ok(())
+    Ok(server.client_key())
 }
 
 /// Reads the client's next message, which must be a password/SASL response.

@@ -188,7 +188,7 @@ impl ServerLogin<'_> {
             host: &node.host,
             port: node.port,
             user: &user.name,
-            password: current.as_ref().map_or(&user.password, |u| &u.password),
+            credential: current.as_deref().unwrap_or(user).credential(),
             params: &startup.server_params,
             timeout,
             tls: &server_tls,

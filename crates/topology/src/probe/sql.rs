@@ -98,7 +98,7 @@ impl SqlProbe {
                 host: &self.login.host,
                 port: self.login.port,
                 user: &self.login.user,
-                password: &self.login.password,
+                credential: pgrouter_conn::Credential::Password(&self.login.password),
                 params: &params,
                 timeout: self.login.timeout,
                 tls: &self.login.tls,

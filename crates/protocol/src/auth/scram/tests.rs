@@ -62,6 +62,7 @@ fn rfc7677_vector() {
         },
         binding: None,
         plus: false,
+        client_key: None,
     };
     let first = server
         .client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
