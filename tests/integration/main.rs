@@ -11,6 +11,7 @@ mod harness;
 
 mod access;
 mod admin;
+mod auth_query;
 mod bad_input;
 mod deploy;
 mod drivers;

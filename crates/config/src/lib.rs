@@ -23,9 +23,10 @@ pub mod values;
 
 pub use access::{AccessMethod, AccessRule, ConnectionType};
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
+pub use model::DEFAULT_AUTH_QUERY;
 pub use model::{
-    AdminConfig, AuthMethod, ClientConfig, Config, Discovery, HealthCheckConfig, HealthCheckLogin,
-    NodeConfig, PoolConfig, PoolMode, RoutingConfig, ServerTlsConfig, ServerTlsMode, StoredForm,
-    TlsConfig, TlsMode, TlsVersion, TopologyConfig, UserConfig,
+    AdminConfig, AuthMethod, AuthQueryConfig, ClientConfig, Config, Discovery, HealthCheckConfig,
+    HealthCheckLogin, NodeConfig, PoolConfig, PoolMode, RoutingConfig, ServerTlsConfig,
+    ServerTlsMode, StoredForm, TlsConfig, TlsMode, TlsVersion, TopologyConfig, UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

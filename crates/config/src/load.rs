@@ -238,6 +238,13 @@ fn resolve_secrets(
             .map_err(|m| invalid(text, "health_check.password".into(), m))?;
         config.health_check.password = Some(Secret::new(value));
     }
+    if let Some(aq) = &mut config.auth_query {
+        if let Some(p) = &aq.password {
+            let value = expand_env(p.expose(), env)
+                .map_err(|m| invalid(text, "auth_query.password".into(), m))?;
+            aq.password = Some(Secret::new(value));
+        }
+    }
     Ok(())
 }
 
@@ -393,6 +400,45 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
                         "an md5 hash"
                     }
                 ),
+            ));
+        }
+    }
+    if let Some(aq) = &config.auth_query {
+        let listed = config.users.iter().find(|u| u.name == aq.user);
+        let password = aq
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .or_else(|| listed.map(|u| u.password().to_owned()));
+        match password {
+            None => {
+                return Err(invalid(
+                    text,
+                    "auth_query.password".into(),
+                    format!("required: {:?} is not listed under users", aq.user),
+                ))
+            }
+            Some(p) if StoredForm::of(&p) != StoredForm::Plain => {
+                return Err(invalid(
+                    text,
+                    "auth_query.password".into(),
+                    "the look-up logs in before any client: it needs the password itself, not a verifier or hash",
+                ))
+            }
+            Some(_) => {}
+        }
+        if !aq.query.contains("$1") {
+            return Err(invalid(
+                text,
+                "auth_query.query".into(),
+                "must use $1, the user name being looked up",
+            ));
+        }
+        if aq.cache_lifetime.get().is_zero() {
+            return Err(invalid(
+                text,
+                "auth_query.cache_lifetime".into(),
+                "must be positive",
             ));
         }
     }

@@ -57,6 +57,9 @@ pub struct Config {
     /// pgrouter's connections to the servers.
     #[serde(default)]
     pub server_tls: ServerTlsConfig,
+    /// Users not listed under `users` are looked up on the primary (PgBouncer's `auth_query`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_query: Option<AuthQueryConfig>,
     /// Client access rules, like `pg_hba.conf` (first match wins; with rules, no match is
     /// refused). Empty: every listed user may log in from anywhere with its own `auth`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -480,6 +483,46 @@ pub enum ServerTlsMode {
     VerifyCa,
     /// TLS, with a certificate that chains to `ca_file` and names the host pgrouter connects to.
     VerifyFull,
+}
+
+/// The default `auth_query.query`: name, stored password and the end of its validity (`VALID
+/// UNTIL`) as Unix seconds, NULL for none.
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd, extract(epoch FROM valuntil) FROM pg_shadow WHERE usename = $1";
+
+/// `auth_query:` how users that are not listed are looked up on the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthQueryConfig {
+    /// The role the look-up logs in as (a role that may read `pg_shadow`, or may call the
+    /// SECURITY DEFINER function the query calls).
+    pub user: String,
+    /// Its password (`${ENV_VAR}` works); taken from `users` when the role is listed there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Database to run the query in.
+    #[serde(default = "default_auth_query_database")]
+    pub database: String,
+    /// The query: `$1` is the user name; it returns the name, the stored password (SCRAM
+    /// verifier or md5 hash) and optionally the end of the password's validity as Unix seconds.
+    #[serde(default = "default_auth_query")]
+    pub query: String,
+    /// How long a user found stays cached (a password changed on the server is seen after
+    /// this at the latest; a user not found is never cached).
+    #[serde(default = "default_auth_query_cache")]
+    pub cache_lifetime: Duration,
+}
+
+fn default_auth_query_database() -> String {
+    "postgres".into()
+}
+
+fn default_auth_query() -> String {
+    DEFAULT_AUTH_QUERY.into()
+}
+
+fn default_auth_query_cache() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// TLS towards clients (`tls:`).

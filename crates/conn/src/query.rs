@@ -41,6 +41,70 @@ impl ServerConn {
         let mut out = BytesMut::with_capacity(sql.len() + 8);
         pgrouter_protocol::frontend::write_query(&mut out, sql);
         self.stream.write_all(&out).await?;
+        self.read_through_ready(buf).await
+    }
+
+    /// Runs `sql` with text parameters `$1`, `$2`, … through the extended protocol (the values
+    /// never become SQL text) on this idle connection, and reads through its `ReadyForQuery`.
+    /// Unbounded in time, as [`ServerConn::simple_query`].
+    pub async fn query_with_params(
+        &mut self,
+        buf: &mut BytesMut,
+        sql: &str,
+        params: &[&str],
+    ) -> std::io::Result<QueryOutcome> {
+        use bytes::BufMut;
+        let invalid =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned());
+        if sql.contains('\0') || params.iter().any(|p| p.contains('\0')) {
+            return Err(invalid("a NUL byte in a query or parameter"));
+        }
+        if params.iter().any(|p| i32::try_from(p.len()).is_err()) {
+            return Err(invalid("a parameter over 2 GB"));
+        }
+        let count = i16::try_from(params.len()).map_err(|_| invalid("too many parameters"))?;
+        let mut out = BytesMut::with_capacity(sql.len() + 64);
+        let mut message = |tag: u8, body: &dyn Fn(&mut BytesMut)| -> std::io::Result<()> {
+            let start = out.len();
+            out.put_u8(tag);
+            out.put_i32(0);
+            body(&mut out);
+            let len =
+                i32::try_from(out.len() - start - 1).map_err(|_| invalid("query too long"))?;
+            out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        };
+        // Parse: unnamed statement, parameter types left to the server.
+        message(b'P', &|o| {
+            o.put_u8(0);
+            o.put_slice(sql.as_bytes());
+            o.put_u8(0);
+            o.put_i16(0);
+        })?;
+        // Bind: unnamed portal, all parameters and results as text.
+        message(b'B', &|o| {
+            o.put_u8(0);
+            o.put_u8(0);
+            o.put_i16(0);
+            o.put_i16(count);
+            for p in params {
+                o.put_i32(i32::try_from(p.len()).unwrap_or(i32::MAX));
+                o.put_slice(p.as_bytes());
+            }
+            o.put_i16(0);
+        })?;
+        // Execute all rows, then Sync.
+        message(b'E', &|o| {
+            o.put_u8(0);
+            o.put_i32(0);
+        })?;
+        message(b'S', &|_| {})?;
+        self.stream.write_all(&out).await?;
+        self.read_through_ready(buf).await
+    }
+
+    /// Reads one exchange's answers through its `ReadyForQuery`.
+    async fn read_through_ready(&mut self, buf: &mut BytesMut) -> std::io::Result<QueryOutcome> {
         let mut outcome = QueryOutcome {
             rows: Vec::new(),
             failed: false,

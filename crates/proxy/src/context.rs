@@ -169,6 +169,8 @@ pub struct ProxyContext {
     tls: arc_swap::ArcSwapOption<crate::tls::Acceptor>,
     /// TLS towards the servers (`server_tls:`), rebuilt on every reload.
     server_tls: ArcSwap<pgrouter_conn::ServerTls>,
+    /// Users looked up on the primary (`auth_query:`), and their cache.
+    pub auth_query: crate::auth_query::AuthQuery,
     /// The file the configuration came from (`RELOAD` and `SIGHUP` read it again).
     config_path: Option<PathBuf>,
     /// A verifier for users that do not exist, so their login fails exactly like a wrong password.
@@ -242,6 +244,7 @@ impl ProxyContext {
         Self {
             tls: arc_swap::ArcSwapOption::new(tls),
             server_tls: ArcSwap::from_pointee(server_tls),
+            auth_query: crate::auth_query::AuthQuery::default(),
             live: ArcSwap::from_pointee(Live::new(config.clone(), 0, None)),
             config_path,
             mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
@@ -358,6 +361,8 @@ impl ProxyContext {
         for &removed in &nodes.removed {
             self.pools.close_idle(removed);
         }
+        // Looked-up users are looked up again under the new settings.
+        self.auth_query.clear();
         let generation = self.live.load().generation + 1;
         let live = Live::new(new, generation, Some(&self.live.load()));
         self.live.store(Arc::new(live));

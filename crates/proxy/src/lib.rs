@@ -22,6 +22,7 @@
 //!   sessions and the console (which therefore depend on these, not on each other).
 //! - [`tls`]: the TLS acceptor towards clients, from `tls:`.
 
+pub mod auth_query;
 pub mod cancel;
 pub mod cert_name;
 pub mod client;

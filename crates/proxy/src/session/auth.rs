@@ -69,7 +69,10 @@ pub(super) async fn authenticate(
     startup: &Startup,
     required: Option<AuthMethod>,
 ) -> Result<Arc<UserEntry>, SessionError> {
-    let user = ctx.user(&startup.user);
+    let user = match ctx.user(&startup.user) {
+        Some(user) => Some(user),
+        None => looked_up(ctx, &startup.user).await,
+    };
     let method = required.unwrap_or(user.as_ref().map_or(AuthMethod::ScramSha256, |u| u.auth));
     let mut out = BytesMut::with_capacity(256);
     match (method, &user) {
@@ -149,6 +152,25 @@ pub(super) async fn authenticate(
     backend::authentication_ok(&mut out);
     client.write_all(&out).await?;
     Ok(user)
+}
+
+/// A user not listed under `users`, from `auth_query`. Every failure is `None`: the login then
+/// fails like a wrong password, after the same exchange, so a client cannot tell why.
+async fn looked_up(ctx: &ProxyContext, name: &str) -> Option<Arc<UserEntry>> {
+    use crate::auth_query::Found;
+    ctx.live().config.auth_query.as_ref()?;
+    match ctx.auth_query.lookup(ctx, name).await {
+        Ok(Found::User(user)) => Some(user),
+        Ok(Found::Unknown) => None,
+        Ok(Found::Expired) => {
+            tracing::info!("the user's password has expired (VALID UNTIL)");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "auth_query look-up failed");
+            None
+        }
+    }
 }
 
 fn failed(user: &str) -> SessionError {
