@@ -33,7 +33,9 @@ Commands:
   destroy       stop every process the cluster started and delete its directory
 
 Environment: PGR_CLUSTER_DIR (default /tmp/pgrouter-MANAGER-cluster), PGR_BASE_PORT (default
-25432 for repmgr, 26432 for Patroni). Roles as in dev-cluster.sh: app/app (scram-sha-256, owns
+25432 for repmgr, 26432 for Patroni). PGR_PATRONI_TLS_DIR (Patroni, at 'up'): a directory with
+server.crt, server.key, ca.crt, client.crt and client.key; Patroni's REST API then speaks https
+only and requires a client certificate signed by ca.crt (restapi.verify_client: required). Roles as in dev-cluster.sh: app/app (scram-sha-256, owns
 database app, pg_monitor), legacy/legacy (md5), replicator, and postgres (superuser, unix socket
 in the node's directory, no password).
 EOF
@@ -209,6 +211,15 @@ start_repmgrd() { # NODE
 patroni_conf() { echo "$(node_dir "$1")/patroni.yml"; }
 patroni_pid() { echo "$(node_dir "$1")/patroni.pid"; }
 
+rest_tls_conf() { # restapi TLS lines (and patronictl's), when 'up' was given certificates
+  local dir
+  dir=$(rest_tls_dir)
+  [[ -d $dir ]] || return 0
+  printf '%s\n' "  certfile: $dir/server.crt" "  keyfile: $dir/server.key" \
+    "  cafile: $dir/ca.crt" "  verify_client: required" \
+    "ctl:" "  certfile: $dir/client.crt" "  keyfile: $dir/client.key" "  cacert: $dir/ca.crt"
+}
+
 write_patroni_conf() { # NODE
   local node=$1 hba="" line
   while IFS= read -r line; do hba+="    - $line"$'\n'; done <<<"$HBA_LINES"
@@ -220,6 +231,7 @@ log:
 restapi:
   listen: 127.0.0.1:$(rest_port "$node")
   connect_address: 127.0.0.1:$(rest_port "$node")
+$(rest_tls_conf)
 etcd3:
   hosts: 127.0.0.1:$(etcd_client_port)
 bootstrap:
@@ -288,19 +300,41 @@ start_patroni() { # NODE
     "$(patroni_conf "$1")" "$(node_dir "$1")/patroni.log" "$(patroni_pid "$1")"
 }
 
+# Patroni's REST API over https with a client certificate once 'up' stored them here.
+rest_tls_dir() { echo "$CLUSTER_DIR/restapi-tls"; }
+rest_url() { # NODE -> the API's base URL
+  local scheme=http
+  [[ -d $(rest_tls_dir) ]] && scheme=https
+  echo "$scheme://127.0.0.1:$(rest_port "$1")"
+}
+rest_get() { # NODE PATH
+  local tls=() dir
+  dir=$(rest_tls_dir)
+  [[ -d $dir ]] && tls=(--cacert "$dir/ca.crt" --cert "$dir/client.crt" --key "$dir/client.key")
+  curl -sf "${tls[@]}" "$(rest_url "$1")$2"
+}
+
 rest_role() { # NODE -> the role in GET /patroni, or fails
-  curl -sf "http://127.0.0.1:$(rest_port "$1")/patroni" | python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])'
+  rest_get "$1" /patroni | python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])'
 }
 
 patroni_is_leader() { [[ $(rest_role "$1") =~ ^(master|primary)$ ]]; }
 
 has_sync_standby() { # true once Patroni named a synchronous standby (failover needs one)
-  curl -sf "http://127.0.0.1:$(rest_port pg0)/cluster" |
+  rest_get pg0 /cluster |
     python3 -c 'import json,sys; sys.exit(0 if any(m.get("role") == "sync_standby" for m in json.load(sys.stdin)["members"]) else 1)'
 }
 
 patroni_up() {
-  local node
+  local node file
+  if [[ -n ${PGR_PATRONI_TLS_DIR:-} ]]; then
+    as_pg mkdir -p "$(rest_tls_dir)"
+    for file in server.crt server.key ca.crt client.crt client.key; do
+      [[ -r $PGR_PATRONI_TLS_DIR/$file ]] || die "PGR_PATRONI_TLS_DIR: $PGR_PATRONI_TLS_DIR/$file is missing"
+      as_pg tee "$(rest_tls_dir)/$file" <"$PGR_PATRONI_TLS_DIR/$file" >/dev/null
+    done
+    as_pg chmod 600 "$(rest_tls_dir)/server.key" "$(rest_tls_dir)/client.key"
+  fi
   start_etcd
   # shellcheck disable=SC2016 # "$1" belongs to the generated script
   printf '#!/bin/sh\nset -e\npsql -X -q "$1" <<'"'"'SQL'"'"'\n%s\nSQL\n' "$ROLES_SQL" |
@@ -348,7 +382,7 @@ cmd_ha_node() { # ACTION NODE
 
 cmd_ha_sync_standby() {
   [[ $MANAGER == patroni ]] || die "sync-standby is for Patroni"
-  curl -sf "http://127.0.0.1:$(rest_port pg0)/cluster" |
+  rest_get pg0 /cluster |
     python3 -c 'import json,sys; print(next(m["name"] for m in json.load(sys.stdin)["members"] if m.get("role") == "sync_standby"))'
 }
 
@@ -396,7 +430,7 @@ cmd_ha_status() {
     role=$(node_in_recovery "$node") && state=running || state=stopped
     case $role in t) role=standby ;; f) role=primary ;; *) role=- ;; esac
     extra=""
-    [[ $MANAGER == patroni ]] && extra="http://127.0.0.1:$(rest_port "$node")"
+    [[ $MANAGER == patroni ]] && extra=$(rest_url "$node")
     printf '%-4s %-6s %-8s %-8s %s\n' "$node" "$(node_port "$node")" "$state" "$role" "$extra"
   done
 }

@@ -98,6 +98,10 @@ fn main() -> ExitCode {
                     eprintln!("pgrouter: invalid configuration {}: {e}", path.display());
                     return ExitCode::from(EXIT_CONFIG);
                 }
+                if let Err(e) = pgrouter_topology::HttpClient::new(&config.topology.patroni) {
+                    eprintln!("pgrouter: invalid configuration {}: {e}", path.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
                 for warning in pgrouter::config::access::warnings(
                     &config.access,
                     config.tls.mode != pgrouter::config::TlsMode::Disable,
@@ -196,6 +200,7 @@ fn health(
 fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     pgrouter_proxy::tls::acceptor(&config.tls)?;
     pgrouter_proxy::tls::server_tls(&config.server_tls)?;
+    pgrouter_topology::HttpClient::new(&config.topology.patroni).map_err(anyhow::Error::msg)?;
     for warning in pgrouter::config::access::warnings(
         &config.access,
         config.tls.mode != pgrouter::config::TlsMode::Disable,

@@ -26,7 +26,8 @@ pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::DEFAULT_AUTH_QUERY;
 pub use model::{
     AdminConfig, AuthMethod, AuthQueryConfig, ClientConfig, Config, Discovery, HealthCheckConfig,
-    HealthCheckLogin, NodeConfig, PoolConfig, PoolMode, RoutingConfig, ServerTlsConfig,
-    ServerTlsMode, StoredForm, TlsConfig, TlsMode, TlsVersion, TopologyConfig, UserConfig,
+    HealthCheckLogin, NodeConfig, PatroniApiConfig, PoolConfig, PoolMode, RoutingConfig,
+    ServerTlsConfig, ServerTlsMode, StoredForm, TlsConfig, TlsMode, TlsVersion, TopologyConfig,
+    UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

@@ -90,6 +90,9 @@ pub fn from_yaml(text: &str, base: &Path, env: &dyn Env) -> Result<Config, Confi
         &mut config.server_tls.ca_file,
         &mut config.server_tls.cert_file,
         &mut config.server_tls.key_file,
+        &mut config.topology.patroni.ca_file,
+        &mut config.topology.patroni.cert_file,
+        &mut config.topology.patroni.key_file,
     ]
     .into_iter()
     .flatten()
@@ -237,6 +240,11 @@ fn resolve_secrets(
         let value = expand_env(p.expose(), env)
             .map_err(|m| invalid(text, "health_check.password".into(), m))?;
         config.health_check.password = Some(Secret::new(value));
+    }
+    if let Some(p) = &config.topology.patroni.password {
+        let value = expand_env(p.expose(), env)
+            .map_err(|m| invalid(text, "topology.patroni.password".into(), m))?;
+        config.topology.patroni.password = Some(Secret::new(value));
     }
     if let Some(aq) = &mut config.auth_query {
         if let Some(p) = &aq.password {
@@ -541,11 +549,21 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
                         "patroni_url is required with topology.discovery: patroni",
                     ))
                 }
-                Some(url) if !url.starts_with("http://") => {
+                Some(url) if !url.starts_with("http://") && !url.starts_with("https://") => {
                     return Err(invalid(
                         text,
                         format!("nodes[{i}].patroni_url"),
-                        "must start with http:// (e.g. http://127.0.0.1:8008)",
+                        "must start with http:// or https:// (e.g. http://127.0.0.1:8008)",
+                    ))
+                }
+                Some(url)
+                    if url.starts_with("https://")
+                        && config.topology.patroni.ca_file.is_none() =>
+                {
+                    return Err(invalid(
+                        text,
+                        format!("nodes[{i}].patroni_url"),
+                        "https needs topology.patroni.ca_file (the CA Patroni's certificate chains to)",
                     ))
                 }
                 Some(_) => {}

@@ -430,6 +430,37 @@ pub struct TopologyConfig {
     /// Patroni and repmgr discovery: also route to cluster members the HA manager lists that the
     /// configuration does not (a replica added by Patroni or registered with repmgr).
     pub discover_members: bool,
+    /// How to reach Patroni's REST API: TLS (`https://` URLs) and basic authentication.
+    #[serde(skip_serializing_if = "PatroniApiConfig::is_default")]
+    pub patroni: PatroniApiConfig,
+}
+
+/// `topology.patroni`: Patroni's `restapi` TLS and authentication, seen from its client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatroniApiConfig {
+    /// CA certificates (PEM) Patroni's certificate must chain to, for `https://` URLs (its
+    /// name is checked against the URL's host). Relative to the configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// pgrouter's client certificate (PEM), for `restapi.verify_client`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Basic authentication (`restapi.authentication`) user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Its password (`${ENV_VAR}` works).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+}
+
+impl PatroniApiConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Default for TopologyConfig {
@@ -438,6 +469,7 @@ impl Default for TopologyConfig {
             discovery: Discovery::Sql,
             failover_timeout: Duration::from_secs(30),
             discover_members: false,
+            patroni: PatroniApiConfig::default(),
         }
     }
 }

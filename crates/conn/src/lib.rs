@@ -29,4 +29,4 @@ pub use connect::{Credential, ServerConn, ServerTarget};
 pub use error::ConnError;
 pub use query::QueryOutcome;
 pub use stream::ServerStream;
-pub use tls::{ServerTls, TlsFiles, TlsPolicy, TlsSetupError};
+pub use tls::{client_config, server_name, ServerTls, TlsFiles, TlsPolicy, TlsSetupError};

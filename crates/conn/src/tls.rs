@@ -108,68 +108,7 @@ impl ServerTls {
             return Ok(Self::disabled(allow_cleartext_password));
         }
         let mut fingerprint = vec![u8::from(allow_cleartext_password), policy as u8];
-        // ring builds with a C compiler alone (aws-lc-rs needs cmake); see the proxy's tls.rs.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = match files.ca_file {
-            Some(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in read_certs(path, &mut fingerprint)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
-                }
-                Some(Arc::new(roots))
-            }
-            None => None,
-        };
-        let verifier: Arc<dyn ServerCertVerifier> = match (policy, roots) {
-            (TlsPolicy::VerifyCa | TlsPolicy::VerifyFull, None) => {
-                return Err(TlsSetupError(
-                    "ca_file is required with verify-ca and verify-full".into(),
-                ))
-            }
-            // libpq's prefer never checks; its require checks the chain when a CA is there.
-            (TlsPolicy::Disable | TlsPolicy::Prefer, _) | (TlsPolicy::Require, None) => {
-                Arc::new(NoCertificateCheck(Arc::clone(&provider)))
-            }
-            (policy, Some(roots)) => {
-                let webpki =
-                    WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
-                        .build()
-                        .map_err(|e| TlsSetupError(format!("ca_file: {e}")))?;
-                if policy == TlsPolicy::VerifyFull {
-                    webpki
-                } else {
-                    Arc::new(ChainOnly(webpki))
-                }
-            }
-        };
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsSetupError(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier);
-        let mut config = match (files.cert_file, files.key_file) {
-            (Some(cert_file), Some(key_file)) => {
-                let certs = read_certs(cert_file, &mut fingerprint)?;
-                let key_pem = std::fs::read(key_file)
-                    .map_err(|e| TlsSetupError(format!("reading {}: {e}", key_file.display())))?;
-                let key = PrivateKeyDer::from_pem_slice(&key_pem)
-                    .map_err(|e| TlsSetupError(format!("reading {}: {e}", key_file.display())))?;
-                fingerprint.extend_from_slice(&key_pem);
-                builder.with_client_auth_cert(certs, key).map_err(|e| {
-                    TlsSetupError(format!(
-                        "{} and {}: {e}",
-                        cert_file.display(),
-                        key_file.display()
-                    ))
-                })?
-            }
-            (None, None) => builder.with_no_client_auth(),
-            _ => return Err(TlsSetupError("cert_file and key_file go together".into())),
-        };
-        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        let config = client_config(policy, files, b"postgresql", &mut fingerprint)?;
         Ok(Self {
             policy,
             connector: Some(TlsConnector::from(Arc::new(config))),
@@ -189,8 +128,81 @@ impl ServerTls {
     }
 }
 
+/// A rustls client configuration for `policy` from `files`, offering ALPN `alpn`; the files'
+/// bytes are appended to `fingerprint`. Also used for HTTPS to an HA manager's API
+/// (`verify-full`).
+pub fn client_config(
+    policy: TlsPolicy,
+    files: TlsFiles<'_>,
+    alpn: &[u8],
+    fingerprint: &mut Vec<u8>,
+) -> Result<ClientConfig, TlsSetupError> {
+    // ring builds with a C compiler alone (aws-lc-rs needs cmake); see the proxy's tls.rs.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = match files.ca_file {
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(path, fingerprint)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
+            }
+            Some(Arc::new(roots))
+        }
+        None => None,
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = match (policy, roots) {
+        (TlsPolicy::VerifyCa | TlsPolicy::VerifyFull, None) => {
+            return Err(TlsSetupError(
+                "ca_file is required with verify-ca and verify-full".into(),
+            ))
+        }
+        // libpq's prefer never checks; its require checks the chain when a CA is there.
+        (TlsPolicy::Disable | TlsPolicy::Prefer, _) | (TlsPolicy::Require, None) => {
+            Arc::new(NoCertificateCheck(Arc::clone(&provider)))
+        }
+        (policy, Some(roots)) => {
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
+                .build()
+                .map_err(|e| TlsSetupError(format!("ca_file: {e}")))?;
+            if policy == TlsPolicy::VerifyFull {
+                webpki
+            } else {
+                Arc::new(ChainOnly(webpki))
+            }
+        }
+    };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (files.cert_file, files.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let certs = read_certs(cert_file, fingerprint)?;
+            let key_pem = std::fs::read(key_file)
+                .map_err(|e| TlsSetupError(format!("reading {}: {e}", key_file.display())))?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| TlsSetupError(format!("reading {}: {e}", key_file.display())))?;
+            fingerprint.extend_from_slice(&key_pem);
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                TlsSetupError(format!(
+                    "{} and {}: {e}",
+                    cert_file.display(),
+                    key_file.display()
+                ))
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(TlsSetupError("cert_file and key_file go together".into())),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
+}
+
 /// The name checked against the certificate (and sent as SNI when it is a DNS name).
-pub(crate) fn server_name(host: &str) -> Option<ServerName<'static>> {
+pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.to_owned()).ok()
 }
 

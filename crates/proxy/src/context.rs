@@ -169,6 +169,8 @@ pub struct ProxyContext {
     tls: arc_swap::ArcSwapOption<crate::tls::Acceptor>,
     /// TLS towards the servers (`server_tls:`), rebuilt on every reload.
     server_tls: ArcSwap<pgrouter_conn::ServerTls>,
+    /// TLS and credentials for Patroni's REST API (`topology.patroni:`), rebuilt on reload.
+    patroni_api: ArcSwap<pgrouter_topology::HttpClient>,
     /// Users looked up on the primary (`auth_query:`), and their cache.
     pub auth_query: crate::auth_query::AuthQuery,
     /// The file the configuration came from (`RELOAD` and `SIGHUP` read it again).
@@ -241,7 +243,13 @@ impl ProxyContext {
                 config.server_tls.allow_cleartext_password,
             )
         });
+        let patroni_api = pgrouter_topology::HttpClient::new(&config.topology.patroni)
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}; https:// Patroni URLs fail until a reload fixes it");
+                pgrouter_topology::HttpClient::default()
+            });
         Self {
+            patroni_api: ArcSwap::from_pointee(patroni_api),
             tls: arc_swap::ArcSwapOption::new(tls),
             server_tls: ArcSwap::from_pointee(server_tls),
             auth_query: crate::auth_query::AuthQuery::default(),
@@ -282,7 +290,7 @@ impl ProxyContext {
 
     /// The health checks' settings from `config`, with the server TLS in force.
     pub fn monitor_settings(&self, config: &Config) -> pgrouter_topology::MonitorSettings {
-        crate::reload::monitor_settings(config, self.server_tls())
+        crate::reload::monitor_settings(config, self.server_tls(), self.patroni_api.load_full())
     }
 
     /// The settings in force: a lock-free load.
@@ -349,6 +357,14 @@ impl ProxyContext {
                 tracing::warn!("{e}: the server TLS settings in force stay");
                 report.push(format!("{e}: the server TLS settings in force stay"));
                 new.server_tls = old.server_tls.clone();
+            }
+        }
+        match pgrouter_topology::HttpClient::new(&new.topology.patroni) {
+            Ok(client) => self.patroni_api.store(Arc::new(client)),
+            Err(e) => {
+                tracing::warn!("{e}: the Patroni API settings in force stay");
+                report.push(format!("{e}: the Patroni API settings in force stay"));
+                new.topology.patroni = old.topology.patroni.clone();
             }
         }
         self.topology.update_settings(self.monitor_settings(&new));

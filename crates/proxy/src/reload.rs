@@ -160,6 +160,7 @@ pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Strin
 pub fn monitor_settings(
     config: &Config,
     server_tls: std::sync::Arc<pgrouter_conn::ServerTls>,
+    patroni_api: std::sync::Arc<pgrouter_topology::HttpClient>,
 ) -> MonitorSettings {
     let hc = &config.health_check;
     let max_lag = config.routing.max_replica_lag.get();
@@ -172,6 +173,7 @@ pub fn monitor_settings(
         min_successes: hc.min_successes,
         login: config.health_check_login(),
         server_tls,
+        patroni_api,
         policy: Policy {
             discovery: config.topology.discovery,
             max_lag_bytes: config.routing.max_replica_lag_bytes.bytes(),

@@ -1,8 +1,96 @@
-//! Just enough HTTP/1.0 to `GET` a JSON document from an HA manager's REST API on a trusted
-//! network: one request per connection, a bounded response, no redirects, no TLS.
+//! Just enough HTTP/1.0 to `GET` a JSON document from an HA manager's REST API: one request per
+//! connection, a bounded response, no redirects; `https://` with the certificate checked against
+//! a configured CA (chain and name), an optional client certificate, and basic authentication.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// How requests reach the API: TLS settings and credentials, built once (files read at start
+/// and on reload).
+#[derive(Clone, Default)]
+pub struct HttpClient {
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// `Authorization` header value.
+    authorization: Option<String>,
+    /// The settings and files' bytes: two clients are equal when these are.
+    fingerprint: Vec<u8>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("tls", &self.tls.is_some())
+            .field("authorization", &self.authorization.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for HttpClient {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for HttpClient {}
+
+impl HttpClient {
+    /// From `topology.patroni`: a CA enables `https://` (verify-full), a certificate and key are
+    /// presented to servers that ask, a user name (and password) is sent as basic
+    /// authentication.
+    pub fn new(config: &pgrouter_config::PatroniApiConfig) -> Result<Self, String> {
+        let mut fingerprint = Vec::new();
+        let tls = match &config.ca_file {
+            Some(_) => {
+                let tls = pgrouter_conn::client_config(
+                    pgrouter_conn::TlsPolicy::VerifyFull,
+                    pgrouter_conn::TlsFiles {
+                        ca_file: config.ca_file.as_deref(),
+                        cert_file: config.cert_file.as_deref(),
+                        key_file: config.key_file.as_deref(),
+                    },
+                    b"http/1.1",
+                    &mut fingerprint,
+                )
+                .map_err(|e| format!("topology.patroni: {e}"))?;
+                Some(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+            }
+            None => None,
+        };
+        let authorization = config.username.as_ref().map(|user| {
+            let password = config.password.as_ref().map_or("", |p| p.expose());
+            format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+        });
+        fingerprint.extend_from_slice(authorization.as_deref().unwrap_or_default().as_bytes());
+        Ok(Self {
+            tls,
+            authorization,
+            fingerprint,
+        })
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for the `Authorization` header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
 
 /// Largest response accepted.
 const MAX_RESPONSE: usize = 1 << 20;
@@ -10,9 +98,12 @@ const MAX_RESPONSE: usize = 1 << 20;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HttpError {
-    /// The URL is not `http://host[:port][/path]`.
-    #[error("unsupported URL {0:?} (expected http://host:port)")]
+    /// The URL is not `http[s]://host[:port][/path]`.
+    #[error("unsupported URL {0:?} (expected http://host:port or https://host:port)")]
     Url(String),
+    /// An `https://` URL without `topology.patroni.ca_file`, or a failed handshake.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Connecting, writing or reading failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -21,11 +112,14 @@ pub(crate) enum HttpError {
     Malformed(&'static str),
 }
 
-/// Splits `http://host:port/base` into the address to connect to and the path prefix.
-fn split_url(url: &str) -> Result<(String, String), HttpError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| HttpError::Url(url.to_owned()))?;
+/// Splits `http[s]://host:port/base` into whether it is https, the address to connect to and
+/// the path prefix.
+fn split_url(url: &str) -> Result<(bool, String, String), HttpError> {
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(HttpError::Url(url.to_owned())),
+    };
     let (authority, base) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -39,32 +133,72 @@ fn split_url(url: &str) -> Result<(String, String), HttpError> {
     {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if https { 443 } else { 80 })
     };
-    Ok((address, base.to_owned()))
+    Ok((https, address, base.to_owned()))
 }
 
 /// `GET base_url + path`; returns the status code and the body.
-pub(crate) async fn get(base_url: &str, path: &str) -> Result<(u16, Vec<u8>), HttpError> {
-    let (address, base) = split_url(base_url)?;
+pub(crate) async fn get(
+    client: &HttpClient,
+    base_url: &str,
+    path: &str,
+) -> Result<(u16, Vec<u8>), HttpError> {
+    let (https, address, base) = split_url(base_url)?;
     let host = address
         .rsplit_once(':')
         .map_or(address.as_str(), |(h, _)| h);
-    let mut stream = TcpStream::connect(&address).await?;
-    let request =
-        format!("GET {base}{path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let authorization = client
+        .authorization
+        .as_ref()
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET {base}{path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n{authorization}Connection: close\r\n\r\n"
+    );
+    let tcp = TcpStream::connect(&address).await?;
+    if !https {
+        return exchange(tcp, &request).await;
+    }
+    let connector = client
+        .tls
+        .as_ref()
+        .ok_or_else(|| HttpError::Tls("https needs topology.patroni.ca_file".into()))?;
+    let name = pgrouter_conn::server_name(host)
+        .ok_or_else(|| HttpError::Tls(format!("{host:?} is not a valid server name")))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| HttpError::Tls(e.to_string()))?;
+    exchange(tls, &request).await
+}
+
+/// Sends the request and reads the whole, bounded response.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> Result<(u16, Vec<u8>), HttpError> {
     stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
     let mut response = Vec::with_capacity(4096);
     loop {
         if response.len() > MAX_RESPONSE {
             return Err(HttpError::Malformed("response too large"));
         }
-        let n = (&mut stream)
+        let read = (&mut stream)
             .take((MAX_RESPONSE + 1 - response.len()) as u64)
             .read_to_end(&mut response)
-            .await?;
-        if n == 0 {
-            break;
+            .await;
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            // A server that closes without TLS's close_notify after a complete response (as
+            // many HTTP/1.0 servers do) still gave its answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {
+                break
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     parse_response(&response)
@@ -98,19 +232,34 @@ mod tests {
     fn urls() {
         #[rustfmt::skip]
         let cases = [
-            ("http://127.0.0.1:8008", Some(("127.0.0.1:8008", ""))),
-            ("http://127.0.0.1:8008/", Some(("127.0.0.1:8008", ""))),
-            ("http://patroni/api/", Some(("patroni:80", "/api"))),
-            ("https://127.0.0.1:8008", None),
+            ("http://127.0.0.1:8008", Some((false, "127.0.0.1:8008", ""))),
+            ("http://127.0.0.1:8008/", Some((false, "127.0.0.1:8008", ""))),
+            ("http://patroni/api/", Some((false, "patroni:80", "/api"))),
+            ("https://127.0.0.1:8008", Some((true, "127.0.0.1:8008", ""))),
+            ("https://patroni", Some((true, "patroni:443", ""))),
+            ("ftp://patroni", None),
             ("http://", None),
         ];
         for (url, expected) in cases {
             let got = split_url(url).ok();
             assert_eq!(
-                got.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                got.as_ref().map(|(h, a, b)| (*h, a.as_str(), b.as_str())),
                 expected,
                 "{url}"
             );
+        }
+    }
+
+    #[test]
+    fn basic_authentication() {
+        for (text, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("patroni:s3cret", "cGF0cm9uaTpzM2NyZXQ="),
+        ] {
+            assert_eq!(base64(text.as_bytes()), encoded, "{text}");
         }
     }
 

@@ -24,6 +24,7 @@
 pub mod decide;
 pub mod health;
 mod http;
+pub use http::HttpClient;
 pub mod members;
 mod monitor;
 pub mod observation;

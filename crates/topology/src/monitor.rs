@@ -52,6 +52,8 @@ pub struct MonitorSettings {
     pub login: HealthCheckLogin,
     /// `server_tls:`, for the probes' connections.
     pub server_tls: Arc<pgrouter_conn::ServerTls>,
+    /// `topology.patroni:`, for Patroni's REST API.
+    pub patroni_api: Arc<crate::http::HttpClient>,
     /// Lag thresholds.
     pub policy: Policy,
 }
@@ -654,15 +656,17 @@ impl Probes {
             settings.discovery,
             settings.discover_members,
             node.patroni_url.clone(),
+            Arc::clone(&settings.patroni_api),
             settings.timeout,
         );
         let results = self.results.clone();
         let duration = metrics::histogram!("pgrouter_health_check_duration_seconds", "node" => node.name.clone());
         let topology = Arc::clone(topology);
-        let (mut login, mut timeout, mut server_tls) = (
+        let (mut login, mut timeout, mut server_tls, mut patroni_api) = (
             settings.login.clone(),
             settings.timeout,
             Arc::clone(&settings.server_tls),
+            Arc::clone(&settings.patroni_api),
         );
         let mut urgent = topology.urgent.subscribe();
         self.tasks.spawn(async move {
@@ -703,12 +707,21 @@ impl Probes {
                     .as_ref()
                     .map_or(Duration::from_secs(1), |s| s.interval);
                 if let Some(s) = current.filter(|s| {
-                    (&s.login, s.timeout, &s.server_tls) != (&login, timeout, &server_tls)
+                    (&s.login, s.timeout, &s.server_tls, &s.patroni_api)
+                        != (&login, timeout, &server_tls, &patroni_api)
                 }) {
-                    // A reload changed the probes' login, timeout or TLS.
-                    (login, timeout, server_tls) =
-                        (s.login.clone(), s.timeout, Arc::clone(&s.server_tls));
-                    probe.update(probe_login(&slot.target, &s), timeout);
+                    // A reload changed the probes' login, timeout, TLS or API credentials.
+                    (login, timeout, server_tls, patroni_api) = (
+                        s.login.clone(),
+                        s.timeout,
+                        Arc::clone(&s.server_tls),
+                        Arc::clone(&s.patroni_api),
+                    );
+                    probe.update(
+                        probe_login(&slot.target, &s),
+                        Arc::clone(&patroni_api),
+                        timeout,
+                    );
                 }
                 if scheduled {
                     next = (next + interval).max(tokio::time::Instant::now());
@@ -770,6 +783,7 @@ mod tests {
             discovery: Discovery::Sql,
             discover_members: false,
             server_tls: Arc::new(pgrouter_conn::ServerTls::disabled(false)),
+            patroni_api: Arc::default(),
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             max_failures: 3,

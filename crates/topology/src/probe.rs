@@ -17,6 +17,8 @@ pub(crate) struct NodeProbe {
     /// Also fetch Patroni's member list.
     discover_members: bool,
     patroni_url: Option<String>,
+    /// TLS and credentials for Patroni's API.
+    patroni: std::sync::Arc<crate::http::HttpClient>,
     timeout: Duration,
 }
 
@@ -26,6 +28,7 @@ impl NodeProbe {
         discovery: Discovery,
         discover_members: bool,
         patroni_url: Option<String>,
+        patroni: std::sync::Arc<crate::http::HttpClient>,
         timeout: Duration,
     ) -> Self {
         Self {
@@ -33,13 +36,20 @@ impl NodeProbe {
             discovery,
             discover_members,
             patroni_url,
+            patroni,
             timeout,
         }
     }
 
     /// Applies a reloaded login and timeout: the SQL connection is reopened with them.
-    pub(crate) fn update(&mut self, login: ProbeLogin, timeout: Duration) {
+    pub(crate) fn update(
+        &mut self,
+        login: ProbeLogin,
+        patroni: std::sync::Arc<crate::http::HttpClient>,
+        timeout: Duration,
+    ) {
         self.sql = SqlProbe::new(login);
+        self.patroni = patroni;
         self.timeout = timeout;
     }
 
@@ -78,14 +88,14 @@ impl NodeProbe {
         if let (Discovery::Patroni, Some(url)) = (self.discovery, &self.patroni_url) {
             // A node whose Patroni does not answer is still reachable by SQL; the decision
             // treats a missing manager view as "not backed by Patroni".
-            match patroni::fetch(url).await {
+            match patroni::fetch(&self.patroni, url).await {
                 Ok(view) => obs.manager = Some(view),
                 Err(e) => {
                     tracing::debug!(url = %url, error = %e, "Patroni REST API did not answer")
                 }
             }
             if self.discover_members && obs.manager.is_some() {
-                match patroni::fetch_members(url).await {
+                match patroni::fetch_members(&self.patroni, url).await {
                     Ok(members) => obs.members = Some(members),
                     Err(e) => {
                         tracing::debug!(url = %url, error = %e, "Patroni's member list could not be read")

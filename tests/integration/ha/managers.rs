@@ -171,7 +171,7 @@ async fn repmgr_switchover_is_followed() {
         return;
     };
     // repmgr.nodes lists pg2, which this router's configuration does not: it is found and read.
-    let partial = router_without_pg2(&cluster, "repmgr", |_| String::new());
+    let partial = router_without_pg2(&cluster, "repmgr", |_| String::new(), "");
     partial
         .expect_log(
             "lists a member that is not configured",
@@ -293,6 +293,7 @@ fn router_without_pg2(
     cluster: &ScriptCluster,
     discovery: &str,
     per_node: impl Fn(usize) -> String,
+    topology_extra: &str,
 ) -> Router {
     Router::start_in(&cluster.dir, |port| {
         let mut nodes = String::from("nodes:\n");
@@ -307,32 +308,62 @@ fn router_without_pg2(
             "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:0\n{nodes}\
              users:\n  - {{name: app, password: app}}\n\
              health_check: {{interval: {INTERVAL_MS}ms, timeout: 1s, max_failures: 3, min_successes: 2}}\n\
-             topology: {{discovery: {discovery}, discover_members: true}}\n"
+             topology:\n  discovery: {discovery}\n  discover_members: true\n{topology_extra}"
         )
     })
 }
 
-/// Patroni's member list and tags: a member missing from the configuration is found from
-/// `GET /cluster` and serves reads; a replica tagged `noloadbalance` (Patroni reloaded) serves
-/// none.
+/// Patroni's member list and tags, read from Patroni's REST API over https with a client
+/// certificate (`restapi.verify_client: required`): a member missing from the configuration is
+/// found from `GET /cluster` and serves reads; a replica tagged `noloadbalance` (Patroni
+/// reloaded) serves none. A router without the client certificate gets nothing from the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patroni_members_and_tags_are_followed() {
+async fn patroni_members_and_tags_are_followed_over_https() {
     let _one = HA_TESTS.lock().await;
     if !manager_installed("patroni") {
         return;
     }
-    let Some(cluster) =
-        ScriptCluster::up("scripts/ha-cluster.sh", "patroni-members", 22, &["patroni"])
-    else {
+    let work = std::env::temp_dir().join(format!("pgrouter-patroni-tls-{}", std::process::id()));
+    let certs = crate::harness::make_certificates(&work, "restapi");
+    crate::harness::issue_certificate(
+        &certs.dir,
+        "client",
+        "pgrouter",
+        "extendedKeyUsage=clientAuth\n",
+    );
+    let Some(cluster) = ScriptCluster::up_with(
+        "scripts/ha-cluster.sh",
+        "patroni-members",
+        22,
+        &["patroni"],
+        &[("PGR_PATRONI_TLS_DIR", certs.dir.as_os_str())],
+    ) else {
         return;
     };
     let base = cluster.base_port;
-    let router = router_without_pg2(&cluster, "patroni", |i| {
+    let api = |client_certificate: bool| {
+        let cert = if client_certificate {
+            format!(
+                ", cert_file: {}, key_file: {}",
+                certs.dir.join("client.crt").display(),
+                certs.dir.join("client.key").display()
+            )
+        } else {
+            String::new()
+        };
         format!(
-            ", patroni_url: \"http://127.0.0.1:{}\"",
+            "  patroni: {{ca_file: {}{cert}, username: patroni, password: not-needed-for-get}}\n",
+            certs.ca.display()
+        )
+    };
+    let per_node = |i: usize| {
+        format!(
+            ", patroni_url: \"https://127.0.0.1:{}\"",
             base + 10 + i as u16
         )
-    });
+    };
+    let router = router_without_pg2(&cluster, "patroni", per_node, &api(true));
+    let refused = router_without_pg2(&cluster, "patroni", per_node, &api(false));
     router
         .expect_log(
             "lists a member that is not configured",
@@ -376,5 +407,11 @@ async fn patroni_members_and_tags_are_followed() {
     assert!(
         !ports.contains(&p1),
         "reads reached pg1, tagged noloadbalance: {ports:?}"
+    );
+    // Without a client certificate Patroni ends every handshake: no member list, no tags.
+    let log = refused.log_text();
+    assert!(
+        log.contains("Patroni REST API did not answer") && !log.contains("lists a member"),
+        "{log}"
     );
 }

@@ -39,6 +39,17 @@ impl ScriptCluster {
         ports: u16,
         script_args: &'static [&'static str],
     ) -> Option<ScriptCluster> {
+        Self::up_with(script, name, ports, script_args, &[])
+    }
+
+    /// As [`ScriptCluster::up`], with `env` for the script's `up`.
+    pub fn up_with(
+        script: &'static str,
+        name: &str,
+        ports: u16,
+        script_args: &'static [&'static str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Option<ScriptCluster> {
         if !postgres_available() {
             crate::harness::missing("PostgreSQL is not installed; the HA tests");
             return None;
@@ -55,19 +66,24 @@ impl ScriptCluster {
             base_port,
         };
         destroy_at_exit(script, script_args, &cluster.dir, base_port);
-        let out = cluster.run(&["up"]);
+        let out = cluster.run_with(&["up"], env);
         assert!(out.0, "{script} up failed:\n{}", out.1);
         Some(cluster)
     }
 
     /// Runs the script with a command; returns (success, stdout + stderr).
     pub fn run(&self, args: &[&str]) -> (bool, String) {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (bool, String) {
         let out = Command::new("bash")
             .arg(repo().join(self.script))
             .args(self.script_args)
             .args(args)
             .env("PGR_CLUSTER_DIR", &self.dir)
             .env("PGR_BASE_PORT", self.base_port.to_string())
+            .envs(env.iter().copied())
             .output()
             .expect("cluster script runs");
         (

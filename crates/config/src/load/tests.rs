@@ -104,7 +104,7 @@ fn errors_name_key_and_line() {
         ),
         (
             "nodes:\n  - name: a\n    host: h\n    patroni_url: https://h:8008\nusers:\n  - name: u\n    password: p\ntopology:\n  discovery: patroni\n",
-            "nodes[0].patroni_url: must start with http:// (e.g. http://127.0.0.1:8008) (line 4)",
+            "nodes[0].patroni_url: https needs topology.patroni.ca_file (the CA Patroni's certificate chains to) (line 4)",
         ),
         (
             "nodes:\n  - name: a\n    host: h\nusers:\n  - name: u\n    password: p\ntopology:\n  discovery: consul\n",

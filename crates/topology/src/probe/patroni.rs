@@ -34,8 +34,8 @@ struct Xlog {
 }
 
 /// Fetches and interprets `/patroni`.
-pub(super) async fn fetch(url: &str) -> Result<ManagerView, String> {
-    let (status, body) = http::get(url, "/patroni")
+pub(super) async fn fetch(client: &http::HttpClient, url: &str) -> Result<ManagerView, String> {
+    let (status, body) = http::get(client, url, "/patroni")
         .await
         .map_err(|e| e.to_string())?;
     parse(&body).ok_or_else(|| format!("unexpected answer from {url}/patroni (HTTP {status})"))
@@ -55,8 +55,11 @@ struct ClusterMember {
 }
 
 /// Fetches the member list, `GET /cluster` (Patroni 1.6+).
-pub(super) async fn fetch_members(url: &str) -> Result<Vec<Member>, String> {
-    let (status, body) = http::get(url, "/cluster")
+pub(super) async fn fetch_members(
+    client: &http::HttpClient,
+    url: &str,
+) -> Result<Vec<Member>, String> {
+    let (status, body) = http::get(client, url, "/cluster")
         .await
         .map_err(|e| e.to_string())?;
     parse_members(&body)
