@@ -31,6 +31,8 @@ PG_OS_USER=postgres
 read -r -a MODES <<<"${PGR_BENCH_MODES:-simple prepared}"
 read -r -a CLIENTS <<<"${PGR_BENCH_CLIENTS:-1 8 32}"
 read -r -a PGBENCH_ARGS <<<"${PGR_BENCH_PGBENCH_ARGS--S}"
+TLS=${PGR_BENCH_TLS:-0}
+TLS_DIR=$PGR_CLUSTER_DIR/tls
 
 usage() {
   cat <<EOF
@@ -63,7 +65,15 @@ Environment:
   PGR_BENCH_PGBENCH_ARGS   pgbench script arguments (default "-S"; "" for TPC-B,
                            "-S -C" for a new connection per transaction)
   PGR_BENCH_POOL_SIZE      PgBouncer default_pool_size (default 20)
+  PGR_BENCH_TLS=1          clients reach pgrouter and PgBouncer over TLS (a certificate
+                           made with openssl, tls.mode / client_tls_sslmode require,
+                           pgbench with PGSSLMODE=require); direct stays plain (the
+                           bench cluster has no TLS), so compare pgrouter with PgBouncer
   PGR_MAX_CONNECTIONS      the bench cluster's max_connections (default 100)
+
+TLS cost (handshakes per second, then select-only at 8 and 32 clients):
+  PGR_BENCH_TLS=1 PGR_BENCH_MODES=simple PGR_BENCH_CLIENTS=8 PGR_BENCH_PGBENCH_ARGS="-S -C" $PROG
+  PGR_BENCH_TLS=1 PGR_BENCH_MODES=simple PGR_BENCH_CLIENTS="8 32" $PROG
 
 Pooling comparison (the cluster allows 50 connections, 200 clients):
   PGR_MAX_CONNECTIONS=50 PGR_BENCH_CLIENTS=200 PGR_BENCH_PGBENCH_ARGS= \
@@ -89,6 +99,7 @@ esac
 
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "PGR_BENCH_SECONDS must be a positive integer"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "PGR_BENCH_ROUNDS must be a positive integer"
+[[ $TLS == 0 || $TLS == 1 ]] || die "PGR_BENCH_TLS must be 0 or 1"
 
 port_in_use() {
   if command -v ss >/dev/null 2>&1; then
@@ -184,6 +195,20 @@ if [[ -z $PGB_SKIP ]] && port_in_use "$PGB_PORT"; then
   die "port $PGB_PORT is already in use (a PgBouncer left from an earlier run? see $PGB_PIDFILE)"
 fi
 
+TLS_YAML=""
+if ((TLS)); then
+  command -v openssl >/dev/null 2>&1 || die "PGR_BENCH_TLS=1 needs openssl"
+  mkdir -p "$TLS_DIR"
+  if [[ ! -s $TLS_DIR/server.crt ]]; then
+    log "making a TLS certificate in $TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
+      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.crt" 2>/dev/null
+    chmod 600 "$TLS_DIR/server.key"
+  fi
+  TLS_YAML="tls: {mode: require, cert_file: $TLS_DIR/server.crt, key_file: $TLS_DIR/server.key}"
+fi
+
 cat >"$CONFIG" <<EOF
 listen: 127.0.0.1:$ROUTER_PORT
 admin_listen: 127.0.0.1:$ADMIN_PORT
@@ -201,6 +226,7 @@ users:
   - name: app
     password: app
     auth: scram-sha-256
+$TLS_YAML
 ${PGR_BENCH_ROUTER_EXTRA:-}
 EOF
 
@@ -313,9 +339,15 @@ logfile = $PGB_LOG
 pidfile = $PGB_PIDFILE
 ignore_startup_parameters = extra_float_digits
 EOF
+  if ((TLS)); then
+    cp "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$PGB_DIR/"
+    printf '%s\n' "client_tls_sslmode = require" \
+      "client_tls_cert_file = $PGB_DIR/server.crt" "client_tls_key_file = $PGB_DIR/server.key" >>"$PGB_INI"
+  fi
   printf '"app" "app"\n' >"$PGB_AUTH"
   chmod 0700 "$PGB_DIR"
   chmod 0600 "$PGB_INI" "$PGB_AUTH"
+  ((TLS)) && chmod 0600 "$PGB_DIR/server.key"
   [[ $EUID -eq 0 ]] && chown -R "$PG_OS_USER:" "$PGB_DIR"
 
   log "starting $(pgb_start_cmd) (log: $PGB_LOG)"
@@ -363,10 +395,11 @@ declare -A TPS CPU FAILS EXPECTED
 PGB_PREPARED_NOTE="fails (no prepared statements in transaction mode)"
 
 pgbench_cmd() { # TARGET MODE CLIENTS -> the command line, one word per line
-  local port=$PRIMARY_PORT jobs=$(($3 < 2 ? $3 : 2))
+  local port=$PRIMARY_PORT jobs=$(($3 < 2 ? $3 : 2)) tls=()
   [[ $1 == pgrouter ]] && port=$ROUTER_PORT
   [[ $1 == pgbouncer ]] && port=$PGB_PORT
-  printf '%s\n' "$PGBENCH" -n "${PGBENCH_ARGS[@]}" -M "$2" -c "$3" -j "$jobs" -T "$DURATION" \
+  ((TLS)) && [[ $1 != direct ]] && tls=(env PGSSLMODE=require)
+  printf '%s\n' "${tls[@]}" "$PGBENCH" -n "${PGBENCH_ARGS[@]}" -M "$2" -c "$3" -j "$jobs" -T "$DURATION" \
     -h 127.0.0.1 -p "$port" -U app app
 }
 
@@ -475,14 +508,18 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
 }
 
 {
-  echo "# pgrouter relay overhead ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+  echo "# pgrouter relay overhead$( ((TLS)) && echo ", clients over TLS") ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
-  echo "pgbench -S (select only), scale $SCALE, ${DURATION}s per run, $ROUNDS rounds interleaved"
+  echo "pgbench ${PGBENCH_ARGS[*]:-(TPC-B)} (-S: select only; -C: a new connection per transaction), scale $SCALE, ${DURATION}s per run, $ROUNDS rounds interleaved"
   echo "(direct, pgrouter and PgBouncer take turns within each round, the order reversed in"
   echo "even rounds); TPS excludes connection time, each cell is the median over the rounds."
   echo "ratio = TPS / direct TPS. CPU = the proxy's utime+stime / transactions (from /proc/PID/stat)."
   echo "PgBouncer: pool_mode=transaction, default_pool_size=$PGB_POOL_SIZE, all queries to the primary;"
   echo "pgrouter may send these reads to the standbys (all nodes share this machine's CPUs)."
+  if ((TLS)); then
+    echo "TLS: clients reach pgrouter and PgBouncer with PGSSLMODE=require (RSA 2048 certificate;"
+    echo "tls.mode: require / client_tls_sslmode = require); direct is plain TCP (no TLS on the servers)."
+  fi
   if [[ -n $PGB_SKIP ]]; then
     echo
     echo "PgBouncer columns: $PGB_SKIP."
@@ -516,8 +553,8 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
       if [[ $mode == prepared && -n $b && -z ${EXPECTED[$mode,$clients,pgbouncer]:-} ]]; then
         notes+="${notes:+; }PgBouncer passed only because each client kept one server connection (transaction mode has no prepared-statement support)"
       fi
-      printf '| -S -M %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-        "$mode" "$clients" "$(fmt_tps "$d")" "$(fmt_tps "$r")" "$(fmt_ratio "$d" "$r")" \
+      printf '| %s -M %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        "${PGBENCH_ARGS[*]:-tpcb}" "$mode" "$clients" "$(fmt_tps "$d")" "$(fmt_tps "$r")" "$(fmt_ratio "$d" "$r")" \
         "$b_tps" "$b_ratio" "$(fmt_cpu "$rc")" "$b_cpu" "$notes"
     done
   done

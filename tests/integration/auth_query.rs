@@ -3,7 +3,7 @@
 //! non-superuser through a SECURITY DEFINER function (the documented way) and as a superuser
 //! with the default query on `pg_shadow`.
 
-use crate::harness::{cluster, connect, first_value, router_config, Router};
+use crate::harness::{cluster, connect, router_config, Router};
 use std::time::Duration;
 
 /// The function the documentation recommends, and a role that may only call it.
@@ -23,27 +23,6 @@ fn sqlstate(err: &tokio_postgres::Error) -> String {
     err.as_db_error()
         .map(|e| e.code().code().to_owned())
         .unwrap_or_else(|| format!("not a server error: {err}"))
-}
-
-async fn where_it_runs(client: &tokio_postgres::Client) -> (String, String) {
-    let rows = client
-        .simple_query("BEGIN; SELECT pg_is_in_recovery(); COMMIT")
-        .await
-        .unwrap();
-    let primary = first_value(&rows).to_owned();
-    let mut replica = String::new();
-    for _ in 0..50 {
-        let rows = client
-            .simple_query("SELECT pg_is_in_recovery()")
-            .await
-            .unwrap();
-        replica = first_value(&rows).to_owned();
-        if replica == "t" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (primary, replica)
 }
 
 #[tokio::test]
@@ -96,7 +75,7 @@ async fn users_looked_up_on_the_primary_while_pgrouter_runs() {
                     .await
                     .unwrap_or_else(|e| panic!("{user} ({what}): {e}\n{}", router.log_text()));
                 assert_eq!(
-                    where_it_runs(&client).await,
+                    crate::harness::primary_then_replica(&client).await,
                     ("f".into(), "t".into()),
                     "{user} ({what}): the primary, then a replica"
                 );

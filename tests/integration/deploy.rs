@@ -85,7 +85,20 @@ fn compose_file_is_valid_and_its_pgrouter_config_passes_check() {
         );
     }
     assert!(resolved.contains("docker/pgrouter.yaml"));
-    pgrouter_check(&repo().join("docker/pgrouter.yaml"), &[]);
+    // pgrouter reads its certificate from the directory the certs service fills; a pair made
+    // here with openssl stands in for it next to a copy of the configuration.
+    assert!(resolved.contains("/etc/pgrouter/tls"), "{resolved}");
+    assert!(resolved.contains("service_completed_successfully"));
+    let dir = std::env::temp_dir().join(format!("pgrouter-compose-{}", std::process::id()));
+    let certs = crate::harness::make_certificates(&dir, "tls");
+    std::fs::copy(
+        repo().join("docker/pgrouter.yaml"),
+        dir.join("pgrouter.yaml"),
+    )
+    .unwrap();
+    assert_eq!(certs.dir, dir.join("tls"));
+    pgrouter_check(&dir.join("pgrouter.yaml"), &[]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The documents of a rendered chart, parsed.
@@ -119,6 +132,27 @@ fn render(bin: &std::path::Path, values: Option<&str>) -> Vec<serde_yaml_ng::Val
         .filter_map(|doc| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(doc).ok())
         .filter(|v| v.get("kind").is_some())
         .collect()
+}
+
+/// Where the pod's volume `name` is mounted in `container`, and the Secret it holds.
+fn mounted_secret<'a>(
+    container: &'a serde_yaml_ng::Value,
+    pod: &'a serde_yaml_ng::Value,
+    name: &str,
+) -> (&'a str, &'a str) {
+    let named = |list: &'a serde_yaml_ng::Value| {
+        list.as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no volume or mount {name}"))
+    };
+    let mount = named(&container["volumeMounts"]);
+    let volume = named(&pod["volumes"]);
+    (
+        mount["mountPath"].as_str().unwrap(),
+        volume["secret"]["secretName"].as_str().unwrap(),
+    )
 }
 
 fn find<'a>(docs: &'a [serde_yaml_ng::Value], kind: &str) -> Option<&'a serde_yaml_ng::Value> {
@@ -251,24 +285,9 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
         let tls_dir =
             std::env::temp_dir().join(format!("pgrouter-chart-tls-{}", std::process::id()));
         if let Some(cert) = config["tls"]["cert_file"].as_str() {
-            let mount = container["volumeMounts"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|m| m["name"].as_str() == Some("tls"))
-                .expect("the TLS Secret is mounted");
-            let at = mount["mountPath"].as_str().unwrap();
+            let (at, secret) = mounted_secret(container, pod, "tls");
             assert!(cert.starts_with(at), "{cert} is under {at}");
-            let volume = pod["volumes"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"].as_str() == Some("tls"))
-                .unwrap();
-            assert_eq!(
-                volume["secret"]["secretName"].as_str(),
-                values.and(Some("pgrouter-tls"))
-            );
+            assert_eq!(Some(secret), values.and(Some("pgrouter-tls")));
             // `pgrouter check` reads the files: a real pair made with openssl stands in.
             std::fs::create_dir_all(&tls_dir).unwrap();
             crate::harness::openssl(
@@ -294,21 +313,9 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
         // Server TLS: the CA Secret is mounted where server_tls.ca_file points.
         assert!(config["server_tls"]["mode"].is_string());
         if let Some(ca) = config["server_tls"]["ca_file"].as_str() {
-            let mount = container["volumeMounts"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|m| m["name"].as_str() == Some("server-ca"))
-                .expect("the servers' CA Secret is mounted");
-            let at = mount["mountPath"].as_str().unwrap();
+            let (at, secret) = mounted_secret(container, pod, "server-ca");
             assert!(ca.starts_with(at), "{ca} is under {at}");
-            let volume = pod["volumes"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"].as_str() == Some("server-ca"))
-                .unwrap();
-            assert_eq!(volume["secret"]["secretName"].as_str(), Some("postgres-ca"));
+            assert_eq!(secret, "postgres-ca");
             // A self-signed certificate made here stands in for the CA.
             let ca_dir = tls_dir.join("server-ca");
             std::fs::create_dir_all(&ca_dir).unwrap();
@@ -348,6 +355,35 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
             "grace {grace}s for shutdown_timeout {shutdown}"
         );
 
+        // cert-manager writes the Secret the Deployment mounts, for the Service's names.
+        if let Some(certificate) = find(&docs, "Certificate") {
+            assert_eq!(
+                certificate["spec"]["secretName"].as_str(),
+                Some("pgrouter-tls")
+            );
+            let names: Vec<&str> = certificate["spec"]["dnsNames"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(|n| n.as_str())
+                .collect();
+            for service in docs
+                .iter()
+                .filter(|d| d["kind"].as_str() == Some("Service"))
+            {
+                let name = service["metadata"]["name"].as_str().unwrap();
+                assert!(
+                    names.contains(&format!("{name}.db.svc").as_str()),
+                    "{name} not in {names:?}"
+                );
+            }
+            assert_eq!(
+                certificate["spec"]["issuerRef"]["kind"].as_str(),
+                Some("ClusterIssuer")
+            );
+        } else {
+            assert!(values.is_none(), "full values enable cert-manager");
+        }
         if let Some(rule) = find(&docs, "PrometheusRule") {
             assert!(!rule["spec"]["groups"][0]["rules"]
                 .as_sequence()

@@ -79,16 +79,6 @@ impl Cluster {
         });
         assert!(caught_up, "standbys did not catch up with the primary");
     }
-
-    fn script(&self, args: &[&str]) -> std::process::Output {
-        Command::new("bash")
-            .arg(repo().join("scripts/dev-cluster.sh"))
-            .args(args)
-            .env("PGR_CLUSTER_DIR", &self.dir)
-            .env("PGR_BASE_PORT", self.base_port.to_string())
-            .output()
-            .expect("dev-cluster.sh runs")
-    }
 }
 
 pub fn postgres_available() -> bool {
@@ -141,18 +131,7 @@ fn start_cluster() -> Option<Cluster> {
         );
         return None;
     }
-    let base_port = free_port_block(3);
-    let dir =
-        std::env::temp_dir().join(format!("pgrouter-test-{}-{base_port}", std::process::id()));
-    let cluster = Cluster { dir, base_port };
-    let out = cluster.script(&["up"]);
-    assert!(
-        out.status.success(),
-        "dev-cluster.sh up failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    destroy_at_exit("scripts/dev-cluster.sh", &[], &cluster.dir, base_port);
+    let cluster = cluster_up(2, &[]);
     // A role that pgrouter lets in without a password (auth: trust) for raw-protocol tests.
     cluster.superuser_sql(
         "CREATE ROLE rawtest LOGIN PASSWORD 'raw'; GRANT ALL ON DATABASE app TO rawtest; \
@@ -166,6 +145,11 @@ fn start_cluster() -> Option<Cluster> {
 /// process exits. `None` without PostgreSQL, as [`cluster`].
 pub fn private_cluster(replicas: u16, env: &[(&str, &std::ffi::OsStr)]) -> Option<Cluster> {
     cluster()?;
+    Some(cluster_up(replicas, env))
+}
+
+/// `dev-cluster.sh up` on free ports with `replicas` standbys and `env`; torn down at exit.
+fn cluster_up(replicas: u16, env: &[(&str, &std::ffi::OsStr)]) -> Cluster {
     let base_port = free_port_block(replicas + 1);
     let dir =
         std::env::temp_dir().join(format!("pgrouter-test-{}-{base_port}", std::process::id()));
@@ -186,7 +170,7 @@ pub fn private_cluster(replicas: u16, env: &[(&str, &std::ffi::OsStr)]) -> Optio
         String::from_utf8_lossy(&out.stderr)
     );
     destroy_at_exit("scripts/dev-cluster.sh", &[], &cluster.dir, base_port);
-    Some(cluster)
+    cluster
 }
 
 /// Stops the routers and tears a cluster down (with `script destroy`) when this test process
@@ -622,4 +606,28 @@ pub fn issue_certificate(dir: &std::path::Path, stem: &str, cn: &str, ext: &str)
             &cnf,
         ],
     );
+}
+
+/// Where `client`'s statements run, from the servers: `pg_is_in_recovery()` in a read-write
+/// transaction (the primary: "f"), then as a plain read until one reaches a replica ("t"; up to
+/// 5 s). Routers under test give the primary read weight 0 for the second to be certain.
+pub async fn primary_then_replica(client: &tokio_postgres::Client) -> (String, String) {
+    let rows = client
+        .simple_query("BEGIN; SELECT pg_is_in_recovery(); COMMIT")
+        .await
+        .unwrap();
+    let primary = first_value(&rows).to_owned();
+    let mut replica = String::new();
+    for _ in 0..50 {
+        let rows = client
+            .simple_query("SELECT pg_is_in_recovery()")
+            .await
+            .unwrap();
+        replica = first_value(&rows).to_owned();
+        if replica == "t" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (primary, replica)
 }

@@ -1,6 +1,7 @@
 //! TLS towards clients with real certificates made by openssl and real libpq clients (psql):
 //! `sslmode=verify-full` against the test's CA, `tls.mode: require`, `min_version`, `hostssl`
-//! rules, and certificates rotated on `SIGHUP` while a TLS session stays open.
+//! rules, certificates rotated on `SIGHUP` while a TLS session stays open and clients keep
+//! connecting, client certificates, and PostgreSQL 17's direct TLS.
 
 use crate::harness::{cluster, make_certificates, psql, router_config, Certificates, Router};
 use std::io::{BufRead, BufReader, Write};
@@ -67,6 +68,24 @@ async fn clients_verify_pgrouter_and_tls_can_be_required() {
     let (ok, _, err) = psql(&url(&router, &verify(&other.ca)), &["-c", "SELECT 1"], None);
     assert!(!ok && err.contains("certificate verify failed"), "{err}");
 
+    // Under load: clients connecting over TLS in a loop throughout the rotation all succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            let url = url(&router, "sslmode=require");
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match psql(&url, &["-c", "SELECT 1"], None) {
+                        (true, _, _) => ok += 1,
+                        (false, _, err) => failed.push(err),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
     // A TLS session open across a certificate rotation keeps working; new clients get the new one.
     let mut open = Command::new("psql")
         .args(["-X", "-At", &url(&router, &verify(&first.ca))])
@@ -100,6 +119,15 @@ async fn clients_verify_pgrouter_and_tls_can_be_required() {
     );
     drop(input);
     let _ = open.wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in load {
+        let (ok, failed) = client.join().unwrap();
+        assert!(
+            ok > 0 && failed.is_empty(),
+            "{ok} logins, failures: {failed:?}"
+        );
+    }
     drop(router);
 
     // require: a client without TLS is refused, in PostgreSQL's words; TLS 1.3 only.

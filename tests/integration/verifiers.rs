@@ -3,7 +3,7 @@
 //! and an md5 hash. The verifiers and hashes are read from the real cluster; the clients are
 //! real (tokio-postgres, psql), in both pooling modes, on the primary and on a replica.
 
-use crate::harness::{cluster, connect, first_value, router_config, Router};
+use crate::harness::{cluster, connect, router_config, Router};
 
 fn stored(role: &str) -> String {
     let cluster = cluster().unwrap();
@@ -46,26 +46,13 @@ async fn users_configured_by_verifier_or_md5_hash_log_in_everywhere() {
             let client = connect(&router.conninfo(user, password))
                 .await
                 .unwrap_or_else(|e| panic!("{user} ({pool}): {e}\n{}", router.log_text()));
-            // A write-capable transaction on the primary, then a read on a replica (weights
+            // A read-write transaction on the primary, then a read on a replica (weights
             // 0/1/1 keep reads off the primary).
-            let rows = client
-                .simple_query("BEGIN; SELECT pg_is_in_recovery(); COMMIT")
-                .await
-                .unwrap();
-            assert_eq!(first_value(&rows), "f", "{user} ({pool}) on the primary");
-            let mut replica = String::new();
-            for _ in 0..50 {
-                let rows = client
-                    .simple_query("SELECT pg_is_in_recovery()")
-                    .await
-                    .unwrap();
-                replica = first_value(&rows).to_owned();
-                if replica == "t" {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            assert_eq!(replica, "t", "{user} ({pool}) on a replica");
+            assert_eq!(
+                crate::harness::primary_then_replica(&client).await,
+                ("f".into(), "t".into()),
+                "{user} ({pool}): the primary, then a replica"
+            );
         }
         // A wrong password is still refused in PostgreSQL's words.
         let err = connect(&router.conninfo("app", "wrong")).await.unwrap_err();
