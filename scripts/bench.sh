@@ -344,7 +344,17 @@ EOF
     printf '%s\n' "client_tls_sslmode = require" \
       "client_tls_cert_file = $PGB_DIR/server.crt" "client_tls_key_file = $PGB_DIR/server.key" >>"$PGB_INI"
   fi
-  printf '"app" "app"\n' >"$PGB_AUTH"
+  # The SCRAM verifier as the servers store it: PgBouncer then checks logins without deriving
+  # a key from a plaintext password on every login (and logs in to the server with the
+  # client's proof), as pgrouter derives its verifier once per process.
+  verifier=$("$PSQL" -X -q -h "$PGR_CLUSTER_DIR/pg0" -p "$PRIMARY_PORT" -U postgres -d postgres -Atc \
+    "select rolpassword from pg_authid where rolname = 'app'" 2>/dev/null || true)
+  if [[ $verifier == SCRAM-SHA-256\$* ]]; then
+    printf '"app" "%s"\n' "$verifier" >"$PGB_AUTH"
+  else
+    log "could not read app's SCRAM verifier; PgBouncer gets the plaintext password"
+    printf '"app" "app"\n' >"$PGB_AUTH"
+  fi
   chmod 0700 "$PGB_DIR"
   chmod 0600 "$PGB_INI" "$PGB_AUTH"
   ((TLS)) && chmod 0600 "$PGB_DIR/server.key"
@@ -574,7 +584,7 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
   echo '```'
   echo "PGPASSWORD=app $PGBENCH -i -s $SCALE -q -h 127.0.0.1 -p $PRIMARY_PORT -U app app   # once, if pgbench_accounts is missing"
   if [[ -n $PGB_BIN && -f $PGB_INI ]]; then
-    echo "$(pgb_start_cmd)   # PgBouncer; $PGB_AUTH holds: \"app\" \"app\""
+    echo "$(pgb_start_cmd)   # PgBouncer; $PGB_AUTH holds \"app\" and app's SCRAM verifier from pg_authid"
   fi
   for mode in "${MODES[@]}"; do
     for clients in "${CLIENTS[@]}"; do
