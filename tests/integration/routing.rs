@@ -531,3 +531,84 @@ async fn read_whose_replica_connection_breaks_is_rerun() {
         .unwrap();
     assert_eq!(ran, Ran::Primary);
 }
+
+/// Terminates, on any of `nodes`, the backends running a query that contains `marker`, once one
+/// shows up (within 10 s). Returns whether one did.
+fn terminate_when_running(cluster: &Cluster, nodes: &[usize], marker: &str) -> bool {
+    crate::harness::eventually(std::time::Duration::from_secs(10), || {
+        nodes.iter().any(|&node| {
+            cluster
+                .node_sql(
+                    node,
+                    &format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+                    ),
+                )
+                .contains('t')
+        })
+    })
+}
+
+/// A read that breaks its server connection everywhere (a query of death) runs at most twice:
+/// on the standby, then once on the primary; when that connection breaks too, the client gets
+/// the error, and the read is not sent anywhere a third time. A read that was running on the
+/// primary is never run again (the primary may have done it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_breaks_its_connections_runs_at_most_twice() {
+    let Some(router) = router() else { return };
+    let cluster = cluster().unwrap();
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    assert_eq!(
+        where_simple(&client, &format!("SELECT {WHERE}")).await,
+        Ran::Replica
+    );
+    let marker = format!("m{}", rand::random::<u32>());
+    let sql = format!("SELECT pg_sleep(2), '{marker}'");
+    let task = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
+    assert!(
+        terminate_when_running(cluster, &[1, 2], &marker),
+        "the read was running on a standby"
+    );
+    assert!(
+        terminate_when_running(cluster, &[0], &marker),
+        "the read was run on the primary after its standby connection broke"
+    );
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), task)
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "the client gets the error, not a third run"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for node in 0..3 {
+        let running = cluster.node_sql(
+            node,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+            ),
+        );
+        assert_eq!(running, "0", "run again on node {node}");
+    }
+
+    // Reads on the primary (read weight only there): a broken connection is not re-run.
+    let primary_reads = Router::start_weighted(cluster, [1, 0, 0], "");
+    let client = connect(&primary_reads.conninfo("app", "app"))
+        .await
+        .unwrap();
+    let marker = format!("m{}", rand::random::<u32>());
+    let sql = format!("SELECT pg_sleep(2), '{marker}'");
+    let task = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
+    assert!(terminate_when_running(cluster, &[0], &marker));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), task)
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "a read broken on the primary is not run again"
+    );
+}

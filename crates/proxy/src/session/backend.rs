@@ -39,9 +39,11 @@ pub(crate) struct Backend {
     pub(crate) sequences: Option<SequenceMark>,
     /// What the connection owes and which replies the client must not see.
     pub(crate) ledger: Ledger,
-    /// An autocommit read whose responses are held back until it is clear that it did not fail
-    /// with `25006` (a function that writes) and the connection did not break: until then it can
-    /// be re-run on the primary without the client noticing.
+    /// An autocommit read sent to a standby, whose responses are held back until it is clear
+    /// that it did not fail with `25006` (a function that writes) and the connection did not
+    /// break: until then it can be run on the primary instead without the client noticing. Only
+    /// a standby's run qualifies: a standby cannot have written anything, so running the
+    /// statement again elsewhere cannot repeat a side effect.
     pub(crate) retry: Option<Retry>,
 }
 
@@ -52,13 +54,7 @@ pub(crate) struct Retry {
     pub(crate) unit: bytes::Bytes,
     /// Its classifications.
     pub(crate) parts: Vec<std::sync::Arc<pgrouter_sql::Classification>>,
-    /// How many times it was re-run already (a connection checked out during a failover may
-    /// die before answering, too).
-    pub(crate) reruns: u8,
 }
-
-/// A read is re-run at most this many times before its error reaches the client.
-pub(crate) const MAX_RERUNS: u8 = 3;
 
 /// Responses held for a retryable read beyond this size are released (no retry then).
 pub(crate) const MAX_HELD: usize = 64 * 1024;

@@ -15,8 +15,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 impl Session<'_> {
-    /// Re-runs a held read on the primary: its replica rejected it with `25006` or the replica
-    /// connection broke before anything reached the client.
+    /// Runs a held read on the primary: its standby rejected it with `25006` or `0A000`, or the
+    /// standby's connection broke before anything reached the client. Once, and never held
+    /// again: if the primary's connection breaks too, the client gets the error, because the
+    /// primary may have run it (a read that crashes servers is not sent to a third).
     pub(super) async fn retry_on_primary(
         &mut self,
         client: &mut ClientConn,
@@ -34,16 +36,7 @@ impl Session<'_> {
         self.replay_into(slot, &mut prefix);
         self.point_cancel_at(slot);
         self.current = slot;
-        let (unit, parts) = (retry.unit.clone(), retry.parts.clone());
-        if retry.reruns < super::backend::MAX_RERUNS {
-            // Hold this answer too: the primary connection may be lost before answering.
-            if let Some(b) = self.backend(slot) {
-                b.retry = Some(super::backend::Retry {
-                    reruns: retry.reruns + 1,
-                    ..retry
-                });
-            }
-        }
+        let (unit, parts) = (retry.unit, retry.parts);
         // Its `Parse`s are classified again (from the cache): a retry is rare.
         self.send(slot, &unit, parts, &[], prefix).await
     }

@@ -299,16 +299,17 @@ impl Session<'_> {
             self.point_cancel_at(slot);
         }
         self.current = slot;
-        // Only a unit that is provably a read may be held for a re-run elsewhere.
+        // Only a unit that is provably a read, sent to a standby (which cannot write), may be
+        // held to run on the primary instead.
         let retryable = plan.is_read
             && self.state.tx_status == TransactionStatus::Idle
             && matches!(last_tag, Some(fe::SYNC | fe::QUERY));
         if retryable {
-            if let Some(b) = self.backend(slot) {
+            let primary = self.ctx.topology.load().primary;
+            if let Some(b) = self.backend(slot).filter(|b| Some(b.node) != primary) {
                 b.retry = Some(super::backend::Retry {
                     unit: bytes.clone(),
                     parts: plan.parts.clone(),
-                    reruns: 0,
                 });
             }
         }

@@ -125,13 +125,9 @@ impl Session<'_> {
                 let hidden_write = code.as_deref() == Some("25006");
                 let primary_only = code.as_deref() == Some("0A000");
                 if (hidden_write || primary_only) && self.endpoint.splits() {
-                    let Some(mut retry) = b.retry.take() else {
+                    let Some(retry) = b.retry.take() else {
                         continue;
                     };
-                    if hidden_write {
-                        // It writes: once sent to the primary it is never re-run.
-                        retry.reruns = super::backend::MAX_RERUNS;
-                    }
                     b.buf.advance(range.end);
                     b.walker.consumed(range.end);
                     b.ledger.request_moved_elsewhere();
