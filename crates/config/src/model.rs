@@ -263,6 +263,14 @@ pub struct ClientConfig {
     pub max_connections_per_user: u32,
     /// Client connections per database (`0`: no limit).
     pub max_connections_per_database: u32,
+    /// Connections still logging in (before authentication completes); more are refused at
+    /// once (`0`: no limit). Bounds what clients that never finish a login can hold.
+    pub max_pending_logins: u32,
+    /// Connections from one client address, logging in or logged in (`0`: no limit).
+    pub max_connections_per_address: u32,
+    /// A failed login (wrong password, no access rule, unknown user) gets its error this much
+    /// later, as PostgreSQL's `auth_delay`: password guessing slows down (`0s`: at once).
+    pub auth_failure_delay: Duration,
 }
 
 impl Default for ClientConfig {
@@ -273,6 +281,9 @@ impl Default for ClientConfig {
             max_connections: 10_000,
             max_connections_per_user: 0,
             max_connections_per_database: 0,
+            max_pending_logins: 1_000,
+            max_connections_per_address: 0,
+            auth_failure_delay: Duration::from_millis(500),
         }
     }
 }

@@ -175,8 +175,8 @@ pub struct ProxyContext {
     pub auth_query: crate::auth_query::AuthQuery,
     /// The file the configuration came from (`RELOAD` and `SIGHUP` read it again).
     config_path: Option<PathBuf>,
-    /// A verifier for users that do not exist, so their login fails exactly like a wrong password.
-    pub mock_scram: ScramSecret,
+    /// The per-process secret unknown users' verifiers are derived from ([`Self::mock_scram`]).
+    mock_secret: [u8; 32],
     /// How often a client's prepared statement was already on the server connection that ran it.
     pub prepared_stats: PreparedStats,
     /// Server connections kept for reuse, each with the prepared statements it holds.
@@ -229,7 +229,6 @@ impl ProxyContext {
     /// Builds the context, deriving every SCRAM verifier (PBKDF2) once, here. `config_path` is
     /// where `RELOAD` reads the configuration again.
     pub fn new(config: &Config, config_path: Option<PathBuf>) -> Self {
-        let mock_password: [u8; 16] = rand::random();
         let topology = Topology::new(config.nodes.iter().map(node_target).collect());
         let tls = crate::tls::acceptor(&config.tls)
             .inspect_err(|e| tracing::error!("{e}; clients get no TLS"))
@@ -255,7 +254,7 @@ impl ProxyContext {
             auth_query: crate::auth_query::AuthQuery::default(),
             live: ArcSwap::from_pointee(Live::new(config.clone(), 0, None)),
             config_path,
-            mock_scram: ScramSecret::generate(&format!("{mock_password:?}")),
+            mock_secret: rand::random(),
             pools: pgrouter_pool::Pools::new(config.nodes.len(), pool_settings(config)),
             topology,
             client_limits: crate::limits::ClientLimits::default(),
@@ -306,6 +305,12 @@ impl ProxyContext {
     /// Users allowed on the admin console.
     pub fn admin_users(&self) -> Vec<String> {
         self.live.load().config.admin.users.clone()
+    }
+
+    /// The verifier a login for the unknown user `name` goes through (see
+    /// [`ScramSecret::mock`]).
+    pub fn mock_scram(&self, name: &str) -> ScramSecret {
+        ScramSecret::mock(&self.mock_secret, name)
     }
 
     /// A user's current entry.

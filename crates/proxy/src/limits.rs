@@ -1,9 +1,12 @@
-//! Client connection limits (`client.max_connections`, per user, per database), refused with
-//! PostgreSQL's own errors.
+//! Client connection limits, refused with PostgreSQL's own errors: before authentication,
+//! logins in progress (`client.max_pending_logins`) and connections per client address
+//! (`client.max_connections_per_address`); after it, `client.max_connections`, per user and per
+//! database, so that sockets that never finish a login cannot lock a user out.
 
 use pgrouter_config::ClientConfig;
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
 /// Counts clients; touched at login and logout only.
@@ -17,6 +20,28 @@ struct Counts {
     total: u32,
     per_user: HashMap<String, u32>,
     per_database: HashMap<String, u32>,
+    pending: u32,
+    per_address: HashMap<IpAddr, u32>,
+}
+
+/// A connection counted against its address's limit until dropped.
+#[derive(Debug)]
+pub struct FromAddress<'a> {
+    limits: &'a ClientLimits,
+    address: IpAddr,
+}
+
+/// A login in progress, counted until dropped.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    limits: &'a ClientLimits,
+}
+
+fn too_many_clients() -> ErrorResponse {
+    ErrorResponse::fatal(
+        SqlState::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    )
 }
 
 /// A client counted against the limits until dropped.
@@ -28,7 +53,48 @@ pub struct Admitted<'a> {
 }
 
 impl ClientLimits {
-    /// Counts a client in, or refuses it as PostgreSQL would (`53300`).
+    /// Counts a new connection in, before anything is read from it: once for its address (for
+    /// its whole life), once as a login in progress (until its login ends). Refused, the client
+    /// gets `53300` at once.
+    pub fn accept<'a>(
+        &'a self,
+        config: &ClientConfig,
+        address: IpAddr,
+    ) -> Result<(FromAddress<'a>, Pending<'a>), ErrorResponse> {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let over = |limit: u32, n: u32| limit > 0 && n >= limit;
+        if over(config.max_pending_logins, c.pending) {
+            return Err(too_many_clients());
+        }
+        if over(
+            config.max_connections_per_address,
+            c.per_address.get(&address).copied().unwrap_or(0),
+        ) {
+            return Err(ErrorResponse::fatal(
+                SqlState::TOO_MANY_CONNECTIONS,
+                format!("too many connections from host \"{address}\""),
+            ));
+        }
+        c.pending += 1;
+        *c.per_address.entry(address).or_default() += 1;
+        Ok((
+            FromAddress {
+                limits: self,
+                address,
+            },
+            Pending { limits: self },
+        ))
+    }
+
+    /// Logins in progress now.
+    pub fn pending(&self) -> u32 {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+    }
+
+    /// Counts an authenticated client in, or refuses it as PostgreSQL would (`53300`).
     pub fn admit<'a>(
         &'a self,
         config: &ClientConfig,
@@ -38,10 +104,7 @@ impl ClientLimits {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let over = |limit: u32, n: u32| limit > 0 && n >= limit;
         if over(config.max_connections, c.total) {
-            return Err(ErrorResponse::fatal(
-                SqlState::TOO_MANY_CONNECTIONS,
-                "sorry, too many clients already",
-            ));
+            return Err(too_many_clients());
         }
         if over(
             config.max_connections_per_user,
@@ -85,7 +148,33 @@ impl Drop for Admitted<'_> {
     }
 }
 
-fn release(map: &mut HashMap<String, u32>, key: &str) {
+impl Drop for FromAddress<'_> {
+    fn drop(&mut self) {
+        let mut c = self
+            .limits
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        release(&mut c.per_address, &self.address);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut c = self
+            .limits
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        c.pending = c.pending.saturating_sub(1);
+    }
+}
+
+fn release<K>(map: &mut HashMap<K::Owned, u32>, key: &K)
+where
+    K: std::hash::Hash + Eq + ToOwned + ?Sized,
+    K::Owned: std::hash::Hash + Eq + std::borrow::Borrow<K>,
+{
     if let Some(n) = map.get_mut(key) {
         *n -= 1;
         if *n == 0 {
@@ -119,5 +208,33 @@ mod tests {
         );
         drop(a);
         limits.admit(&config, "u", "d").unwrap();
+    }
+
+    #[test]
+    fn pending_logins_and_addresses() {
+        let config = ClientConfig {
+            max_pending_logins: 2,
+            max_connections_per_address: 2,
+            ..ClientConfig::default()
+        };
+        let limits = ClientLimits::default();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (a1, a1_login) = limits.accept(&config, a).unwrap();
+        let (_a2, a2_login) = limits.accept(&config, a).unwrap();
+        // Two logins in progress: the next one waits for one to end.
+        let err = limits.accept(&config, b).unwrap_err();
+        assert_eq!(err.message, "sorry, too many clients already");
+        drop(a1_login);
+        drop(a2_login);
+        assert_eq!(limits.pending(), 0);
+        // Logged in, they still count for their address.
+        let err = limits.accept(&config, a).unwrap_err();
+        assert_eq!(
+            (err.code.code(), err.message.as_str()),
+            ("53300", "too many connections from host \"10.0.0.1\"")
+        );
+        let _b1 = limits.accept(&config, b).unwrap();
+        drop(a1);
+        let _a3 = limits.accept(&config, a).unwrap();
     }
 }

@@ -97,6 +97,22 @@ impl ScramSecret {
         Self::derive(password, &salt, DEFAULT_ITERATIONS)
     }
 
+    /// A verifier for a user that does not exist, so that its login fails exactly like a wrong
+    /// password: the salt is derived from `name` and a per-process `secret` (the same for a
+    /// name every time, different between names, as PostgreSQL's `scram_mock_salt`), so the
+    /// server-first message does not tell an unknown name from a known one. Its keys match no
+    /// proof a client could compute.
+    pub fn mock(secret: &[u8; 32], name: &str) -> Self {
+        let mut salt_input = b"salt\0".to_vec();
+        salt_input.extend_from_slice(name.as_bytes());
+        Self {
+            salt: hmac(secret, &salt_input)[..16].to_vec(),
+            iterations: DEFAULT_ITERATIONS,
+            stored_key: hmac(secret, b"stored key"),
+            server_key: hmac(secret, b"server key"),
+        }
+    }
+
     /// Parses a verifier as PostgreSQL stores it (`pg_authid.rolpassword`):
     /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64 parts. `None` when
     /// `text` is not one (PostgreSQL then takes it for a plaintext password).

@@ -120,7 +120,14 @@ pub(super) async fn authenticate(
             }
         }
         (AuthMethod::ScramSha256, _) => {
-            let secret = user.as_ref().map_or(&ctx.mock_scram, |u| &u.scram);
+            let mock;
+            let secret = match &user {
+                Some(u) => &u.scram,
+                None => {
+                    mock = ctx.mock_scram(&startup.user);
+                    &mock
+                }
+            };
             let client_key =
                 scram_exchange(client, secret, &mut out)
                     .await

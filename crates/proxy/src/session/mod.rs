@@ -87,7 +87,31 @@ pub async fn run(
             .clients
             .register(peer, pgrouter_topology::table::unix_now());
         let mut client = ClientConn::new(stream, Arc::clone(&registration.entry));
-        match serve(&mut client, &ctx, endpoint, &shutdown).await {
+        // Counted before anything is read: a flood of sockets that never log in is bounded.
+        let accepted = {
+            let live = ctx.live();
+            ctx.client_limits.accept(&live.config.client, peer.ip())
+        };
+        let (_from_address, pending) = match accepted {
+            Ok(counted) => counted,
+            Err(e) => {
+                stats.clients_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(reason = %e.message, "connection refused before its login");
+                client.send_error_and_close(&e).await;
+                return;
+            }
+        };
+        let mut pending = Some(pending);
+        let outcome = serve(&mut client, &ctx, endpoint, &shutdown, &mut pending).await;
+        if let Err(SessionError::Fatal(e)) = &outcome {
+            if matches!(e.code, SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION) {
+                // As PostgreSQL's auth_delay: a failed login answers late, still counted as a
+                // login in progress, so guessing passwords is slow and bounded.
+                tokio::time::sleep(ctx.live().config.client.auth_failure_delay.get()).await;
+            }
+        }
+        drop(pending);
+        match outcome {
             Ok(()) | Err(SessionError::ClientGone) => tracing::debug!("session ended"),
             Err(SessionError::Fatal(e)) => {
                 tracing::info!(code = e.code.code(), reason = %e.message, "session closed with error");
@@ -130,6 +154,7 @@ async fn serve(
     ctx: &ProxyContext,
     endpoint: Endpoint,
     shutdown: &CancellationToken,
+    pending: &mut Option<crate::limits::Pending<'_>>,
 ) -> Result<(), SessionError> {
     let login_timeout = ctx.live().config.client.login_timeout.get();
     let login = async {
@@ -174,13 +199,15 @@ async fn serve(
             auth::authenticate(client, ctx, &startup, required).await?;
             return Ok(Some(Login::Console));
         }
+        let user = auth::authenticate(client, ctx, &startup, required).await?;
+        // Counted once authenticated, as PostgreSQL checks its connection limits: clients that
+        // stop half-way through a login cannot lock a user or database out.
         let admitted = ctx
             .client_limits
             .admit(&ctx.live().config.client, &startup.user, &startup.database)
             .inspect_err(|_| {
                 ctx.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
             })?;
-        let user = auth::authenticate(client, ctx, &startup, required).await?;
         // Transaction pooling: once a login with these parameters has been seen, later ones are
         // answered with the parameters it reported, without taking a server connection (a
         // client that logs in while holding a transaction open elsewhere must not wait for one).
@@ -211,9 +238,13 @@ async fn serve(
     };
     let (startup, user, parameters, first_server, _admitted) =
         match tokio::time::timeout(login_timeout, login).await {
-            Ok(Ok(Some(Login::Session(s)))) => s,
+            Ok(Ok(Some(Login::Session(s)))) => {
+                *pending = None;
+                s
+            }
             Ok(Ok(Some(Login::Console))) => {
-                return crate::console::run(client, ctx, shutdown).await
+                *pending = None;
+                return crate::console::run(client, ctx, shutdown).await;
             }
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e),

@@ -50,9 +50,23 @@ pub(super) async fn read(
     if client.peek_first_byte().await == Some(TLS_HANDSHAKE) {
         direct_tls(client, tls).await?;
     }
+    // Each negotiation once per connection, as PostgreSQL (libpq may ask for GSS encryption,
+    // then for TLS); a repeated request is not a protocol version this server speaks.
+    let (mut asked_ssl, mut asked_gss) = (false, false);
     loop {
         match startup::read_startup(&mut client.buf) {
             Ok(Some(request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest))) => {
+                let (asked, code) = match request {
+                    StartupPacket::SslRequest => (&mut asked_ssl, "1234.5679"),
+                    _ => (&mut asked_gss, "1234.5680"),
+                };
+                if std::mem::replace(asked, true) {
+                    return Err(ErrorResponse::fatal(
+                        SqlState::FEATURE_NOT_SUPPORTED,
+                        format!("unsupported frontend protocol {code}: server supports 3.0 to 3.0"),
+                    )
+                    .into());
+                }
                 if !client.buf.is_empty() {
                     // Bytes sent before our answer could have been injected by a third party.
                     return Err(ErrorResponse::fatal(

@@ -1,0 +1,158 @@
+//! One hostile client never hurts the others: logins that never finish, floods from one
+//! address, repeated encryption requests, user-name probing and password guessing. Raw sockets
+//! do the hostile part; real clients (tokio-postgres) must keep working beside them.
+
+use crate::harness::{cluster, connect, Router};
+use crate::raw::{message, startup_packet, RawClient};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
+
+/// The salt in the server-first message pgrouter sends to a SCRAM login as `user`.
+fn scram_salt(port: u16, user: &str) -> String {
+    let mut c = RawClient::connect(port);
+    c.send(&startup_packet(
+        196_608,
+        &[("user", user), ("database", "app")],
+    ));
+    let (tag, _) = c.read_message().unwrap();
+    assert_eq!(tag, b'R', "AuthenticationSASL");
+    let first = b"n,,n=,r=abcdefghijklmnop";
+    let mut body = b"SCRAM-SHA-256\0".to_vec();
+    body.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    body.extend_from_slice(first);
+    c.send(&message(b'p', &body));
+    let (tag, body) = c.read_message().unwrap();
+    assert_eq!(tag, b'R');
+    let text = String::from_utf8_lossy(&body[4..]).into_owned();
+    text.split(',')
+        .find_map(|a| a.strip_prefix("s="))
+        .unwrap()
+        .to_owned()
+}
+
+/// A connection from `source` (a loopback address) to pgrouter, as a blocking socket.
+async fn from(source: &str, port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{source}:0").parse::<SocketAddr>().unwrap())
+        .unwrap();
+    let stream = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap()
+        .into_std()
+        .unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_logins_do_not_lock_anyone_out() {
+    let Some(cluster) = cluster() else { return };
+    let router = Router::start(
+        cluster,
+        "client: {max_pending_logins: 20, max_connections_per_address: 8, \
+         max_connections_per_user: 2, auth_failure_delay: 300ms}\n",
+    );
+    let port = router.port;
+
+    // Unknown users: a salt of their own, stable for the name, unlike a single mock salt.
+    let (a, b) = (scram_salt(port, "nobody_a"), scram_salt(port, "nobody_b"));
+    assert_ne!(a, b, "two unknown names share a salt");
+    assert_eq!(a, scram_salt(port, "nobody_a"), "a name's salt changes");
+
+    // A failed login answers after the delay, with PostgreSQL's error.
+    let started = Instant::now();
+    let err = connect(&router.conninfo("app", "wrong")).await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "28P01");
+    assert!(started.elapsed() >= Duration::from_millis(300), "no delay");
+
+    // One SSLRequest per connection (and one GSSENCRequest), as PostgreSQL.
+    for repeated in [SSL_REQUEST, GSSENC_REQUEST] {
+        let mut c = RawClient::connect(port);
+        c.send(&repeated);
+        assert_eq!(c.read_byte(), Some(b'N'));
+        c.send(&repeated);
+        let (severity, code, text) = c.expect_error();
+        assert_eq!((severity.as_str(), code.as_str()), ("FATAL", "0A000"));
+        assert!(
+            text.starts_with("unsupported frontend protocol 1234.56"),
+            "{text}"
+        );
+    }
+    let mut c = RawClient::connect(port);
+    c.send(&GSSENC_REQUEST);
+    assert_eq!(c.read_byte(), Some(b'N'));
+    c.send(&SSL_REQUEST);
+    assert_eq!(c.read_byte(), Some(b'N'), "GSS then TLS, as libpq asks");
+    drop(c);
+
+    // Half start-ups for app (the start-up packet, then silence) are not counted against app's
+    // limit of 2: real logins still work.
+    let mut half: Vec<RawClient> = (0..4)
+        .map(|_| {
+            let mut c = RawClient::connect(port);
+            c.send(&startup_packet(
+                196_608,
+                &[("user", "app"), ("database", "app")],
+            ));
+            c
+        })
+        .collect();
+    let one = connect(&router.conninfo("app", "app")).await.unwrap();
+    let two = connect(&router.conninfo("app", "app")).await.unwrap();
+    let err = connect(&router.conninfo("app", "app")).await.unwrap_err();
+    assert_eq!(
+        err.as_db_error().unwrap().message(),
+        "too many connections for role \"app\""
+    );
+    drop((one, two));
+    half.clear();
+
+    // One address may hold 8 connections (silent ones too); others are not affected.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(from("127.0.0.7", port).await);
+    }
+    let mut sixth = RawClient {
+        stream: from("127.0.0.7", port).await,
+    };
+    let (_, code, text) = sixth.expect_error();
+    assert_eq!(
+        (code.as_str(), text.as_str()),
+        ("53300", "too many connections from host \"127.0.0.7\"")
+    );
+    assert!(connect(&router.conninfo("app", "app")).await.is_ok());
+    drop(silent);
+
+    // Logins in progress are bounded on their own: 20 silent sockets from as many addresses
+    // fill them; the next connection is refused at once; when they go, logins work again.
+    let mut silent = Vec::new();
+    for i in 0..20 {
+        silent.push(from(&format!("127.0.1.{}", i + 1), port).await);
+    }
+    assert!(crate::harness::eventually(Duration::from_secs(5), || {
+        let mut probe = RawClient::connect(port);
+        probe.send(&startup_packet(
+            196_608,
+            &[("user", "app"), ("database", "app")],
+        ));
+        matches!(probe.read_message(), Some((b'E', body)) if String::from_utf8_lossy(&body).contains("sorry, too many clients already"))
+    }));
+    drop(silent);
+    let mut ok = false;
+    for _ in 0..50 {
+        if connect(&router.conninfo("app", "app")).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "logins work again once the silent sockets are gone");
+}
