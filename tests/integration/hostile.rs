@@ -156,3 +156,70 @@ async fn hostile_logins_do_not_lock_anyone_out() {
     }
     assert!(ok, "logins work again once the silent sockets are gone");
 }
+
+/// pgrouter's established TCP sockets, from `/proc`: (local port, remote port, a timer is
+/// armed). An idle connection has a timer only when keepalive is on (`tr` 2 in /proc/net/tcp).
+fn sockets_of(pid: u32) -> Vec<(u16, u16, bool)> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let text = target.to_string_lossy().into_owned();
+            text.strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    let port =
+        |address: &str| u16::from_str_radix(address.rsplit(':').next().unwrap(), 16).unwrap();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            (f.len() > 9 && f[3] == "01" && inodes.contains(f[9])).then(|| {
+                let timer = f[5].split(':').next().unwrap() != "00";
+                (port(f[1]), port(f[2]), timer)
+            })
+        })
+        .collect()
+}
+
+/// TCP keepalive is on for client and server sockets by default, and off when disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_on_client_and_server_sockets() {
+    let Some(cluster) = cluster() else { return };
+    for enabled in [true, false] {
+        let router = Router::start(
+            cluster,
+            &format!("tcp_keepalive: {{enabled: {enabled}, idle: 30s, interval: 5s, count: 3}}\n"),
+        );
+        let client = connect(&router.conninfo("app", "app")).await.unwrap();
+        // A write opens the primary connection; then everything is idle.
+        client
+            .simple_query("BEGIN; SELECT 1; COMMIT")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sockets = sockets_of(router.pid());
+        let to_client: Vec<_> = sockets.iter().filter(|s| s.0 == router.port).collect();
+        let to_primary: Vec<_> = sockets
+            .iter()
+            .filter(|s| s.1 == cluster.primary_port())
+            .collect();
+        assert!(
+            !to_client.is_empty() && !to_primary.is_empty(),
+            "{sockets:?}"
+        );
+        for socket in to_client.iter().chain(&to_primary) {
+            assert_eq!(
+                socket.2, enabled,
+                "keepalive {enabled}: {socket:?} in {sockets:?}"
+            );
+        }
+        drop(client);
+    }
+}

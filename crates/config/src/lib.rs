@@ -27,7 +27,7 @@ pub use model::DEFAULT_AUTH_QUERY;
 pub use model::{
     AdminConfig, AuthMethod, AuthQueryConfig, ClientConfig, Config, Discovery, HealthCheckConfig,
     HealthCheckLogin, NodeConfig, PatroniApiConfig, PoolConfig, PoolMode, RoutingConfig,
-    ServerTlsConfig, ServerTlsMode, StoredForm, TlsConfig, TlsMode, TlsVersion, TopologyConfig,
-    UserConfig,
+    ServerTlsConfig, ServerTlsMode, StoredForm, TcpKeepaliveConfig, TlsConfig, TlsMode, TlsVersion,
+    TopologyConfig, UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

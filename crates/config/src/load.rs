@@ -503,6 +503,24 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             return Err(invalid(text, key.into(), "must be positive"));
         }
     }
+    let keepalive = &config.tcp_keepalive;
+    if keepalive.enabled {
+        for (key, value) in [
+            ("tcp_keepalive.idle", keepalive.idle),
+            ("tcp_keepalive.interval", keepalive.interval),
+        ] {
+            if value.get() < std::time::Duration::from_secs(1) {
+                return Err(invalid(text, key.into(), "must be at least 1s"));
+            }
+        }
+        if keepalive.count == 0 {
+            return Err(invalid(
+                text,
+                "tcp_keepalive.count".into(),
+                "must be at least 1",
+            ));
+        }
+    }
     if config.topology.discover_members && config.topology.discovery == Discovery::Sql {
         return Err(invalid(
             text,

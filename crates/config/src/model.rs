@@ -57,6 +57,10 @@ pub struct Config {
     /// pgrouter's connections to the servers.
     #[serde(default)]
     pub server_tls: ServerTlsConfig,
+    /// TCP keepalive on client and server sockets, so that a peer that vanished (a crashed
+    /// host, a dropped network path) is noticed instead of waited for.
+    #[serde(default)]
+    pub tcp_keepalive: TcpKeepaliveConfig,
     /// Users not listed under `users` are looked up on the primary (PgBouncer's `auth_query`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_query: Option<AuthQueryConfig>,
@@ -526,6 +530,31 @@ pub enum ServerTlsMode {
     VerifyCa,
     /// TLS, with a certificate that chains to `ca_file` and names the host pgrouter connects to.
     VerifyFull,
+}
+
+/// `tcp_keepalive:` probes on idle TCP connections (client and server sockets).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpKeepaliveConfig {
+    /// Keepalive on (`false`: the operating system's default, usually off).
+    pub enabled: bool,
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is declared dead.
+    pub count: u32,
+}
+
+impl Default for TcpKeepaliveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            count: 6,
+        }
+    }
 }
 
 /// The default `auth_query.query`: name, stored password and the end of its validity (`VALID

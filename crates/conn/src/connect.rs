@@ -35,6 +35,8 @@ pub struct ServerTarget<'a> {
     /// clear text is answered on a connection without TLS (if not, the login fails with
     /// [`ConnError::UnsupportedAuth`] and the password is not sent).
     pub tls: &'a ServerTls,
+    /// TCP keepalive for the connection (`None`: the operating system's default).
+    pub keepalive: Option<crate::Keepalive>,
 }
 
 /// What pgrouter knows of a role's password.
@@ -107,6 +109,9 @@ async fn connect_inner(
         .await
         .map_err(io_err)?;
     tcp.set_nodelay(true).map_err(io_err)?;
+    if let Some(keepalive) = &target.keepalive {
+        keepalive.apply(&tcp).map_err(io_err)?;
+    }
     let addr = tcp.peer_addr().map_err(io_err)?;
     let mut stream = negotiate_tls(tcp, target, addr_text).await?;
     // `tls-server-end-point` of the server's certificate, for SCRAM-SHA-256-PLUS.

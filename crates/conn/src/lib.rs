@@ -20,6 +20,7 @@
 pub mod cancel;
 pub mod connect;
 pub mod error;
+pub mod keepalive;
 pub mod query;
 pub mod stream;
 pub mod tls;
@@ -27,6 +28,7 @@ pub mod tls;
 pub use cancel::send_cancel;
 pub use connect::{Credential, ServerConn, ServerTarget};
 pub use error::ConnError;
+pub use keepalive::Keepalive;
 pub use query::QueryOutcome;
 pub use stream::ServerStream;
 pub use tls::{client_config, server_name, ServerTls, TlsFiles, TlsPolicy, TlsSetupError};

@@ -202,6 +202,7 @@ async fn query(
             params: &params,
             timeout: config.pool.connect_timeout.get(),
             tls: &server_tls,
+            keepalive: ctx.keepalive(),
         };
         let conn = ServerConn::connect(&target)
             .await

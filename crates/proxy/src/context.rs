@@ -282,6 +282,11 @@ impl ProxyContext {
         self.tls.load_full()
     }
 
+    /// TCP keepalive for client and server sockets (`tcp_keepalive:`), `None` when off.
+    pub fn keepalive(&self) -> Option<pgrouter_conn::Keepalive> {
+        crate::reload::keepalive(&self.live.load().config)
+    }
+
     /// TLS towards the servers in force.
     pub fn server_tls(&self) -> Arc<pgrouter_conn::ServerTls> {
         self.server_tls.load_full()

@@ -156,6 +156,16 @@ pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Strin
     }
 }
 
+/// TCP keepalive for client and server sockets, `None` when `tcp_keepalive.enabled` is off.
+pub fn keepalive(config: &Config) -> Option<pgrouter_conn::Keepalive> {
+    let k = &config.tcp_keepalive;
+    k.enabled.then(|| pgrouter_conn::Keepalive {
+        idle: k.idle.get(),
+        interval: k.interval.get(),
+        count: k.count,
+    })
+}
+
 /// The health checks' settings, from the configuration and the server TLS built from it.
 pub fn monitor_settings(
     config: &Config,
@@ -174,6 +184,7 @@ pub fn monitor_settings(
         login: config.health_check_login(),
         server_tls,
         patroni_api,
+        keepalive: keepalive(config),
         policy: Policy {
             discovery: config.topology.discovery,
             max_lag_bytes: config.routing.max_replica_lag_bytes.bytes(),

@@ -54,6 +54,8 @@ pub struct MonitorSettings {
     pub server_tls: Arc<pgrouter_conn::ServerTls>,
     /// `topology.patroni:`, for Patroni's REST API.
     pub patroni_api: Arc<crate::http::HttpClient>,
+    /// `tcp_keepalive:`, for the probes' connections.
+    pub keepalive: Option<pgrouter_conn::Keepalive>,
     /// Lag thresholds.
     pub policy: Policy,
 }
@@ -759,6 +761,7 @@ fn probe_login(node: &NodeTarget, settings: &MonitorSettings) -> ProbeLogin {
         database: settings.login.database.clone(),
         timeout: settings.timeout,
         tls: Arc::clone(&settings.server_tls),
+        keepalive: settings.keepalive,
     }
 }
 
@@ -784,6 +787,7 @@ mod tests {
             discover_members: false,
             server_tls: Arc::new(pgrouter_conn::ServerTls::disabled(false)),
             patroni_api: Arc::default(),
+            keepalive: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             max_failures: 3,

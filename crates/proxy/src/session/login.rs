@@ -192,6 +192,7 @@ impl ServerLogin<'_> {
             params: &startup.server_params,
             timeout,
             tls: &server_tls,
+            keepalive: ctx.keepalive(),
         };
         ctx.track_new_nodes();
         let started = std::time::Instant::now();

@@ -81,6 +81,11 @@ pub async fn run(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
+        if let Some(keepalive) = ctx.keepalive() {
+            if let Err(e) = keepalive.apply(&stream) {
+                tracing::debug!(error = %e, "setting TCP keepalive failed");
+            }
+        }
         let stats = &ctx.stats;
         stats.clients_accepted.fetch_add(1, Ordering::Relaxed);
         let registration = ctx

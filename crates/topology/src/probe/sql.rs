@@ -51,6 +51,8 @@ pub(crate) struct ProbeLogin {
     pub(crate) timeout: Duration,
     /// `server_tls:`.
     pub(crate) tls: Arc<ServerTls>,
+    /// `tcp_keepalive:`.
+    pub(crate) keepalive: Option<pgrouter_conn::Keepalive>,
 }
 
 /// What a node's server said between probes.
@@ -102,6 +104,7 @@ impl SqlProbe {
                 params: &params,
                 timeout: self.login.timeout,
                 tls: &self.login.tls,
+                keepalive: self.login.keepalive,
             };
             let conn = ServerConn::connect(&target)
                 .await
