@@ -223,3 +223,111 @@ async fn keepalive_on_client_and_server_sockets() {
         drop(client);
     }
 }
+
+/// Reads through the next ReadyForQuery; returns the ErrorResponse fields (code, message) seen
+/// on the way, if any.
+fn until_ready(c: &mut RawClient) -> Option<(String, String)> {
+    let mut error = None;
+    loop {
+        let (tag, body) = c.read_message().expect("an answer");
+        match tag {
+            b'E' => {
+                let fields: std::collections::HashMap<u8, String> = body
+                    .split(|b| *b == 0)
+                    .filter(|f| !f.is_empty())
+                    .map(|f| (f[0], String::from_utf8_lossy(&f[1..]).into_owned()))
+                    .collect();
+                error = Some((fields[&b'C'].clone(), fields[&b'M'].clone()));
+            }
+            b'Z' => return error,
+            _ => {}
+        }
+    }
+}
+
+/// `client.idle_timeout`, `idle_transaction_timeout` (the transaction is rolled back) and
+/// `query_timeout` (the request is cancelled on the server, the session goes on), in both
+/// pooling modes; waiting for a slow server is not idleness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_query_timeouts() {
+    let Some(cluster) = cluster() else { return };
+    cluster.superuser_sql(
+        "CREATE TABLE IF NOT EXISTS idle_tx_probe(v text); GRANT ALL ON idle_tx_probe TO rawtest",
+    );
+    for pool in ["session", "transaction"] {
+        let router = Router::start(
+            cluster,
+            &format!(
+                "pool: {{mode: {pool}}}\nclient: {{idle_timeout: 1s, idle_transaction_timeout: 1s, query_timeout: 1s}}\n"
+            ),
+        );
+        // Idle outside a transaction.
+        let mut c = RawClient::login(router.port, "rawtest");
+        c.send_query("SELECT 1");
+        assert_eq!(until_ready(&mut c), None);
+        let started = Instant::now();
+        let (severity, code, text) = c.expect_error();
+        assert_eq!(
+            (severity.as_str(), code.as_str(), text.as_str()),
+            (
+                "FATAL",
+                "57P05",
+                "terminating connection due to idle-session timeout"
+            ),
+            "{pool}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(900));
+
+        // Idle inside a transaction: closed, and what it wrote is rolled back.
+        let marker = format!("{pool}-{}", rand::random::<u32>());
+        let mut c = RawClient::login(router.port, "rawtest");
+        c.send_query(&format!(
+            "BEGIN; INSERT INTO idle_tx_probe VALUES ('{marker}')"
+        ));
+        assert_eq!(until_ready(&mut c), None);
+        let (severity, code, text) = c.expect_error();
+        assert_eq!(
+            (severity.as_str(), code.as_str(), text.as_str()),
+            (
+                "FATAL",
+                "25P03",
+                "terminating connection due to idle-in-transaction timeout"
+            ),
+            "{pool}"
+        );
+        // No server backend is left holding the transaction, and the row never commits.
+        assert!(
+            crate::harness::eventually(Duration::from_secs(5), || cluster.superuser_sql(&format!(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE state LIKE 'idle in transaction%' AND query LIKE '%{marker}%'"
+            )) == "0"),
+            "{pool}: the transaction is still open on the server"
+        );
+        assert_eq!(
+            cluster.superuser_sql(&format!(
+                "SELECT count(*) FROM idle_tx_probe WHERE v = '{marker}'"
+            )),
+            "0"
+        );
+
+        // A request the server does not finish in time is cancelled; the session goes on.
+        let mut c = RawClient::login(router.port, "rawtest");
+        let started = Instant::now();
+        c.send_query("SELECT pg_sleep(10)");
+        let error = until_ready(&mut c);
+        assert_eq!(
+            error.as_ref().map(|(code, _)| code.as_str()),
+            Some("57014"),
+            "{pool}: {error:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(8), "not cancelled");
+        c.send_query("SELECT 2");
+        assert_eq!(until_ready(&mut c), None, "{pool}: the session goes on");
+    }
+
+    // Only an idle timeout: a query that keeps the server busy longer is not idleness.
+    let router = Router::start(cluster, "client: {idle_timeout: 1s}\n");
+    let mut c = RawClient::login(router.port, "rawtest");
+    c.send_query("SELECT pg_sleep(1.5)");
+    assert_eq!(until_ready(&mut c), None);
+}

@@ -275,6 +275,16 @@ pub struct ClientConfig {
     /// A failed login (wrong password, no access rule, unknown user) gets its error this much
     /// later, as PostgreSQL's `auth_delay`: password guessing slows down (`0s`: at once).
     pub auth_failure_delay: Duration,
+    /// A session idle this long outside a transaction is closed (`0s`: never), as PostgreSQL's
+    /// `idle_session_timeout`.
+    pub idle_timeout: Duration,
+    /// A session idle this long inside a transaction is closed and the transaction rolled back
+    /// (`0s`: never), as PostgreSQL's `idle_in_transaction_session_timeout`.
+    pub idle_transaction_timeout: Duration,
+    /// A request the server has not finished answering after this long is cancelled on the
+    /// server (`0s`: never); a server that ignores the cancel for as long again loses the
+    /// session.
+    pub query_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -288,6 +298,9 @@ impl Default for ClientConfig {
             max_pending_logins: 1_000,
             max_connections_per_address: 0,
             auth_failure_delay: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(0),
+            idle_transaction_timeout: Duration::from_secs(0),
+            query_timeout: Duration::from_secs(0),
         }
     }
 }

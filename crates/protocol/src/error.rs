@@ -30,6 +30,10 @@ impl SqlState {
     pub const CANNOT_CONNECT_NOW: Self = Self("57P03");
     /// `57014` query_canceled.
     pub const QUERY_CANCELED: Self = Self("57014");
+    /// `25P03` idle_in_transaction_session_timeout.
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: Self = Self("25P03");
+    /// `57P05` idle_session_timeout.
+    pub const IDLE_SESSION_TIMEOUT: Self = Self("57P05");
     /// `42P05` duplicate_prepared_statement.
     pub const DUPLICATE_PREPARED_STATEMENT: Self = Self("42P05");
     /// `XX000` internal_error.

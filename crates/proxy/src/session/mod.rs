@@ -36,6 +36,7 @@ mod relay;
 mod server_output;
 mod startup;
 mod state;
+mod timeouts;
 mod unit;
 
 use crate::cancel::{CancelSlot, ServerKey};

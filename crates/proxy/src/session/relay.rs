@@ -177,6 +177,36 @@ impl<'a> Session<'a> {
             && client.buf.is_empty()
     }
 
+    /// `client.idle_timeout`, `idle_transaction_timeout` and `query_timeout` in force.
+    pub(super) fn timeout_limits(&self) -> super::timeouts::Limits {
+        let client = &self.ctx.live().config.client;
+        super::timeouts::Limits {
+            idle: client.idle_timeout.get(),
+            idle_in_transaction: client.idle_transaction_timeout.get(),
+            query: client.query_timeout.get(),
+        }
+    }
+
+    /// `client.query_timeout` expired: asks the server that owes the answer to cancel the
+    /// request (its error then reaches the client as usual, 57014).
+    pub(super) async fn cancel_busy_request(&self) {
+        let Some(slot) = self.busy() else { return };
+        let backend = match slot {
+            Slot::Primary => self.primary.as_ref(),
+            Slot::Read => self.read.as_ref(),
+        };
+        let Some((addr, (process_id, secret_key))) =
+            backend.and_then(|b| b.conn.backend_key.map(|key| (b.conn.addr, key)))
+        else {
+            return;
+        };
+        tracing::info!(server = %addr, "client.query_timeout expired: cancelling the request on the server");
+        let timeout = self.ctx.live().config.pool.connect_timeout.get();
+        if let Err(e) = pgrouter_conn::send_cancel(addr, process_id, secret_key, timeout).await {
+            tracing::warn!(error = %e, server = %addr, "cancel request for client.query_timeout failed");
+        }
+    }
+
     pub(super) fn facts(&self) -> SessionFacts {
         SessionFacts {
             pinned: self.state.pin.is_some(),
@@ -196,6 +226,11 @@ pub(super) async fn relay(
     session.release_if_idle(Slot::Primary).await;
     // Set when shutdown begins: the session ends once it is idle, or at this deadline.
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // The idle, idle-in-transaction and query timers (client.*_timeout).
+    let mut last_activity = tokio::time::Instant::now();
+    let mut busy_since: Option<tokio::time::Instant> = None;
+    let mut cancel_sent_at: Option<tokio::time::Instant> = None;
+    let mut timing_was_on = false;
     loop {
         if drain_deadline.is_some() && session.is_quiescent(client) {
             return Err(shutting_down(false));
@@ -204,6 +239,31 @@ pub(super) async fn relay(
             Drain::Terminated => return Ok(()),
             Drain::Blocked => true,
             Drain::NeedMore => false,
+        };
+        let limits = session.timeout_limits();
+        // Clock reads only when a timer is configured; a reload that turns one on starts it
+        // from now, not from the last activity seen before.
+        let timing = limits.any();
+        if timing && !timing_was_on {
+            last_activity = tokio::time::Instant::now();
+        }
+        timing_was_on = timing;
+        let timer = {
+            if session.busy().is_some() {
+                busy_since.get_or_insert(last_activity);
+            } else {
+                (busy_since, cancel_sent_at) = (None, None);
+            }
+            super::timeouts::next(
+                &limits,
+                &super::timeouts::Facts {
+                    busy_since,
+                    cancel_sent_at,
+                    in_transaction: session.state.tx_status != TransactionStatus::Idle
+                        || session.deferred_begin.is_some(),
+                    last_activity,
+                },
+            )
         };
         super::client::reserve_for_read(&mut client.buf);
         tokio::select! {
@@ -216,9 +276,47 @@ pub(super) async fn relay(
                     // was open) when it ends.
                     return Err(SessionError::ClientGone);
                 }
+                if timing {
+                    last_activity = tokio::time::Instant::now();
+                }
             }
-            read = read_opt(&mut session.primary) => session.relay_server_output(client, Slot::Primary, read).await?,
-            read = read_opt(&mut session.read) => session.relay_server_output(client, Slot::Read, read).await?,
+            read = read_opt(&mut session.primary) => {
+                session.relay_server_output(client, Slot::Primary, read).await?;
+                if timing {
+                    last_activity = tokio::time::Instant::now();
+                }
+            }
+            read = read_opt(&mut session.read) => {
+                session.relay_server_output(client, Slot::Read, read).await?;
+                if timing {
+                    last_activity = tokio::time::Instant::now();
+                }
+            }
+            _ = tokio::time::sleep_until(timer.map_or_else(tokio::time::Instant::now, |(at, _)| at)), if timer.is_some() => {
+                use super::timeouts::Expired;
+                match timer.map(|(_, expired)| expired) {
+                    Some(Expired::Idle) => return Err(ErrorResponse::fatal(
+                        SqlState::IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to idle-session timeout",
+                    ).into()),
+                    Some(Expired::IdleInTransaction) => return Err(ErrorResponse::fatal(
+                        SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
+                        "terminating connection due to idle-in-transaction timeout",
+                    ).into()),
+                    Some(Expired::Query) => {
+                        cancel_sent_at = Some(tokio::time::Instant::now());
+                        session.cancel_busy_request().await;
+                    }
+                    Some(Expired::CancelIgnored) => {
+                        tracing::warn!("the server ignored the cancel request of client.query_timeout; closing the session");
+                        return Err(ErrorResponse::fatal(
+                            SqlState::CONNECTION_FAILURE,
+                            "terminating connection because the server did not answer within client.query_timeout, nor cancel the request",
+                        ).into());
+                    }
+                    None => {}
+                }
+            }
             _ = shutdown.cancelled(), if drain_deadline.is_none() => {
                 let timeout = session.ctx.live().config.shutdown_timeout.get();
                 drain_deadline = Some(tokio::time::Instant::now() + timeout);
