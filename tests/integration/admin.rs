@@ -567,3 +567,89 @@ async fn sighup_reloads_passwords_and_weights_without_dropping_clients() {
     kept.simple_query("SELECT 1").await.unwrap();
     assert!(http(&addr, "GET", "/nodes").1.contains(r#""weight": 5"#));
 }
+
+/// The admin port under abuse: hundreds of sockets that send nothing, or half a request, never
+/// make `/health` wait (they are dropped after a short header timeout); `/metrics` and `/nodes`
+/// require `admin.http_auth` when it is set (the probes never do); and user or database names
+/// a client sends before authenticating never become metric label values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_resists_slow_clients_and_guards_metrics() {
+    use crate::harness::http_with;
+    use std::io::{Read, Write};
+    let Some(cluster) = cluster() else { return };
+    let router = Router::start_in(&cluster.dir, |port| {
+        router_config(cluster, port, [1, 1, 1], "").replace(
+            "admin: {users: [boss]}",
+            "admin: {users: [boss], http_auth: {bearer_token: s3cret-token, username: prom, password: prom-pw}}",
+        )
+    });
+    let admin = router.admin_addr();
+
+    // 300 slow sockets: silence, or a request line without its end.
+    let mut slow: Vec<std::net::TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(&admin).unwrap();
+            if i % 2 == 0 {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+            }
+            s
+        })
+        .collect();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, body) = http(&admin, "GET", "/health");
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "/health waited {:?} behind slow clients",
+            started.elapsed()
+        );
+    }
+    // They are closed after the header timeout (2 s), not held.
+    let first = &mut slow[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    assert!(matches!(first.read(&mut b), Ok(0) | Err(_)));
+    slow.clear();
+
+    // Authentication for /metrics and /nodes only.
+    assert_eq!(http(&admin, "GET", "/metrics").0, 401);
+    assert_eq!(http(&admin, "GET", "/nodes").0, 401);
+    assert_eq!(http(&admin, "GET", "/ready").0, 200);
+    assert_eq!(
+        http_with(&admin, "GET", "/metrics", "Authorization: Bearer wrong\r\n").0,
+        401
+    );
+    let bearer = "Authorization: Bearer s3cret-token\r\n";
+    assert_eq!(http_with(&admin, "GET", "/nodes", bearer).0, 200);
+    let basic = "Authorization: Basic cHJvbTpwcm9tLXB3\r\n"; // prom:prom-pw
+    assert_eq!(http_with(&admin, "GET", "/metrics", basic).0, 200);
+
+    // Names sent before authentication are not label values.
+    let made_up = format!("made_up_{}", rand::random::<u32>());
+    let mut half = crate::raw::RawClient::connect(router.port);
+    half.send(&crate::raw::startup_packet(
+        196_608,
+        &[("user", &made_up), ("database", &made_up)],
+    ));
+    let client = crate::harness::connect(&router.conninfo("app", "app"))
+        .await
+        .unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    let metrics = crate::harness::eventually(Duration::from_secs(10), || {
+        let (_, body) = http_with(&admin, "GET", "/metrics", bearer);
+        body.contains("user=\"(unauthenticated)\"") && body.contains("user=\"app\"")
+    });
+    assert!(
+        metrics,
+        "clients logging in are counted under (unauthenticated)"
+    );
+    let (_, body) = http_with(&admin, "GET", "/metrics", bearer);
+    assert!(
+        !body.contains(&made_up),
+        "a made-up name became a label value"
+    );
+    drop(half);
+}

@@ -415,6 +415,11 @@ pub async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, tokio_pos
 
 /// A plain HTTP/1.1 request; returns the status code and the body.
 pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    http_with(addr, method, path, "")
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+pub fn http_with(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
     use std::io::Read;
     let mut stream = TcpStream::connect(addr).expect("admin endpoint reachable");
     stream
@@ -422,7 +427,7 @@ pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
         .unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

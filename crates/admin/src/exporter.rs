@@ -31,6 +31,9 @@ pub enum ExporterError {
     Build(String),
 }
 
+/// The user and database label value of clients that have not authenticated yet.
+pub const UNAUTHENTICATED: &str = "(unauthenticated)";
+
 /// Renders `/metrics`.
 pub struct Exporter {
     handle: PrometheusHandle,
@@ -162,7 +165,8 @@ impl Exporter {
         self.update_connections(ctx);
     }
 
-    /// Clients by state and server connections by state, per user and database.
+    /// Clients by state and server connections by state, per user and database (authenticated
+    /// ones; clients still logging in are counted under [`UNAUTHENTICATED`]).
     fn update_connections(&self, ctx: &ProxyContext) {
         let mut gauges: BTreeMap<Vec<(&'static str, String)>, (&'static str, f64)> =
             BTreeMap::new();
@@ -170,9 +174,16 @@ impl Exporter {
         let (received, sent) = ctx.client_bytes(&clients);
         for c in &clients {
             let Some(login) = c.login.get() else { continue };
+            // Names are label values only once the client has authenticated: before that they
+            // are whatever a client made up, and would make series without bound.
+            let (user, database) = if c.authenticated.load(std::sync::atomic::Ordering::Relaxed) {
+                (login.user.clone(), login.database.clone())
+            } else {
+                (UNAUTHENTICATED.to_owned(), UNAUTHENTICATED.to_owned())
+            };
             let key = vec![
-                ("user", login.user.clone()),
-                ("database", login.database.clone()),
+                ("user", user.clone()),
+                ("database", database.clone()),
                 ("state", c.state().as_str().to_owned()),
             ];
             gauges
@@ -182,8 +193,8 @@ impl Exporter {
             for (node, _) in [c.primary.get(), c.read.get()].into_iter().flatten() {
                 let key = vec![
                     ("node", ctx.node_name(node)),
-                    ("user", login.user.clone()),
-                    ("database", login.database.clone()),
+                    ("user", user.clone()),
+                    ("database", database.clone()),
                     ("state", "active".to_owned()),
                 ];
                 gauges

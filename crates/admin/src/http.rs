@@ -11,6 +11,8 @@ pub struct Request {
     pub method: Method,
     /// The path, without the query string.
     pub path: String,
+    /// The `Authorization` header's value, if any.
+    pub authorization: Option<String>,
 }
 
 /// The methods served.
@@ -79,17 +81,44 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, BadRequest> {
         _ => return Err(BadRequest::Malformed),
     };
     let path = target.split('?').next().unwrap_or(target).to_owned();
-    Ok(Some(Request { method, path }))
+    let authorization = head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("authorization")
+            .then(|| value.trim().to_owned())
+    });
+    Ok(Some(Request {
+        method,
+        path,
+        authorization,
+    }))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Standard base64 with padding (RFC 4648), for basic authentication.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// A complete response: status line, headers, and the body unless `head_only`.
 pub fn response(status: (u16, &str), content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    response_with(status, content_type, "", body, head_only)
+}
+
+/// [`response`] with extra header lines (each ending in `\r\n`).
+pub fn response_with(
+    status: (u16, &str),
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra_headers}Connection: close\r\n\r\n",
         status.0,
         status.1,
         body.len()
@@ -112,6 +141,7 @@ mod tests {
             Ok(Some(Request {
                 method: Method::Get,
                 path: path.into(),
+                authorization: None,
             }))
         };
         let cases: &[(&[u8], Result<Option<Request>, BadRequest>)] = &[
@@ -123,6 +153,15 @@ mod tests {
                 Ok(Some(Request {
                     method: Method::Head,
                     path: "/health".into(),
+                    authorization: None,
+                })),
+            ),
+            (
+                b"GET /nodes HTTP/1.1\r\nHost: x\r\nauthorization:  Bearer abc \r\n\r\n",
+                Ok(Some(Request {
+                    method: Method::Get,
+                    path: "/nodes".into(),
+                    authorization: Some("Bearer abc".into()),
                 })),
             ),
             (b"GET /metrics HTTP/1.1\r\nHost: x\r\n", Ok(None)),
@@ -167,7 +206,7 @@ mod tests {
             let head = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
             prop_assert_eq!(
                 parse_head(head.as_bytes()),
-                Ok(Some(Request { method: Method::Get, path }))
+                Ok(Some(Request { method: Method::Get, path, authorization: None }))
             );
         }
     }

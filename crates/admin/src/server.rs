@@ -11,10 +11,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 64;
-/// A client has this long to send its request and read the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once (reading a request, or answering one); more are closed at once.
+/// Far above what probes and scrapers need, far below what would exhaust file descriptors.
+const MAX_CONNECTIONS: usize = 1024;
+/// A client has this long to send its request head: a slow sender cannot hold a slot for long.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// And this long to read the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `/metrics` and `/nodes` rendered at once; more get 503 at once. The probes (`/health`,
+/// `/ready`) need no slot: nothing else can make them wait.
+const MAX_RENDERS: usize = 4;
 
 /// Serves the admin endpoints on `listener` until `shutdown`.
 pub async fn serve(
@@ -23,31 +29,26 @@ pub async fn serve(
     exporter: Arc<Exporter>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let renders = Arc::new(Semaphore::new(MAX_RENDERS));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = Arc::clone(&slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, _)) => {
+                // Full: this connection is closed at once rather than queued behind others.
+                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                    tracing::debug!("admin HTTP: too many connections; closing a new one");
+                    continue;
+                };
                 let ctx = Arc::clone(&ctx);
                 let exporter = Arc::clone(&exporter);
+                let renders = Arc::clone(&renders);
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if tokio::time::timeout(IO_TIMEOUT, answer(stream, &ctx, &exporter))
-                        .await
-                        .is_err()
-                    {
-                        tracing::debug!("admin HTTP client too slow; closed");
-                    }
+                    answer(stream, &ctx, &exporter, &renders).await;
                 });
             }
             Err(e) => {
@@ -58,30 +59,107 @@ pub async fn serve(
     }
 }
 
-async fn answer(mut stream: TcpStream, ctx: &ProxyContext, exporter: &Exporter) {
+async fn read_head(stream: &mut TcpStream) -> Option<Result<http::Request, http::BadRequest>> {
     let mut buf = Vec::with_capacity(1024);
-    let request = loop {
+    loop {
         match http::parse_head(&buf) {
-            Ok(Some(r)) => break Ok(r),
+            Ok(Some(r)) => return Some(Ok(r)),
             Ok(None) => {}
-            Err(e) => break Err(e),
+            Err(e) => return Some(Err(e)),
         }
         let mut chunk = [0u8; 1024];
         match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    ctx: &ProxyContext,
+    exporter: &Exporter,
+    renders: &Semaphore,
+) {
+    let request = match tokio::time::timeout(HEADER_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!("admin HTTP client too slow to send its request; closed");
+            return;
         }
     };
     let response = match request {
         Err(e) => http::response(e.status(), "text/plain", format!("{e}\n").as_bytes(), false),
         Ok(r) => {
             let head = r.method == Method::Head;
-            let (status, content_type, body) = route(&r.path, ctx, exporter);
-            http::response(status, content_type, body.as_bytes(), head)
+            let protected = matches!(r.path.as_str(), "/metrics" | "/nodes");
+            if protected && !authorized(ctx, r.authorization.as_deref()) {
+                http::response_with(
+                    (401, "Unauthorized"),
+                    "text/plain",
+                    "WWW-Authenticate: Basic realm=\"pgrouter\"\r\n",
+                    b"authentication required: admin.http_auth\n",
+                    head,
+                )
+            } else if protected {
+                match renders.try_acquire() {
+                    Ok(_rendering) => {
+                        let (status, content_type, body) = route(&r.path, ctx, exporter);
+                        http::response(status, content_type, body.as_bytes(), head)
+                    }
+                    Err(_) => http::response(
+                        UNAVAILABLE,
+                        "text/plain",
+                        b"busy: too many /metrics and /nodes requests at once\n",
+                        head,
+                    ),
+                }
+            } else {
+                let (status, content_type, body) = route(&r.path, ctx, exporter);
+                http::response(status, content_type, body.as_bytes(), head)
+            }
         }
     };
-    let _ = stream.write_all(&response).await;
-    let _ = stream.shutdown().await;
+    let write = async {
+        let _ = stream.write_all(&response).await;
+        let _ = stream.shutdown().await;
+    };
+    if tokio::time::timeout(WRITE_TIMEOUT, write).await.is_err() {
+        tracing::debug!("admin HTTP client too slow to read its answer; closed");
+    }
+}
+
+/// Whether the request may see `/metrics` and `/nodes`: always without `admin.http_auth`, else
+/// with its bearer token or its user and password (compared in constant time).
+fn authorized(ctx: &ProxyContext, authorization: Option<&str>) -> bool {
+    let config = ctx.config();
+    let Some(auth) = &config.admin.http_auth else {
+        return true;
+    };
+    let Some(given) = authorization else {
+        return false;
+    };
+    let same = |a: &str, b: &str| {
+        use subtle::ConstantTimeEq;
+        a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    };
+    let (scheme, value) = given.split_once(' ').unwrap_or((given, ""));
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return auth
+            .bearer_token
+            .as_ref()
+            .is_some_and(|token| same(value, token.expose()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let (Some(user), Some(password)) = (&auth.username, &auth.password) else {
+            return false;
+        };
+        let expected = crate::http::base64(format!("{user}:{}", password.expose()).as_bytes());
+        return same(value, &expected);
+    }
+    false
 }
 
 const OK: (u16, &str) = (200, "OK");

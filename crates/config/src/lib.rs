@@ -25,9 +25,9 @@ pub use access::{AccessMethod, AccessRule, ConnectionType};
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::DEFAULT_AUTH_QUERY;
 pub use model::{
-    AdminConfig, AuthMethod, AuthQueryConfig, ClientConfig, Config, Discovery, HealthCheckConfig,
-    HealthCheckLogin, NodeConfig, PatroniApiConfig, PoolConfig, PoolMode, RoutingConfig,
-    ServerTlsConfig, ServerTlsMode, StoredForm, TcpKeepaliveConfig, TlsConfig, TlsMode, TlsVersion,
-    TopologyConfig, UserConfig,
+    AdminConfig, AdminHttpAuth, AuthMethod, AuthQueryConfig, ClientConfig, Config, Discovery,
+    HealthCheckConfig, HealthCheckLogin, NodeConfig, PatroniApiConfig, PoolConfig, PoolMode,
+    RoutingConfig, ServerTlsConfig, ServerTlsMode, StoredForm, TcpKeepaliveConfig, TlsConfig,
+    TlsMode, TlsVersion, TopologyConfig, UserConfig,
 };
 pub use values::{ByteSize, Duration, Secret};

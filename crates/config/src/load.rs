@@ -241,6 +241,32 @@ fn resolve_secrets(
             .map_err(|m| invalid(text, "health_check.password".into(), m))?;
         config.health_check.password = Some(Secret::new(value));
     }
+    if let Some(auth) = &mut config.admin.http_auth {
+        for (key, secret) in [
+            ("admin.http_auth.bearer_token", &mut auth.bearer_token),
+            ("admin.http_auth.password", &mut auth.password),
+        ] {
+            if let Some(p) = secret.as_ref() {
+                let value =
+                    expand_env(p.expose(), env).map_err(|m| invalid(text, key.into(), m))?;
+                *secret = Some(Secret::new(value));
+            }
+        }
+        if auth.bearer_token.is_none() && auth.username.is_none() {
+            return Err(invalid(
+                text,
+                "admin.http_auth".into(),
+                "set bearer_token, or username and password",
+            ));
+        }
+        if auth.username.is_some() != auth.password.is_some() {
+            return Err(invalid(
+                text,
+                "admin.http_auth.password".into(),
+                "username and password go together",
+            ));
+        }
+    }
     if let Some(p) = &config.topology.patroni.password {
         let value = expand_env(p.expose(), env)
             .map_err(|m| invalid(text, "topology.patroni.password".into(), m))?;

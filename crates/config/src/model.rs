@@ -90,6 +90,25 @@ pub struct AdminConfig {
     /// service stays in its load balancer during a failover). Default: a primary is required.
     #[serde(default)]
     pub ready_without_primary: bool,
+    /// Credentials `/metrics` and `/nodes` require on `admin_listen` (the probes `/health` and
+    /// `/ready` never do). Unset: no authentication (bind `admin_listen` to an internal address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_auth: Option<AdminHttpAuth>,
+}
+
+/// `admin.http_auth`: a bearer token, basic authentication, or both (either is accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminHttpAuth {
+    /// `Authorization: Bearer <token>` (Prometheus' `authorization` / `bearer_token_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// Basic authentication user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
 }
 
 /// Who health probes log in as.

@@ -96,8 +96,11 @@ pub struct ClientEntry {
     pub addr: SocketAddr,
     /// When it connected (Unix seconds).
     pub connected_at: u64,
-    /// Set once the start-up message is read.
+    /// Set once the start-up message is read (what the client claims, before authentication).
     pub login: OnceLock<ClientLogin>,
+    /// Set once the client has authenticated: only then do its user and database name metric
+    /// label values (names a client makes up before that would make series without bound).
+    pub authenticated: std::sync::atomic::AtomicBool,
     state: AtomicU8,
     /// Bytes read from the client.
     pub bytes_received: AtomicU64,
@@ -162,6 +165,7 @@ impl Clients {
             addr,
             connected_at,
             login: OnceLock::new(),
+            authenticated: std::sync::atomic::AtomicBool::new(false),
             state: AtomicU8::new(ClientState::Login as u8),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),

@@ -203,9 +203,11 @@ async fn serve(
         if startup.database == crate::console::DATABASE {
             crate::console::admit(ctx, &startup.user)?;
             auth::authenticate(client, ctx, &startup, required).await?;
+            client.entry.authenticated.store(true, Ordering::Relaxed);
             return Ok(Some(Login::Console));
         }
         let user = auth::authenticate(client, ctx, &startup, required).await?;
+        client.entry.authenticated.store(true, Ordering::Relaxed);
         // Counted once authenticated, as PostgreSQL checks its connection limits: clients that
         // stop half-way through a login cannot lock a user or database out.
         let admitted = ctx
