@@ -612,3 +612,25 @@ async fn a_read_that_breaks_its_connections_runs_at_most_twice() {
         "a read broken on the primary is not run again"
     );
 }
+
+/// A statement longer than `routing.max_parse_size` is not parsed (it would hold the worker
+/// thread): it runs on the primary, and gives the right answer; under the limit the same read
+/// goes to a replica.
+#[tokio::test]
+async fn statements_over_max_parse_size_go_to_the_primary() {
+    let Some(cluster) = cluster() else { return };
+    let long_read = format!(
+        "SELECT {WHERE} FROM (SELECT 1) AS one WHERE 1 IN ({})",
+        (0..400)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(long_read.len() > 1024);
+    let limited = Router::start(cluster, "routing: {max_parse_size: 1kB}\n");
+    let client = connect(&limited.conninfo("app", "app")).await.unwrap();
+    assert_eq!(where_simple(&client, &long_read).await, Ran::Primary);
+    let default = Router::start_weighted(cluster, [0, 1, 1], "");
+    let client = connect(&default.conninfo("app", "app")).await.unwrap();
+    assert_eq!(where_simple(&client, &long_read).await, Ran::Replica);
+}

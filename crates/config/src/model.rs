@@ -400,6 +400,11 @@ pub struct RoutingConfig {
     pub max_replica_lag: Duration,
     /// With no usable replica, reads go to the primary (`true`) or fail with an error (`false`).
     pub reads_fallback_to_primary: bool,
+    /// Statements longer than this are not parsed (parsing holds the worker thread, and every
+    /// client on it, for a time that grows with the length): they go to the primary, as
+    /// statements pgrouter cannot read. Plain `SELECT`s and plain DML (no parentheses) of any
+    /// length still take the lexical fast path.
+    pub max_parse_size: ByteSize,
 }
 
 impl Default for RoutingConfig {
@@ -411,6 +416,7 @@ impl Default for RoutingConfig {
             max_replica_lag_bytes: ByteSize(16 << 20),
             max_replica_lag: Duration::from_secs(10),
             reads_fallback_to_primary: true,
+            max_parse_size: ByteSize(256 << 10),
         }
     }
 }

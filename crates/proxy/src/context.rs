@@ -151,7 +151,10 @@ impl Live {
         let classifier = Classifier::new(FunctionPolicy::from_lists(
             &config.routing.write_functions,
             config.routing.read_only_functions.as_deref(),
-        ));
+        ))
+        .with_max_parse_len(
+            usize::try_from(config.routing.max_parse_size.bytes()).unwrap_or(usize::MAX),
+        );
         Self {
             config: Arc::new(config),
             users,

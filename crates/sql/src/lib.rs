@@ -42,12 +42,25 @@ pub use functions::FunctionPolicy;
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
     policy: FunctionPolicy,
+    /// Longer statements are not parsed (0: no limit).
+    max_parse_len: usize,
 }
 
 impl Classifier {
     /// A classifier with the given function policy.
     pub fn new(policy: FunctionPolicy) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            max_parse_len: 0,
+        }
+    }
+
+    /// Statements longer than `len` bytes are not parsed: parsing costs time in proportion to
+    /// the length, on the thread that serves other clients too. They are classified as unparsable (the
+    /// primary; their effects on the session unknown), after the lexical fast path.
+    pub fn with_max_parse_len(mut self, len: usize) -> Self {
+        self.max_parse_len = len;
+        self
     }
 
     /// The function policy in use.
@@ -69,6 +82,13 @@ impl Classifier {
             }
             Some(fast::Fast::PlainDml) => return Classification::new(Route::Primary, Rule::Write),
             _ => {}
+        }
+        if self.max_parse_len > 0 && sql.len() > self.max_parse_len {
+            let mut c = statement::unparsable(sql);
+            // What it does to the session is unknown: its server connection is reset before
+            // another client gets it.
+            c.effects.untracked = true;
+            return c;
         }
         let hint = hints::leading_hint(sql);
         let mut c = statement::classify(sql, &self.policy);

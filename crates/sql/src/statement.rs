@@ -569,7 +569,7 @@ fn is_blank(sql: &str) -> bool {
 
 /// The parser gave up. Route to the primary; still recognise transaction and session statements
 /// by their first keyword so their effects on the session are not lost.
-fn unparsable(sql: &str) -> Classification {
+pub(crate) fn unparsable(sql: &str) -> Classification {
     let words: Vec<String> = sql
         .split(|c: char| c.is_whitespace() || c == ';' || c == '(')
         .filter(|w| !w.is_empty())

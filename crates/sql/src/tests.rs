@@ -368,3 +368,42 @@ fn session_state_through_functions() {
         }
     }
 }
+
+#[test]
+fn long_statements_are_not_parsed() {
+    let classifier = Classifier::new(FunctionPolicy::default()).with_max_parse_len(1024);
+    let subquery = format!(
+        "SELECT a FROM t WHERE b = (SELECT max(c) FROM u) AND d IN ({})",
+        (0..400)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(subquery.len() > 1024);
+    let c = classifier.classify(&subquery);
+    assert_eq!((c.route, c.rule), (Route::Primary, Rule::Unparsable));
+    assert!(
+        c.effects.untracked,
+        "its effects on the session are unknown"
+    );
+    // The same statement under the limit is parsed and read-only.
+    let c = Classifier::new(FunctionPolicy::default()).classify(&subquery);
+    assert_eq!((c.route, c.rule), (Route::Read, Rule::ReadOnlyQuery));
+    // Plain SELECTs (no parentheses) of any length still take the lexical fast path.
+    let plain = format!(
+        "SELECT a FROM t WHERE {}",
+        (0..200)
+            .map(|i| format!("id = {i}"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    );
+    assert!(plain.len() > 1024);
+    assert_eq!(classifier.classify(&plain).route, Route::Read);
+    // Transaction control is still seen lexically.
+    let begin = format!("BEGIN /* {} */", "x".repeat(2000));
+    let c = classifier.classify(&begin);
+    assert_eq!(
+        c.effects.transaction,
+        vec![TxControl::Begin { read_only: false }]
+    );
+}
