@@ -331,3 +331,33 @@ async fn idle_and_query_timeouts() {
     c.send_query("SELECT pg_sleep(1.5)");
     assert_eq!(until_ready(&mut c), None);
 }
+
+/// A message header announcing a large message costs nothing until its bytes arrive: a hundred
+/// clients each announcing 60 MB and sending nothing more leave pgrouter's memory, virtual
+/// included, where it was (each used to reserve the whole message at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_message_sizes_are_not_reserved() {
+    let Some(cluster) = cluster() else { return };
+    // Transaction pooling: a hundred idle logins hold no server connection.
+    let router = Router::start(cluster, "pool: {mode: transaction}\n");
+    let before = router.virtual_kib();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let mut c = RawClient::login(router.port, "rawtest");
+        let mut announce = vec![b'Q'];
+        announce.extend_from_slice(&(60_i32 << 20).to_be_bytes());
+        announce.extend_from_slice(b"SELECT ");
+        c.send(&announce);
+        clients.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = router.virtual_kib().saturating_sub(before);
+    assert!(
+        grown < 512 * 1024,
+        "virtual memory grew by {} MiB for 100 announced messages",
+        grown / 1024
+    );
+    // The others are served meanwhile.
+    assert!(connect(&router.conninfo("app", "app")).await.is_ok());
+    drop(clients);
+}

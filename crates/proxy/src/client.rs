@@ -223,7 +223,9 @@ impl ClientConn {
 /// Makes sure a read has room, without growing a buffer that has enough.
 pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-        buf.reserve(READ_CHUNK);
+        // Geometric growth while a large message arrives (amortised copies), never ahead of
+        // the bytes actually received: memory follows what the client sent.
+        buf.reserve(READ_CHUNK.max(buf.len()));
     }
 }
 

@@ -30,13 +30,9 @@ pub(super) fn next_unit(buf: &mut BytesMut, max_len: usize) -> Result<Option<Uni
     let mut pos = 0;
     loop {
         let Some(f) = frame::next_frame(&buf[pos..], max_len).map_err(frame_error)? else {
-            // Make room for a message whose header has arrived.
-            if let Ok(Some((_, len))) = frame::parse_header(&buf[pos..], max_len) {
-                let needed = pos + len + 1;
-                if needed > buf.len() {
-                    buf.reserve(needed - buf.len());
-                }
-            }
+            // A message whose header has arrived is not reserved whole: the buffer grows as its
+            // bytes arrive (doubling), so memory follows what a client sent, not what it
+            // announced (a header claiming 64 MB costs nothing until 64 MB come).
             // A very long pipeline without Sync: route what is there rather than buffer forever.
             if pos > max_len {
                 return Ok(Some(Unit {
