@@ -361,3 +361,132 @@ async fn announced_message_sizes_are_not_reserved() {
     assert!(connect(&router.conninfo("app", "app")).await.is_ok());
     drop(clients);
 }
+
+/// The bounded mixed run: pgbench at 16 clients through pgrouter while a few hundred hostile
+/// connections churn beside it (silent sockets, half start-ups, garbage, wrong passwords, slow
+/// admin requests). pgbench has no failure, `/health` answers every time, and pgrouter's
+/// resident memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_beside_hostile_clients() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(cluster) = cluster() else { return };
+    cluster.superuser_sql(
+        "CREATE TABLE IF NOT EXISTS hostile_probe(v int); GRANT ALL ON hostile_probe TO app",
+    );
+    let router = Router::start(cluster, "pool: {mode: transaction}\n");
+    let (port, admin) = (router.port, router.admin_addr());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hostile: Vec<_> = (0..4)
+        .map(|kind| {
+            let stop = Arc::clone(&stop);
+            let admin = admin.clone();
+            std::thread::spawn(move || {
+                let mut held: Vec<std::net::TcpStream> = Vec::new();
+                let mut opened = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let target = if kind == 3 { admin.as_str() } else { "" };
+                    let stream = if kind == 3 {
+                        std::net::TcpStream::connect(target)
+                    } else {
+                        std::net::TcpStream::connect(("127.0.0.1", port))
+                    };
+                    let Ok(mut s) = stream else { continue };
+                    let _ = match kind {
+                        // A silent socket.
+                        0 => Ok(()),
+                        // Half a start-up for a made-up user, then silence.
+                        1 => s.write_all(&startup_packet(
+                            196_608,
+                            &[("user", &format!("u{opened}")), ("database", "app")],
+                        )),
+                        // Garbage.
+                        2 => s.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(64)),
+                        // Half an admin request.
+                        _ => s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+                    };
+                    opened += 1;
+                    held.push(s);
+                    // A few hundred open at once, churned.
+                    if held.len() > 75 {
+                        held.drain(..25);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                opened
+            })
+        })
+        .collect();
+    let guessing = {
+        let stop = Arc::clone(&stop);
+        let conninfo = router.conninfo("app", "not-the-password");
+        tokio::spawn(async move {
+            let mut tries = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                assert!(connect(&conninfo).await.is_err());
+                tries += 1;
+            }
+            tries
+        })
+    };
+    let script = router.dir.join("hostile-bench.sql");
+    std::fs::write(
+        &script,
+        "SELECT 1;\nBEGIN;\nINSERT INTO hostile_probe VALUES (:client_id);\nSELECT count(*) FROM hostile_probe WHERE v = :client_id;\nCOMMIT;\n",
+    )
+    .unwrap();
+    let bench = std::process::Command::new("pgbench")
+        .args(["-n", "-c", "16", "-j", "2", "-T", "15", "-f"])
+        .arg(&script)
+        .arg(router.url("app", "app"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench runs");
+    let mut max_rss = 0;
+    let mut health_checks = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        let asked = Instant::now();
+        let (status, _) = crate::harness::http(&admin, "GET", "/health");
+        assert_eq!(status, 200, "/health under load");
+        assert!(
+            asked.elapsed() < Duration::from_millis(1500),
+            "/health took {:?}",
+            asked.elapsed()
+        );
+        health_checks += 1;
+        max_rss = max_rss.max(router.rss_kib());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let out = bench.wait_with_output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let opened: u32 = hostile.into_iter().map(|h| h.join().unwrap()).sum();
+    let tries = guessing.await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("number of failed transactions: 0 (0.000%)"),
+        "{text}"
+    );
+    assert!(
+        max_rss < 256 * 1024,
+        "pgrouter's RSS reached {} MiB",
+        max_rss / 1024
+    );
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps"))
+        .unwrap_or("tps = ?")
+        .to_owned();
+    eprintln!(
+        "mixed run: pgbench -c 16 -T 15: {tps}, 0 failed; {opened} hostile connections, \
+         {tries} wrong-password logins, {health_checks} /health answers, max RSS {} MiB",
+        max_rss / 1024
+    );
+}
