@@ -246,6 +246,7 @@ pub(super) async fn relay(
         let timing = limits.any();
         if timing && !timing_was_on {
             last_activity = tokio::time::Instant::now();
+            (busy_since, cancel_sent_at) = (None, None);
         }
         timing_was_on = timing;
         let timer = {
