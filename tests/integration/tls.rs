@@ -344,3 +344,46 @@ async fn direct_tls_as_postgresql_17() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `admin.https`: the admin port also speaks https with `tls:`'s certificate (curl verifies it
+/// against the test's CA); `/metrics` and `/nodes` are served over https only, the probes over
+/// both.
+#[tokio::test]
+async fn admin_port_over_https() {
+    let Some(cluster) = cluster() else { return };
+    if Command::new("curl").arg("--version").output().is_err() {
+        crate::harness::missing("curl; the admin https test");
+        return;
+    }
+    let work = cluster
+        .dir
+        .join(format!("admin-https-{}", std::process::id()));
+    let certs = make_certificates(&work, "admin");
+    let router = Router::start_in(&cluster.dir, |port| {
+        router_config(
+            cluster,
+            port,
+            [1, 1, 1],
+            &tls_yaml(&certs.dir, "prefer", ""),
+        )
+        .replace(
+            "admin: {users: [boss]}",
+            "admin: {users: [boss], https: true}",
+        )
+    });
+    let port = router.port + 1;
+    let curl = |url: String| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&certs.ca)
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(format!("https://localhost:{port}/metrics")), "200");
+    assert_eq!(curl(format!("https://localhost:{port}/nodes")), "200");
+    assert_eq!(curl(format!("https://localhost:{port}/health")), "200");
+    assert_eq!(curl(format!("http://localhost:{port}/metrics")), "403");
+    assert_eq!(curl(format!("http://localhost:{port}/health")), "200");
+}

@@ -6,7 +6,7 @@ use pgrouter_proxy::ProxyContext;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,9 @@ pub async fn serve(
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Option<Result<http::Request, http::BadRequest>> {
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Option<Result<http::Request, http::BadRequest>> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         match http::parse_head(&buf) {
@@ -75,8 +77,32 @@ async fn read_head(stream: &mut TcpStream) -> Option<Result<http::Request, http:
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
+async fn answer(stream: TcpStream, ctx: &ProxyContext, exporter: &Exporter, renders: &Semaphore) {
+    // https (admin.https): the first byte of a TLS handshake, within the header timeout.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!("admin HTTP client too slow to send its request; closed");
+            return;
+        }
+    }
+    let tls = match ctx.tls_acceptor() {
+        Some(acceptor) if first[0] == 0x16 && ctx.config().admin.https => acceptor,
+        _ => return exchange(stream, false, ctx, exporter, renders).await,
+    };
+    match tokio::time::timeout(HEADER_TIMEOUT, tls.https.accept(stream)).await {
+        Ok(Ok(tls_stream)) => exchange(tls_stream, true, ctx, exporter, renders).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "admin https handshake failed"),
+        Err(_) => tracing::debug!("admin https handshake too slow; closed"),
+    }
+}
+
+/// One request and its answer, on a plain or a TLS stream.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    over_tls: bool,
     ctx: &ProxyContext,
     exporter: &Exporter,
     renders: &Semaphore,
@@ -94,7 +120,14 @@ async fn answer(
         Ok(r) => {
             let head = r.method == Method::Head;
             let protected = matches!(r.path.as_str(), "/metrics" | "/nodes");
-            if protected && !authorized(ctx, r.authorization.as_deref()) {
+            if protected && !over_tls && ctx.config().admin.https {
+                http::response(
+                    (403, "Forbidden"),
+                    "text/plain",
+                    b"https only: admin.https is on\n",
+                    head,
+                )
+            } else if protected && !authorized(ctx, r.authorization.as_deref()) {
                 http::response_with(
                     (401, "Unauthorized"),
                     "text/plain",
@@ -123,6 +156,7 @@ async fn answer(
     };
     let write = async {
         let _ = stream.write_all(&response).await;
+        let _ = stream.flush().await;
         let _ = stream.shutdown().await;
     };
     if tokio::time::timeout(WRITE_TIMEOUT, write).await.is_err() {

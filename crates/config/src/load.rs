@@ -704,6 +704,13 @@ fn check_tls(config: &Config, text: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    if config.admin.https && tls.mode == crate::model::TlsMode::Disable {
+        return Err(invalid(
+            text,
+            "admin.https".into(),
+            "needs tls (its certificate serves the admin port too)",
+        ));
+    }
     let server = &config.server_tls;
     use crate::model::ServerTlsMode;
     if matches!(

@@ -94,6 +94,11 @@ pub struct AdminConfig {
     /// `/ready` never do). Unset: no authentication (bind `admin_listen` to an internal address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_auth: Option<AdminHttpAuth>,
+    /// `admin_listen` also speaks https, with `tls:`'s certificate, and `/metrics` and `/nodes`
+    /// are served over https only (the probes answer on both). Needs `tls.mode` other than
+    /// `disable`.
+    #[serde(default)]
+    pub https: bool,
 }
 
 /// `admin.http_auth`: a bearer token, basic authentication, or both (either is accepted).

@@ -22,6 +22,9 @@ pub struct TlsSetupError(String);
 pub struct Acceptor {
     /// rustls' acceptor.
     pub tls: TlsAcceptor,
+    /// The same certificate for the admin port's https (`admin.https`): ALPN `http/1.1`, no
+    /// client certificates asked for.
+    pub https: TlsAcceptor,
     /// The certificate's `tls-server-end-point` channel binding data (SCRAM-SHA-256-PLUS).
     pub end_point: Vec<u8>,
 }
@@ -78,7 +81,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsSetupError> {
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
-                provider,
+                Arc::clone(&provider),
             )
             .allow_unauthenticated()
             .build()
@@ -87,17 +90,26 @@ pub fn acceptor(config: &TlsConfig) -> Result<Option<Acceptor>, TlsSetupError> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder.with_single_cert(certs, key).map_err(|e| {
+    let pair_error = |e: rustls::Error| {
         TlsSetupError(format!(
             "{} and {}: {e}",
             cert_file.display(),
             key_file.display()
         ))
-    })?;
+    };
+    let mut https = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsSetupError(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(pair_error)?;
+    https.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut server = builder.with_single_cert(certs, key).map_err(pair_error)?;
     // PostgreSQL 17 clients may offer ALPN; the only protocol spoken here is PostgreSQL's.
     server.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(Some(Acceptor {
         tls: TlsAcceptor::from(Arc::new(server)),
+        https: TlsAcceptor::from(Arc::new(https)),
         end_point,
     }))
 }
