@@ -499,7 +499,7 @@ async fn read_of_an_unlogged_table_is_rerun_on_the_primary(pooling: Pooling) {
 }
 
 /// A read whose replica connection is terminated before it answers is re-run on the primary.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_whose_replica_connection_breaks_is_rerun() {
     let Some(router) = router() else { return };
     let cluster = cluster().unwrap();
@@ -512,19 +512,10 @@ async fn read_whose_replica_connection_breaks_is_rerun() {
     let marker = format!("m{}", rand::random::<u32>());
     let sql = format!("SELECT {WHERE}, pg_sleep(2), '{marker}'");
     let task = tokio::spawn(async move { where_simple(&client, &sql).await });
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    let mut killed = false;
-    for node in 1..=2 {
-        let out = cluster.node_sql(
-            node,
-            &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
-            ),
-        );
-        killed |= out.contains('t');
-    }
-    assert!(killed, "the read was running on a replica");
+    assert!(
+        terminate_when_running(cluster, &[1, 2], &marker),
+        "the read was running on a replica"
+    );
     let ran = tokio::time::timeout(std::time::Duration::from_secs(20), task)
         .await
         .expect("no hang")

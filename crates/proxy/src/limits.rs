@@ -53,6 +53,11 @@ pub struct Admitted<'a> {
 }
 
 impl ClientLimits {
+    /// The counts, locked (a panic elsewhere while holding them leaves them usable).
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Counts a new connection in, before anything is read from it: once for its address (for
     /// its whole life), once as a login in progress (until its login ends). Refused, the client
     /// gets `53300` at once.
@@ -61,7 +66,7 @@ impl ClientLimits {
         config: &ClientConfig,
         address: IpAddr,
     ) -> Result<(FromAddress<'a>, Pending<'a>), ErrorResponse> {
-        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut c = self.counts();
         let over = |limit: u32, n: u32| limit > 0 && n >= limit;
         if over(config.max_pending_logins, c.pending) {
             return Err(too_many_clients());
@@ -88,10 +93,7 @@ impl ClientLimits {
 
     /// Logins in progress now.
     pub fn pending(&self) -> u32 {
-        self.counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending
+        self.counts().pending
     }
 
     /// Counts an authenticated client in, or refuses it as PostgreSQL would (`53300`).
@@ -101,7 +103,7 @@ impl ClientLimits {
         user: &str,
         database: &str,
     ) -> Result<Admitted<'a>, ErrorResponse> {
-        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut c = self.counts();
         let over = |limit: u32, n: u32| limit > 0 && n >= limit;
         if over(config.max_connections, c.total) {
             return Err(too_many_clients());
@@ -137,11 +139,7 @@ impl ClientLimits {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        let mut c = self
-            .limits
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut c = self.limits.counts();
         c.total = c.total.saturating_sub(1);
         release(&mut c.per_user, &self.user);
         release(&mut c.per_database, &self.database);
@@ -150,22 +148,14 @@ impl Drop for Admitted<'_> {
 
 impl Drop for FromAddress<'_> {
     fn drop(&mut self) {
-        let mut c = self
-            .limits
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut c = self.limits.counts();
         release(&mut c.per_address, &self.address);
     }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        let mut c = self
-            .limits
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut c = self.limits.counts();
         c.pending = c.pending.saturating_sub(1);
     }
 }
