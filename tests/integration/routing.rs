@@ -544,7 +544,8 @@ fn terminate_when_running(cluster: &Cluster, nodes: &[usize], marker: &str) -> b
 /// A read that breaks its server connection everywhere (a query of death) runs at most twice:
 /// on the standby, then once on the primary; when that connection breaks too, the client gets
 /// the error, and the read is not sent anywhere a third time. A read that was running on the
-/// primary is never run again (the primary may have done it).
+/// primary runs once more only if it calls nothing but built-ins (it cannot have done
+/// anything); with a user-defined function it is not run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_breaks_its_connections_runs_at_most_twice() {
     let Some(router) = router() else { return };
@@ -585,7 +586,8 @@ async fn a_read_that_breaks_its_connections_runs_at_most_twice() {
         assert_eq!(running, "0", "run again on node {node}");
     }
 
-    // Reads on the primary (read weight only there): a broken connection is not re-run.
+    // Reads on the primary (read weight only there). One that calls only built-ins is run once
+    // more when its connection breaks, and not a third time.
     let primary_reads = Router::start_weighted(cluster, [1, 0, 0], "");
     let client = connect(&primary_reads.conninfo("app", "app"))
         .await
@@ -594,13 +596,34 @@ async fn a_read_that_breaks_its_connections_runs_at_most_twice() {
     let sql = format!("SELECT pg_sleep(2), '{marker}'");
     let task = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
     assert!(terminate_when_running(cluster, &[0], &marker));
+    assert!(
+        terminate_when_running(cluster, &[0], &marker),
+        "a built-in read broken on the primary runs once more"
+    );
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), task)
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert!(outcome.is_err(), "not a third time");
+    // One that calls a user-defined function (STABLE, but who knows) is not run again at all.
+    cluster.superuser_sql(
+        "CREATE OR REPLACE FUNCTION stable_nap(float8) RETURNS int LANGUAGE sql STABLE \
+         AS 'SELECT 1 FROM pg_sleep($1)'",
+    );
+    let client = connect(&primary_reads.conninfo("app", "app"))
+        .await
+        .unwrap();
+    let marker = format!("m{}", rand::random::<u32>());
+    let sql = format!("SELECT stable_nap(2), '{marker}'");
+    let task = tokio::spawn(async move { client.simple_query(&sql).await.map(|_| ()) });
+    assert!(terminate_when_running(cluster, &[0], &marker));
     let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), task)
         .await
         .expect("no hang")
         .unwrap();
     assert!(
         outcome.is_err(),
-        "a read broken on the primary is not run again"
+        "a read with a user function broken on the primary is not run again"
     );
 }
 

@@ -39,11 +39,11 @@ pub(crate) struct Backend {
     pub(crate) sequences: Option<SequenceMark>,
     /// What the connection owes and which replies the client must not see.
     pub(crate) ledger: Ledger,
-    /// An autocommit read sent to a standby, whose responses are held back until it is clear
-    /// that it did not fail with `25006` (a function that writes) and the connection did not
-    /// break: until then it can be run on the primary instead without the client noticing. Only
-    /// a standby's run qualifies: a standby cannot have written anything, so running the
-    /// statement again elsewhere cannot repeat a side effect.
+    /// An autocommit read whose responses are held back until it is clear that it did not fail
+    /// with `25006` (a function that writes) and the connection did not break: until then it
+    /// can be run on the primary instead without the client noticing. Only a read that cannot
+    /// have done anything qualifies: one sent to a standby (which cannot write), or one that
+    /// calls only built-ins and changes nothing in the session.
     pub(crate) retry: Option<Retry>,
 }
 

@@ -299,14 +299,24 @@ impl Session<'_> {
             self.point_cancel_at(slot);
         }
         self.current = slot;
-        // Only a unit that is provably a read, sent to a standby (which cannot write), may be
-        // held to run on the primary instead.
+        // Only a read may be held to run again elsewhere, and only when running it again cannot
+        // repeat a side effect: it was sent to a standby (which cannot write), or it calls
+        // nothing but built-ins pgrouter knows and changes nothing in the session.
         let retryable = plan.is_read
             && self.state.tx_status == TransactionStatus::Idle
             && matches!(last_tag, Some(fe::SYNC | fe::QUERY));
         if retryable {
             let primary = self.ctx.topology.load().primary;
-            if let Some(b) = self.backend(slot).filter(|b| Some(b.node) != primary) {
+            let side_effect_free = plan.parts.iter().all(|c| {
+                c.check_functions.is_empty()
+                    && !c.effects.untracked
+                    && c.effects.pin.is_none()
+                    && c.effects.session.is_empty()
+            });
+            if let Some(b) = self
+                .backend(slot)
+                .filter(|b| side_effect_free || Some(b.node) != primary)
+            {
                 b.retry = Some(super::backend::Retry {
                     unit: bytes.clone(),
                     parts: plan.parts.clone(),
