@@ -490,3 +490,60 @@ async fn pgbench_beside_hostile_clients() {
         max_rss / 1024
     );
 }
+
+fn parse_message(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = name.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    message(b'P', &body)
+}
+
+/// `client.max_prepared_statements`: a session may hold so many named statements; one more
+/// fails with 54000 and the session goes on (closing one makes room); inside a transaction the
+/// session ends instead, its transaction rolled back. In both pooling modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_per_session_are_bounded() {
+    let Some(cluster) = cluster() else { return };
+    for pool in ["session", "transaction"] {
+        let router = Router::start(
+            cluster,
+            &format!("pool: {{mode: {pool}}}\nclient: {{max_prepared_statements: 3}}\n"),
+        );
+        let mut c = RawClient::login(router.port, "rawtest");
+        for i in 0..3 {
+            c.send(&parse_message(&format!("s{i}"), "SELECT 1"));
+        }
+        c.send(&message(b'S', &[]));
+        assert_eq!(until_ready(&mut c), None, "{pool}: three fit");
+        c.send(&parse_message("s3", "SELECT 1"));
+        c.send(&message(b'S', &[]));
+        let error = until_ready(&mut c);
+        assert_eq!(
+            error.as_ref().map(|(code, _)| code.as_str()),
+            Some("54000"),
+            "{pool}: {error:?}"
+        );
+        // Re-preparing a held name is not a new statement; closing one makes room.
+        let mut close = b"S".to_vec();
+        close.extend_from_slice(b"s0\0");
+        c.send(&message(b'C', &close));
+        c.send(&parse_message("s3", "SELECT 1"));
+        c.send(&message(b'S', &[]));
+        assert_eq!(until_ready(&mut c), None, "{pool}: room after a Close");
+        c.send_query("SELECT 1");
+        assert_eq!(until_ready(&mut c), None, "{pool}: the session goes on");
+        // Inside a transaction: the session ends.
+        c.send_query("BEGIN");
+        assert_eq!(until_ready(&mut c), None);
+        c.send(&parse_message("s4", "SELECT 1"));
+        c.send(&message(b'S', &[]));
+        let (severity, code, _) = c.expect_error();
+        assert_eq!(
+            (severity.as_str(), code.as_str()),
+            ("FATAL", "54000"),
+            "{pool}"
+        );
+    }
+}

@@ -309,6 +309,9 @@ pub struct ClientConfig {
     /// server (`0s`: never); a server that ignores the cancel for as long again loses the
     /// session.
     pub query_timeout: Duration,
+    /// Named prepared statements (protocol-level) one session may hold (`0`: no limit): pgrouter
+    /// keeps each one's `Parse` to prepare it again on other server connections.
+    pub max_prepared_statements: u32,
 }
 
 impl Default for ClientConfig {
@@ -325,6 +328,7 @@ impl Default for ClientConfig {
             idle_timeout: Duration::from_secs(0),
             idle_transaction_timeout: Duration::from_secs(0),
             query_timeout: Duration::from_secs(0),
+            max_prepared_statements: 10_000,
         }
     }
 }

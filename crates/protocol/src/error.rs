@@ -30,6 +30,8 @@ impl SqlState {
     pub const CANNOT_CONNECT_NOW: Self = Self("57P03");
     /// `57014` query_canceled.
     pub const QUERY_CANCELED: Self = Self("57014");
+    /// `54000` program_limit_exceeded.
+    pub const PROGRAM_LIMIT_EXCEEDED: Self = Self("54000");
     /// `25P03` idle_in_transaction_session_timeout.
     pub const IDLE_IN_TRANSACTION_TIMEOUT: Self = Self("25P03");
     /// `57P05` idle_session_timeout.

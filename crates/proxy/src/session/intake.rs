@@ -80,6 +80,23 @@ impl Session<'_> {
                 self.answer_lost_transaction(client, &bytes, error).await?;
                 continue;
             }
+            if let Some(error) = self.too_many_statements(&client.buf[..unit.len]) {
+                // Outside a transaction, with nothing in flight, the request fails and the
+                // session goes on, as for any error; inside one, the session ends (its
+                // transaction is rolled back), since an error answered here could not abort it.
+                if self.busy().is_some() {
+                    return Ok(Drain::Blocked);
+                }
+                if self.state.tx_status != TransactionStatus::Idle || self.deferred_begin.is_some()
+                {
+                    let mut fatal = error;
+                    fatal.severity = pgrouter_protocol::error::Severity::Fatal;
+                    return Err(fatal.into());
+                }
+                let bytes = client.buf.split_to(unit.len).freeze();
+                self.answer_with_error(client, &bytes, &error).await?;
+                continue;
+            }
             if self.transaction_pooling
                 && self.busy().is_none()
                 && self.prepare_locally(client, unit.len).await?
@@ -123,6 +140,60 @@ impl Session<'_> {
             let bytes = client.buf.split_to(unit.len).freeze();
             self.route_unit(client, bytes, plan).await?;
         }
+    }
+
+    /// `client.max_prepared_statements`: the error for a unit whose `Parse`s would take the
+    /// session past the limit of named statements it holds.
+    fn too_many_statements(&self, unit: &[u8]) -> Option<ErrorResponse> {
+        let limit = usize::try_from(self.ctx.live().config.client.max_prepared_statements)
+            .unwrap_or(usize::MAX);
+        if limit == 0 {
+            return None;
+        }
+        // Walk the unit in order: a `Close` before a `Parse` makes room for it.
+        let mut held = self.state.statements.len();
+        let mut new: Vec<&[u8]> = Vec::new();
+        let mut closed: Vec<&[u8]> = Vec::new();
+        let mut over = false;
+        for (tag, msg) in frames(unit) {
+            let holds = |name: &[u8], new: &Vec<&[u8]>, closed: &Vec<&[u8]>| {
+                (self.state.statements.contains_key(name_key(name).as_ref())
+                    && !closed.contains(&name))
+                    || new.contains(&name)
+            };
+            match tag {
+                fe::PARSE => {
+                    let Some((name, _)) = fe::parse_parse(body(msg)) else {
+                        continue;
+                    };
+                    if !name.is_empty() && !holds(name, &new, &closed) {
+                        new.push(name);
+                        held += 1;
+                        over |= held > limit;
+                    }
+                }
+                fe::CLOSE => {
+                    let Some((fe::TARGET_STATEMENT, name)) = fe::describe_target(body(msg)) else {
+                        continue;
+                    };
+                    if !name.is_empty() && holds(name, &new, &closed) {
+                        new.retain(|n| *n != name);
+                        closed.push(name);
+                        held -= 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        over.then(|| {
+            ErrorResponse::error(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                format!("too many prepared statements: this session holds {}", self.state.statements.len()),
+            )
+            .with_hint(format!(
+                "Close (deallocate) prepared statements no longer needed; pgrouter's client.max_prepared_statements is {limit}."
+            ))
+        })
     }
 
     /// Transaction pooling: a request that only prepares named statements (`Parse`… `Sync`, as
