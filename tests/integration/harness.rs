@@ -148,29 +148,42 @@ pub fn private_cluster(replicas: u16, env: &[(&str, &std::ffi::OsStr)]) -> Optio
     Some(cluster_up(replicas, env))
 }
 
-/// `dev-cluster.sh up` on free ports with `replicas` standbys and `env`; torn down at exit.
+/// `dev-cluster.sh up` on free ports with `replicas` standbys and `env`; torn down at exit. A
+/// port taken between choosing it and the server binding it (other tests run meanwhile) is
+/// retried on other ports.
 fn cluster_up(replicas: u16, env: &[(&str, &std::ffi::OsStr)]) -> Cluster {
-    let base_port = free_port_block(replicas + 1);
-    let dir =
-        std::env::temp_dir().join(format!("pgrouter-test-{}-{base_port}", std::process::id()));
-    let cluster = Cluster { dir, base_port };
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/dev-cluster.sh"))
-        .arg("up")
-        .env("PGR_CLUSTER_DIR", &cluster.dir)
-        .env("PGR_BASE_PORT", base_port.to_string())
-        .env("PGR_REPLICAS", replicas.to_string())
-        .envs(env.iter().copied())
-        .output()
-        .expect("dev-cluster.sh runs");
-    assert!(
-        out.status.success(),
-        "dev-cluster.sh up failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    destroy_at_exit("scripts/dev-cluster.sh", &[], &cluster.dir, base_port);
-    cluster
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let base_port = free_port_block(replicas + 1);
+        let dir =
+            std::env::temp_dir().join(format!("pgrouter-test-{}-{base_port}", std::process::id()));
+        let cluster = Cluster { dir, base_port };
+        let script = |command: &str| {
+            Command::new("bash")
+                .arg(repo().join("scripts/dev-cluster.sh"))
+                .arg(command)
+                .env("PGR_CLUSTER_DIR", &cluster.dir)
+                .env("PGR_BASE_PORT", base_port.to_string())
+                .env("PGR_REPLICAS", replicas.to_string())
+                .envs(env.iter().copied())
+                .output()
+                .expect("dev-cluster.sh runs")
+        };
+        let out = script("up");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() && text.contains("Address already in use") && attempt < 3 {
+            script("destroy");
+            continue;
+        }
+        assert!(out.status.success(), "dev-cluster.sh up failed:\n{text}");
+        destroy_at_exit("scripts/dev-cluster.sh", &[], &cluster.dir, base_port);
+        return cluster;
+    }
 }
 
 /// Stops the routers and tears a cluster down (with `script destroy`) when this test process
@@ -200,7 +213,9 @@ pub fn destroy_at_exit(script: &str, args: &[&str], dir: &std::path::Path, base_
 /// A block of `n` consecutive free ports on 127.0.0.1.
 pub fn free_port_block(n: u16) -> u16 {
     loop {
-        let base: u16 = 20_000 + rand::random::<u16>() % 30_000;
+        // Below Linux's ephemeral range (32768-60999): a port found free here is not taken a
+        // moment later as the source port of some outgoing connection.
+        let base: u16 = 20_000 + rand::random::<u16>() % 12_000;
         if (0..n)
             .all(|i| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, base + i)).is_ok())
         {
