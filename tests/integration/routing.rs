@@ -75,6 +75,7 @@ in_both_pooling_modes!(
     session_features_pin_to_the_primary,
     write_hidden_in_a_stable_function_is_rerun_on_the_primary,
     read_of_an_unlogged_table_is_rerun_on_the_primary,
+    a_compacted_replay_log_reaches_a_connection_that_ran_part_of_it,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +324,47 @@ async fn session_state_follows_the_session(pooling: Pooling) {
         .unwrap();
     let v: String = client.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
     assert_eq!(v, "4MB");
+}
+
+/// The replay log is compacted when a parameter is set again; a connection that had run only
+/// part of the log then runs the compacted log from its start. A statement it already ran there
+/// (a `PREPARE`) must not keep the later entries from running: the read below must see the last
+/// `search_path`, on whichever node it runs.
+async fn a_compacted_replay_log_reaches_a_connection_that_ran_part_of_it(pooling: Pooling) {
+    let Some(router) = router_in(pooling) else {
+        return;
+    };
+    let client = connect(&router.conninfo("app", "app")).await.unwrap();
+    let show = "SELECT current_setting('search_path')";
+    client
+        .batch_execute("PREPARE compaction_q AS SELECT 1")
+        .await
+        .unwrap();
+    client.query_one(show, &[]).await.unwrap();
+    client
+        .batch_execute("SET search_path = first_path")
+        .await
+        .unwrap();
+    let v: String = client.query_one(show, &[]).await.unwrap().get(0);
+    assert_eq!(v, "first_path");
+    // Set again: the log is compacted to (PREPARE, SET second_path).
+    client
+        .batch_execute("SET search_path = second_path")
+        .await
+        .unwrap();
+    for sql in [
+        show,
+        "/* pgrouter: primary */ SELECT current_setting('search_path')",
+    ] {
+        let v: String = client.query_one(sql, &[]).await.unwrap().get(0);
+        assert_eq!(v, "second_path", "{sql}");
+    }
+    let one: i32 = client
+        .query_one("EXECUTE compaction_q", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
 }
 
 /// Prepared statements move between nodes: prepared on the primary (inside a transaction), then

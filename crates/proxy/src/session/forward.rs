@@ -72,16 +72,15 @@ impl Session<'_> {
         }
         // The replay is a simple query: it destroys the connection's unnamed statement.
         b.prepared.remove("");
-        let sql = pending.join(";\n");
-        // Replay runs as one implicit transaction, so a DISCARD ALL inside it would fail: run
-        // such logs statement by statement.
-        if pending.len() > 1 && pending.iter().any(|s| s == "DISCARD ALL") {
-            for s in pending {
-                fe::write_query(out, s);
-                b.ledger.injected_request();
-            }
-        } else {
-            fe::write_query(out, &sql);
+        // One query per entry, pipelined: an entry that fails here must not keep the others from
+        // running. That happens when compaction made a connection that had run part of the log
+        // run the shorter log from its start (its `PREPARE` then exists already, 42P05); in one
+        // multi-statement query the error would skip every later entry, and the client's last
+        // `SET` would silently not hold on this connection. Entries are idempotent otherwise
+        // (settings, `PREPARE`/`DEALLOCATE` pairs in order), and a `DISCARD ALL` cannot run
+        // inside the implicit transaction of a multi-statement query anyway.
+        for s in pending {
+            fe::write_query(out, s);
             b.ledger.injected_request();
         }
         b.ledger.set_replayed(total);
