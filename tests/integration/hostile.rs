@@ -544,6 +544,26 @@ async fn prepared_statements_per_session_are_bounded() {
         assert_eq!(until_ready(&mut c), None, "{pool}: room after a Close");
         c.send_query("SELECT 1");
         assert_eq!(until_ready(&mut c), None, "{pool}: the session goes on");
+        // SQL PREPARE counts too, with the protocol-level statements: s1..s3 are held.
+        let mut d = RawClient::login(router.port, "rawtest");
+        d.send(&parse_message("p_proto", "SELECT 1"));
+        d.send(&message(b'S', &[]));
+        assert_eq!(until_ready(&mut d), None);
+        for i in 0..2 {
+            d.send_query(&format!("PREPARE p{i} AS SELECT {i}"));
+            assert_eq!(until_ready(&mut d), None, "{pool}: p{i} fits");
+        }
+        d.send_query("PREPARE p2 AS SELECT 2");
+        let error = until_ready(&mut d);
+        assert_eq!(
+            error.as_ref().map(|(code, _)| code.as_str()),
+            Some("54000"),
+            "{pool}: {error:?}"
+        );
+        d.send_query("DEALLOCATE p0; PREPARE p2 AS SELECT 2");
+        assert_eq!(until_ready(&mut d), None, "{pool}: room after DEALLOCATE");
+        d.send_query("EXECUTE p2");
+        assert_eq!(until_ready(&mut d), None, "{pool}: the session goes on");
         // Inside a transaction: the session ends.
         c.send_query("BEGIN");
         assert_eq!(until_ready(&mut c), None);

@@ -19,6 +19,7 @@ mod drivers;
 mod endpoints;
 mod ha;
 mod login;
+mod memory;
 mod pgbench;
 mod pool;
 mod raw;

@@ -159,6 +159,8 @@ impl Exporter {
         counter!("pgrouter_prepared_statement_hits_total").absolute(load(&ctx.prepared_stats.hits));
         counter!("pgrouter_prepared_statement_misses_total")
             .absolute(load(&ctx.prepared_stats.misses));
+        gauge!("pgrouter_client_buffer_bytes").set(ctx.buffer_budget.used() as f64);
+        gauge!("pgrouter_client_buffer_limit_bytes").set(ctx.buffer_budget.limit() as f64);
         gauge!("pgrouter_draining").set(f64::from(u8::from(ctx.draining.load(Ordering::Relaxed))));
         gauge!("pgrouter_start_time_seconds").set(ctx.started_at as f64);
         gauge!("pgrouter_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -263,6 +265,16 @@ impl Exporter {
 /// `# HELP` texts and units.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "pgrouter_client_buffer_bytes",
+        Unit::Bytes,
+        "Client read buffers' growth beyond their first 16 kB, all clients together"
+    );
+    describe_gauge!(
+        "pgrouter_client_buffer_limit_bytes",
+        Unit::Bytes,
+        "client.max_buffer_memory (0: no limit)"
+    );
     describe_gauge!(
         "pgrouter_primary_known",
         "1 when the routing table has a primary"

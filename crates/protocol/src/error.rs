@@ -32,6 +32,8 @@ impl SqlState {
     pub const QUERY_CANCELED: Self = Self("57014");
     /// `54000` program_limit_exceeded.
     pub const PROGRAM_LIMIT_EXCEEDED: Self = Self("54000");
+    /// `out_of_memory`.
+    pub const OUT_OF_MEMORY: Self = Self("53200");
     /// `25P03` idle_in_transaction_session_timeout.
     pub const IDLE_IN_TRANSACTION_TIMEOUT: Self = Self("25P03");
     /// `57P05` idle_session_timeout.

@@ -76,6 +76,8 @@ impl AsyncWrite for ClientStream {
 /// Read buffers grow to at least this much free space before each read.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
+use crate::memory::{BufferBudget, BASE_BUFFER};
+
 /// A client connection: the socket and the bytes read from it but not yet handled.
 #[derive(Debug)]
 pub struct ClientConn {
@@ -89,23 +91,94 @@ pub struct ClientConn {
     /// On TLS with a client certificate (verified against `tls.ca_file`): its subject's common
     /// name, for the `cert` method. `Some("")`: a certificate without one.
     pub(crate) certificate_name: Option<String>,
+    /// The process-wide budget `buf`'s growth beyond [`BASE_BUFFER`] is taken from.
+    budget: Arc<BufferBudget>,
+    /// Bytes of `buf`'s allocation taken from `budget` (its size beyond [`BASE_BUFFER`]).
+    charged: usize,
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        self.budget.give_back(self.charged);
+    }
 }
 
 impl ClientConn {
-    /// Wraps an accepted socket.
-    pub fn new(stream: TcpStream, entry: Arc<ClientEntry>) -> Self {
+    /// Wraps an accepted socket; its buffer grows beyond [`BASE_BUFFER`] only within `budget`.
+    pub fn new(stream: TcpStream, entry: Arc<ClientEntry>, budget: Arc<BufferBudget>) -> Self {
         Self {
             stream: ClientStream::Plain(stream),
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::with_capacity(BASE_BUFFER),
             entry,
             tls_end_point: None,
             certificate_name: None,
+            budget,
+            charged: 0,
+        }
+    }
+
+    /// Makes sure the buffer has room for a read (half a [`READ_CHUNK`] at least). Growth beyond
+    /// [`BASE_BUFFER`] is taken from the budget; `false`: the budget is spent, nothing changed.
+    ///
+    /// The buffer's allocation is always made here, at a size known to the budget: either
+    /// [`BASE_BUFFER`] (free) or a geometric step above what it holds (charged). Bytes still in
+    /// flight elsewhere (a frozen slice of an older allocation) keep that allocation alive only
+    /// until they are sent.
+    pub(crate) fn make_room(&mut self) -> bool {
+        let (len, free) = (self.buf.len(), self.buf.capacity() - self.buf.len());
+        if free >= READ_CHUNK / 2 {
+            return true;
+        }
+        if len + READ_CHUNK / 2 <= BASE_BUFFER {
+            // What is left fits a base buffer: reuse this allocation when nothing else holds it
+            // and it is a base one; otherwise move to a new base buffer and give the growth back.
+            if self.charged == 0 && self.buf.try_reclaim(READ_CHUNK / 2) {
+                return true;
+            }
+            self.reallocate(BASE_BUFFER);
+            self.budget.give_back(std::mem::take(&mut self.charged));
+            return true;
+        }
+        // Geometric growth while a large message arrives (amortised copies), never ahead of the
+        // bytes actually received: memory follows what the client sent, not what it announced.
+        let size = len.saturating_mul(2).max(len + READ_CHUNK);
+        let charge = size - BASE_BUFFER;
+        if !self.budget.try_take(charge.saturating_sub(self.charged)) {
+            return false;
+        }
+        self.budget.give_back(self.charged.saturating_sub(charge));
+        self.charged = charge;
+        self.reallocate(size);
+        true
+    }
+
+    /// Moves the buffered bytes to a new allocation of `size` bytes.
+    fn reallocate(&mut self, size: usize) {
+        let mut fresh = BytesMut::with_capacity(size);
+        fresh.extend_from_slice(&self.buf);
+        self.buf = fresh;
+    }
+
+    /// Once the buffer is empty, a grown one goes back to [`BASE_BUFFER`] and its growth to the
+    /// budget.
+    pub(crate) fn shrink_if_empty(&mut self) {
+        if self.charged > 0 && self.buf.is_empty() {
+            self.buf = BytesMut::with_capacity(BASE_BUFFER);
+            self.budget.give_back(std::mem::take(&mut self.charged));
         }
     }
 
     /// Reads more bytes into the buffer; end of stream or an error means the client is gone.
+    /// Used before a session relays (start-up, authentication, the admin console), where
+    /// messages are small: a spent budget ends the connection with PostgreSQL's out-of-memory
+    /// error.
     pub(crate) async fn fill(&mut self) -> Result<(), SessionError> {
-        reserve_for_read(&mut self.buf);
+        if !self.make_room() {
+            return Err(SessionError::Fatal(
+                ErrorResponse::fatal(SqlState::OUT_OF_MEMORY, "out of memory")
+                    .with_detail("pgrouter's client.max_buffer_memory is spent."),
+            ));
+        }
         match self.stream.read_buf(&mut self.buf).await {
             Ok(0) | Err(_) => Err(SessionError::ClientGone),
             Ok(n) => {
@@ -220,7 +293,8 @@ impl ClientConn {
     }
 }
 
-/// Makes sure a read has room, without growing a buffer that has enough.
+/// Makes sure a read has room, without growing a buffer that has enough (server connections'
+/// buffers: server output streams through them, so they stay near [`READ_CHUNK`]).
 pub(crate) fn reserve_for_read(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         // Geometric growth while a large message arrives (amortised copies), never ahead of

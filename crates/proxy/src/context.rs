@@ -189,6 +189,8 @@ pub struct ProxyContext {
     pub topology: Arc<Topology>,
     /// Clients counted against `client.max_connections*`.
     pub client_limits: crate::limits::ClientLimits,
+    /// Client read buffers' growth, process-wide (`client.max_buffer_memory`).
+    pub buffer_budget: Arc<crate::memory::BufferBudget>,
     /// Client keys for cancel requests.
     pub cancels: Arc<CancelRegistry>,
     /// Volatility of functions looked up in `pg_proc` (`true` = VOLATILE), shared by sessions.
@@ -261,6 +263,9 @@ impl ProxyContext {
             pools: pgrouter_pool::Pools::new(config.nodes.len(), pool_settings(config)),
             topology,
             client_limits: crate::limits::ClientLimits::default(),
+            buffer_budget: Arc::new(crate::memory::BufferBudget::new(byte_limit(
+                config.client.max_buffer_memory,
+            ))),
             cancels: Arc::new(CancelRegistry::default()),
             function_volatility: Mutex::new(HashMap::new()),
             login_parameters: Mutex::new(HashMap::new()),
@@ -382,6 +387,8 @@ impl ProxyContext {
         }
         self.topology.update_settings(self.monitor_settings(&new));
         self.pools.update_settings(pool_settings(&new));
+        self.buffer_budget
+            .set_limit(byte_limit(new.client.max_buffer_memory));
         let targets: Vec<NodeTarget> = new.nodes.iter().map(node_target).collect();
         let nodes = self.topology.reconfigure(&targets);
         let slots = self.topology.slot_count();
@@ -527,11 +534,25 @@ impl ProxyContext {
         )
     }
 
+    /// Client messages larger than this stream to their server as they arrive instead of being
+    /// read whole (`routing.max_parse_size`: larger statements are not classified anyway).
+    pub fn stream_threshold(&self) -> usize {
+        match byte_limit(self.live.load().config.routing.max_parse_size) {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+
     /// Largest client message accepted, in bytes.
     pub fn max_message_size(&self) -> usize {
         let max = self.live.load().config.client.max_message_size.bytes();
         usize::try_from(max).unwrap_or(usize::MAX)
     }
+}
+
+/// A configured size as `usize` (saturating on 32-bit targets).
+fn byte_limit(size: pgrouter_config::ByteSize) -> usize {
+    usize::try_from(size.bytes()).unwrap_or(usize::MAX)
 }
 
 /// What the health checks watch of a configured node.

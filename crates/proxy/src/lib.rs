@@ -13,6 +13,7 @@
 //! - [`listener`]: accept loop, one task per client, shutdown.
 //! - [`context`]: what sessions share: users with derived secrets, nodes, limits, cancel registry.
 //! - [`limits`]: client connection limits.
+//! - [`memory`]: the process-wide budget for client read buffers.
 //! - [`stats`], [`clients`]: what sessions count and who is connected, for metrics and the console.
 //! - [`console`]: the SQL admin console (database `pgrouter`).
 //! - [`cancel`]: client-facing `BackendKeyData` and the mapping to server keys.
@@ -32,6 +33,7 @@ pub mod context;
 pub mod error;
 pub mod limits;
 pub mod listener;
+pub mod memory;
 pub mod reload;
 pub mod routing;
 pub mod session;

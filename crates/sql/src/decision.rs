@@ -69,11 +69,14 @@ pub enum Rule {
     Unparsable,
     /// Nothing but whitespace and comments.
     Empty,
+    /// Not read whole: a message larger than `routing.max_parse_size`, or one that arrived while
+    /// the client buffer budget was spent, streams to the primary as it arrives.
+    Streamed,
 }
 
 impl Rule {
     /// Every rule, in declaration order (`rule as usize` indexes it): for per-rule counters.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 22] = [
         Rule::ReadOnlyQuery,
         Rule::Show,
         Rule::Explain,
@@ -95,6 +98,7 @@ impl Rule {
         Rule::Cursor,
         Rule::Unparsable,
         Rule::Empty,
+        Rule::Streamed,
     ];
 
     /// Kebab-case name.
@@ -121,6 +125,7 @@ impl Rule {
             Rule::Cursor => "cursor",
             Rule::Unparsable => "unparsable",
             Rule::Empty => "empty",
+            Rule::Streamed => "streamed",
         }
     }
 }
@@ -209,6 +214,12 @@ pub enum PinReason {
     /// `set_config(…, false)` with arguments known only at run time (expressions, or bind
     /// parameters whose value cannot be read as text): the setting cannot be replayed elsewhere.
     SessionFunction,
+    /// A named statement whose `Parse` streamed through (too large to keep): it cannot be
+    /// prepared again on another server connection.
+    StreamedStatement,
+    /// The session's settings to replay on other server connections outgrew pgrouter's bound
+    /// (1 MiB after compaction): it keeps its connection instead.
+    ReplayLogFull,
 }
 
 impl PinReason {
@@ -220,6 +231,8 @@ impl PinReason {
             PinReason::AdvisoryLock => "session advisory lock",
             PinReason::HoldCursor => "WITH HOLD cursor",
             PinReason::SessionFunction => "set_config() with run-time arguments",
+            PinReason::StreamedStatement => "named statement too large to keep",
+            PinReason::ReplayLogFull => "session settings past pgrouter's replay bound",
         }
     }
 }

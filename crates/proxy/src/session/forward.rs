@@ -106,37 +106,7 @@ impl Session<'_> {
         let Some(b) = b else {
             return Err(server_lost());
         };
-        if parts.iter().any(|c| may_set_sequences(c)) {
-            // Another connection holding this session's older sequence state is stale now.
-            b.sequences = Some(state.wrote());
-        }
-        for c in &parts {
-            self.ctx.stats.routed(b.node, c.route, c.rule);
-            // `parts` holds what the unit runs, prepared statements it binds included.
-            if !leaves_session_clean(self.ctx, c) {
-                b.ledger.note_untracked_state();
-            }
-            // DEALLOCATE of a protocol-level statement this connection does not hold (it was
-            // prepared on another one): prepare it here first, invisibly, so that the DEALLOCATE
-            // succeeds as it would have on the client's one connection.
-            for change in &c.effects.session {
-                let pgrouter_sql::SessionChange::Deallocate(Some(name)) = change else {
-                    continue;
-                };
-                let Some(stored) = state.statements.get(name.as_str()) else {
-                    continue;
-                };
-                if b.prepared.get(name.as_str()) != Some(&stored.version) {
-                    if b.prepared.contains_key(name.as_str()) {
-                        fe::write_close_statement(&mut out, name.as_bytes());
-                    }
-                    out.extend_from_slice(&stored.parse);
-                    fe::write_sync(&mut out);
-                    b.ledger.injected_request();
-                    b.prepared.insert(name.clone(), stored.version);
-                }
-            }
-        }
+        account_parts(self.ctx, state, b, &parts, &mut out);
         // Copy only when something has to be inserted between client messages.
         let mut copied_upto = 0usize;
         let mut pos = 0usize;
@@ -203,47 +173,12 @@ impl Session<'_> {
                     let Some(raw_name) = name else {
                         continue;
                     };
-                    let name = name_key(raw_name);
-                    let name = name.as_ref();
-                    let Some(stored) = state.statements.get(name) else {
-                        if state.sql_prepared.contains_key(name) {
-                            // Made by SQL PREPARE on this connection's session: it is there.
-                            continue;
-                        }
-                        // A statement this client never prepared (or closed). The connection may
-                        // hold one of that name that another client left: close it first, so
-                        // that the server answers with its own 26000 and runs nothing.
+                    let mut inject = BytesMut::new();
+                    prepare_for_use(self.ctx, state, b, raw_name, &mut inject);
+                    if !inject.is_empty() {
                         out.extend_from_slice(&bytes[copied_upto..start]);
                         copied_upto = start;
-                        fe::write_close_statement(&mut out, raw_name);
-                        b.ledger.injected_close();
-                        b.prepared.remove(name);
-                        continue;
-                    };
-                    match b.prepared.get(name) {
-                        Some(v) if *v == stored.version => {
-                            if !name.is_empty() {
-                                self.ctx.prepared_stats.hits.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        have => {
-                            if !name.is_empty() {
-                                self.ctx
-                                    .prepared_stats
-                                    .misses
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                            // Prepared on another connection: prepare it here, invisibly.
-                            out.extend_from_slice(&bytes[copied_upto..start]);
-                            copied_upto = start;
-                            if have.is_some() {
-                                fe::write_close_statement(&mut out, raw_name);
-                                b.ledger.injected_close();
-                            }
-                            out.extend_from_slice(&stored.parse);
-                            b.ledger.injected_parse();
-                            b.prepared.insert(name.to_owned(), stored.version);
-                        }
+                        out.extend_from_slice(&inject);
                     }
                 }
                 fe::CLOSE => {
@@ -269,5 +204,99 @@ impl Session<'_> {
             tracing::debug!(error = %e, "writing to a server connection failed");
         }
         Ok(())
+    }
+}
+
+/// Makes sure connection `b` holds the statement a `Bind` or `Describe` names (`raw_name`) as the
+/// client defined it, writing into `inject` what must go before the client's message: the
+/// statement's `Parse` when it was prepared on another connection (invisibly), or a `Close` of a
+/// statement the client never prepared that another client left there, so that the server
+/// answers with its own 26000 and runs nothing.
+pub(super) fn prepare_for_use(
+    ctx: &crate::context::ProxyContext,
+    state: &super::state::SessionState,
+    b: &mut super::backend::Backend,
+    raw_name: &[u8],
+    inject: &mut BytesMut,
+) {
+    let name = name_key(raw_name);
+    let name = name.as_ref();
+    let Some(stored) = state.statements.get(name) else {
+        if state.sql_prepared.contains_key(name) {
+            // Made by SQL PREPARE on this connection's session: it is there.
+            return;
+        }
+        fe::write_close_statement(inject, raw_name);
+        b.ledger.injected_close();
+        b.prepared.remove(name);
+        return;
+    };
+    match b.prepared.get(name) {
+        Some(v) if *v == stored.version => {
+            if !name.is_empty() {
+                ctx.prepared_stats.hits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        have => {
+            if !name.is_empty() {
+                ctx.prepared_stats.misses.fetch_add(1, Ordering::Relaxed);
+            }
+            if stored.parse.is_empty() {
+                // Streamed through, never kept (the session is pinned to the connection that
+                // has it): the server answers for a connection that lost it.
+                return;
+            }
+            // Prepared on another connection: prepare it here, invisibly.
+            if have.is_some() {
+                fe::write_close_statement(inject, raw_name);
+                b.ledger.injected_close();
+            }
+            inject.extend_from_slice(&stored.parse);
+            b.ledger.injected_parse();
+            b.prepared.insert(name.to_owned(), stored.version);
+        }
+    }
+}
+
+/// The bookkeeping for what a unit runs (`parts`) on connection `b`: statistics, the session's
+/// sequence state, whether the connection needs a reset before another client gets it, and a
+/// `DEALLOCATE` of a statement `b` does not hold (prepared there first, invisibly, into `out`).
+pub(super) fn account_parts(
+    ctx: &crate::context::ProxyContext,
+    state: &mut super::state::SessionState,
+    b: &mut super::backend::Backend,
+    parts: &[Arc<Classification>],
+    out: &mut BytesMut,
+) {
+    if parts.iter().any(|c| may_set_sequences(c)) {
+        // Another connection holding this session's older sequence state is stale now.
+        b.sequences = Some(state.wrote());
+    }
+    for c in parts {
+        ctx.stats.routed(b.node, c.route, c.rule);
+        // `parts` holds what the unit runs, prepared statements it binds included.
+        if !leaves_session_clean(ctx, c) {
+            b.ledger.note_untracked_state();
+        }
+        // DEALLOCATE of a protocol-level statement this connection does not hold (it was
+        // prepared on another one): prepare it here first, invisibly, so that the DEALLOCATE
+        // succeeds as it would have on the client's one connection.
+        for change in &c.effects.session {
+            let pgrouter_sql::SessionChange::Deallocate(Some(name)) = change else {
+                continue;
+            };
+            let Some(stored) = state.statements.get(name.as_str()) else {
+                continue;
+            };
+            if b.prepared.get(name.as_str()) != Some(&stored.version) {
+                if b.prepared.contains_key(name.as_str()) {
+                    fe::write_close_statement(out, name.as_bytes());
+                }
+                out.extend_from_slice(&stored.parse);
+                fe::write_sync(out);
+                b.ledger.injected_request();
+                b.prepared.insert(name.clone(), stored.version);
+            }
+        }
     }
 }

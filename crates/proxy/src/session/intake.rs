@@ -7,7 +7,8 @@ use super::client::{frame_error, ClientConn};
 use super::plan::{unresolved_functions, Plan};
 use super::relay::{Drain, Session};
 use super::unit::{
-    body, classify_text, effective_route, frames, name_key, next_unit, protocol_violation,
+    body, classify_text, complete_prefix, effective_route, frames, name_key, next_unit,
+    protocol_violation,
 };
 use super::{server_lost, SessionError};
 use bytes::{Bytes, BytesMut};
@@ -22,7 +23,21 @@ impl Session<'_> {
         client: &mut ClientConn,
     ) -> Result<Drain, SessionError> {
         let max_len = self.ctx.max_message_size();
+        // Messages larger than this stream on as they arrive (all of them while the client
+        // buffer budget is spent).
+        let forced = std::mem::take(&mut self.force_stream);
+        let threshold = if forced {
+            0
+        } else {
+            self.ctx.stream_threshold()
+        };
         loop {
+            if self.streaming.is_some() {
+                if !self.continue_stream(client).await {
+                    return Ok(Drain::NeedMore);
+                }
+                continue;
+            }
             if let Some(slot) = self.attached() {
                 // Inside a transaction or a segment: everything goes to the same connection.
                 let mut ready = 0;
@@ -61,12 +76,39 @@ impl Session<'_> {
                 if terminate {
                     return Ok(Drain::Terminated);
                 }
-                // Make room for a partly received message.
-                let _ = next_unit(&mut client.buf, max_len)?;
+                if let (0, Some((tag, total))) = complete_prefix(&client.buf, max_len)? {
+                    if total > threshold {
+                        self.stream_attached(client, slot, tag, total).await?;
+                        continue;
+                    }
+                }
                 return Ok(Drain::NeedMore);
             }
-            let Some(unit) = next_unit(&mut client.buf, max_len)? else {
-                return Ok(Drain::NeedMore);
+            let unit = match next_unit(&mut client.buf, max_len)? {
+                Some(unit) => unit,
+                None => {
+                    let (complete, next) = complete_prefix(&client.buf, max_len)?;
+                    // Only once that much of it has actually arrived: a header alone announcing
+                    // a large message takes no server connection (nor memory).
+                    let arrived = client.buf.len() - complete;
+                    let large =
+                        next.is_some_and(|(_, total)| total > threshold && arrived >= threshold);
+                    if complete > 0 && (large || forced) {
+                        // The messages before it go first, where their plan says (the large one
+                        // then follows a segment they started).
+                        super::unit::Unit {
+                            len: complete,
+                            terminate: false,
+                        }
+                    } else if let Some((tag, total)) = next.filter(|_| large) {
+                        if !self.stream_at_boundary(client, tag, total).await? {
+                            return Ok(Drain::Blocked);
+                        }
+                        continue;
+                    } else {
+                        return Ok(Drain::NeedMore);
+                    }
+                }
             };
             if unit.terminate {
                 return Ok(Drain::Terminated);
@@ -81,21 +123,10 @@ impl Session<'_> {
                 continue;
             }
             if let Some(error) = self.too_many_statements(&client.buf[..unit.len]) {
-                // Outside a transaction, with nothing in flight, the request fails and the
-                // session goes on, as for any error; inside one, the session ends (its
-                // transaction is rolled back), since an error answered here could not abort it.
-                if self.busy().is_some() {
-                    return Ok(Drain::Blocked);
+                match self.refuse_unit(client, unit.len, error).await? {
+                    Some(drain) => return Ok(drain),
+                    None => continue,
                 }
-                if self.state.tx_status != TransactionStatus::Idle || self.deferred_begin.is_some()
-                {
-                    let mut fatal = error;
-                    fatal.severity = pgrouter_protocol::error::Severity::Fatal;
-                    return Err(fatal.into());
-                }
-                let bytes = client.buf.split_to(unit.len).freeze();
-                self.answer_with_error(client, &bytes, &error).await?;
-                continue;
             }
             if self.transaction_pooling
                 && self.busy().is_none()
@@ -120,6 +151,12 @@ impl Session<'_> {
                     Err(e) => return Err(e),
                 }
             }
+            if let Some(error) = self.too_many_sql_prepares(&plan.parts) {
+                match self.refuse_unit(client, unit.len, error).await? {
+                    Some(drain) => return Ok(drain),
+                    None => continue,
+                }
+            }
             if let Some(busy) = self.busy() {
                 // Earlier requests are still answering: keep responses in order by sending this one
                 // to the same connection, or by waiting until that connection is done (also when
@@ -142,16 +179,103 @@ impl Session<'_> {
         }
     }
 
+    /// Answers a unit that would take the session past one of its limits with `error` instead
+    /// of running it. Outside a transaction, with nothing in flight, the request fails and the
+    /// session goes on, as for any error; inside one, the session ends (its transaction is
+    /// rolled back), since an error answered here could not abort it. `Some`: what the drain
+    /// returns now (the unit waits for earlier requests).
+    async fn refuse_unit(
+        &mut self,
+        client: &mut ClientConn,
+        len: usize,
+        error: ErrorResponse,
+    ) -> Result<Option<Drain>, SessionError> {
+        if self.busy().is_some() {
+            return Ok(Some(Drain::Blocked));
+        }
+        if self.state.tx_status != TransactionStatus::Idle || self.deferred_begin.is_some() {
+            let mut fatal = error;
+            fatal.severity = pgrouter_protocol::error::Severity::Fatal;
+            return Err(fatal.into());
+        }
+        let bytes = client.buf.split_to(len).freeze();
+        self.answer_with_error(client, &bytes, &error).await?;
+        Ok(None)
+    }
+
+    /// `client.max_prepared_statements` in force (`None`: no limit).
+    fn statement_limit(&self) -> Option<usize> {
+        let limit = self.ctx.live().config.client.max_prepared_statements;
+        (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX))
+    }
+
+    /// Named statements the session holds: protocol-level and SQL `PREPARE`d.
+    fn statements_held(&self) -> usize {
+        let unnamed = usize::from(self.state.statements.contains_key(""));
+        self.state.statements.len() - unnamed + self.state.sql_prepared.len()
+    }
+
+    /// The error PostgreSQL would give for a program limit, for `client.max_prepared_statements`.
+    fn too_many_statements_error(&self, limit: usize) -> ErrorResponse {
+        ErrorResponse::error(
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "too many prepared statements: this session holds {}",
+                self.statements_held()
+            ),
+        )
+        .with_hint(format!(
+            "Close (deallocate) prepared statements no longer needed; pgrouter's client.max_prepared_statements is {limit}."
+        ))
+    }
+
+    /// `client.max_prepared_statements` for SQL `PREPARE`: the error for a unit whose
+    /// statements would prepare more than the session may hold (each is kept in the session's
+    /// replay log, to prepare on other server connections).
+    fn too_many_sql_prepares(
+        &self,
+        parts: &[std::sync::Arc<pgrouter_sql::Classification>],
+    ) -> Option<ErrorResponse> {
+        use pgrouter_sql::SessionChange;
+        let limit = self.statement_limit()?;
+        // In order: a `DEALLOCATE` before a `PREPARE` makes room for it.
+        let mut held = self.statements_held();
+        let mut made: Vec<&str> = Vec::new();
+        let mut gone: Vec<&str> = Vec::new();
+        let mut over = false;
+        for change in parts.iter().flat_map(|c| c.effects.session.iter()) {
+            let holds = |name: &str, made: &Vec<&str>, gone: &Vec<&str>| {
+                (self.state.sql_prepared.contains_key(name) && !gone.contains(&name))
+                    || made.contains(&name)
+            };
+            match change {
+                SessionChange::Prepare { name, .. } if !holds(name, &made, &gone) => {
+                    made.push(name);
+                    held += 1;
+                    over |= held > limit;
+                }
+                SessionChange::Deallocate(Some(name)) if holds(name, &made, &gone) => {
+                    made.retain(|n| n != name);
+                    gone.push(name);
+                    held -= 1;
+                }
+                SessionChange::Deallocate(None) | SessionChange::DiscardAll => {
+                    held = 0;
+                    made.clear();
+                    gone.extend(self.state.sql_prepared.keys().map(String::as_str));
+                }
+                _ => {}
+            }
+        }
+        over.then(|| self.too_many_statements_error(limit))
+    }
+
     /// `client.max_prepared_statements`: the error for a unit whose `Parse`s would take the
     /// session past the limit of named statements it holds.
     fn too_many_statements(&self, unit: &[u8]) -> Option<ErrorResponse> {
-        let limit = usize::try_from(self.ctx.live().config.client.max_prepared_statements)
-            .unwrap_or(usize::MAX);
-        if limit == 0 {
-            return None;
-        }
+        let limit = self.statement_limit()?;
         // Walk the unit in order: a `Close` before a `Parse` makes room for it.
-        let mut held = self.state.statements.len();
+        let mut held = self.statements_held();
         let mut new: Vec<&[u8]> = Vec::new();
         let mut closed: Vec<&[u8]> = Vec::new();
         let mut over = false;
@@ -185,15 +309,7 @@ impl Session<'_> {
                 _ => {}
             }
         }
-        over.then(|| {
-            ErrorResponse::error(
-                SqlState::PROGRAM_LIMIT_EXCEEDED,
-                format!("too many prepared statements: this session holds {}", self.state.statements.len()),
-            )
-            .with_hint(format!(
-                "Close (deallocate) prepared statements no longer needed; pgrouter's client.max_prepared_statements is {limit}."
-            ))
-        })
+        over.then(|| self.too_many_statements_error(limit))
     }
 
     /// Transaction pooling: a request that only prepares named statements (`Parse`… `Sync`, as
@@ -290,6 +406,28 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Makes `slot` the one serving the session from now on; returns what must reach it before
+    /// the client's next bytes: session changes it has not run yet, then a deferred `BEGIN`.
+    pub(super) fn take_slot(&mut self, slot: Slot) -> BytesMut {
+        let mut prefix = BytesMut::new();
+        // Session changes first, outside the transaction: replayed after the deferred BEGIN,
+        // a ROLLBACK would undo them (and the server would report the old client_encoding).
+        self.replay_into(slot, &mut prefix);
+        if let Some(begin) = self.deferred_begin.take() {
+            prefix.extend_from_slice(&begin);
+            if let Some(b) = self.backend(slot) {
+                b.ledger.injected_request();
+                // A simple query destroys the connection's unnamed statement.
+                b.prepared.remove("");
+            }
+        }
+        if slot != self.current {
+            self.point_cancel_at(slot);
+        }
+        self.current = slot;
+        prefix
+    }
+
     /// Sends a unit that starts at a transaction boundary where its plan says.
     pub(super) async fn route_unit(
         &mut self,
@@ -354,22 +492,7 @@ impl Session<'_> {
             }
             Err(e) => return Err(e),
         };
-        let mut prefix = BytesMut::new();
-        // Session changes first, outside the transaction: replayed after the deferred BEGIN,
-        // a ROLLBACK would undo them (and the server would report the old client_encoding).
-        self.replay_into(slot, &mut prefix);
-        if let Some(begin) = self.deferred_begin.take() {
-            prefix.extend_from_slice(&begin);
-            if let Some(b) = self.backend(slot) {
-                b.ledger.injected_request();
-                // A simple query destroys the connection's unnamed statement.
-                b.prepared.remove("");
-            }
-        }
-        if slot != self.current {
-            self.point_cancel_at(slot);
-        }
-        self.current = slot;
+        let prefix = self.take_slot(slot);
         // Only a read may be held to run again elsewhere, and only when running it again cannot
         // repeat a side effect: it was sent to a standby (which cannot write), or it calls
         // nothing but built-ins pgrouter knows and changes nothing in the session.

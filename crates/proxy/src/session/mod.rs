@@ -19,6 +19,7 @@
 //! - `backend`: one server connection of a session.
 //! - `ledger`: what a server connection owes and which replies the client must not see (no I/O).
 //! - `state`: session state that moves between server connections (replay log, statements).
+//! - `stream`: client messages passed on as they arrive instead of read whole.
 
 mod answers;
 mod auth;
@@ -36,6 +37,7 @@ mod relay;
 mod server_output;
 mod startup;
 mod state;
+mod stream;
 mod timeouts;
 mod unit;
 
@@ -92,7 +94,11 @@ pub async fn run(
         let registration = ctx
             .clients
             .register(peer, pgrouter_topology::table::unix_now());
-        let mut client = ClientConn::new(stream, Arc::clone(&registration.entry));
+        let mut client = ClientConn::new(
+            stream,
+            Arc::clone(&registration.entry),
+            Arc::clone(&ctx.buffer_budget),
+        );
         // Counted before anything is read: a flood of sockets that never log in is bounded.
         let accepted = {
             let live = ctx.live();
@@ -312,6 +318,8 @@ async fn serve(
         inflight: Vec::new(),
         current: backend_conn::Slot::Primary,
         deferred_begin: None,
+        streaming: None,
+        force_stream: false,
         cancel: slot,
         login,
         entry: Arc::clone(&client.entry),

@@ -55,6 +55,11 @@ pub(super) struct Session<'a> {
     /// A `BEGIN` answered by pgrouter and not yet sent: the next request decides where the
     /// transaction runs (so `BEGIN; SET TRANSACTION READ ONLY` can go to a replica).
     pub(super) deferred_begin: Option<Bytes>,
+    /// A client message being passed on as it arrives (see `stream`).
+    pub(super) streaming: Option<super::stream::Streaming>,
+    /// The client buffer budget is spent and stayed so: the next drain streams the message still
+    /// arriving instead of waiting to read it whole.
+    pub(super) force_stream: bool,
     pub(super) cancel: CancelSlot,
     /// Opens the session's server connections.
     pub(super) login: super::login::ServerLogin<'a>,
@@ -149,6 +154,9 @@ impl<'a> Session<'a> {
     /// The slot that must receive the next client bytes whatever they are: the transaction's
     /// connection, or one in the middle of an extended-protocol segment.
     pub(super) fn attached(&self) -> Option<Slot> {
+        if let Some(streaming) = &self.streaming {
+            return Some(streaming.slot);
+        }
         if self.state.tx_status != TransactionStatus::Idle && self.deferred_begin.is_none() {
             return Some(self.current);
         }
@@ -174,6 +182,7 @@ impl<'a> Session<'a> {
         self.busy().is_none()
             && self.state.tx_status == TransactionStatus::Idle
             && self.deferred_begin.is_none()
+            && self.streaming.is_none()
             && client.buf.is_empty()
     }
 
@@ -231,6 +240,7 @@ pub(super) async fn relay(
     let mut busy_since: Option<tokio::time::Instant> = None;
     let mut cancel_sent_at: Option<tokio::time::Instant> = None;
     let mut timing_was_on = false;
+    let mut starved_since: Option<tokio::time::Instant> = None;
     loop {
         if drain_deadline.is_some() && session.is_quiescent(client) {
             return Err(shutting_down(false));
@@ -240,6 +250,17 @@ pub(super) async fn relay(
             Drain::Blocked => true,
             Drain::NeedMore => false,
         };
+        client.shrink_if_empty();
+        // Room to read into, within the client buffer budget. Without it the session stops
+        // reading (TCP pushes back on the client) until memory is freed; after a short grace the
+        // message it was gathering streams on instead, so no session waits on others forever.
+        let starved = !blocked && !client.make_room();
+        if starved {
+            starved_since.get_or_insert_with(tokio::time::Instant::now);
+        } else {
+            starved_since = None;
+        }
+        let ctx = session.ctx;
         let limits = session.timeout_limits();
         // Clock reads only when a timer is configured; a reload that turns one on starts it
         // from now, not from the last activity seen before.
@@ -266,9 +287,8 @@ pub(super) async fn relay(
                 },
             )
         };
-        super::client::reserve_for_read(&mut client.buf);
         tokio::select! {
-            read = client.stream.read_buf(&mut client.buf), if !blocked => {
+            read = client.stream.read_buf(&mut client.buf), if !blocked && !starved => {
                 if let Ok(n) = read {
                     client.entry.received(n);
                 }
@@ -318,6 +338,10 @@ pub(super) async fn relay(
                     None => {}
                 }
             }
+            () = ctx.buffer_budget.freed(), if starved => {}
+            () = tokio::time::sleep_until(starved_since.map_or_else(tokio::time::Instant::now, |at| at + STARVED_GRACE)), if starved => {
+                session.force_stream = true;
+            }
             _ = shutdown.cancelled(), if drain_deadline.is_none() => {
                 let timeout = session.ctx.live().config.shutdown_timeout.get();
                 drain_deadline = Some(tokio::time::Instant::now() + timeout);
@@ -332,6 +356,10 @@ pub(super) async fn relay(
         }
     }
 }
+
+/// How long a session waits for client buffer memory before the message it is gathering streams
+/// on unclassified (to the primary).
+const STARVED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// PostgreSQL's error for sessions closed by a shutdown (`57P01`).
 fn shutting_down(timed_out: bool) -> SessionError {

@@ -11,6 +11,11 @@ use std::sync::Arc;
 /// Past this many entries the replay log is compacted.
 pub(crate) const REPLAY_LOG_LIMIT: usize = 256;
 
+/// A replay log still larger than this after compaction (statement text, in bytes) stops
+/// growing: the session is pinned to its connection instead (nothing needs replaying then),
+/// so a session's settings cost at most this much memory.
+pub(crate) const REPLAY_LOG_MAX_BYTES: usize = 1 << 20;
+
 /// `SET [SESSION] name …` and `RESET name` touch one parameter: the key under which only the last
 /// one matters.
 fn parameter_key(sql: &str) -> Option<String> {
@@ -144,6 +149,27 @@ impl SessionState {
         version
     }
 
+    /// Remembers a client `Parse` that streamed through without being kept: its `parse` is
+    /// empty, so it is never prepared on another connection, and its version is one no
+    /// definition shares. Returns that version.
+    pub(crate) fn store_streamed_statement(
+        &mut self,
+        name: &str,
+        classification: Arc<Classification>,
+    ) -> u64 {
+        let version = rand::random();
+        self.statements.insert(
+            name.to_owned(),
+            Arc::new(StoredStatement {
+                parse: Bytes::new(),
+                route: Route::Primary,
+                version,
+                classification,
+            }),
+        );
+        version
+    }
+
     /// Applies the effects of requests that completed; `failed` when an error occurred, `status`
     /// the transaction status reported at the end.
     pub(crate) fn complete(
@@ -209,6 +235,9 @@ impl SessionState {
         let grew = self.replay.len() != self.compaction_checked;
         self.compaction_checked = self.replay.len();
         if self.replay.len() <= REPLAY_LOG_LIMIT && !(grew && self.last_setting_repeats()) {
+            if grew {
+                self.bound_replay_log();
+            }
             return None;
         }
         let old_len = self.replay.len();
@@ -231,7 +260,30 @@ impl SessionState {
         kept.reverse();
         self.replay = kept;
         self.compaction_checked = self.replay.len();
+        self.bound_replay_log();
         Some(old_len)
+    }
+
+    /// Pins the session once its compacted replay log is larger than [`REPLAY_LOG_MAX_BYTES`];
+    /// from then on the log does not grow (see [`Self::apply`]).
+    fn bound_replay_log(&mut self) {
+        if self.pin.is_none()
+            && self.replay.iter().map(String::len).sum::<usize>() > REPLAY_LOG_MAX_BYTES
+        {
+            tracing::info!(
+                entries = self.replay.len(),
+                "the session's settings to replay passed 1 MiB: it keeps its server connection"
+            );
+            self.pin = Some(PinReason::ReplayLogFull);
+        }
+    }
+
+    /// Adds an entry to the replay log, unless the log reached its bound (the session is
+    /// pinned then: its connection already ran everything, nothing will be replayed).
+    fn record(&mut self, sql: String) {
+        if self.pin != Some(PinReason::ReplayLogFull) {
+            self.replay.push(sql);
+        }
     }
 
     /// The newest entry sets a parameter an earlier entry set: the log can shrink now. An
@@ -251,24 +303,23 @@ impl SessionState {
 
     fn apply(&mut self, change: SessionChange) {
         match change {
-            SessionChange::Replay(sql) => self.replay.push(sql),
+            SessionChange::Replay(sql) => self.record(sql),
             SessionChange::DiscardAll => {
                 // Every connection of the session must forget too: DISCARD ALL is replayed like any
                 // other statement, and the log before it no longer matters to new connections, but
                 // connections that replayed part of it must still see the DISCARD.
-                self.replay.push("DISCARD ALL".to_owned());
+                self.record("DISCARD ALL".to_owned());
                 self.sql_prepared.clear();
                 self.default_read_only = false;
             }
             SessionChange::Prepare { name, sql, route } => {
                 self.sql_prepared.insert(name, route);
-                self.replay.push(sql);
+                self.record(sql);
             }
             SessionChange::Deallocate(name) => match &name {
                 // An SQL-level statement is in the replay log: the DEALLOCATE follows it there.
                 Some(n) if self.sql_prepared.remove(n).is_some() => {
-                    self.replay
-                        .push(format!("DEALLOCATE \"{}\"", n.replace('"', "\"\"")));
+                    self.record(format!("DEALLOCATE \"{}\"", n.replace('"', "\"\"")));
                 }
                 // A protocol-level statement is forgotten; connections that still hold it close
                 // it before its name is used again (see `relay::send`).
@@ -278,7 +329,7 @@ impl SessionState {
                 None => {
                     self.sql_prepared.clear();
                     self.statements.clear();
-                    self.replay.push("DEALLOCATE ALL".to_owned());
+                    self.record("DEALLOCATE ALL".to_owned());
                 }
             },
             SessionChange::DefaultReadOnly(on) => self.default_read_only = on,
@@ -316,6 +367,28 @@ mod tests {
         );
         // Nothing new: nothing to look at again.
         assert_eq!(s.compact_replay(), None);
+    }
+
+    /// Settings that compaction cannot shrink (every one a different parameter) stop at the
+    /// bound: the session is pinned and the log grows no more.
+    #[test]
+    fn replay_log_is_bounded_by_pinning() {
+        let mut s = SessionState::new();
+        let setting = |i: usize| format!("SET app.p{i} = '{}'", "v".repeat(1000));
+        let mut i = 0;
+        while s.pin.is_none() {
+            s.apply(SessionChange::Replay(setting(i)));
+            s.compact_replay();
+            i += 1;
+            assert!(i < 5000, "never pinned");
+        }
+        assert_eq!(s.pin, Some(PinReason::ReplayLogFull));
+        let bytes: usize = s.replay.iter().map(String::len).sum();
+        assert!(bytes > REPLAY_LOG_MAX_BYTES && bytes < REPLAY_LOG_MAX_BYTES + 2000);
+        let len = s.replay.len();
+        s.apply(SessionChange::Replay(setting(i)));
+        s.apply(SessionChange::DiscardAll);
+        assert_eq!(s.replay.len(), len, "pinned: nothing more is recorded");
     }
 
     #[test]

@@ -128,8 +128,26 @@ pub(super) fn frames(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
+/// A message's body (empty for a message shorter than a header: a statement that streamed
+/// through is stored with an empty `Parse`).
 pub(super) fn body(msg: &[u8]) -> &[u8] {
-    &msg[frame::HEADER_LEN..]
+    msg.get(frame::HEADER_LEN..).unwrap_or_default()
+}
+
+/// Where the complete messages at the front of `buf` end, and the tag and whole length of the
+/// message after them once its header has arrived.
+pub(super) fn complete_prefix(
+    buf: &[u8],
+    max_len: usize,
+) -> Result<(usize, Option<(u8, usize)>), SessionError> {
+    let mut pos = 0;
+    while let Some(f) = frame::next_frame(&buf[pos..], max_len).map_err(frame_error)? {
+        pos += f.total_len;
+    }
+    let next = frame::parse_header(&buf[pos..], max_len)
+        .map_err(frame_error)?
+        .map(|(tag, len)| (tag, len + 1));
+    Ok((pos, next))
 }
 
 pub(super) fn utf8(b: &[u8]) -> &str {
@@ -309,6 +327,27 @@ mod tests {
             &plain,
             &bound_classification(&plain, &bind, &parse)
         ));
+    }
+
+    #[test]
+    fn complete_prefix_finds_the_first_message_still_arriving() {
+        use super::complete_prefix;
+        let sync = [b'S', 0, 0, 0, 4];
+        let mut two_and_a_half = sync.repeat(2);
+        two_and_a_half.extend_from_slice(&[b'Q', 0, 0, 0x10, 0, b'S']);
+        #[rustfmt::skip]
+        let cases: [(&[u8], (usize, Option<(u8, usize)>)); 5] = [
+            (&[], (0, None)),
+            (&sync, (5, None)),
+            (&sync[..3], (0, None)),
+            (&two_and_a_half, (10, Some((b'Q', 0x1001)))),
+            (&[b'd', 0, 0, 0, 9, 1], (0, Some((b'd', 10)))),
+        ];
+        for (buf, want) in cases {
+            assert_eq!(complete_prefix(buf, 1 << 20).ok(), Some(want), "{buf:?}");
+        }
+        // A header past the limit is PostgreSQL's error, as for a complete message.
+        assert!(complete_prefix(&[b'Q', 0x7f, 0, 0, 0], 1 << 20).is_err());
     }
 
     #[test]
