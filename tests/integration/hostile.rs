@@ -577,3 +577,39 @@ async fn prepared_statements_per_session_are_bounded() {
         );
     }
 }
+
+/// `client.max_prepared_statement_memory`: the definitions pgrouter keeps for one session are
+/// bounded in bytes too; a `Parse` past it fails with 54000, and closing a statement makes room.
+/// In both pooling modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_memory_per_session_is_bounded() {
+    let Some(cluster) = cluster() else { return };
+    for pool in ["session", "transaction"] {
+        let router = Router::start(
+            cluster,
+            &format!("pool: {{mode: {pool}}}\nclient: {{max_prepared_statement_memory: 2kB}}\n"),
+        );
+        let mut c = RawClient::login(router.port, "rawtest");
+        // About 1 kB each: two fit, a third does not.
+        let sql = format!("SELECT 1 /* {} */", "x".repeat(900));
+        for name in ["m0", "m1"] {
+            c.send(&parse_message(name, &sql));
+            c.send(&message(b'S', &[]));
+            assert_eq!(until_ready(&mut c), None, "{pool}: {name} fits");
+        }
+        c.send(&parse_message("m2", &sql));
+        c.send(&message(b'S', &[]));
+        let error = until_ready(&mut c);
+        assert_eq!(
+            error.as_ref().map(|(code, _)| code.as_str()),
+            Some("54000"),
+            "{pool}: {error:?}"
+        );
+        c.send(&message(b'C', b"Sm0\0"));
+        c.send(&message(b'S', &[]));
+        assert_eq!(until_ready(&mut c), None);
+        c.send(&parse_message("m2", &sql));
+        c.send(&message(b'S', &[]));
+        assert_eq!(until_ready(&mut c), None, "{pool}: room after a Close");
+    }
+}

@@ -220,8 +220,10 @@ async fn large_messages_stream_through_with_bounded_memory() {
 async fn client_buffers_share_one_budget() {
     let Some(cluster) = cluster() else { return };
     const QUERY: usize = 200 << 10;
-    let router = Router::start(
+    // Reads on the replicas only.
+    let router = Router::start_weighted(
         cluster,
+        [0, 1, 1],
         "pool: {mode: transaction}\nclient: {max_buffer_memory: 2MB}\n",
     );
     let port = router.port;
@@ -270,4 +272,54 @@ async fn client_buffers_share_one_budget() {
     let (values, error) = run_raw(&mut c, b"SELECT pg_is_in_recovery()");
     assert_eq!((values, error), (vec!["t".to_string()], None));
     drop(clients);
+}
+
+/// A large message pipelined behind a read still running on a replica waits for it (answers
+/// stay in order), then streams to the primary; in a transaction it streams to the
+/// transaction's connection. In both pooling modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_keeps_its_place_in_the_pipeline() {
+    let Some(cluster) = cluster() else { return };
+    for pool in ["session", "transaction"] {
+        // Reads on the replicas only.
+        let router =
+            Router::start_weighted(cluster, [0, 1, 1], &format!("pool: {{mode: {pool}}}\n"));
+        let mut c = RawClient::login(router.port, "rawtest");
+        let mut large = b"SELECT pg_is_in_recovery() /* ".to_vec();
+        large.resize(large.len() + (1 << 20), b'x');
+        large.extend_from_slice(b" */");
+        let mut pipeline = Vec::new();
+        for sql in [&b"SELECT pg_is_in_recovery() FROM (SELECT count(*) FROM generate_series(1, 2000000)) s"[..], &large] {
+            let mut body = sql.to_vec();
+            body.push(0);
+            pipeline.extend(message(b'Q', &body));
+        }
+        let slow =
+            b"SELECT pg_is_in_recovery() FROM (SELECT count(*) FROM generate_series(1, 2000000)) s";
+        assert_eq!(
+            run_raw(&mut c, slow),
+            (vec!["t".into()], None),
+            "{pool}: alone"
+        );
+        c.send(&pipeline);
+        assert_eq!(
+            read_through_ready(&mut c),
+            (vec!["t".into()], None),
+            "{pool}"
+        );
+        assert_eq!(
+            read_through_ready(&mut c),
+            (vec!["f".into()], None),
+            "{pool}"
+        );
+        // Inside a transaction that started on a replica (read only), it follows it there.
+        assert_eq!(run_raw(&mut c, b"BEGIN READ ONLY").1, None);
+        assert_eq!(
+            run_raw(&mut c, b"SELECT pg_is_in_recovery()"),
+            (vec!["t".into()], None),
+            "{pool}: small"
+        );
+        assert_eq!(run_raw(&mut c, &large), (vec!["t".into()], None), "{pool}");
+        assert_eq!(run_raw(&mut c, b"COMMIT").1, None);
+    }
 }

@@ -312,6 +312,9 @@ pub struct ClientConfig {
     /// Named prepared statements (protocol-level) one session may hold (`0`: no limit): pgrouter
     /// keeps each one's `Parse` to prepare it again on other server connections.
     pub max_prepared_statements: u32,
+    /// Bytes of statement definitions (their `Parse` messages) pgrouter keeps for one session
+    /// (`0`: no limit); a `Parse` that would take it past gets SQLSTATE 54000.
+    pub max_prepared_statement_memory: ByteSize,
     /// Bytes all client read buffers together may hold beyond their first 16 kB each
     /// (`0`: no limit). A buffer grows only to gather a message routing reads whole; past this
     /// budget a session stops reading from its client until memory is freed, and a message
@@ -334,6 +337,7 @@ impl Default for ClientConfig {
             idle_transaction_timeout: Duration::from_secs(0),
             query_timeout: Duration::from_secs(0),
             max_prepared_statements: 10_000,
+            max_prepared_statement_memory: ByteSize(16 << 20),
             max_buffer_memory: ByteSize(64 << 20),
         }
     }

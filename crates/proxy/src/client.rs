@@ -159,6 +159,13 @@ impl ClientConn {
         self.buf = fresh;
     }
 
+    /// The buffer's allocation is larger than [`BASE_BUFFER`] (taken from the budget). A slice of
+    /// it kept after its message was handled would keep all of it alive past the budget's
+    /// count: such slices are copied instead (see `Session::keep`).
+    pub(crate) fn is_grown(&self) -> bool {
+        self.charged > 0
+    }
+
     /// Once the buffer is empty, a grown one goes back to [`BASE_BUFFER`] and its growth to the
     /// budget.
     pub(crate) fn shrink_if_empty(&mut self) {

@@ -120,7 +120,7 @@ impl Session<'_> {
                 fe::QUERY => {
                     // A simple query destroys the unnamed statement, for the session too.
                     b.prepared.remove("");
-                    state.statements.remove("");
+                    state.remove_statement("");
                 }
                 fe::FUNCTION_CALL => {
                     // A function called by OID: pgrouter cannot tell what it does.
@@ -142,7 +142,7 @@ impl Session<'_> {
                         && !state.statements.contains_key(name);
                     // The unnamed statement is replaced often: keep a view of the client's
                     // buffer rather than a copy. Named ones live long: copy them out.
-                    let parse = if name.is_empty() {
+                    let parse = if name.is_empty() && !self.copy_kept_bytes {
                         bytes.slice(start..pos)
                     } else {
                         Bytes::copy_from_slice(msg)
@@ -184,7 +184,7 @@ impl Session<'_> {
                 fe::CLOSE => {
                     if let Some((fe::TARGET_STATEMENT, raw_name)) = fe::describe_target(body(msg)) {
                         let name = name_key(raw_name);
-                        state.statements.remove(name.as_ref());
+                        state.remove_statement(name.as_ref());
                         b.prepared.remove(name.as_ref());
                     }
                 }

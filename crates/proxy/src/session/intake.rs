@@ -26,6 +26,7 @@ impl Session<'_> {
         // Messages larger than this stream on as they arrive (all of them while the client
         // buffer budget is spent).
         let forced = std::mem::take(&mut self.force_stream);
+        self.copy_kept_bytes = client.is_grown();
         let threshold = if forced {
             0
         } else {
@@ -273,12 +274,17 @@ impl Session<'_> {
     /// `client.max_prepared_statements`: the error for a unit whose `Parse`s would take the
     /// session past the limit of named statements it holds.
     fn too_many_statements(&self, unit: &[u8]) -> Option<ErrorResponse> {
-        let limit = self.statement_limit()?;
+        let count_limit = self.statement_limit();
+        let memory_limit = self.statement_memory_limit();
+        if count_limit.is_none() && memory_limit.is_none() {
+            return None;
+        }
         // Walk the unit in order: a `Close` before a `Parse` makes room for it.
         let mut held = self.statements_held();
+        let mut bytes = self.state.statement_bytes();
         let mut new: Vec<&[u8]> = Vec::new();
         let mut closed: Vec<&[u8]> = Vec::new();
-        let mut over = false;
+        let (mut too_many, mut too_large) = (false, false);
         for (tag, msg) in frames(unit) {
             let holds = |name: &[u8], new: &Vec<&[u8]>, closed: &Vec<&[u8]>| {
                 (self.state.statements.contains_key(name_key(name).as_ref())
@@ -293,7 +299,9 @@ impl Session<'_> {
                     if !name.is_empty() && !holds(name, &new, &closed) {
                         new.push(name);
                         held += 1;
-                        over |= held > limit;
+                        bytes += msg.len();
+                        too_many |= count_limit.is_some_and(|limit| held > limit);
+                        too_large |= memory_limit.is_some_and(|limit| bytes > limit);
                     }
                 }
                 fe::CLOSE => {
@@ -309,7 +317,34 @@ impl Session<'_> {
                 _ => {}
             }
         }
-        over.then(|| self.too_many_statements_error(limit))
+        if too_many {
+            return count_limit.map(|limit| self.too_many_statements_error(limit));
+        }
+        too_large.then(|| {
+            ErrorResponse::error(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "prepared statements take too much memory: pgrouter keeps {} bytes of them for this session",
+                    self.state.statement_bytes()
+                ),
+            )
+            .with_hint(format!(
+                "Close (deallocate) prepared statements no longer needed; pgrouter's client.max_prepared_statement_memory is {} bytes.",
+                memory_limit.unwrap_or_default()
+            ))
+        })
+    }
+
+    /// `client.max_prepared_statement_memory` in force (`None`: no limit).
+    fn statement_memory_limit(&self) -> Option<usize> {
+        let limit = self
+            .ctx
+            .live()
+            .config
+            .client
+            .max_prepared_statement_memory
+            .bytes();
+        (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX))
     }
 
     /// Transaction pooling: a request that only prepares named statements (`Parse`… `Sync`, as
@@ -437,7 +472,7 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         if plan.deferred_begin {
             // A lone BEGIN: answer it now and let the next request choose the node.
-            self.deferred_begin = Some(bytes);
+            self.deferred_begin = Some(self.keep(&bytes));
             self.state.tx_status = TransactionStatus::InTransaction;
             let mut out = BytesMut::with_capacity(32);
             be::command_complete(&mut out, "BEGIN");
@@ -507,12 +542,13 @@ impl Session<'_> {
                     && c.effects.pin.is_none()
                     && c.effects.session.is_empty()
             });
+            let unit = self.keep(&bytes);
             if let Some(b) = self
                 .backend(slot)
                 .filter(|b| side_effect_free || Some(b.node) != primary)
             {
                 b.retry = Some(super::backend::Retry {
-                    unit: bytes.clone(),
+                    unit,
                     parts: plan.parts.clone(),
                 });
             }

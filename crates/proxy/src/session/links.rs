@@ -223,11 +223,17 @@ impl Session<'_> {
                 && b.walker.at_boundary()
                 && !(in_tx && self.current == slot)
                 && b.ledger.reusable();
+            let mid_message = self.streaming.is_some_and(|s| s.slot == slot);
             if reusable {
                 self.ctx
                     .pools
                     .checkin(b.conn, PooledState::default(), b.ticket, true)
                     .await;
+            } else if mid_message {
+                // The server has part of a streamed message: nothing may be written after it (a
+                // Terminate would be read as its rest). Closing the socket makes the server
+                // discard it.
+                drop(b);
             } else {
                 b.terminate().await;
             }

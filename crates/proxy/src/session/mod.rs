@@ -320,6 +320,7 @@ async fn serve(
         deferred_begin: None,
         streaming: None,
         force_stream: false,
+        copy_kept_bytes: false,
         cancel: slot,
         login,
         entry: Arc::clone(&client.entry),

@@ -60,6 +60,10 @@ pub(super) struct Session<'a> {
     /// The client buffer budget is spent and stayed so: the next drain streams the message still
     /// arriving instead of waiting to read it whole.
     pub(super) force_stream: bool,
+    /// The client buffer the units being handled come from is a grown one: bytes kept beyond
+    /// the request (the unnamed statement, a held read, a deferred `BEGIN`) are copied out of
+    /// it rather than sliced, so they never keep a large allocation alive.
+    pub(super) copy_kept_bytes: bool,
     pub(super) cancel: CancelSlot,
     /// Opens the session's server connections.
     pub(super) login: super::login::ServerLogin<'a>,
@@ -124,6 +128,16 @@ pub(super) enum Drain {
 }
 
 impl<'a> Session<'a> {
+    /// Bytes of a unit to keep beyond the request: a view of the client buffer while it is a
+    /// base one, a copy while it is grown (see `copy_kept_bytes`).
+    pub(super) fn keep(&self, bytes: &Bytes) -> Bytes {
+        if self.copy_kept_bytes {
+            Bytes::copy_from_slice(bytes)
+        } else {
+            bytes.clone()
+        }
+    }
+
     /// Takes a slot's connection out of the session.
     pub(super) fn take_backend(&mut self, slot: Slot) -> Option<Backend> {
         let taken = match slot {

@@ -195,7 +195,7 @@ impl Session<'_> {
                             let caught_up = b.ledger.replayed() >= self.state.replay.len();
                             if discarded {
                                 b.prepared.clear();
-                                self.state.statements.clear();
+                                self.state.clear_statements();
                             }
                             if !failed {
                                 // DEALLOCATE ran here: this connection no longer holds the statement.

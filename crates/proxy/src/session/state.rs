@@ -77,8 +77,12 @@ pub(crate) struct SessionState {
     pub(crate) replay: Vec<String>,
     /// SQL-level `PREPARE`d statements: how `EXECUTE name` routes.
     pub(crate) sql_prepared: HashMap<String, Route>,
-    /// Protocol-level statements by name (`""` is the unnamed one).
+    /// Protocol-level statements by name (`""` is the unnamed one). Changed only through
+    /// [`Self::store_statement`], [`Self::remove_statement`] and [`Self::clear_statements`], which
+    /// keep `statement_bytes`.
     pub(crate) statements: HashMap<String, Arc<StoredStatement>>,
+    /// Bytes of the `Parse` messages kept in `statements`.
+    statement_bytes: usize,
     /// Changes made inside the current transaction, kept until it commits.
     tx_changes: Vec<SessionChange>,
     /// The replay log's length when `compact_replay` last looked at it.
@@ -103,6 +107,7 @@ impl SessionState {
             replay: Vec::new(),
             sql_prepared: HashMap::new(),
             statements: HashMap::new(),
+            statement_bytes: 0,
             tx_changes: Vec::new(),
             compaction_checked: 0,
             tx_failed: false,
@@ -137,15 +142,7 @@ impl SessionState {
         classification: Arc<Classification>,
     ) -> u64 {
         let version = statement_version(&parse, name_len);
-        self.statements.insert(
-            name.to_owned(),
-            Arc::new(StoredStatement {
-                parse,
-                route,
-                version,
-                classification,
-            }),
-        );
+        self.keep_statement(name, parse, route, version, classification);
         version
     }
 
@@ -158,16 +155,49 @@ impl SessionState {
         classification: Arc<Classification>,
     ) -> u64 {
         let version = rand::random();
-        self.statements.insert(
+        self.keep_statement(name, Bytes::new(), Route::Primary, version, classification);
+        version
+    }
+
+    fn keep_statement(
+        &mut self,
+        name: &str,
+        parse: Bytes,
+        route: Route,
+        version: u64,
+        classification: Arc<Classification>,
+    ) {
+        self.statement_bytes += parse.len();
+        let old = self.statements.insert(
             name.to_owned(),
             Arc::new(StoredStatement {
-                parse: Bytes::new(),
-                route: Route::Primary,
+                parse,
+                route,
                 version,
                 classification,
             }),
         );
-        version
+        if let Some(old) = old {
+            self.statement_bytes -= old.parse.len();
+        }
+    }
+
+    /// Forgets a statement (closed, deallocated, or the unnamed one replaced by a query).
+    pub(crate) fn remove_statement(&mut self, name: &str) {
+        if let Some(old) = self.statements.remove(name) {
+            self.statement_bytes -= old.parse.len();
+        }
+    }
+
+    /// Forgets every statement (`DEALLOCATE ALL`, `DISCARD ALL`).
+    pub(crate) fn clear_statements(&mut self) {
+        self.statements.clear();
+        self.statement_bytes = 0;
+    }
+
+    /// Bytes of the statement definitions kept for the session.
+    pub(crate) fn statement_bytes(&self) -> usize {
+        self.statement_bytes
     }
 
     /// Applies the effects of requests that completed; `failed` when an error occurred, `status`
@@ -324,11 +354,11 @@ impl SessionState {
                 // A protocol-level statement is forgotten; connections that still hold it close
                 // it before its name is used again (see `relay::send`).
                 Some(n) => {
-                    self.statements.remove(n);
+                    self.remove_statement(n);
                 }
                 None => {
                     self.sql_prepared.clear();
-                    self.statements.clear();
+                    self.clear_statements();
                     self.record("DEALLOCATE ALL".to_owned());
                 }
             },

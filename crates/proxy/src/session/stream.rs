@@ -87,17 +87,24 @@ impl Session<'_> {
         tag: u8,
         total: usize,
     ) -> Result<bool, SessionError> {
-        let target = if matches!(tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL) {
+        let copy = matches!(tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL);
+        let target = if copy {
             self.busy().unwrap_or(self.current)
         } else {
             Slot::Primary
         };
-        if let Some(busy) = self.busy().filter(|&busy| busy != target) {
-            if let Some(b) = self.backend(busy) {
-                // Busy only with a segment that prepared statements: close it, then go on.
-                b.close_idle_segment().await;
+        if let Some(busy) = self.busy() {
+            // As for any request: after the earlier ones on the same connection, unless that
+            // connection holds a read to re-run elsewhere or lost its role (a COPY in progress
+            // is fed wherever it runs); else once it is done.
+            let holding = self.backend(busy).is_some_and(|b| b.retry.is_some());
+            if busy != target || holding || (!copy && self.is_stale(busy)) {
+                if let Some(b) = self.backend(busy) {
+                    // Busy only with a segment that prepared statements: close it, then go on.
+                    b.close_idle_segment().await;
+                }
+                return Ok(false);
             }
-            return Ok(false);
         }
         if let Some(error) = self.lost_transaction.take() {
             return Err(fatal(error));
@@ -145,7 +152,7 @@ impl Session<'_> {
             fe::QUERY => {
                 // A simple query destroys the unnamed statement, for the session too.
                 b.prepared.remove("");
-                state.statements.remove("");
+                state.remove_statement("");
                 parts.push(Arc::new(streamed));
             }
             fe::PARSE => {
