@@ -78,7 +78,7 @@ impl Session<'_> {
                     return Ok(Drain::Terminated);
                 }
                 if let (0, Some((tag, total))) = complete_prefix(&client.buf, max_len)? {
-                    if total > threshold {
+                    if total > threshold && super::stream::can_start(tag, &client.buf) {
                         self.stream_attached(client, slot, tag, total).await?;
                         continue;
                     }
@@ -92,8 +92,11 @@ impl Session<'_> {
                     // Only once that much of it has actually arrived: a header alone announcing
                     // a large message takes no server connection (nor memory).
                     let arrived = client.buf.len() - complete;
-                    let large =
-                        next.is_some_and(|(_, total)| total > threshold && arrived >= threshold);
+                    let large = next.is_some_and(|(tag, total)| {
+                        total > threshold
+                            && arrived >= threshold
+                            && super::stream::can_start(tag, &client.buf[complete..])
+                    });
                     if complete > 0 && (large || forced) {
                         // The messages before it go first, where their plan says (the large one
                         // then follows a segment they started).

@@ -31,6 +31,20 @@ pub(crate) struct Streaming {
     pub(crate) remaining: usize,
 }
 
+/// Whether enough of a message (`head`: its bytes so far, header included) has arrived to
+/// start streaming it: a `Parse` or `Bind` needs its statement name, which says what to keep
+/// or to prepare first.
+pub(super) fn can_start(tag: u8, head: &[u8]) -> bool {
+    let partial_body = head
+        .get(pgrouter_protocol::frame::HEADER_LEN..)
+        .unwrap_or(&[]);
+    match tag {
+        fe::PARSE => fe::read_cstr(partial_body).is_some(),
+        fe::BIND => fe::bind_statement(partial_body).is_some(),
+        _ => head.len() >= pgrouter_protocol::frame::HEADER_LEN,
+    }
+}
+
 /// The session ends with `error` as FATAL: a streamed message cannot be answered with an error
 /// without reading all of it first.
 fn fatal(mut error: ErrorResponse) -> SessionError {
@@ -220,5 +234,29 @@ impl Session<'_> {
             remaining: total - head_len,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::can_start;
+    use pgrouter_protocol::frontend as fe;
+
+    #[test]
+    fn streaming_starts_once_the_statement_name_has_arrived() {
+        #[rustfmt::skip]
+        let cases: [(u8, &[u8], bool); 8] = [
+            (fe::QUERY, b"Q\0\x10\0\0", true),
+            (fe::QUERY, b"Q\0\x10", false),
+            (fe::PARSE, b"P\0\x10\0\0stmt", false),
+            (fe::PARSE, b"P\0\x10\0\0stmt\0SELECT", true),
+            (fe::BIND, b"B\0\x10\0\0portal\0st", false),
+            (fe::BIND, b"B\0\x10\0\0\0\0\0\x01", true),
+            (fe::COPY_DATA, b"d\0\x10\0\0", true),
+            (fe::COPY_DATA, b"d", false),
+        ];
+        for (tag, head, want) in cases {
+            assert_eq!(can_start(tag, head), want, "{head:?}");
+        }
     }
 }
