@@ -208,8 +208,8 @@ impl Exporter {
         for idle in ctx.pools.idle_connections() {
             let key = vec![
                 ("node", ctx.node_name(idle.key.node)),
-                ("user", idle.key.user),
-                ("database", idle.key.database),
+                ("user", idle.key.login.user.clone()),
+                ("database", idle.key.login.database.clone()),
                 ("state", "idle".to_owned()),
             ];
             gauges

@@ -41,18 +41,72 @@ pub struct PoolSettings {
     pub reset_query: String,
 }
 
-/// Which connections are interchangeable.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Which connections are interchangeable: one node, and one login.
+///
+/// Checked out and in on every transaction in transaction pooling: cloning it is a reference
+/// count and hashing it two numbers (the login's hash is computed once, per client session).
+#[derive(Debug, Clone)]
 pub struct PoolKey {
     /// Node index.
     pub node: usize,
+    /// Role, database and start-up parameters.
+    pub login: Arc<LoginKey>,
+}
+
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.node == other.node
+            && (Arc::ptr_eq(&self.login, &other.login) || self.login == other.login)
+    }
+}
+
+impl Eq for PoolKey {}
+
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.node);
+        state.write_u64(self.login.hash);
+    }
+}
+
+/// The login a pooled connection was opened with.
+#[derive(Debug)]
+pub struct LoginKey {
     /// Role.
     pub user: String,
     /// Database.
     pub database: String,
     /// Start-up parameters sent to the server, in order.
     pub params: Vec<(String, String)>,
+    /// Of the three above.
+    hash: u64,
 }
+
+impl LoginKey {
+    /// A login; its hash is computed here, once.
+    pub fn new(user: String, database: String, params: Vec<(String, String)>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&user, &database, &params).hash(&mut h);
+        Self {
+            user,
+            database,
+            params,
+            hash: h.finish(),
+        }
+    }
+}
+
+impl PartialEq for LoginKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && self.user == other.user
+            && self.database == other.database
+            && self.params == other.params
+    }
+}
+
+impl Eq for LoginKey {}
 
 /// A checked-out connection's claim on its pool: give it back with [`Pools::checkin`].
 #[derive(Debug)]
@@ -199,11 +253,12 @@ impl<S: Default> Pools<S> {
                 max: 0,
             });
         };
-        let settings = self.settings.load_full();
-        let started = Instant::now();
         let permit = match Arc::clone(&node.active).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                // Only a checkout that waits reads the clock and the settings.
+                let settings = self.settings.load_full();
+                let started = Instant::now();
                 let wait = Arc::clone(&node.active).acquire_owned();
                 match tokio::time::timeout(settings.checkout_timeout, wait).await {
                     Ok(Ok(p)) => p,

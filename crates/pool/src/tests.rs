@@ -17,9 +17,7 @@ fn settings(max: u32) -> PoolSettings {
 fn key(user: &str) -> PoolKey {
     PoolKey {
         node: 0,
-        user: user.into(),
-        database: "db".into(),
-        params: vec![],
+        login: std::sync::Arc::new(LoginKey::new(user.into(), "db".into(), vec![])),
     }
 }
 

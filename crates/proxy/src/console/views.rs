@@ -86,7 +86,11 @@ pub fn pools(ctx: &ProxyContext) -> ResultSet {
     }
     let mut rows: BTreeMap<(usize, String, String), Row> = BTreeMap::new();
     for idle in ctx.pools.idle_connections() {
-        let k = (idle.key.node, idle.key.database, idle.key.user);
+        let k = (
+            idle.key.node,
+            idle.key.login.database.clone(),
+            idle.key.login.user.clone(),
+        );
         rows.entry(k).or_default().server_idle += 1;
     }
     for client in ctx.clients.snapshot() {
@@ -208,8 +212,8 @@ pub fn servers(ctx: &ProxyContext) -> ResultSet {
     for i in idle {
         rs.push(vec![
             text(ctx.node_name(i.key.node)),
-            text(&i.key.database),
-            text(&i.key.user),
+            text(&i.key.login.database),
+            text(&i.key.login.user),
             text("idle"),
             i.process_id.map(|p| p.to_string()),
             None,

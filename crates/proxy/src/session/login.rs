@@ -10,7 +10,7 @@ use crate::clients::{ClientEntry, ClientState};
 use crate::context::{PooledState, ProxyContext, UserEntry};
 use crate::routing::Endpoint;
 use pgrouter_conn::{ConnError, ServerConn, ServerTarget};
-use pgrouter_pool::{CheckoutError, PoolKey, Ticket};
+use pgrouter_pool::{CheckoutError, LoginKey, PoolKey, Ticket};
 use pgrouter_protocol::{ErrorResponse, SqlState};
 use std::sync::atomic::Ordering;
 
@@ -20,6 +20,31 @@ pub(super) struct ServerLogin<'a> {
     pub(super) user: &'a UserEntry,
     pub(super) startup: &'a Startup,
     pub(super) endpoint: Endpoint,
+    /// The pools' key for this login, made once (checked out on every transaction in
+    /// transaction pooling).
+    login_key: std::sync::Arc<LoginKey>,
+}
+
+impl<'a> ServerLogin<'a> {
+    pub(super) fn new(
+        ctx: &'a ProxyContext,
+        user: &'a UserEntry,
+        startup: &'a Startup,
+        endpoint: Endpoint,
+    ) -> Self {
+        let login_key = std::sync::Arc::new(LoginKey::new(
+            user.name.clone(),
+            startup.database.clone(),
+            startup.server_params.clone(),
+        ));
+        Self {
+            ctx,
+            user,
+            startup,
+            endpoint,
+            login_key,
+        }
+    }
 }
 
 /// A server connection checked out for the session, logged in and idle.
@@ -174,32 +199,30 @@ impl ServerLogin<'_> {
         };
         let key = PoolKey {
             node,
-            user: user.name.clone(),
-            database: startup.database.clone(),
-            params: startup.server_params.clone(),
+            login: std::sync::Arc::clone(&self.login_key),
         };
         let index = node;
         let node = &slot.target;
-        // A reload may have changed the password since this client logged in.
-        let current = ctx.user(&user.name);
-        let timeout = ctx.live().config.pool.connect_timeout.get();
-        let server_tls = ctx.server_tls();
-        let target = ServerTarget {
-            host: &node.host,
-            port: node.port,
-            user: &user.name,
-            credential: current.as_deref().unwrap_or(user).credential(),
-            params: &startup.server_params,
-            timeout,
-            tls: &server_tls,
-            keepalive: ctx.keepalive(),
-        };
         ctx.track_new_nodes();
         let started = std::time::Instant::now();
-        let result = ctx
-            .pools
-            .checkout(key, || ServerConn::connect(&target))
-            .await;
+        // What a new login needs is gathered only when no pooled connection is taken.
+        let connect = || async move {
+            // A reload may have changed the password since this client logged in.
+            let current = ctx.user(&user.name);
+            let server_tls = ctx.server_tls();
+            let target = ServerTarget {
+                host: &node.host,
+                port: node.port,
+                user: &user.name,
+                credential: current.as_deref().unwrap_or(user).credential(),
+                params: &startup.server_params,
+                timeout: ctx.live().config.pool.connect_timeout.get(),
+                tls: &server_tls,
+                keepalive: ctx.keepalive(),
+            };
+            ServerConn::connect(&target).await
+        };
+        let result = ctx.pools.checkout(key, connect).await;
         ctx.stats.checkout_waited(index, started.elapsed());
         if let Err(CheckoutError::Full { .. }) = &result {
             ctx.stats.nodes.with(index, |n| {

@@ -232,14 +232,9 @@ async fn serve(
                 ))));
             }
         }
-        let opened = login::ServerLogin {
-            ctx,
-            user: &user,
-            startup: &startup,
-            endpoint,
-        }
-        .main()
-        .await?;
+        let opened = login::ServerLogin::new(ctx, &user, &startup, endpoint)
+            .main()
+            .await?;
         ctx.remember_login_parameters(&user.name, &startup.server_params, &opened.conn.parameters);
         let params = opened.conn.parameters.clone();
         Ok(Some(Login::Session((
@@ -294,12 +289,7 @@ async fn serve(
 
     client.entry.set_state(ClientState::Idle);
     let _entry = Arc::clone(&client.entry);
-    let login = login::ServerLogin {
-        ctx,
-        user: &user,
-        startup: &startup,
-        endpoint,
-    };
+    let login = login::ServerLogin::new(ctx, &user, &startup, endpoint);
     let table = ctx.topology.snapshot();
     let mut session = relay::Session {
         ctx,

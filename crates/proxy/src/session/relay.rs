@@ -327,7 +327,7 @@ pub(super) async fn relay(
                     last_activity = tokio::time::Instant::now();
                 }
             }
-            _ = tokio::time::sleep_until(timer.map_or_else(tokio::time::Instant::now, |(at, _)| at)), if timer.is_some() => {
+            () = sleep_until_opt(timer.map(|(at, _)| at)), if timer.is_some() => {
                 use super::timeouts::Expired;
                 match timer.map(|(_, expired)| expired) {
                     Some(Expired::Idle) => return Err(ErrorResponse::fatal(
@@ -353,7 +353,7 @@ pub(super) async fn relay(
                 }
             }
             () = ctx.buffer_budget.freed(), if starved => {}
-            () = tokio::time::sleep_until(starved_since.map_or_else(tokio::time::Instant::now, |at| at + STARVED_GRACE)), if starved => {
+            () = sleep_until_opt(starved_since.map(|at| at + STARVED_GRACE)), if starved => {
                 session.force_stream = true;
             }
             _ = shutdown.cancelled(), if drain_deadline.is_none() => {
@@ -363,11 +363,21 @@ pub(super) async fn relay(
                     tracing::info!(timeout = ?timeout, "shutting down: letting this session's transaction or request finish");
                 }
             }
-            _ = tokio::time::sleep_until(drain_deadline.unwrap_or_else(tokio::time::Instant::now)), if drain_deadline.is_some() => {
+            () = sleep_until_opt(drain_deadline), if drain_deadline.is_some() => {
                 tracing::info!("shutdown_timeout expired: closing a session with a transaction or request still open");
                 return Err(shutting_down(true));
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one. Nothing is built until it is polled:
+/// `select!` creates the future of every branch on every pass, disabled ones included, and a
+/// `Sleep` made there would read the clock and touch the runtime's timer for nothing.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
