@@ -255,6 +255,9 @@ pub(super) async fn relay(
     let mut cancel_sent_at: Option<tokio::time::Instant> = None;
     let mut timing_was_on = false;
     let mut starved_since: Option<tokio::time::Instant> = None;
+    // Made once: each new `cancelled()` future would register with the process-wide token (a
+    // lock shared by every session) when polled, and unregister when dropped, on every pass.
+    let mut shutdown_begins = std::pin::pin!(shutdown.cancelled());
     loop {
         if drain_deadline.is_some() && session.is_quiescent(client) {
             return Err(shutting_down(false));
@@ -356,7 +359,7 @@ pub(super) async fn relay(
             () = sleep_until_opt(starved_since.map(|at| at + STARVED_GRACE)), if starved => {
                 session.force_stream = true;
             }
-            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+            () = &mut shutdown_begins, if drain_deadline.is_none() => {
                 let timeout = session.ctx.live().config.shutdown_timeout.get();
                 drain_deadline = Some(tokio::time::Instant::now() + timeout);
                 if !session.is_quiescent(client) {
