@@ -33,6 +33,19 @@ read -r -a CLIENTS <<<"${PGR_BENCH_CLIENTS:-1 8 32}"
 read -r -a PGBENCH_ARGS <<<"${PGR_BENCH_PGBENCH_ARGS--S}"
 TLS=${PGR_BENCH_TLS:-0}
 TLS_DIR=$PGR_CLUSTER_DIR/tls
+PGP_PORT=${PGR_BENCH_PGPOOL_PORT:-26600}
+PGP_DIR=$PGR_CLUSTER_DIR/pgpool
+PGP_CONF=$PGP_DIR/pgpool.conf
+PGP_LOG=$PGP_DIR/pgpool.log
+PGP_PIDFILE=$PGP_DIR/pgpool.pid
+LAT_DIR=$PGR_CLUSTER_DIR/latency
+if [[ ${PGR_BENCH_QUICK:-0} == 1 ]]; then
+  # Under 3 minutes: one round of select-only simple at 1 and 8 clients, 5 s a run.
+  MODES=(simple)
+  CLIENTS=(1 8)
+  DURATION=${PGR_BENCH_SECONDS:-5}
+  ROUNDS=${PGR_BENCH_ROUNDS:-1}
+fi
 
 usage() {
   cat <<EOF
@@ -40,8 +53,10 @@ Usage: $PROG
 
 Measures pgrouter's relay overhead: pgbench -S (select only) with -M simple and
 -M prepared at ${CLIENTS[*]} clients, directly against the primary, through
-pgrouter and through PgBouncer (transaction pooling), interleaved, median TPS
-per cell, plus pgrouter and PgBouncer CPU time per transaction. Uses its own dev
+pgrouter, through PgBouncer (transaction pooling) and through Pgpool-II
+(streaming-replication mode with load balancing, what pgrouter users replace),
+interleaved, median TPS per cell, each proxy's CPU time per transaction, and
+p50/p99 latency from pgbench's per-transaction log. Uses its own dev
 cluster ($PGR_CLUSTER_DIR, ports $PGR_BASE_PORT-$((PGR_BASE_PORT + 2))), pgrouter on
 127.0.0.1:$ROUTER_PORT and its own PgBouncer on 127.0.0.1:$PGB_PORT (config in
 $PGB_DIR). If pgbouncer is missing and we are root, it is installed with
@@ -56,6 +71,10 @@ Environment:
   PGR_BENCH_ROUNDS         rounds (default 2)
   PGR_BENCH_KEEP_CLUSTER=1 leave the bench cluster running afterwards
   PGR_BENCH_PGBOUNCER=0    leave PgBouncer out
+  PGR_BENCH_PGPOOL=0       leave Pgpool-II out (installed with apt-get pgpool2 when
+                           missing and we are root; its packaged service stays off)
+  PGR_BENCH_QUICK=1        one round, -M simple, 1 and 8 clients, 5 s runs: under
+                           3 minutes
   PGR_SKIP_BUILD=1         do not run cargo build
   PGR_BIN                  pgrouter binary (default target/release/pgrouter)
   PGR_BENCH_ROUTER_EXTRA   YAML appended to pgrouter's configuration, e.g.
@@ -149,6 +168,36 @@ elif ! PGB_BIN=$(find_pgbouncer); then
   fi
 fi
 [[ -n $PGB_SKIP ]] && log "PgBouncer $PGB_SKIP"
+
+find_pgpool() { # -> path of the pgpool binary (/usr/sbin on Debian)
+  local p
+  p=$(command -v pgpool 2>/dev/null) || p=/usr/sbin/pgpool
+  [[ -x $p ]] || return 1
+  printf '%s\n' "$p"
+}
+
+# PGP_SKIP: why the Pgpool-II columns are empty ("" = Pgpool-II takes part).
+PGP_SKIP=""
+PGP_BIN=""
+if [[ ${PGR_BENCH_PGPOOL:-1} == 0 ]]; then
+  PGP_SKIP="disabled (PGR_BENCH_PGPOOL=0)"
+elif ((TLS)); then
+  PGP_SKIP="skipped with PGR_BENCH_TLS=1 (not configured for TLS here)"
+elif ! PGP_BIN=$(find_pgpool); then
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "pgpool not found: apt-get install -y pgpool2"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y pgpool2 >&2; then
+      DEBIAN_FRONTEND=noninteractive apt-get update >&2 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y pgpool2 >&2 || true
+    fi
+    systemctl disable --now pgpool2 2>/dev/null || true
+  fi
+  if ! PGP_BIN=$(find_pgpool); then
+    PGP_BIN=""
+    PGP_SKIP="skipped: pgpool is not installed (as root the script installs Debian's pgpool2)"
+  fi
+fi
+[[ -n $PGP_SKIP ]] && log "Pgpool-II $PGP_SKIP"
 
 scripts/dev-cluster.sh up >&2
 eval "$(scripts/dev-cluster.sh env)"
@@ -255,9 +304,32 @@ stop_pgbouncer() {
   PGB_STARTED=0
 }
 
+pgp_pid() { # -> the pid in Pgpool-II's pidfile when it is a live pgpool (the file ends in a NUL)
+  local pid
+  pid=$(tr -dc '0-9' <"$PGP_PIDFILE" 2>/dev/null || true)
+  [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == pgpool ]] && printf '%s\n' "$pid"
+}
+
+# Stops the Pgpool-II this run started (pid from its pidfile), never any other.
 # shellcheck disable=SC2317 # invoked by the EXIT trap
+stop_pgpool() {
+  local pid
+  pid=$(pgp_pid || true)
+  if [[ -n $pid ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PGP_PIDFILE"
+}
+
 cleanup() {
   stop_pgbouncer || true
+  stop_pgpool || true
   if [[ -n $ROUTER_PID ]] && kill -0 "$ROUTER_PID" 2>/dev/null; then
     kill -TERM "$ROUTER_PID" 2>/dev/null || true
     local i
@@ -385,8 +457,90 @@ EOF
 fi
 PGB_VERSION=""
 [[ -n $PGB_BIN ]] && PGB_VERSION=$("$PGB_BIN" --version 2>/dev/null | head -n 1 || true)
+
+# ---------------------------------------------------------------- Pgpool-II
+
+pgp_start_cmd() { # -> how Pgpool-II is started, for the log and the report
+  local prefix=""
+  [[ $EUID -eq 0 ]] && prefix="runuser -u $PG_OS_USER -- "
+  printf '%s%s -n -f %s -F %s/pcp.conf\n' "$prefix" "$PGP_BIN" "$PGP_CONF" "$PGP_DIR"
+}
+
+pgp_fail() { # MESSAGE: Pgpool-II could not be set up; report without it, exit 1
+  log "Pgpool-II: $*"
+  [[ -f $PGP_LOG ]] && tail -n 20 "$PGP_LOG" >&2
+  stop_pgpool
+  PGP_SKIP="**FAILED**: $* (log: $PGP_LOG)"
+  any_failure=1
+}
+
+PGP_PID=""
+if [[ -z $PGP_SKIP ]]; then
+  port_in_use "$PGP_PORT" && die "port $PGP_PORT is already in use (a Pgpool-II left from an earlier run? see $PGP_PIDFILE)"
+  mkdir -p "$PGP_DIR"
+  rm -f "$PGP_PIDFILE" "$PGP_LOG"
+  max_clients=0
+  for c in "${CLIENTS[@]}"; do ((c > max_clients)) && max_clients=$c; done
+  # One child per client (a child serves one client at a time), reads balanced over the three
+  # nodes with pgrouter's weights (1 each), nothing Pgpool-II would fail over on its own.
+  {
+    printf '%s\n' \
+      "backend_clustering_mode = 'streaming_replication'" \
+      "listen_addresses = '127.0.0.1'" \
+      "port = $PGP_PORT" \
+      "unix_socket_directories = '$PGP_DIR'" \
+      "pcp_listen_addresses = ''" \
+      "pcp_socket_dir = '$PGP_DIR'" \
+      "num_init_children = $((max_clients + 2))" \
+      "max_pool = 1" \
+      "child_life_time = 0" \
+      "load_balance_mode = on" \
+      "sr_check_period = 0" \
+      "sr_check_user = 'app'" \
+      "sr_check_password = 'app'" \
+      "health_check_period = 0" \
+      "failover_on_backend_error = off" \
+      "enable_pool_hba = off" \
+      "pool_passwd = '$PGP_DIR/pool_passwd'" \
+      "pid_file_name = '$PGP_PIDFILE'" \
+      "logdir = '$PGP_DIR'" \
+      "log_min_messages = warning"
+    for ((i = 0; i <= PGR_REPLICAS; i++)); do
+      printf "backend_hostname%d = '127.0.0.1'\nbackend_port%d = %d\nbackend_weight%d = 1\nbackend_flag%d = 'DISALLOW_TO_FAILOVER'\n" \
+        "$i" "$i" $((PGR_BASE_PORT + i)) "$i" "$i"
+    done
+  } >"$PGP_CONF"
+  # Pgpool-II needs the password itself to answer SCRAM and log in to the servers.
+  printf 'app:TEXTapp\n' >"$PGP_DIR/pool_passwd"
+  : >"$PGP_DIR/pcp.conf"
+  chmod 0700 "$PGP_DIR"
+  chmod 0600 "$PGP_CONF" "$PGP_DIR/pool_passwd"
+  [[ $EUID -eq 0 ]] && chown -R "$PG_OS_USER:" "$PGP_DIR"
+  log "starting $(pgp_start_cmd) (log: $PGP_LOG)"
+  as_pg "$PGP_BIN" -n -f "$PGP_CONF" -F "$PGP_DIR/pcp.conf" </dev/null >"$PGP_LOG" 2>&1 &
+  deadline=$((SECONDS + 30))
+  until "$PG_ISREADY" -q -h 127.0.0.1 -p "$PGP_PORT" -U app -d app -t 2; do
+    if ((SECONDS >= deadline)); then
+      pgp_fail "Pgpool-II did not become ready on 127.0.0.1:$PGP_PORT"
+      break
+    fi
+    sleep 0.2
+  done
+  if [[ -z $PGP_SKIP ]]; then
+    PGP_PID=$(pgp_pid || true)
+    if [[ -z $PGP_PID ]]; then
+      pgp_fail "no live pgpool behind $PGP_PIDFILE"
+    elif ! app_query "$PGP_PORT" "select 1" >/dev/null; then
+      pgp_fail "a query through Pgpool-II failed"
+    fi
+  fi
+fi
+PGP_VERSION=""
+[[ -n $PGP_BIN ]] && PGP_VERSION=$("$PGP_BIN" --version 2>&1 | head -n 1 || true)
+
 TARGETS=(direct pgrouter)
 [[ -z $PGB_SKIP ]] && TARGETS+=(pgbouncer)
+[[ -z $PGP_SKIP ]] && TARGETS+=(pgpool)
 
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -399,18 +553,28 @@ cpu_ticks() { # PID -> utime + stime of the whole process, in clock ticks
   echo $((f[11] + f[12]))
 }
 
+tree_cpu_ticks() { # PID -> cpu_ticks of the process and its children (Pgpool-II forks one per client)
+  local total p
+  total=$(cpu_ticks "$1")
+  for p in $(pgrep -P "$1" 2>/dev/null); do
+    total=$((total + $(cpu_ticks "$p" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
 # ---------------------------------------------------------------- matrix
 
-declare -A TPS CPU FAILS EXPECTED
+declare -A TPS CPU FAILS EXPECTED P50 P99
 PGB_PREPARED_NOTE="fails (no prepared statements in transaction mode)"
 
 pgbench_cmd() { # TARGET MODE CLIENTS -> the command line, one word per line
   local port=$PRIMARY_PORT jobs=$(($3 < 2 ? $3 : 2)) tls=()
   [[ $1 == pgrouter ]] && port=$ROUTER_PORT
   [[ $1 == pgbouncer ]] && port=$PGB_PORT
+  [[ $1 == pgpool ]] && port=$PGP_PORT
   ((TLS)) && [[ $1 != direct ]] && tls=(env PGSSLMODE=require)
   printf '%s\n' "${tls[@]}" "$PGBENCH" -n "${PGBENCH_ARGS[@]}" -M "$2" -c "$3" -j "$jobs" -T "$DURATION" \
-    -h 127.0.0.1 -p "$port" -U app app
+    -l --log-prefix="$LAT_DIR/tx" -h 127.0.0.1 -p "$port" -U app app
 }
 
 run_one() { # ROUND TARGET MODE CLIENTS
@@ -421,10 +585,20 @@ run_one() { # ROUND TARGET MODE CLIENTS
   case $target in
     pgrouter) pid=$ROUTER_PID ;;
     pgbouncer) pid=$PGB_PID ;;
+    pgpool) pid=$PGP_PID ;;
   esac
-  [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
+  rm -rf "$LAT_DIR" && mkdir -p "$LAT_DIR"
+  [[ -n $pid ]] && t0=$(tree_cpu_ticks "$pid")
   out=$("${cmd[@]}" 2>&1) || rc=$?
-  if [[ -n $pid ]]; then t1=$(cpu_ticks "$pid" 2>/dev/null) || t1=$t0; fi
+  if [[ -n $pid ]]; then t1=$(tree_cpu_ticks "$pid" 2>/dev/null) || t1=$t0; fi
+  # Per-transaction latencies (µs, third field of pgbench's log): p50 and p99, in ms.
+  local lat
+  lat=$(cat "$LAT_DIR"/tx* 2>/dev/null | awk '{ print $3 }' | sort -n | awk '{ v[NR] = $1 } END {
+    if (NR) printf "%.3f %.3f", v[int((NR - 1) * 0.50) + 1] / 1000, v[int((NR - 1) * 0.99) + 1] / 1000 }')
+  if [[ -n $lat ]]; then
+    P50[$key]+="${lat% *} "
+    P99[$key]+="${lat#* } "
+  fi
 
   local tps txs failed
   tps=$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection\|including reconnection\) time.*/\1/p' <<<"$out" | head -n 1)
@@ -469,6 +643,10 @@ run_one() { # ROUND TARGET MODE CLIENTS
     pgb_fail "PgBouncer died during the benchmark"
     PGB_PID=""
   fi
+  if [[ $target == pgpool ]] && ! kill -0 "$PGP_PID" 2>/dev/null; then
+    pgp_fail "Pgpool-II died during the benchmark"
+    PGP_PID=""
+  fi
 }
 
 total=$((ROUNDS * ${#MODES[@]} * ${#CLIENTS[@]} * ${#TARGETS[@]}))
@@ -484,6 +662,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       for target in "${order[@]}"; do
         # PgBouncer may have been dropped mid-run (pgb_fail).
         [[ $target == pgbouncer && -n $PGB_SKIP ]] && continue
+        [[ $target == pgpool && -n $PGP_SKIP ]] && continue
         run_one "$round" "$target" "$mode" "$clients"
       done
     done
@@ -521,11 +700,14 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
   echo "# pgrouter relay overhead$( ((TLS)) && echo ", clients over TLS") ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
   echo "pgbench ${PGBENCH_ARGS[*]:-(TPC-B)} (-S: select only; -C: a new connection per transaction), scale $SCALE, ${DURATION}s per run, $ROUNDS rounds interleaved"
-  echo "(direct, pgrouter and PgBouncer take turns within each round, the order reversed in"
-  echo "even rounds); TPS excludes connection time, each cell is the median over the rounds."
+  echo "(direct and every proxy take turns within each round, the order reversed in even rounds);"
+  echo "TPS excludes connection time, each cell is the median over the rounds."
   echo "ratio = TPS / direct TPS. CPU = the proxy's utime+stime / transactions (from /proc/PID/stat)."
   echo "PgBouncer: pool_mode=transaction, default_pool_size=$PGB_POOL_SIZE, all queries to the primary;"
-  echo "pgrouter may send these reads to the standbys (all nodes share this machine's CPUs)."
+  echo "pgrouter may send these reads to the standbys (all nodes share this machine's CPUs), and so may"
+  echo "Pgpool-II (streaming_replication mode, load_balance_mode on, weights 1/1/1 as pgrouter's; one"
+  echo "child process per client, their CPU summed). Latency: the p50 and p99 of every transaction"
+  echo "of a run (pgbench -l), in ms, each the median over the rounds."
   if ((TLS)); then
     echo "TLS: clients reach pgrouter and PgBouncer with PGSSLMODE=require (RSA 2048 certificate;"
     echo "tls.mode: require / client_tls_sslmode = require); direct is plain TCP (no TLS on the servers)."
@@ -534,9 +716,13 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
     echo
     echo "PgBouncer columns: $PGB_SKIP."
   fi
+  if [[ -n $PGP_SKIP ]]; then
+    echo
+    echo "Pgpool-II columns: $PGP_SKIP."
+  fi
   echo
-  echo "| workload | clients | direct TPS | pgrouter TPS | pgrouter ratio | PgBouncer TPS | PgBouncer ratio | pgrouter CPU µs/tx | PgBouncer CPU µs/tx | notes |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| workload | clients | direct TPS | pgrouter TPS | pgrouter ratio | PgBouncer TPS | PgBouncer ratio | Pgpool-II TPS | Pgpool-II ratio | pgrouter CPU µs/tx | PgBouncer CPU µs/tx | Pgpool-II CPU µs/tx | notes |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for mode in "${MODES[@]}"; do
     for clients in "${CLIENTS[@]}"; do
       # shellcheck disable=SC2086 # the stored values are space-separated lists
@@ -546,6 +732,8 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
         b=$(median ${TPS[$mode,$clients,pgbouncer]:-})
         rc=$(median ${CPU[$mode,$clients,pgrouter]:-})
         bc=$(median ${CPU[$mode,$clients,pgbouncer]:-})
+        pp=$(median ${TPS[$mode,$clients,pgpool]:-})
+        pc=$(median ${CPU[$mode,$clients,pgpool]:-})
       }
       b_tps=$(fmt_tps "$b") b_ratio=$(fmt_ratio "$d" "$b") b_cpu=$(fmt_cpu "$bc")
       if [[ -n ${EXPECTED[$mode,$clients,pgbouncer]:-} ]]; then
@@ -554,7 +742,7 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
         b_tps=skipped
       fi
       notes=""
-      for target in direct pgrouter pgbouncer; do
+      for target in direct pgrouter pgbouncer pgpool; do
         if [[ -n ${FAILS[$mode,$clients,$target]:-} ]]; then
           notes+="${notes:+; }$target: ${FAILS[$mode,$clients,$target]}"
         fi
@@ -563,9 +751,31 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
       if [[ $mode == prepared && -n $b && -z ${EXPECTED[$mode,$clients,pgbouncer]:-} ]]; then
         notes+="${notes:+; }PgBouncer passed only because each client kept one server connection (transaction mode has no prepared-statement support)"
       fi
-      printf '| %s -M %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+      p_tps=$(fmt_tps "$pp")
+      [[ -n $PGP_SKIP && -z $pp ]] && p_tps=skipped
+      printf '| %s -M %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
         "${PGBENCH_ARGS[*]:-tpcb}" "$mode" "$clients" "$(fmt_tps "$d")" "$(fmt_tps "$r")" "$(fmt_ratio "$d" "$r")" \
-        "$b_tps" "$b_ratio" "$(fmt_cpu "$rc")" "$b_cpu" "$notes"
+        "$b_tps" "$b_ratio" "$p_tps" "$(fmt_ratio "$d" "$pp")" "$(fmt_cpu "$rc")" "$b_cpu" "$(fmt_cpu "$pc")" "$notes"
+    done
+  done
+  echo
+  echo "Latency, p50 / p99 in ms (median over the rounds):"
+  echo
+  echo "| workload | clients | direct | pgrouter | PgBouncer | Pgpool-II |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for mode in "${MODES[@]}"; do
+    for clients in "${CLIENTS[@]}"; do
+      row="| ${PGBENCH_ARGS[*]:-tpcb} -M $mode | $clients"
+      for target in direct pgrouter pgbouncer pgpool; do
+        # shellcheck disable=SC2086 # space-separated lists
+        p50=$(median ${P50[$mode,$clients,$target]:-}) p99=$(median ${P99[$mode,$clients,$target]:-})
+        if [[ -n $p50 && -z ${EXPECTED[$mode,$clients,$target]:-} ]]; then
+          row+=" | $p50 / $p99"
+        else
+          row+=" | n/a"
+        fi
+      done
+      echo "$row |"
     done
   done
   echo
@@ -577,6 +787,7 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
   echo "- pgrouter commit: $commit"
   echo "- pgrouter binary: $BIN"
   echo "- PgBouncer: ${PGB_VERSION:-not available}${PGB_BIN:+ ($PGB_BIN)}"
+  echo "- Pgpool-II: ${PGP_VERSION:-not available}${PGP_BIN:+ ($PGP_BIN)}, 127.0.0.1:$PGP_PORT"
   echo "- cluster: $PGR_CLUSTER_DIR (primary 127.0.0.1:$PRIMARY_PORT, 2 streaming standbys), pgrouter 127.0.0.1:$ROUTER_PORT, PgBouncer 127.0.0.1:$PGB_PORT"
   echo
   echo "## Commands"
@@ -601,6 +812,14 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
     echo
     echo '```ini'
     cat "$PGB_INI"
+    echo '```'
+  fi
+  if [[ -n $PGP_BIN && -f $PGP_CONF ]]; then
+    echo
+    echo "Pgpool-II, started with \`$(pgp_start_cmd)\`, config ($PGP_CONF; pool_passwd holds app's password as TEXT):"
+    echo
+    echo '```ini'
+    cat "$PGP_CONF"
     echo '```'
   fi
   if ((any_failure)); then
