@@ -88,7 +88,8 @@ Environment:
                            made with openssl, tls.mode / client_tls_sslmode require,
                            pgbench with PGSSLMODE=require); direct stays plain (the
                            bench cluster has no TLS), so compare pgrouter with PgBouncer
-  PGR_MAX_CONNECTIONS      the bench cluster's max_connections (default 100)
+  PGR_MAX_CONNECTIONS      the bench cluster's max_connections (default: raised, with
+                           ALTER SYSTEM and a restart, to what all targets need at once)
 
 TLS cost (handshakes per second, then select-only at 8 and 32 clients):
   PGR_BENCH_TLS=1 PGR_BENCH_MODES=simple PGR_BENCH_CLIENTS=8 PGR_BENCH_PGBENCH_ARGS="-S -C" $PROG
@@ -217,6 +218,24 @@ fi
 app_query() { # PORT SQL
   "$PSQL" -X -q -h 127.0.0.1 -p "$1" -U app -d app -v ON_ERROR_STOP=1 -Atc "$2"
 }
+
+# Room for every target's server connections at once: pgrouter's pool (40 per node by default),
+# PgBouncer's, one Pgpool-II child per client (each connected to every node) and the largest
+# direct run. A cluster made with fewer (an older bench cluster) is raised and restarted, unless
+# PGR_MAX_CONNECTIONS was given.
+max_clients=0
+for c in "${CLIENTS[@]}"; do ((c > max_clients)) && max_clients=$c; done
+want_connections=$((2 * max_clients + PGB_POOL_SIZE + 60))
+have_connections=$(app_query "$PRIMARY_PORT" "show max_connections")
+if [[ -z ${PGR_MAX_CONNECTIONS:-} ]] && ((have_connections < want_connections)); then
+  log "raising max_connections from $have_connections to $want_connections (ALTER SYSTEM, restart)"
+  for ((i = PGR_REPLICAS; i >= 0; i--)); do # standbys first: theirs may not be below the primary's
+    "$PSQL" -X -q -h "$PGR_CLUSTER_DIR/pg$i" -p $((PGR_BASE_PORT + i)) -U postgres -d postgres \
+      -c "alter system set max_connections = $want_connections" >&2
+    scripts/dev-cluster.sh stop "pg$i" >&2
+    scripts/dev-cluster.sh start "pg$i" >&2
+  done
+fi
 
 if [[ $(app_query "$PRIMARY_PORT" "select to_regclass('public.pgbench_accounts') is not null") != t ]]; then
   log "initializing: pgbench -i -s $SCALE (as app on the primary)"
@@ -479,8 +498,6 @@ if [[ -z $PGP_SKIP ]]; then
   port_in_use "$PGP_PORT" && die "port $PGP_PORT is already in use (a Pgpool-II left from an earlier run? see $PGP_PIDFILE)"
   mkdir -p "$PGP_DIR"
   rm -f "$PGP_PIDFILE" "$PGP_LOG"
-  max_clients=0
-  for c in "${CLIENTS[@]}"; do ((c > max_clients)) && max_clients=$c; done
   # One child per client (a child serves one client at a time), reads balanced over the three
   # nodes with pgrouter's weights (1 each), nothing Pgpool-II would fail over on its own.
   {
