@@ -844,5 +844,54 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
     echo "**Some runs had failures; see the notes column.**"
   fi
 } | tee "$report"
+
+# ---------------------------------------------------------------- chart
+
+# TPS and p99 latency against clients, per target and query mode, as a PNG beside the report
+# (gnuplot; as root the script installs Debian's gnuplot-nox when it is missing).
+if ! command -v gnuplot >/dev/null 2>&1 && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y gnuplot-nox >/dev/null 2>&1 || true
+fi
+if command -v gnuplot >/dev/null 2>&1 && ((${#CLIENTS[@]} > 1)); then
+  chart=${report%.md}.png
+  plot="set terminal png size $((560 * ${#MODES[@]})),760 font ',10'
+set output '$chart'
+set multiplot layout 2,${#MODES[@]} title 'pgbench ${PGBENCH_ARGS[*]:-TPC-B}, $(date -u '+%Y-%m-%d'), $(nproc) CPUs'
+set logscale x 2
+set xlabel 'clients'
+set key top left
+set grid"
+  for row in tps p99; do
+    for mode in "${MODES[@]}"; do
+      data=${report%.md}-$mode.dat
+      {
+        echo "clients direct pgrouter PgBouncer Pgpool-II"
+        for clients in "${CLIENTS[@]}"; do
+          line=$clients
+          for target in direct pgrouter pgbouncer pgpool; do
+            # shellcheck disable=SC2086 # space-separated lists
+            if [[ $row == tps ]]; then v=$(median ${TPS[$mode,$clients,$target]:-}); else v=$(median ${P99[$mode,$clients,$target]:-}); fi
+            [[ -n ${EXPECTED[$mode,$clients,$target]:-} || -z $v || $v == 0 ]] && v=NaN
+            line+=" $v"
+          done
+          echo "$line"
+        done
+      } >"$data.$row"
+      label="TPS"
+      [[ $row == p99 ]] && label="p99 latency, ms"
+      plot+="
+set title '$label, -M $mode'
+set ylabel '$label'
+plot for [i=2:5] '$data.$row' using 1:i with linespoints lw 2 title columnheader(i)"
+    done
+  done
+  plot+="
+unset multiplot"
+  if gnuplot <<<"$plot" 2>/dev/null; then
+    log "chart saved to $chart"
+  else
+    log "gnuplot failed; no chart"
+  fi
+fi
 log "report saved to $report"
 exit "$any_failure"
