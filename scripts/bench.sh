@@ -136,11 +136,23 @@ if [[ -z ${PGR_SKIP_BUILD:-} ]]; then
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 fi
 
-find_pgbouncer() { # -> path of the pgbouncer binary (often in /usr/sbin, not on a user's PATH)
+find_sbin() { # NAME -> path of a binary Debian puts in /usr/sbin (often not on a user's PATH)
   local p
-  p=$(command -v pgbouncer 2>/dev/null) || p=/usr/sbin/pgbouncer
+  p=$(command -v "$1" 2>/dev/null) || p=/usr/sbin/$1
   [[ -x $p ]] || return 1
   printf '%s\n' "$p"
+}
+
+apt_install() { # PACKAGE SERVICE: as root, apt-get install PACKAGE; its packaged SERVICE stays off
+  [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || return 0
+  log "installing $1: apt-get install -y $1"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2; then
+    log "apt-get install failed; retrying after apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update >&2 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2 || true
+  fi
+  # We only ever run our own instance.
+  systemctl disable --now "$2" 2>/dev/null || true
 }
 
 # PGB_SKIP: why the PgBouncer columns are empty ("" = PgBouncer takes part).
@@ -148,34 +160,14 @@ PGB_SKIP=""
 PGB_BIN=""
 if [[ ${PGR_BENCH_PGBOUNCER:-1} == 0 ]]; then
   PGB_SKIP="disabled (PGR_BENCH_PGBOUNCER=0)"
-elif ! PGB_BIN=$(find_pgbouncer); then
-  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    log "pgbouncer not found: apt-get install -y pgbouncer"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer >&2; then
-      log "apt-get install failed; retrying after apt-get update"
-      DEBIAN_FRONTEND=noninteractive apt-get update >&2 || true
-      DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer >&2 || true
-    fi
-    # We only ever run our own instance: keep the packaged service off.
-    systemctl disable --now pgbouncer 2>/dev/null || true
-  fi
-  if ! PGB_BIN=$(find_pgbouncer); then
+elif ! PGB_BIN=$(find_sbin pgbouncer); then
+  apt_install pgbouncer pgbouncer
+  if ! PGB_BIN=$(find_sbin pgbouncer); then
     PGB_BIN=""
-    if [[ $EUID -eq 0 ]]; then
-      PGB_SKIP="skipped: pgbouncer is not installed and apt-get install pgbouncer failed"
-    else
-      PGB_SKIP="skipped: pgbouncer is not installed (run as root to install it, or apt-get install pgbouncer)"
-    fi
+    PGB_SKIP="skipped: pgbouncer is not installed (as root the script installs Debian's pgbouncer)"
   fi
 fi
 [[ -n $PGB_SKIP ]] && log "PgBouncer $PGB_SKIP"
-
-find_pgpool() { # -> path of the pgpool binary (/usr/sbin on Debian)
-  local p
-  p=$(command -v pgpool 2>/dev/null) || p=/usr/sbin/pgpool
-  [[ -x $p ]] || return 1
-  printf '%s\n' "$p"
-}
 
 # PGP_SKIP: why the Pgpool-II columns are empty ("" = Pgpool-II takes part).
 PGP_SKIP=""
@@ -184,16 +176,9 @@ if [[ ${PGR_BENCH_PGPOOL:-1} == 0 ]]; then
   PGP_SKIP="disabled (PGR_BENCH_PGPOOL=0)"
 elif ((TLS)); then
   PGP_SKIP="skipped with PGR_BENCH_TLS=1 (not configured for TLS here)"
-elif ! PGP_BIN=$(find_pgpool); then
-  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    log "pgpool not found: apt-get install -y pgpool2"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y pgpool2 >&2; then
-      DEBIAN_FRONTEND=noninteractive apt-get update >&2 || true
-      DEBIAN_FRONTEND=noninteractive apt-get install -y pgpool2 >&2 || true
-    fi
-    systemctl disable --now pgpool2 2>/dev/null || true
-  fi
-  if ! PGP_BIN=$(find_pgpool); then
+elif ! PGP_BIN=$(find_sbin pgpool); then
+  apt_install pgpool2 pgpool2
+  if ! PGP_BIN=$(find_sbin pgpool); then
     PGP_BIN=""
     PGP_SKIP="skipped: pgpool is not installed (as root the script installs Debian's pgpool2)"
   fi
@@ -849,9 +834,7 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
 
 # TPS and p99 latency against clients, per target and query mode, as a PNG beside the report
 # (gnuplot; as root the script installs Debian's gnuplot-nox when it is missing).
-if ! command -v gnuplot >/dev/null 2>&1 && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y gnuplot-nox >/dev/null 2>&1 || true
-fi
+command -v gnuplot >/dev/null 2>&1 || apt_install gnuplot-nox gnuplot-nox
 if command -v gnuplot >/dev/null 2>&1 && ((${#CLIENTS[@]} > 1)); then
   chart=${report%.md}.png
   plot="set terminal png size $((560 * ${#MODES[@]})),760 font ',10'

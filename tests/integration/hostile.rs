@@ -501,6 +501,16 @@ async fn pgbench_beside_hostile_clients() {
     );
 }
 
+/// The next answer through ReadyForQuery carries ERROR 54000 (program_limit_exceeded).
+fn expect_program_limit(c: &mut RawClient, pool: &str) {
+    let error = until_ready(c);
+    assert_eq!(
+        error.as_ref().map(|(code, _)| code.as_str()),
+        Some("54000"),
+        "{pool}: {error:?}"
+    );
+}
+
 fn parse_message(name: &str, sql: &str) -> Vec<u8> {
     let mut body = name.as_bytes().to_vec();
     body.push(0);
@@ -529,12 +539,7 @@ async fn prepared_statements_per_session_are_bounded() {
         assert_eq!(until_ready(&mut c), None, "{pool}: three fit");
         c.send(&parse_message("s3", "SELECT 1"));
         c.send(&message(b'S', &[]));
-        let error = until_ready(&mut c);
-        assert_eq!(
-            error.as_ref().map(|(code, _)| code.as_str()),
-            Some("54000"),
-            "{pool}: {error:?}"
-        );
+        expect_program_limit(&mut c, pool);
         // Re-preparing a held name is not a new statement; closing one makes room.
         let mut close = b"S".to_vec();
         close.extend_from_slice(b"s0\0");
@@ -554,12 +559,7 @@ async fn prepared_statements_per_session_are_bounded() {
             assert_eq!(until_ready(&mut d), None, "{pool}: p{i} fits");
         }
         d.send_query("PREPARE p2 AS SELECT 2");
-        let error = until_ready(&mut d);
-        assert_eq!(
-            error.as_ref().map(|(code, _)| code.as_str()),
-            Some("54000"),
-            "{pool}: {error:?}"
-        );
+        expect_program_limit(&mut d, pool);
         d.send_query("DEALLOCATE p0; PREPARE p2 AS SELECT 2");
         assert_eq!(until_ready(&mut d), None, "{pool}: room after DEALLOCATE");
         d.send_query("EXECUTE p2");
@@ -599,12 +599,7 @@ async fn prepared_statement_memory_per_session_is_bounded() {
         }
         c.send(&parse_message("m2", &sql));
         c.send(&message(b'S', &[]));
-        let error = until_ready(&mut c);
-        assert_eq!(
-            error.as_ref().map(|(code, _)| code.as_str()),
-            Some("54000"),
-            "{pool}: {error:?}"
-        );
+        expect_program_limit(&mut c, pool);
         c.send(&message(b'C', b"Sm0\0"));
         c.send(&message(b'S', &[]));
         assert_eq!(until_ready(&mut c), None);
