@@ -198,7 +198,8 @@ pub struct ProxyContext {
     pub function_volatility: Mutex<HashMap<String, bool>>,
     /// `ParameterStatus` values reported at login, by user and start-up parameters: what
     /// transaction-pooled clients are told at login without taking a server connection.
-    login_parameters: Mutex<HashMap<(String, Parameters), Parameters>>,
+    /// By user, then start-up parameters: looked up on every login without building a key.
+    login_parameters: Mutex<HashMap<String, HashMap<Parameters, Arc<Parameters>>>>,
     read_picks: AtomicU64,
     /// What sessions counted (statements per node and rule, errors, bytes, latency).
     pub stats: crate::stats::Stats,
@@ -463,30 +464,41 @@ impl ProxyContext {
         &self,
         user: &str,
         startup: &[(String, String)],
-    ) -> Option<Vec<(String, String)>> {
+    ) -> Option<Arc<Parameters>> {
         let cache = self
             .login_parameters
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        cache.get(&(user.to_owned(), startup.to_vec())).cloned()
+        cache.get(user)?.get(startup).cloned()
     }
 
     /// Records what a server reported at login (bounded: distinct start-up parameters are few
-    /// in practice, but a client could invent many).
+    /// in practice, but a client could invent many), and returns it as kept. Nothing is copied
+    /// when the same was recorded before (every login of a session-pooled client).
     pub fn remember_login_parameters(
         &self,
         user: &str,
         startup: &[(String, String)],
         reported: &[(String, String)],
-    ) {
+    ) -> Arc<Parameters> {
         let mut cache = self
             .login_parameters
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if cache.len() > 10_000 {
+        if let Some(known) = cache.get(user).and_then(|m| m.get(startup)) {
+            if known.as_slice() == reported {
+                return Arc::clone(known);
+            }
+        }
+        if cache.values().map(HashMap::len).sum::<usize>() > 10_000 {
             cache.clear();
         }
-        cache.insert((user.to_owned(), startup.to_vec()), reported.to_vec());
+        let kept = Arc::new(reported.to_vec());
+        cache
+            .entry(user.to_owned())
+            .or_default()
+            .insert(startup.to_vec(), Arc::clone(&kept));
+        kept
     }
 
     /// Pool upkeep, run periodically: closes idle connections past their time and those of nodes

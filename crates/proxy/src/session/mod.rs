@@ -235,8 +235,11 @@ async fn serve(
         let opened = login::ServerLogin::new(ctx, &user, &startup, endpoint)
             .main()
             .await?;
-        ctx.remember_login_parameters(&user.name, &startup.server_params, &opened.conn.parameters);
-        let params = opened.conn.parameters.clone();
+        let params = ctx.remember_login_parameters(
+            &user.name,
+            &startup.server_params,
+            &opened.conn.parameters,
+        );
         Ok(Some(Login::Session((
             startup,
             user,
@@ -246,7 +249,9 @@ async fn serve(
         ))))
     };
     let (startup, user, parameters, first_server, _admitted) =
-        match tokio::time::timeout(login_timeout, login).await {
+        // Boxed, as the relay below: a session's futures are large, and each level that holds
+        // one inline is copied whole when it is created and moved.
+        match tokio::time::timeout(login_timeout, Box::pin(login)).await {
             Ok(Ok(Some(Login::Session(s)))) => {
                 *pending = None;
                 s
@@ -279,7 +284,7 @@ async fn serve(
 
     // The client sees the primary's parameters and pgrouter's own key.
     let mut out = BytesMut::with_capacity(512);
-    for (name, value) in &parameters {
+    for (name, value) in parameters.iter() {
         backend_msg::parameter_status(&mut out, name, value);
     }
     backend_msg::backend_key_data(&mut out, registration.process_id, registration.secret_key);
@@ -316,7 +321,7 @@ async fn serve(
         entry: Arc::clone(&client.entry),
         timing: relay::Timing::default(),
     };
-    let result = relay::relay(client, &mut session, shutdown).await;
+    let result = Box::pin(relay::relay(client, &mut session, shutdown)).await;
     drop(registration);
     session.release_all().await;
     result
