@@ -288,7 +288,9 @@ pub(super) fn account_parts(
             let Some(stored) = state.statements.get(name.as_str()) else {
                 continue;
             };
-            if b.prepared.get(name.as_str()) != Some(&stored.version) {
+            // A statement that streamed through has no copy to prepare elsewhere (its session
+            // is pinned to the connection that holds it).
+            if !stored.parse.is_empty() && b.prepared.get(name.as_str()) != Some(&stored.version) {
                 if b.prepared.contains_key(name.as_str()) {
                     fe::write_close_statement(out, name.as_bytes());
                 }
