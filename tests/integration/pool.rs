@@ -349,3 +349,41 @@ async fn a_client_leaving_mid_transaction_leaves_no_transaction_open() {
         assert!(gone, "{mode} mode: a transaction was left open");
     }
 }
+
+/// Transaction pooling: settings to replay past 1 MiB (a thousand different parameters, 1 kB
+/// each) stop the replay log from growing; the session keeps its server connection instead. Its
+/// settings all hold, and the other client, which shared the one connection before, now waits
+/// and gets 53300.
+#[tokio::test]
+async fn a_replay_log_past_its_bound_pins_the_session() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let router = one_connection_router(cluster, "transaction", "1s");
+    let a = connect(&router.conninfo("app", "app")).await.unwrap();
+    let b = connect(&router.conninfo("app", "app")).await.unwrap();
+    let value = "v".repeat(1000);
+    let set = |i: usize| format!("SET app.p{i} = '{value}'");
+    // Below the bound: the connection is shared between transactions.
+    a.batch_execute(&set(0)).await.unwrap();
+    assert!(b.simple_query("SELECT 1").await.is_ok());
+    // Past it, in requests below routing.max_parse_size (each is classified and recorded).
+    for chunk in (1..1100).collect::<Vec<_>>().chunks(200) {
+        let batch: Vec<String> = chunk.iter().map(|&i| set(i)).collect();
+        a.batch_execute(&batch.join("; ")).await.unwrap();
+    }
+    for i in [0, 555, 1099] {
+        let v: String = a
+            .query_one(&format!("SELECT current_setting('app.p{i}')"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, value, "app.p{i}");
+    }
+    let error = b.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        error.code().map(|c| c.code()),
+        Some("53300"),
+        "the pinned session keeps the only connection: {error}"
+    );
+}
