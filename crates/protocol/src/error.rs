@@ -111,6 +111,13 @@ impl ErrorResponse {
         }
     }
 
+    /// The same error as `FATAL`: for an error pgrouter cannot answer as a failed statement
+    /// (the session must end instead).
+    pub fn into_fatal(mut self) -> Self {
+        self.severity = Severity::Fatal;
+        self
+    }
+
     /// Adds a detail line.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());

@@ -27,11 +27,9 @@ impl Session<'_> {
         // buffer budget is spent).
         let forced = std::mem::take(&mut self.force_stream);
         self.copy_kept_bytes = client.is_grown();
-        let threshold = if forced {
-            0
-        } else {
-            self.ctx.stream_threshold()
-        };
+        // Read from the configuration only when a message is still arriving (not per pass).
+        let ctx = self.ctx;
+        let threshold = || if forced { 0 } else { ctx.stream_threshold() };
         loop {
             if self.streaming.is_some() {
                 if !self.continue_stream(client).await {
@@ -78,7 +76,7 @@ impl Session<'_> {
                     return Ok(Drain::Terminated);
                 }
                 if let (0, Some((tag, total))) = complete_prefix(&client.buf, max_len)? {
-                    if total > threshold && super::stream::can_start(tag, &client.buf) {
+                    if total > threshold() && super::stream::can_start(tag, &client.buf) {
                         self.stream_attached(client, slot, tag, total).await?;
                         continue;
                     }
@@ -93,6 +91,7 @@ impl Session<'_> {
                     // a large message takes no server connection (nor memory).
                     let arrived = client.buf.len() - complete;
                     let large = next.is_some_and(|(tag, total)| {
+                        let threshold = threshold();
                         total > threshold
                             && arrived >= threshold
                             && super::stream::can_start(tag, &client.buf[complete..])
@@ -198,19 +197,22 @@ impl Session<'_> {
             return Ok(Some(Drain::Blocked));
         }
         if self.state.tx_status != TransactionStatus::Idle || self.deferred_begin.is_some() {
-            let mut fatal = error;
-            fatal.severity = pgrouter_protocol::error::Severity::Fatal;
-            return Err(fatal.into());
+            return Err(error.into_fatal().into());
         }
         let bytes = client.buf.split_to(len).freeze();
         self.answer_with_error(client, &bytes, &error).await?;
         Ok(None)
     }
 
-    /// `client.max_prepared_statements` in force (`None`: no limit).
-    fn statement_limit(&self) -> Option<usize> {
-        let limit = self.ctx.live().config.client.max_prepared_statements;
-        (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX))
+    /// `client.max_prepared_statements` and `client.max_prepared_statement_memory` in force,
+    /// from one look at the configuration (`None`: no limit).
+    fn statement_limits(&self) -> (Option<usize>, Option<usize>) {
+        let client = &self.ctx.live().config.client;
+        let limit = |n: u64| (n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX));
+        (
+            limit(u64::from(client.max_prepared_statements)),
+            limit(client.max_prepared_statement_memory.bytes()),
+        )
     }
 
     /// Named statements the session holds: protocol-level and SQL `PREPARE`d.
@@ -241,13 +243,18 @@ impl Session<'_> {
         parts: &[std::sync::Arc<pgrouter_sql::Classification>],
     ) -> Option<ErrorResponse> {
         use pgrouter_sql::SessionChange;
-        let limit = self.statement_limit()?;
+        // Most units prepare nothing: no look at the configuration for them.
+        let changes = || parts.iter().flat_map(|c| c.effects.session.iter());
+        if !changes().any(|c| matches!(c, SessionChange::Prepare { .. })) {
+            return None;
+        }
+        let limit = self.statement_limits().0?;
         // In order: a `DEALLOCATE` before a `PREPARE` makes room for it.
         let mut held = self.statements_held();
         let mut made: Vec<&str> = Vec::new();
         let mut gone: Vec<&str> = Vec::new();
         let mut over = false;
-        for change in parts.iter().flat_map(|c| c.effects.session.iter()) {
+        for change in changes() {
             let holds = |name: &str, made: &Vec<&str>, gone: &Vec<&str>| {
                 (self.state.sql_prepared.contains_key(name) && !gone.contains(&name))
                     || made.contains(&name)
@@ -277,11 +284,8 @@ impl Session<'_> {
     /// `client.max_prepared_statements`: the error for a unit whose `Parse`s would take the
     /// session past the limit of named statements it holds.
     fn too_many_statements(&self, unit: &[u8]) -> Option<ErrorResponse> {
-        let count_limit = self.statement_limit();
-        let memory_limit = self.statement_memory_limit();
-        if count_limit.is_none() && memory_limit.is_none() {
-            return None;
-        }
+        // Read from the configuration at the first new statement only (most units have none).
+        let mut limits = None;
         // Walk the unit in order: a `Close` before a `Parse` makes room for it.
         let mut held = self.statements_held();
         let mut bytes = self.state.statement_bytes();
@@ -300,6 +304,8 @@ impl Session<'_> {
                         continue;
                     };
                     if !name.is_empty() && !holds(name, &new, &closed) {
+                        let (count_limit, memory_limit) =
+                            *limits.get_or_insert_with(|| self.statement_limits());
                         new.push(name);
                         held += 1;
                         bytes += msg.len();
@@ -320,6 +326,7 @@ impl Session<'_> {
                 _ => {}
             }
         }
+        let (count_limit, memory_limit) = limits?;
         if too_many {
             return count_limit.map(|limit| self.too_many_statements_error(limit));
         }
@@ -336,18 +343,6 @@ impl Session<'_> {
                 memory_limit.unwrap_or_default()
             ))
         })
-    }
-
-    /// `client.max_prepared_statement_memory` in force (`None`: no limit).
-    fn statement_memory_limit(&self) -> Option<usize> {
-        let limit = self
-            .ctx
-            .live()
-            .config
-            .client
-            .max_prepared_statement_memory
-            .bytes();
-        (limit > 0).then(|| usize::try_from(limit).unwrap_or(usize::MAX))
     }
 
     /// Transaction pooling: a request that only prepares named statements (`Parse`… `Sync`, as

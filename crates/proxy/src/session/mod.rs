@@ -135,8 +135,8 @@ pub async fn run(
             }
             Err(SessionError::ServerRefused(raw)) => client.send_raw_and_close(&raw).await,
             Err(e @ SessionError::ServerLost(_)) => tracing::info!(error = %e, "session ended"),
-            Err(SessionError::Unavailable(mut e)) => {
-                e.severity = pgrouter_protocol::error::Severity::Fatal;
+            Err(SessionError::Unavailable(e)) => {
+                let e = e.into_fatal();
                 tracing::info!(code = e.code.code(), reason = %e.message, "session closed with error");
                 stats.error(e.code.code().as_bytes());
                 client.send_error_and_close(&e).await;

@@ -47,9 +47,8 @@ pub(super) fn can_start(tag: u8, head: &[u8]) -> bool {
 
 /// The session ends with `error` as FATAL: a streamed message cannot be answered with an error
 /// without reading all of it first.
-fn fatal(mut error: ErrorResponse) -> SessionError {
-    error.severity = pgrouter_protocol::error::Severity::Fatal;
-    error.into()
+fn fatal(error: ErrorResponse) -> SessionError {
+    error.into_fatal().into()
 }
 
 impl Session<'_> {
