@@ -282,6 +282,11 @@ users:
 $TLS_YAML
 ${PGR_BENCH_ROUTER_EXTRA:-}
 EOF
+# The same pooling as PgBouncer's (transaction pooling, PGB_POOL_SIZE connections per node)
+# unless PGR_BENCH_ROUTER_EXTRA sets its own.
+if ! grep -q '^pool:' <<<"${PGR_BENCH_ROUTER_EXTRA:-}"; then
+  echo "pool: {mode: transaction, max_server_connections: $PGB_POOL_SIZE}" >>"$CONFIG"
+fi
 
 ROUTER_PID=""
 PGB_PID=""
@@ -706,7 +711,8 @@ fmt_cpu() { # CPU-or-empty -> 1 decimal, or n/a
   echo "TPS excludes connection time, each cell is the median over the rounds."
   echo "ratio = TPS / direct TPS. CPU = the proxy's utime+stime / transactions (from /proc/PID/stat)."
   echo "PgBouncer: pool_mode=transaction, default_pool_size=$PGB_POOL_SIZE, all queries to the primary;"
-  echo "pgrouter may send these reads to the standbys (all nodes share this machine's CPUs), and so may"
+  echo "pgrouter: pool.mode=transaction, max_server_connections=$PGB_POOL_SIZE per node (unless"
+  echo "PGR_BENCH_ROUTER_EXTRA sets pool:), and it may send these reads to the standbys (all nodes share this machine's CPUs), and so may"
   echo "Pgpool-II (streaming_replication mode, load_balance_mode on, weights 1/1/1 as pgrouter's; one"
   echo "child process per client, their CPU summed). Latency: the p50 and p99 of every transaction"
   echo "of a run (pgbench -l), in ms, each the median over the rounds."
