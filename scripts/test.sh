@@ -62,8 +62,10 @@ fi
 # The other drivers of the conformance matrix: pgjdbc, PHP (pg_* and PDO), Ruby pg, Go's lib/pq
 # and pgx (built offline from Debian's sources), from the OS packages; node-postgres and
 # postgres.js from the npm registry (tests/clients/node/package-lock.json).
+# Pgpool-II (Debian's pgpool2) for the drop-in tests: its SHOW commands' columns, its packaged
+# pgpool.conf for import-pgpool.
 driver_packages=(libpostgresql-jdbc-java php-cli php-pgsql ruby-pg golang-go
-  golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev)
+  golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev pgpool2)
 command -v java >/dev/null 2>&1 || driver_packages+=(default-jre-headless)
 command -v node >/dev/null 2>&1 || driver_packages+=(nodejs npm)
 missing_driver_packages=()

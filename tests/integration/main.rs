@@ -21,6 +21,7 @@ mod ha;
 mod login;
 mod memory;
 mod pgbench;
+mod pgpool;
 mod pool;
 mod raw;
 mod relay;

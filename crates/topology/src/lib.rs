@@ -32,6 +32,8 @@ mod probe;
 pub mod table;
 
 pub use decide::{decide, NodeInput, Policy};
-pub use monitor::{MonitorSettings, NodeChanges, NodeSlot, NodeTarget, Topology, TopologyStats};
+pub use monitor::{
+    CheckTimes, MonitorSettings, NodeChanges, NodeSlot, NodeTarget, Topology, TopologyStats,
+};
 pub use observation::{ManagerRole, ManagerView, Member, Observation, RepmgrEvent, RepmgrRow};
 pub use table::{NodeState, NodeStatus, Role, RoutingTable};

@@ -77,6 +77,43 @@ pub struct NodeSlot {
     pub checks: AtomicU64,
     /// Health checks that failed.
     pub check_failures: AtomicU64,
+    /// When and how long health checks ran, for Pgpool-II's `SHOW POOL_HEALTH_CHECK_STATS`.
+    pub check_times: CheckTimes,
+}
+
+/// Times of a node's health checks: the last of each outcome (Unix seconds, 0: never) and the
+/// shortest, longest and total duration (milliseconds). Written by the node's probe task only.
+#[derive(Debug, Default)]
+pub struct CheckTimes {
+    /// The last check, whatever its outcome.
+    pub last: AtomicU64,
+    /// The last check that succeeded.
+    pub last_success: AtomicU64,
+    /// The last check that failed.
+    pub last_failure: AtomicU64,
+    /// Sum of every check's duration.
+    pub total_ms: AtomicU64,
+    /// The shortest check (`u64::MAX` before the first).
+    pub min_ms: AtomicU64,
+    /// The longest check.
+    pub max_ms: AtomicU64,
+}
+
+impl CheckTimes {
+    /// Records one check that ended at `now` (Unix seconds) after `took`.
+    pub fn record(&self, now: u64, took: Duration, ok: bool) {
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+        let outcome = if ok {
+            &self.last_success
+        } else {
+            &self.last_failure
+        };
+        outcome.store(now, Ordering::Relaxed);
+        self.total_ms.fetch_add(ms, Ordering::Relaxed);
+        self.min_ms.fetch_min(ms, Ordering::Relaxed);
+        self.max_ms.fetch_max(ms, Ordering::Relaxed);
+    }
 }
 
 impl NodeSlot {
@@ -89,6 +126,10 @@ impl NodeSlot {
             discovered: AtomicBool::new(false),
             checks: AtomicU64::new(0),
             check_failures: AtomicU64::new(0),
+            check_times: CheckTimes {
+                min_ms: AtomicU64::new(u64::MAX),
+                ..CheckTimes::default()
+            },
         }
     }
 
@@ -733,11 +774,14 @@ impl Probes {
                     _ = stop.cancelled() => return,
                     outcome = probe.probe() => outcome,
                 };
-                duration.record(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                duration.record(took.as_secs_f64());
                 slot.checks.fetch_add(1, Ordering::Relaxed);
                 if outcome.is_err() {
                     slot.check_failures.fetch_add(1, Ordering::Relaxed);
                 }
+                slot.check_times
+                    .record(crate::table::unix_now(), took, outcome.is_ok());
                 let result = ProbeResult {
                     index,
                     outcome,

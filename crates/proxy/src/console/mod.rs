@@ -5,6 +5,7 @@
 //! It never talks to a server and never holds a lock across an `.await`.
 
 pub mod command;
+pub mod pgpool;
 pub mod views;
 
 use crate::client::ClientConn;
@@ -199,14 +200,14 @@ async fn set_disabled(ctx: &ProxyContext, name: &str, disabled: bool) -> Result<
     Ok(())
 }
 
-fn write_result(out: &mut BytesMut, rs: &ResultSet, tag: &str) {
+pub(crate) fn write_result(out: &mut BytesMut, rs: &ResultSet, tag: &str) {
     be::row_description_text(out, &rs.columns);
     for row in &rs.rows {
         let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
         be::data_row_text(out, &values);
     }
-    let tag = if tag == "SHOW" {
-        format!("SHOW {}", rs.rows.len())
+    let tag = if tag == "SHOW" || tag == "SELECT" {
+        format!("{tag} {}", rs.rows.len())
     } else {
         tag.to_owned()
     };

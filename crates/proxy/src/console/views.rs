@@ -15,14 +15,14 @@ pub struct ResultSet {
 }
 
 impl ResultSet {
-    fn new(columns: &[&'static str]) -> Self {
+    pub(crate) fn new(columns: &[&'static str]) -> Self {
         Self {
             columns: columns.to_vec(),
             rows: Vec::new(),
         }
     }
 
-    fn push(&mut self, row: Vec<Option<String>>) {
+    pub(crate) fn push(&mut self, row: Vec<Option<String>>) {
         self.rows.push(row);
     }
 }

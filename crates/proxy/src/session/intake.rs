@@ -11,6 +11,7 @@ use super::unit::{
     protocol_violation,
 };
 use super::{server_lost, SessionError};
+use crate::console::pgpool as pgpool_show;
 use bytes::{Bytes, BytesMut};
 use pgrouter_protocol::backend::{self as be, TransactionStatus};
 use pgrouter_protocol::frame;
@@ -39,8 +40,11 @@ impl Session<'_> {
             }
             if let Some(slot) = self.attached() {
                 // Inside a transaction or a segment: everything goes to the same connection.
+                // Pgpool-II's `SHOW POOL_*` inside a transaction is answered here, in order.
+                let answers_pgpool = !self.in_segment_or_stream();
                 let mut ready = 0;
                 let mut terminate = false;
+                let mut pgpool = None;
                 while let Some(f) =
                     frame::next_frame(&client.buf[ready..], max_len).map_err(frame_error)?
                 {
@@ -54,7 +58,20 @@ impl Session<'_> {
                         terminate = true;
                         break;
                     }
+                    if f.tag == fe::QUERY && answers_pgpool {
+                        let message = &client.buf[ready..ready + f.total_len];
+                        pgpool = pgpool_show::parse(body(message)).map(|c| (c, f.total_len));
+                        if pgpool.is_some() {
+                            break;
+                        }
+                    }
                     ready += f.total_len;
+                }
+                if let (0, Some((command, len))) = (ready, pgpool) {
+                    if !self.answer_pgpool_show(client, len, command).await? {
+                        return Ok(Drain::Blocked);
+                    }
+                    continue;
                 }
                 if ready > 0 {
                     let bytes = client.buf.split_to(ready).freeze();
@@ -74,6 +91,10 @@ impl Session<'_> {
                 }
                 if terminate {
                     return Ok(Drain::Terminated);
+                }
+                if pgpool.is_some() {
+                    // Answered once what was sent before it has been.
+                    continue;
                 }
                 if let (0, Some((tag, total))) = complete_prefix(&client.buf, max_len)? {
                     if total > threshold() && super::stream::can_start(tag, &client.buf) {
@@ -115,6 +136,12 @@ impl Session<'_> {
             };
             if unit.terminate {
                 return Ok(Drain::Terminated);
+            }
+            if let Some(command) = lone_pgpool_show(&client.buf[..unit.len]) {
+                if !self.answer_pgpool_show(client, unit.len, command).await? {
+                    return Ok(Drain::Blocked);
+                }
+                continue;
             }
             if let Some(error) = self.lost_transaction.take() {
                 if self.busy().is_some() {
@@ -202,6 +229,31 @@ impl Session<'_> {
         let bytes = client.buf.split_to(len).freeze();
         self.answer_with_error(client, &bytes, &error).await?;
         Ok(None)
+    }
+
+    /// Answers one of Pgpool-II's `SHOW POOL_*`, `len` bytes at the front of the client's buffer,
+    /// once every answer owed before it has been relayed (`Ok(false)`: not yet). The session's
+    /// transaction status is unchanged: nothing ran on a server.
+    async fn answer_pgpool_show(
+        &mut self,
+        client: &mut ClientConn,
+        len: usize,
+        command: pgpool_show::PgpoolShow,
+    ) -> Result<bool, SessionError> {
+        if self.busy().is_some() {
+            return Ok(false);
+        }
+        let _ = client.buf.split_to(len);
+        let mut out = BytesMut::new();
+        crate::console::write_result(&mut out, &pgpool_show::answer(self.ctx, command), "SELECT");
+        let status = if self.deferred_begin.is_some() {
+            TransactionStatus::InTransaction
+        } else {
+            self.state.tx_status
+        };
+        be::ready_for_query(&mut out, status);
+        client.write_all(&out).await?;
+        Ok(true)
     }
 
     /// `client.max_prepared_statements` and `client.max_prepared_statement_memory` in force,
@@ -553,5 +605,14 @@ impl Session<'_> {
         }
         self.send(slot, &bytes, plan.parts, &plan.parsed, prefix)
             .await
+    }
+}
+
+/// The Pgpool-II command `unit` is, when it is one simple query and nothing else.
+fn lone_pgpool_show(unit: &[u8]) -> Option<pgpool_show::PgpoolShow> {
+    let mut messages = frames(unit);
+    match (messages.next(), messages.next()) {
+        (Some((fe::QUERY, message)), None) => pgpool_show::parse(body(message)),
+        _ => None,
     }
 }

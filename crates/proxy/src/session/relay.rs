@@ -182,6 +182,15 @@ impl<'a> Session<'a> {
         None
     }
 
+    /// In the middle of an extended-protocol segment or a streaming message: the next client
+    /// bytes belong to it whatever they are.
+    pub(super) fn in_segment_or_stream(&self) -> bool {
+        self.streaming.is_some()
+            || [&self.primary, &self.read]
+                .into_iter()
+                .any(|b| b.as_ref().is_some_and(|b| b.ledger.in_running_segment()))
+    }
+
     /// A connection still owing responses to earlier requests (a pipelining client).
     pub(super) fn busy(&self) -> Option<Slot> {
         [(Slot::Primary, &self.primary), (Slot::Read, &self.read)]

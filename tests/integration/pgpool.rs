@@ -1,0 +1,249 @@
+//! Coming from Pgpool-II: its `SHOW POOL_*` commands answered by pgrouter on every client
+//! connection, with the columns a real Pgpool-II (Debian's `pgpool2`, started here in front of
+//! the same cluster) answers with, in both pooling modes and inside transactions.
+
+use crate::harness::{cluster, connect, free_port_block, missing, Cluster, Router};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_postgres::SimpleQueryMessage;
+
+/// Pgpool-II's commands, as a monitoring script types them.
+const COMMANDS: [&str; 6] = [
+    "SHOW POOL_NODES",
+    "SHOW POOL_VERSION",
+    "SHOW POOL_POOLS",
+    "SHOW POOL_PROCESSES",
+    "SHOW POOL_HEALTH_CHECK_STATS",
+    "SHOW POOL_BACKEND_STATS",
+];
+
+/// Debian's `pgpool` binary: required in CI (scripts/test.sh installs `pgpool2`), skipped loudly
+/// elsewhere.
+pub(crate) fn pgpool_binary() -> Option<PathBuf> {
+    let found = ["/usr/sbin/pgpool", "/usr/bin/pgpool"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        missing("pgpool is not installed (Debian package `pgpool2`; scripts/test.sh installs it)");
+    }
+    found
+}
+
+/// A real Pgpool-II in streaming-replication mode with load balancing in front of the test
+/// cluster, stopped when dropped.
+struct Pgpool {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Pgpool {
+    fn start(binary: &Path, cluster: &Cluster) -> Pgpool {
+        let port = free_port_block(1);
+        let dir = cluster.dir.join(format!("pgpool-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let mut conf = format!(
+            "backend_clustering_mode = 'streaming_replication'\n\
+             listen_addresses = '127.0.0.1'\nport = {port}\n\
+             unix_socket_directories = '{d}'\npcp_listen_addresses = ''\npcp_socket_dir = '{d}'\n\
+             num_init_children = 4\nmax_pool = 1\nload_balance_mode = on\n\
+             sr_check_period = 0\nhealth_check_period = 0\nfailover_on_backend_error = off\n\
+             enable_pool_hba = off\npool_passwd = '{d}/pool_passwd'\n\
+             pid_file_name = '{d}/pgpool.pid'\nlogdir = '{d}'\n"
+        );
+        let ports = [cluster.primary_port()]
+            .into_iter()
+            .chain(cluster.replica_ports());
+        for (i, p) in ports.enumerate() {
+            conf.push_str(&format!(
+                "backend_hostname{i} = '127.0.0.1'\nbackend_port{i} = {p}\nbackend_weight{i} = 1\n\
+                 backend_flag{i} = 'DISALLOW_TO_FAILOVER'\n"
+            ));
+        }
+        std::fs::write(dir.join("pgpool.conf"), conf).unwrap();
+        // Pgpool-II answers SCRAM itself and logs in to the servers with the password.
+        std::fs::write(dir.join("pool_passwd"), "app:TEXTapp\n").unwrap();
+        std::fs::write(dir.join("pcp.conf"), "").unwrap();
+        // As root (CI), Pgpool-II runs as the PostgreSQL OS user, as the cluster does.
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut command = if root {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(binary);
+            c
+        } else {
+            Command::new(binary)
+        };
+        let child = command
+            .arg("-n")
+            .arg("-f")
+            .arg(dir.join("pgpool.conf"))
+            .arg("-F")
+            .arg(dir.join("pcp.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("pgpool starts");
+        let pgpool = Pgpool { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pgpool.accepts_queries() {
+            assert!(
+                Instant::now() < deadline,
+                "Pgpool-II did not start: {}",
+                std::fs::read_to_string(pgpool.dir.join("stderr.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        pgpool
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://app:app@127.0.0.1:{}/app", self.port)
+    }
+
+    fn accepts_queries(&self) -> bool {
+        crate::harness::psql(&self.url(), &["-c", "SELECT 1"], None).0
+    }
+}
+
+impl Drop for Pgpool {
+    fn drop(&mut self) {
+        // runuser passes SIGTERM on to pgpool, which stops its children (`-n`: no daemon).
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The header line psql prints for `sql` (column names joined by `|`).
+fn columns_via_psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-c", sql, url])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{sql} at {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Column names and rows of a simple query.
+async fn result(client: &tokio_postgres::Client, sql: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    for m in client.simple_query(sql).await.unwrap() {
+        match m {
+            SimpleQueryMessage::RowDescription(c) => {
+                columns = c.iter().map(|c| c.name().to_owned()).collect();
+            }
+            SimpleQueryMessage::Row(r) => rows.push(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or_default().to_owned())
+                    .collect(),
+            ),
+            _ => {}
+        }
+    }
+    (columns, rows)
+}
+
+#[tokio::test]
+async fn pgpool_show_commands_answer_with_pgpool_columns() {
+    let Some(cluster) = cluster() else { return };
+    let Some(binary) = pgpool_binary() else {
+        return;
+    };
+    let pgpool = Pgpool::start(&binary, cluster);
+    let expected: Vec<String> = COMMANDS
+        .iter()
+        .map(|c| columns_via_psql(&pgpool.url(), c))
+        .collect();
+    drop(pgpool);
+    for mode in ["session", "transaction"] {
+        let router = Router::start(cluster, &format!("pool: {{mode: {mode}}}\n"));
+        let url = router.url("app", "app");
+        for (command, expected) in COMMANDS.iter().zip(&expected) {
+            assert_eq!(
+                &columns_via_psql(&url, command),
+                expected,
+                "{command}, {mode} pooling: pgrouter's columns differ from Pgpool-II's"
+            );
+        }
+        let client = connect(&router.conninfo("app", "app")).await.unwrap();
+        for _ in 0..6 {
+            client.simple_query("SELECT 1").await.unwrap();
+        }
+        let (columns, nodes) = result(&client, "show pool_nodes;").await;
+        let column = |name: &str| columns.iter().position(|c| c == name).unwrap();
+        let ports: Vec<String> = nodes.iter().map(|r| r[column("port")].clone()).collect();
+        let expected_ports: Vec<String> = [cluster.primary_port()]
+            .into_iter()
+            .chain(cluster.replica_ports())
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(ports, expected_ports, "{mode}");
+        let roles: Vec<&str> = nodes.iter().map(|r| r[column("role")].as_str()).collect();
+        assert_eq!(roles, ["primary", "standby", "standby"], "{mode}");
+        assert!(
+            nodes.iter().all(|r| r[column("status")] == "up"),
+            "{nodes:?}"
+        );
+        let selects: u64 = nodes
+            .iter()
+            .map(|r| r[column("select_cnt")].parse::<u64>().unwrap())
+            .sum();
+        assert!(selects >= 6, "the six reads are counted: {nodes:?}");
+        let (_, version) = result(&client, "SHOW POOL_VERSION").await;
+        assert!(version[0][0].ends_with("(pgrouter)"), "{version:?}");
+        let (columns, processes) = result(&client, "SHOW POOL_PROCESSES").await;
+        let user = columns.iter().position(|c| c == "username").unwrap();
+        assert!(processes.iter().any(|r| r[user] == "app"), "{processes:?}");
+
+        // Inside a transaction: answered without touching it (a server would have failed it).
+        let table = format!("pgpool_show_{mode}");
+        client
+            .simple_query(&format!("CREATE TABLE IF NOT EXISTS {table} (x int)"))
+            .await
+            .unwrap();
+        client.simple_query("BEGIN").await.unwrap();
+        client
+            .simple_query(&format!("INSERT INTO {table} VALUES (1)"))
+            .await
+            .unwrap();
+        let rows = result(&client, "SHOW POOL_BACKEND_STATS").await.1;
+        assert_eq!(rows.len(), 3, "{mode}");
+        let seen = client
+            .simple_query(&format!("SELECT count(*) FROM {table}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::harness::first_value(&seen),
+            "1",
+            "{mode}: the transaction goes on"
+        );
+        client.simple_query("ROLLBACK").await.unwrap();
+        client
+            .simple_query(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+    }
+}
