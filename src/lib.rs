@@ -20,34 +20,77 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use pgrouter_config as config;
+use pgrouter_proxy::listener::ClientListener;
 use pgrouter_proxy::routing::Endpoint;
 
 /// The sockets pgrouter serves: clients, and the admin HTTP endpoints.
 #[derive(Debug)]
 pub struct Listeners {
-    /// `listen`, and the optional `primary_listen` and `read_only_listen`, each with what it
-    /// offers.
-    pub clients: Vec<(TcpListener, Endpoint)>,
+    /// `listen`, the optional `primary_listen` and `read_only_listen`, and the Unix-domain
+    /// socket in `unix_socket_dir`, each with what it offers.
+    pub clients: Vec<(ClientListener, Endpoint)>,
     /// `admin_listen`.
     pub admin: TcpListener,
+    /// The Unix-domain socket's file, removed when pgrouter stops serving.
+    pub unix_socket: Option<PathBuf>,
 }
 
 /// Binds the listeners named in the configuration; the error names the address that failed.
-pub async fn bind(config: &Config) -> Result<Listeners, (std::net::SocketAddr, std::io::Error)> {
+pub async fn bind(config: &Config) -> Result<Listeners, (String, std::io::Error)> {
     let bind = |address: std::net::SocketAddr| async move {
-        TcpListener::bind(address).await.map_err(|e| (address, e))
+        TcpListener::bind(address)
+            .await
+            .map_err(|e| (address.to_string(), e))
     };
-    let mut clients = vec![(bind(config.listen).await?, Endpoint::Split)];
+    let mut clients = vec![(
+        ClientListener::Tcp(bind(config.listen).await?),
+        Endpoint::Split,
+    )];
     for (address, endpoint) in [
         (config.primary_listen, Endpoint::Primary),
         (config.read_only_listen, Endpoint::ReadOnly),
     ] {
         if let Some(address) = address {
-            clients.push((bind(address).await?, endpoint));
+            clients.push((ClientListener::Tcp(bind(address).await?), endpoint));
         }
     }
+    let unix_socket = config.unix_socket_path();
+    if let Some(path) = &unix_socket {
+        let listener = bind_unix(path)
+            .await
+            .map_err(|e| (path.display().to_string(), e))?;
+        clients.push((ClientListener::Unix(listener), Endpoint::Split));
+    }
     let admin = bind(config.admin_listen).await?;
-    Ok(Listeners { clients, admin })
+    Ok(Listeners {
+        clients,
+        admin,
+        unix_socket,
+    })
+}
+
+/// Binds the Unix-domain socket at `path`, replacing a socket file a stopped process left
+/// behind (nobody accepts on it) but never one another server is listening on. As PostgreSQL's
+/// default `unix_socket_permissions` (0777), who may connect is up to the directory's
+/// permissions and the access rules.
+async fn bind_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::io::ErrorKind;
+    let listener = match tokio::net::UnixListener::bind(path) {
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(std::io::Error::new(
+                    ErrorKind::AddrInUse,
+                    "another server is listening on this socket",
+                ));
+            }
+            std::fs::remove_file(path)?;
+            tokio::net::UnixListener::bind(path)?
+        }
+        other => other?,
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(listener)
 }
 
 /// Serves clients until `shutdown` is cancelled and every session has ended. The health checks
@@ -111,6 +154,12 @@ pub async fn run(
         });
     }
     pgrouter_proxy::serve(listeners.clients, Arc::clone(&ctx), shutdown).await;
+    if let Some(path) = &listeners.unix_socket {
+        // As PostgreSQL at shutdown: local clients get "no such file", not a dead socket.
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(error = %e, path = %path.display(), "could not remove the Unix-domain socket");
+        }
+    }
     let stats = &ctx.prepared_stats;
     let (hits, misses) = (
         stats.hits.load(std::sync::atomic::Ordering::Relaxed),

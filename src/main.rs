@@ -227,8 +227,9 @@ fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> any
             .await
             .map_err(|(addr, e)| anyhow::anyhow!("listening on {addr}: {e}"))?;
         let optional = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        let unix_socket = config.unix_socket_path().map_or_else(|| "off".to_owned(), |p| p.display().to_string());
         tracing::info!(listen = %config.listen, primary_listen = %optional(config.primary_listen),
-            read_only_listen = %optional(config.read_only_listen), admin_listen = %config.admin_listen,
+            read_only_listen = %optional(config.read_only_listen), unix_socket = %unix_socket, admin_listen = %config.admin_listen,
             version = env!("CARGO_PKG_VERSION"), "pgrouter listening");
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));

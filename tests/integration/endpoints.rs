@@ -164,3 +164,138 @@ async fn read_only_endpoint_falls_back_to_a_read_only_primary_or_refuses() {
     let on_primary = connect(&conninfo(strict.port + 2)).await.unwrap();
     assert_eq!(where_ran(&on_primary, WHERE).await, (primary, false));
 }
+
+/// A private directory for a Unix-domain socket.
+fn socket_dir(cluster: &crate::harness::Cluster) -> std::path::PathBuf {
+    let dir = cluster
+        .dir
+        .join(format!("sock-{}", crate::harness::free_port_block(1)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn unix_socket_clients_split_reads_and_follow_local_rules() {
+    let Some(cluster) = cluster() else { return };
+    let dir = socket_dir(cluster);
+    let socket = dir.join(".s.PGSQL.6432");
+    // A socket file left by a process that is gone is replaced, not an error.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let p0 = cluster.primary_port();
+    for mode in ["session", "transaction"] {
+        let extra = format!(
+            "unix_socket_dir: {}\nunix_socket_port: 6432\npool: {{mode: {mode}}}\n\
+             access:\n  - {{type: local, user: legacy, method: reject}}\n  - {{type: local, database: app, method: trust}}\n  - {{type: host, method: scram-sha-256}}\n",
+            dir.display()
+        );
+        let mut router = Router::start_weighted(cluster, [0, 1, 1], &extra);
+        // libpq's way to a socket: the directory as the host.
+        let local = format!("host={} port=6432 user=app dbname=app", dir.display());
+        let client = connect(&local).await.unwrap_or_else(|e| {
+            panic!("{mode}: a socket client logs in by the local rule (trust): {e}")
+        });
+        let (port, replica) = until_on_replica(&client).await;
+        assert!(replica && port != p0, "{mode}: a read runs on a replica");
+        client.simple_query("BEGIN").await.unwrap();
+        let (port, replica) = where_ran(&client, WHERE).await;
+        client.simple_query("COMMIT").await.unwrap();
+        assert_eq!(
+            (port, replica),
+            (p0, false),
+            "{mode}: a transaction runs on the primary"
+        );
+        let (ok, out, err) = crate::harness::psql(
+            &format!(
+                "postgresql:///app?host={}&port=6432&user=app",
+                dir.display()
+            ),
+            &["-c", "SELECT pg_is_in_recovery()"],
+            None,
+        );
+        assert!(
+            ok && out.trim() == "t",
+            "{mode}: psql through the socket: {out} {err}"
+        );
+        let refused = connect(&format!(
+            "host={} port=6432 user=legacy password=legacy dbname=app",
+            dir.display()
+        ))
+        .await
+        .expect_err("the local reject rule applies");
+        let db = refused.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "28000", "{refused:?}");
+        assert!(
+            db.message().contains("host \"[local]\""),
+            "{}",
+            db.message()
+        );
+        // TCP clients do not get the local lines: no password, no login.
+        assert!(
+            connect(&router.conninfo("app", "wrong")).await.is_err(),
+            "{mode}: a TCP client is not trusted by a local rule"
+        );
+        let (ok, clients, err) = crate::harness::psql(
+            &format!(
+                "postgres://boss:{}@127.0.0.1:{}/pgrouter",
+                crate::harness::ADMIN_PASSWORD,
+                router.port
+            ),
+            &["-c", "SHOW CLIENTS"],
+            None,
+        );
+        assert!(ok && clients.contains("[local]"), "{clients} {err}");
+        drop(client);
+        router.signal("TERM");
+        assert!(router.wait_exit(Duration::from_secs(20)).is_some());
+        assert!(
+            !socket.exists(),
+            "{mode}: the socket is removed at shutdown"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_unix_socket_in_use_is_not_taken_over() {
+    let Some(cluster) = cluster() else { return };
+    let dir = socket_dir(cluster);
+    let extra = format!("unix_socket_dir: {}\n", dir.display());
+    let first = Router::start(cluster, &extra);
+    // The second router listens on other TCP ports but names the same socket.
+    let port = crate::harness::free_port_block(2);
+    let config = first.dir.join("second.yaml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(first.config_path())
+            .unwrap()
+            .replace(
+                &format!("127.0.0.1:{}\n", first.port),
+                &format!("127.0.0.1:{port}\n"),
+            )
+            .replace(
+                &format!("127.0.0.1:{}\n", first.port + 1),
+                &format!("127.0.0.1:{}\n", port + 1),
+            )
+            + &format!("unix_socket_port: {}\n", first.port),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgrouter"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the second router must not start: {stderr}"
+    );
+    assert!(stderr.contains("another server is listening"), "{stderr}");
+    // The first one still serves its socket clients.
+    let local = format!(
+        "host={} port={} user=app password=app dbname=app",
+        dir.display(),
+        first.port
+    );
+    let client = connect(&local).await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+}

@@ -14,6 +14,9 @@ pub enum ConnectionType {
     /// Any TCP connection, with or without TLS.
     #[default]
     Host,
+    /// Connections through the Unix-domain socket (`unix_socket_dir`); `address` is not
+    /// looked at.
+    Local,
     /// Only connections with TLS.
     Hostssl,
     /// Only connections without TLS.
@@ -44,7 +47,7 @@ pub enum AccessMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessRule {
-    /// `host` (default), `hostssl` or `hostnossl`.
+    /// `host` (default), `hostssl`, `hostnossl` or `local`.
     #[serde(rename = "type", default)]
     pub kind: ConnectionType,
     /// `all`, a database name, or names separated by commas.
@@ -67,8 +70,10 @@ fn all() -> String {
 /// Who is logging in, as the rules see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Login<'a> {
-    /// The client's address.
+    /// The client's address (unspecified for a Unix-domain socket client).
     pub address: IpAddr,
+    /// The client came through the Unix-domain socket.
+    pub local: bool,
     /// The user name in the start-up message.
     pub user: &'a str,
     /// The database in the start-up message.
@@ -109,14 +114,19 @@ pub fn decide(rules: &[AccessRule], login: &Login<'_>) -> Option<Verdict> {
 impl AccessRule {
     /// Whether the rule applies to `login`.
     pub fn matches(&self, login: &Login<'_>) -> bool {
+        // As pg_hba.conf: `host*` lines are for TCP clients, `local` lines for socket clients.
         let kind = match self.kind {
+            ConnectionType::Local => login.local,
+            _ if login.local => false,
             ConnectionType::Host => true,
             ConnectionType::Hostssl => login.tls,
             ConnectionType::Hostnossl => !login.tls,
         };
+        let address = login.local
+            || parse_address(&self.address).is_some_and(|net| net.contains(login.address));
         kind && names_match(&self.database, login.database)
             && names_match(&self.user, login.user)
-            && parse_address(&self.address).is_some_and(|net| net.contains(login.address))
+            && address
     }
 }
 
@@ -135,7 +145,9 @@ pub fn warnings(rules: &[AccessRule], tls_on: bool) -> Vec<String> {
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let network = parse_address(&rule.address);
-        if rule.method == AccessMethod::Trust && !network.is_some_and(|n| n.is_loopback()) {
+        let on_this_machine =
+            rule.kind == ConnectionType::Local || network.is_some_and(|n| n.is_loopback());
+        if rule.method == AccessMethod::Trust && !on_this_machine {
             out.push(format!(
                 "access[{i}]: trust from {} lets anyone who can reach pgrouter there log in as {} without a password",
                 rule.address, rule.user
@@ -245,6 +257,7 @@ mod tests {
         ];
         let at = |address: &str, user: &'static str, database: &'static str, tls: bool| Login {
             address: address.parse().unwrap(),
+            local: false,
             user,
             database,
             tls,
@@ -268,6 +281,39 @@ mod tests {
             decide(&[], &at("1.2.3.4", "u", "d", false)),
             None,
             "no rules: users' own auth"
+        );
+    }
+
+    #[test]
+    fn local_rules_are_for_socket_clients_only() {
+        use AccessMethod::*;
+        use ConnectionType::*;
+        let rules = vec![
+            rule(Local, "all", "postgres", "all", Reject),
+            rule(Local, "all", "all", "all", Trust),
+            rule(Host, "all", "all", "all", ScramSha256),
+        ];
+        let login = |local: bool, user: &'static str| Login {
+            address: if local { "0.0.0.0" } else { "127.0.0.1" }.parse().unwrap(),
+            local,
+            user,
+            database: "app",
+            tls: false,
+        };
+        #[rustfmt::skip]
+        let cases = [
+            ("socket client, rejected user", login(true, "postgres"), Some(Verdict::Rejected)),
+            ("socket client", login(true, "app"), Some(Verdict::Method(AuthMethod::Trust))),
+            ("TCP client skips local lines", login(false, "postgres"), Some(Verdict::Method(AuthMethod::ScramSha256))),
+        ];
+        for (what, login, want) in cases {
+            assert_eq!(decide(&rules, &login), want, "{what}");
+        }
+        let host_only = [rule(Host, "all", "all", "all", Trust)];
+        assert_eq!(
+            decide(&host_only, &login(true, "app")),
+            Some(Verdict::NoEntry),
+            "host lines are not for socket clients"
         );
     }
 

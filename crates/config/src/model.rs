@@ -24,6 +24,14 @@ pub struct Config {
     /// transactions: for reporting and analytics, behind a "read-only" Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only_listen: Option<SocketAddr>,
+    /// Optional directory of a Unix-domain socket listener, named as PostgreSQL names its own
+    /// (`<dir>/.s.PGSQL.<port>`), e.g. `/var/run/postgresql`: local clients connect with
+    /// `host=/var/run/postgresql`. Its clients are served as `listen`'s (reads split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_socket_dir: Option<PathBuf>,
+    /// The port in the socket's name; default: `listen`'s port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_socket_port: Option<u16>,
     /// The PostgreSQL servers. Roles are discovered, not configured (`topology`).
     pub nodes: Vec<NodeConfig>,
     /// Users allowed to connect, with the password pgrouter checks and also uses for its own login
@@ -161,6 +169,16 @@ impl Config {
 
 fn default_worker_threads() -> u16 {
     1
+}
+
+impl Config {
+    /// The Unix-domain socket to listen on (`unix_socket_dir`), named as PostgreSQL names it.
+    pub fn unix_socket_path(&self) -> Option<PathBuf> {
+        let port = self.unix_socket_port.unwrap_or(self.listen.port());
+        self.unix_socket_dir
+            .as_ref()
+            .map(|dir| dir.join(format!(".s.PGSQL.{port}")))
+    }
 }
 
 fn default_listen() -> SocketAddr {

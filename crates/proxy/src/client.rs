@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 pub enum ClientStream {
     /// Plain TCP.
     Plain(TcpStream),
+    /// A Unix-domain socket client (`unix_socket_dir`).
+    Unix(tokio::net::UnixStream),
     /// TLS over TCP (boxed: the TLS state is large).
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// Only while a handshake takes the socket over, or after it failed.
@@ -37,6 +39,7 @@ impl AsyncRead for ClientStream {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             ClientStream::Gone => Poll::Ready(Ok(())),
         }
@@ -51,6 +54,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             ClientStream::Gone => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
         }
@@ -59,6 +63,7 @@ impl AsyncWrite for ClientStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             ClientStream::Gone => Poll::Ready(Ok(())),
         }
@@ -67,6 +72,7 @@ impl AsyncWrite for ClientStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             ClientStream::Gone => Poll::Ready(Ok(())),
         }
@@ -105,9 +111,9 @@ impl Drop for ClientConn {
 
 impl ClientConn {
     /// Wraps an accepted socket; its buffer grows beyond [`BASE_BUFFER`] only within `budget`.
-    pub fn new(stream: TcpStream, entry: Arc<ClientEntry>, budget: Arc<BufferBudget>) -> Self {
+    pub fn new(stream: ClientStream, entry: Arc<ClientEntry>, budget: Arc<BufferBudget>) -> Self {
         Self {
-            stream: ClientStream::Plain(stream),
+            stream,
             buf: BytesMut::with_capacity(BASE_BUFFER),
             entry,
             tls_end_point: None,

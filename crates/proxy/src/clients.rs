@@ -86,14 +86,45 @@ impl ServerLink {
     }
 }
 
+/// Where a client connected from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientPeer {
+    /// A TCP client.
+    Tcp(SocketAddr),
+    /// A client of the Unix-domain socket.
+    Local,
+}
+
+impl ClientPeer {
+    /// The TCP address; the unspecified address for a socket client (all of them count as one
+    /// address for `client.max_connections_per_address`).
+    pub fn socket_addr(self) -> SocketAddr {
+        match self {
+            ClientPeer::Tcp(addr) => addr,
+            ClientPeer::Local => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientPeer::Tcp(addr) => addr.fmt(f),
+            ClientPeer::Local => f.write_str("[local]"),
+        }
+    }
+}
+
 /// One connected client.
 #[derive(Debug)]
 pub struct ClientEntry {
     /// pgrouter's id for the session (also the process id its client sees in `BackendKeyData`
     /// is separate; this one only orders the console's rows).
     pub id: u64,
-    /// The client's address.
+    /// The client's address (`0.0.0.0:0` for a Unix-domain socket client).
     pub addr: SocketAddr,
+    /// Connected through the Unix-domain socket (`unix_socket_dir`).
+    pub local: bool,
     /// When it connected (Unix seconds).
     pub connected_at: u64,
     /// Set once the start-up message is read (what the client claims, before authentication).
@@ -128,6 +159,15 @@ pub struct ClientLogin {
 }
 
 impl ClientEntry {
+    /// The client's address as PostgreSQL prints it: the IP, or `[local]` for a socket client.
+    pub fn address(&self) -> String {
+        if self.local {
+            "[local]".to_owned()
+        } else {
+            self.addr.ip().to_string()
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> ClientState {
         ClientState::from_u8(self.state.load(Ordering::Relaxed))
@@ -158,11 +198,12 @@ pub struct Clients {
 
 impl Clients {
     /// Registers a client that just connected; it stays listed until the guard is dropped.
-    pub fn register(self: &Arc<Self>, addr: SocketAddr, connected_at: u64) -> Registration {
+    pub fn register(self: &Arc<Self>, peer: ClientPeer, connected_at: u64) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(ClientEntry {
             id,
-            addr,
+            addr: peer.socket_addr(),
+            local: peer == ClientPeer::Local,
             connected_at,
             login: OnceLock::new(),
             authenticated: std::sync::atomic::AtomicBool::new(false),
@@ -223,8 +264,8 @@ mod tests {
     fn clients_are_listed_while_registered() {
         let clients = Arc::new(Clients::default());
         let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let a = clients.register(addr, 1);
-        let b = clients.register(addr, 2);
+        let a = clients.register(ClientPeer::Tcp(addr), 1);
+        let b = clients.register(ClientPeer::Local, 2);
         a.entry.set_state(ClientState::Active);
         b.entry.primary.set(Some((2, 4242)));
         let listed = clients.snapshot();

@@ -35,6 +35,13 @@ pub fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
     ) {
         new.read_only_listen = old.read_only_listen;
     }
+    if keep(
+        "unix_socket_dir",
+        old.unix_socket_path() != new.unix_socket_path(),
+    ) {
+        new.unix_socket_dir.clone_from(&old.unix_socket_dir);
+        new.unix_socket_port = old.unix_socket_port;
+    }
     if keep("worker_threads", old.worker_threads != new.worker_threads) {
         new.worker_threads = old.worker_threads;
     }

@@ -163,7 +163,11 @@ pub fn clients(ctx: &ProxyContext) -> ResultSet {
             |l: Option<(usize, i32)>| l.map(|(n, pid)| format!("{}/{pid}", ctx.node_name(n)));
         rs.push(vec![
             text(c.id),
-            text(c.addr),
+            text(if c.local {
+                "[local]".to_owned()
+            } else {
+                c.addr.to_string()
+            }),
             login.map(|l| l.user.clone()),
             login.map(|l| l.database.clone()),
             login.map(|l| l.application_name.clone()),

@@ -24,10 +24,11 @@ pub(super) fn check_access(
 ) -> Result<Option<AuthMethod>, SessionError> {
     use pgrouter_config::access::{decide, Login, Verdict};
     let live = ctx.live();
-    let address = client.entry.addr.ip();
+    let local = client.entry.local;
     let tls = client.is_tls();
     let login = Login {
-        address,
+        address: client.entry.addr.ip(),
+        local,
         user: &startup.user,
         database: &startup.database,
         tls,
@@ -41,12 +42,16 @@ pub(super) fn check_access(
         ErrorResponse::fatal(
             SqlState::INVALID_AUTHORIZATION,
             format!(
-                "{what} for host \"{address}\", user \"{}\", database \"{}\", {encryption}",
-                startup.user, startup.database
+                "{what} for host \"{}\", user \"{}\", database \"{}\", {encryption}",
+                client.entry.address(),
+                startup.user,
+                startup.database
             ),
         )
     };
-    if live.config.tls.mode == pgrouter_config::TlsMode::Require && !tls {
+    // As PostgreSQL, the Unix-domain socket has no TLS; it is only reachable on this machine,
+    // behind its directory's permissions, so `require` is for TCP clients.
+    if live.config.tls.mode == pgrouter_config::TlsMode::Require && !tls && !local {
         return Err(refused("no pg_hba.conf entry")
             .with_hint(
                 "pgrouter's tls.mode is require: connect with TLS (sslmode=require or stronger).",

@@ -42,6 +42,8 @@ mod timeouts;
 mod unit;
 
 use crate::cancel::{CancelSlot, ServerKey};
+use crate::client::ClientStream;
+use crate::clients::ClientPeer;
 use crate::clients::{ClientLogin, ClientState};
 use crate::context::ProxyContext;
 use crate::routing::Endpoint;
@@ -50,10 +52,8 @@ use bytes::BytesMut;
 use client::ClientConn;
 use pgrouter_protocol::backend::{self as backend_msg, TransactionStatus};
 use pgrouter_protocol::{ErrorResponse, SqlState};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -72,8 +72,8 @@ pub(super) fn server_lost() -> SessionError {
 
 /// Runs a client session to its end. Never panics on client input; every failure is logged once.
 pub async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: ClientStream,
+    peer: ClientPeer,
     ctx: Arc<ProxyContext>,
     endpoint: Endpoint,
     shutdown: CancellationToken,
@@ -81,12 +81,14 @@ pub async fn run(
     let span = tracing::info_span!("session", client = %peer, endpoint = endpoint.as_str(), user = tracing::field::Empty,
         database = tracing::field::Empty, application_name = tracing::field::Empty);
     async move {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay failed");
-        }
-        if let Some(keepalive) = ctx.keepalive() {
-            if let Err(e) = keepalive.apply(&stream) {
-                tracing::debug!(error = %e, "setting TCP keepalive failed");
+        if let ClientStream::Plain(tcp) = &stream {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "set_nodelay failed");
+            }
+            if let Some(keepalive) = ctx.keepalive() {
+                if let Err(e) = keepalive.apply(tcp) {
+                    tracing::debug!(error = %e, "setting TCP keepalive failed");
+                }
             }
         }
         let stats = &ctx.stats;
@@ -102,7 +104,8 @@ pub async fn run(
         // Counted before anything is read: a flood of sockets that never log in is bounded.
         let accepted = {
             let live = ctx.live();
-            ctx.client_limits.accept(&live.config.client, peer.ip())
+            ctx.client_limits
+                .accept(&live.config.client, peer.socket_addr().ip())
         };
         let (_from_address, pending) = match accepted {
             Ok(counted) => counted,
@@ -170,7 +173,8 @@ async fn serve(
 ) -> Result<(), SessionError> {
     let login_timeout = ctx.live().config.client.login_timeout.get();
     let login = async {
-        let tls = ctx.tls_acceptor();
+        // As PostgreSQL: no TLS over the Unix-domain socket (an SSLRequest is answered `N`).
+        let tls = ctx.tls_acceptor().filter(|_| !client.entry.local);
         let startup = match startup::read(client, tls.as_deref()).await? {
             startup::Start::Cancel {
                 process_id,
