@@ -13,7 +13,7 @@ const EXIT_CONFIG: u8 = 64;
 #[derive(Parser, Debug)]
 #[command(
     name = "pgrouter",
-    version,
+    version = env!("PGROUTER_LONG_VERSION"),
     about = "PostgreSQL read/write-splitting and high-availability router"
 )]
 struct Cli {
@@ -56,6 +56,20 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         wait: Option<std::time::Duration>,
     },
+    /// Print a shell completion script, e.g. `pgrouter completions bash >
+    /// /usr/share/bash-completion/completions/pgrouter`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `pgrouter man > pgrouter.1`.
+    Man,
+}
+
+/// What `pgrouter completions` and `pgrouter man` are generated from: this command line
+/// definition, so they never drift from it.
+fn command_definition() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -67,6 +81,24 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut command = command_definition();
+            clap_complete::generate(*shell, &mut command, "pgrouter", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            return match clap_mangen::Man::new(command_definition()).render(&mut std::io::stdout())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgrouter: writing the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     if let Some(Command::Explain { sql }) = &cli.command {
         return explain(cli.config.as_deref(), sql);
     }
@@ -117,7 +149,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Explain { .. } | Command::Health { .. } => ExitCode::SUCCESS,
+        Command::Explain { .. }
+        | Command::Health { .. }
+        | Command::Completions { .. }
+        | Command::Man => ExitCode::SUCCESS,
         Command::Run => match run(config, path.to_path_buf()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
