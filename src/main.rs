@@ -64,6 +64,69 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `pgrouter man > pgrouter.1`.
     Man,
+    /// Turn a Pgpool-II configuration into pgrouter's: the configuration goes to stdout (or
+    /// -o FILE), what became of every parameter to stderr (mapped, not needed, UNSUPPORTED).
+    #[command(name = "import-pgpool")]
+    ImportPgpool {
+        /// Pgpool-II's pgpool.conf.
+        pgpool_conf: PathBuf,
+        /// Its pool_hba.conf, for `access:` rules.
+        #[arg(long, value_name = "FILE")]
+        pool_hba: Option<PathBuf>,
+        /// Its pool_passwd, for `users:`.
+        #[arg(long, value_name = "FILE")]
+        pool_passwd: Option<PathBuf>,
+        /// Write the configuration here instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `pgrouter import-pgpool`: reads the files, writes the configuration and the report.
+fn import_pgpool(
+    conf: &std::path::Path,
+    hba: Option<&std::path::Path>,
+    passwd: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let pgpool_conf = read(conf)?;
+    let pool_hba = hba.map(read).transpose()?;
+    let pool_passwd = passwd.map(read).transpose()?;
+    let import = pgrouter_import::import(pgrouter_import::Inputs {
+        pgpool_conf: &pgpool_conf,
+        pool_hba: pool_hba.as_deref(),
+        pool_passwd: pool_passwd.as_deref(),
+    })
+    .with_context(|| format!("importing {}", conf.display()))?;
+    let header = format!(
+        "# pgrouter configuration imported from {} by pgrouter import-pgpool.\n\
+         # What became of each Pgpool-II parameter: see the report on stderr, and\n\
+         # docs/migrating-from-pgpool.md. Check it with: pgrouter check --config FILE\n",
+        conf.display()
+    );
+    let text = format!("{header}{}", import.yaml);
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    for line in &import.report {
+        eprintln!("{line}");
+    }
+    let unsupported = import
+        .report
+        .iter()
+        .filter(|l| matches!(l.outcome, pgrouter_import::Outcome::Unsupported(_)))
+        .count();
+    eprintln!(
+        "pgrouter: {} parameters and lines read, {unsupported} unsupported",
+        import.report.len()
+    );
+    Ok(())
 }
 
 /// What `pgrouter completions` and `pgrouter man` are generated from: this command line
@@ -86,6 +149,25 @@ fn main() -> ExitCode {
             let mut command = command_definition();
             clap_complete::generate(*shell, &mut command, "pgrouter", &mut std::io::stdout());
             return ExitCode::SUCCESS;
+        }
+        Some(Command::ImportPgpool {
+            pgpool_conf,
+            pool_hba,
+            pool_passwd,
+            output,
+        }) => {
+            return match import_pgpool(
+                pgpool_conf,
+                pool_hba.as_deref(),
+                pool_passwd.as_deref(),
+                output.as_deref(),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgrouter: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
         }
         Some(Command::Man) => {
             return match clap_mangen::Man::new(command_definition()).render(&mut std::io::stdout())
@@ -152,6 +234,7 @@ fn main() -> ExitCode {
         Command::Explain { .. }
         | Command::Health { .. }
         | Command::Completions { .. }
+        | Command::ImportPgpool { .. }
         | Command::Man => ExitCode::SUCCESS,
         Command::Run => match run(config, path.to_path_buf()) {
             Ok(()) => ExitCode::SUCCESS,

@@ -247,3 +247,112 @@ async fn pgpool_show_commands_answer_with_pgpool_columns() {
             .unwrap();
     }
 }
+
+/// Debian's packaged pgpool.conf with the backends an operator adds (`backend_*`, as the file's
+/// own commented examples write them), imported with its packaged pool_hba.conf and a
+/// pool_passwd, runs as is: reads on the replicas, a function listed by a regular expression in
+/// `write_function_list` on the primary, and the report names what was not carried over.
+#[tokio::test]
+async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
+    let Some(cluster) = cluster() else { return };
+    if pgpool_binary().is_none() {
+        return;
+    }
+    let packaged =
+        std::fs::read_to_string("/etc/pgpool2/pgpool.conf").expect("Debian's pgpool.conf");
+    let hba = Path::new("/etc/pgpool2/pool_hba.conf");
+    let dir = cluster.dir.join(format!("import-{}", free_port_block(1)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let [r1, r2] = cluster.replica_ports();
+    let conf = dir.join("pgpool.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{packaged}\nlisten_addresses = '127.0.0.1'\nport = 9999\n\
+             backend_hostname0 = '127.0.0.1'\nbackend_port0 = {p0}\nbackend_weight0 = 0\nbackend_flag0 = 'ALLOW_TO_FAILOVER'\n\
+             backend_hostname1 = '127.0.0.1'\nbackend_port1 = {r1}\nbackend_weight1 = 1\n\
+             backend_hostname2 = '127.0.0.1'\nbackend_port2 = {r2}\nbackend_weight2 = 1\n\
+             load_balance_mode = on\nnum_init_children = 16\nhealth_check_period = 1\n\
+             health_check_user = 'app'\nhealth_check_password = 'app'\n\
+             write_function_list = 'nextval,setval,audit_.*'\nmemory_cache_enabled = on\n",
+            p0 = cluster.primary_port()
+        ),
+    )
+    .unwrap();
+    let passwd = dir.join("pool_passwd");
+    std::fs::write(
+        &passwd,
+        "app:TEXTapp\nlegacy:md5e5e28a3c6b4a5a2c0b1f3a4a5a6a7a8a\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
+        .arg("import-pgpool")
+        .arg(&conf)
+        .arg("--pool-hba")
+        .arg(hba)
+        .arg("--pool-passwd")
+        .arg(&passwd)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{report}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "backend_hostname1: mapped",
+        "write_function_list: mapped",
+        "backend_flag0: not needed",
+        "memory_cache_enabled: UNSUPPORTED",
+        "(legacy): UNSUPPORTED",
+        "pool_hba.conf:",
+    ] {
+        assert!(
+            report.contains(line),
+            "{line:?} not in the report:\n{report}"
+        );
+    }
+    let router = Router::start_in(&dir, |port| {
+        yaml.replace(
+            "listen: 127.0.0.1:9999",
+            &format!(
+                "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{}",
+                port + 1
+            ),
+        )
+    });
+    // Debian's pool_hba.conf trusts 127.0.0.1: no password needed.
+    let client = connect(&format!(
+        "host=127.0.0.1 port={} user=app dbname=app",
+        router.port
+    ))
+    .await
+    .unwrap();
+    let ran_on = |rows: Vec<SimpleQueryMessage>| crate::harness::first_value(&rows).to_owned();
+    let mut on_replica = false;
+    for _ in 0..50 {
+        let port = ran_on(
+            client
+                .simple_query("SELECT inet_server_port()")
+                .await
+                .unwrap(),
+        );
+        if port == r1.to_string() || port == r2.to_string() {
+            on_replica = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(on_replica, "reads reach the replicas");
+    cluster.superuser_sql(
+        "CREATE OR REPLACE FUNCTION audit_probe() RETURNS int LANGUAGE sql IMMUTABLE \
+         AS 'SELECT inet_server_port()'; GRANT EXECUTE ON FUNCTION audit_probe() TO PUBLIC",
+    );
+    cluster.wait_for_replicas();
+    for _ in 0..5 {
+        let port = ran_on(client.simple_query("SELECT audit_probe()").await.unwrap());
+        assert_eq!(
+            port,
+            cluster.primary_port().to_string(),
+            "a function matching write_function_list's audit_.* runs on the primary"
+        );
+    }
+}

@@ -340,6 +340,30 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
         }
         addresses.push((key, address));
     }
+    let lists = [
+        (
+            "routing.write_functions",
+            Some(&config.routing.write_functions),
+        ),
+        (
+            "routing.read_only_functions",
+            config.routing.read_only_functions.as_ref(),
+        ),
+    ];
+    for (key, list) in lists {
+        for (i, entry) in list.into_iter().flatten().enumerate() {
+            let Some(pattern) = crate::model::function_pattern(entry) else {
+                continue;
+            };
+            if let Err(e) = regex::Regex::new(&pattern) {
+                return Err(invalid(
+                    text,
+                    format!("{key}[{i}]"),
+                    format!("{entry:?} is not a valid regular expression: {e}"),
+                ));
+            }
+        }
+    }
     if config.nodes.is_empty() {
         return Err(invalid(
             text,

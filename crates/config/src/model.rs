@@ -181,6 +181,18 @@ impl Config {
     }
 }
 
+/// A `routing.write_functions`/`read_only_functions` entry that is a regular expression (it has
+/// one of `.*+?[](){}|^$\`), as Pgpool-II reads its function lists: the pattern, anchored at both
+/// ends and case-insensitive as Pgpool-II anchors it. `None`: a plain function name.
+pub fn function_pattern(entry: &str) -> Option<String> {
+    if !entry.contains(|c: char| ".*+?[](){}|^$\\".contains(c)) {
+        return None;
+    }
+    let inner = entry.strip_prefix('^').unwrap_or(entry);
+    let inner = inner.strip_suffix('$').unwrap_or(inner);
+    Some(format!("(?i)^(?:{inner})$"))
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 6432))
 }

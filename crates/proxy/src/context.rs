@@ -148,10 +148,14 @@ impl Live {
                 (u.name.clone(), Arc::new(entry))
             })
             .collect();
-        let classifier = Classifier::new(FunctionPolicy::from_lists(
-            &config.routing.write_functions,
-            config.routing.read_only_functions.as_deref(),
-        ))
+        let classifier = Classifier::new(FunctionPolicy {
+            write_functions: function_list(&config.routing.write_functions),
+            read_only_functions: config
+                .routing
+                .read_only_functions
+                .as_deref()
+                .map(function_list),
+        })
         .with_max_parse_len(
             usize::try_from(config.routing.max_parse_size.bytes()).unwrap_or(usize::MAX),
         );
@@ -588,4 +592,19 @@ fn pool_settings(config: &Config) -> pgrouter_pool::PoolSettings {
         checkout_timeout: config.pool.checkout_timeout.get(),
         reset_query: config.pool.reset_query.clone(),
     }
+}
+
+/// A configured function list: plain names, and the entries that are regular expressions
+/// (`pgrouter_config::function_pattern`; configuration validation has compiled each once).
+fn function_list(entries: &[String]) -> pgrouter_sql::FunctionList {
+    let (patterns, names): (Vec<&String>, Vec<&String>) = entries
+        .iter()
+        .partition(|e| pgrouter_config::function_pattern(e).is_some());
+    pgrouter_sql::FunctionList::new(
+        names.into_iter().cloned(),
+        patterns
+            .into_iter()
+            .filter_map(|e| regex::Regex::new(&pgrouter_config::function_pattern(e)?).ok())
+            .collect(),
+    )
 }

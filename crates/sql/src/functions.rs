@@ -293,14 +293,38 @@ pub(crate) fn is_known_read(name: &str) -> bool {
     listed(KNOWN_READ_FUNCTIONS, name)
 }
 
+/// A configured list of functions: names, and regular expressions a whole name must match (as
+/// Pgpool-II's function lists), all case-insensitive.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionList {
+    names: HashSet<String>,
+    patterns: Vec<regex::Regex>,
+}
+
+impl FunctionList {
+    /// A list of `names` (lower-cased here) and `patterns` (compiled by the caller, anchored and
+    /// case-insensitive as it wants them).
+    pub fn new(names: impl IntoIterator<Item = String>, patterns: Vec<regex::Regex>) -> Self {
+        Self {
+            names: names.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+            patterns,
+        }
+    }
+
+    /// Whether `name` (lower-case) is listed or matches a pattern.
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(name) || self.patterns.iter().any(|p| p.is_match(name))
+    }
+}
+
 /// What classification may assume about functions.
 #[derive(Debug, Clone, Default)]
 pub struct FunctionPolicy {
-    /// Extra functions that write (`routing.write_functions`), lower-cased.
-    pub write_functions: HashSet<String>,
+    /// Extra functions that write (`routing.write_functions`).
+    pub write_functions: FunctionList,
     /// If set (`routing.read_only_functions`), only these functions may appear in a statement sent
     /// to a replica; any other sends it to the primary and no catalog look-up is made.
-    pub read_only_functions: Option<HashSet<String>>,
+    pub read_only_functions: Option<FunctionList>,
 }
 
 /// What is known about one function.
@@ -323,9 +347,9 @@ impl FunctionPolicy {
     /// A policy from configuration lists (names are matched case-insensitively).
     pub fn from_lists(write: &[String], read_only: Option<&[String]>) -> Self {
         Self {
-            write_functions: write.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            write_functions: FunctionList::new(write.iter().cloned(), Vec::new()),
             read_only_functions: read_only
-                .map(|l| l.iter().map(|s| s.to_ascii_lowercase()).collect()),
+                .map(|l| FunctionList::new(l.iter().cloned(), Vec::new())),
         }
     }
 
@@ -389,6 +413,20 @@ mod tests {
             assert_eq!(p.kind(name), kind, "{name}");
         }
         let strict = FunctionPolicy::from_lists(&[], Some(&["count".into()]));
+        let patterns = FunctionPolicy {
+            write_functions: FunctionList::new(
+                Vec::new(),
+                vec![regex::Regex::new("(?i)^(?:audit_.*|log_write)$").unwrap()],
+            ),
+            read_only_functions: None,
+        };
+        assert_eq!(patterns.kind("Audit_Insert"), w);
+        assert_eq!(patterns.kind("log_write"), w);
+        assert_eq!(
+            patterns.kind("my_audit_insert"),
+            FunctionKind::Unknown,
+            "anchored"
+        );
         assert_eq!(strict.kind("count"), FunctionKind::Read);
         assert_eq!(strict.kind("lower"), FunctionKind::NotListedReadOnly);
         assert_eq!(strict.kind("nextval"), w);

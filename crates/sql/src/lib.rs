@@ -36,7 +36,7 @@ pub use decision::{
     set_config_replay, Classification, ConfigArg, Effects, PinReason, Route, Rule, SessionChange,
     TxControl,
 };
-pub use functions::FunctionPolicy;
+pub use functions::{FunctionList, FunctionPolicy};
 
 /// Classifies statements under one function policy.
 #[derive(Debug, Clone, Default)]
