@@ -63,9 +63,11 @@ fi
 # and pgx (built offline from Debian's sources), from the OS packages; node-postgres and
 # postgres.js from the npm registry (tests/clients/node/package-lock.json).
 # Pgpool-II (Debian's pgpool2) for the drop-in tests: its SHOW commands' columns, its packaged
-# pgpool.conf for import-pgpool.
+# pgpool.conf for import-pgpool. PgBouncer and prometheus-pgbouncer-exporter: the console's
+# PgBouncer columns and a real exporter scraping pgrouter. Their packaged services stay off.
 driver_packages=(libpostgresql-jdbc-java php-cli php-pgsql ruby-pg golang-go
-  golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev pgpool2)
+  golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev pgpool2 pgbouncer
+  prometheus-pgbouncer-exporter)
 command -v java >/dev/null 2>&1 || driver_packages+=(default-jre-headless)
 command -v node >/dev/null 2>&1 || driver_packages+=(nodejs npm)
 missing_driver_packages=()
@@ -77,6 +79,11 @@ if ((${#missing_driver_packages[@]} > 0)); then
     install_drivers() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing_driver_packages[@]}" >/dev/null; }
     install_drivers || { apt-get update -q >/dev/null && install_drivers; } ||
       printf '%s: warning: could not install %s; the driver tests will be skipped (fail in CI)\n' "$PROG" "${missing_driver_packages[*]}" >&2
+    # The tests start their own instances; a packaged one must not hold ports or sockets.
+    for service in pgpool2 pgbouncer prometheus-pgbouncer-exporter; do
+      if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$service" >/dev/null 2>&1 || true; fi
+      if [[ -x /etc/init.d/$service ]]; then "/etc/init.d/$service" stop >/dev/null 2>&1 || true; fi
+    done
   else
     printf '%s: warning: driver packages missing (%s); the driver tests will be skipped\n' "$PROG" "${missing_driver_packages[*]}" >&2
   fi

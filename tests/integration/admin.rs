@@ -339,34 +339,40 @@ async fn admin_console_answers_operators() {
         "SHOW CLIENTS",
         "SHOW SERVERS",
         "SHOW STATS",
+        "SHOW DATABASES",
+        "SHOW LISTS",
+        "SHOW COUNTERS",
         "SHOW VERSION",
         "SHOW HELP",
     ] {
         let (ok, out, err) = console(&router, command);
         assert!(ok && !out.is_empty(), "{command}: {err}");
     }
+    // PgBouncer's columns first (type, user, database, state, ...), pgrouter's after them.
     let (_, clients, _) = console(&router, "SHOW CLIENTS");
     assert!(
-        clients
-            .lines()
-            .any(|l| l.contains("|app|app|pgrouter-test|idle|")),
+        clients.lines().any(|l| l.starts_with("C|app|app|active|")
+            && l.contains("|pgrouter-test|")
+            && l.ends_with("|split")),
         "{clients}"
     );
     assert!(
-        clients.lines().any(|l| l.contains("|boss|pgrouter|psql|")),
+        clients
+            .lines()
+            .any(|l| l.starts_with("C|boss|pgrouter|active|") && l.contains("|psql|")),
         "{clients}"
     );
     let (_, servers, _) = console(&router, "SHOW SERVERS");
     assert!(
-        servers
-            .lines()
-            .any(|l| l.starts_with("pg") && l.contains("|app|app|")),
+        servers.lines().any(|l| l.starts_with("S|app|app|")),
         "{servers}"
     );
     let (_, stats, _) = console(&router, "SHOW STATS");
+    assert!(stats.lines().any(|l| l.starts_with("app|")), "{stats}");
+    let (_, counters, _) = console(&router, "SHOW COUNTERS");
     assert!(
-        stats.lines().any(|l| l.starts_with("statements.pg")),
-        "{stats}"
+        counters.lines().any(|l| l.starts_with("statements.pg")),
+        "{counters}"
     );
     let (_, version, _) = console(&router, "SHOW VERSION");
     assert!(version.starts_with("pgrouter "), "{version}");

@@ -22,6 +22,7 @@ mod ha;
 mod login;
 mod memory;
 mod pgbench;
+mod pgbouncer_compat;
 mod pgpool;
 mod pool;
 mod raw;

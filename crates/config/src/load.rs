@@ -675,7 +675,9 @@ fn check_access(config: &Config, text: &str) -> Result<(), ConfigError> {
                 "cert is only supported on hostssl rules",
             ));
         }
-        let console = rule.matches_name(&rule.database, crate::access::CONSOLE_DATABASE);
+        let console = [crate::access::CONSOLE_DATABASE, "pgbouncer"]
+            .iter()
+            .any(|db| rule.matches_name(&rule.database, db));
         if rule.method == AccessMethod::Trust && console {
             if let Some(admin) = config
                 .admin

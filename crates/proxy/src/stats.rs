@@ -55,11 +55,41 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Transactions ended (committed or rolled back), explicit ones only.
     pub transactions: AtomicU64,
+    /// Requests and bytes of authenticated clients that have disconnected, per database (for the
+    /// console's PgBouncer-style `SHOW STATS`); written once per session end, never per request.
+    closed_by_database: std::sync::Mutex<std::collections::BTreeMap<String, DatabaseTotals>>,
     /// Request latency through pgrouter: request received → `ReadyForQuery` relayed.
     pub request_duration: metrics::Histogram,
     /// Transaction latency: first request of an explicit transaction → back to idle.
     pub transaction_duration: metrics::Histogram,
 }
+
+/// Requests answered and bytes exchanged by a database's clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DatabaseTotals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Bytes received from clients.
+    pub received: u64,
+    /// Bytes sent to clients.
+    pub sent: u64,
+}
+
+impl DatabaseTotals {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: DatabaseTotals) {
+        self.requests += other.requests;
+        self.received += other.received;
+        self.sent += other.sent;
+    }
+}
+
+/// Databases counted by name in [`Stats::closed_by_database`]; later ones share one row, so
+/// clients naming databases at will cannot grow it without bound.
+const MAX_COUNTED_DATABASES: usize = 1000;
+
+/// The row of databases past [`MAX_COUNTED_DATABASES`].
+pub const OTHER_DATABASES: &str = "(other)";
 
 /// SQLSTATE classes are two characters of `0-9A-Z`.
 const CLASS_SYMBOLS: usize = 36;
@@ -80,6 +110,7 @@ impl Stats {
             closed_bytes_sent: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
+            closed_by_database: std::sync::Mutex::default(),
             request_duration: metrics::histogram!("pgrouter_request_duration_seconds"),
             transaction_duration: metrics::histogram!("pgrouter_transaction_duration_seconds"),
         };
@@ -110,6 +141,28 @@ impl Stats {
             n.routed[decision].fetch_add(1, Ordering::Relaxed);
         });
         self.rules[rule as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds a disconnected client's counts to its database's.
+    pub fn client_closed(&self, database: &str, totals: DatabaseTotals) {
+        let mut map = self
+            .closed_by_database
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if map.contains_key(database) || map.len() < MAX_COUNTED_DATABASES {
+            database
+        } else {
+            OTHER_DATABASES
+        };
+        map.entry(key.to_owned()).or_default().add(totals);
+    }
+
+    /// Counts of disconnected clients, per database.
+    pub fn closed_by_database(&self) -> std::collections::BTreeMap<String, DatabaseTotals> {
+        self.closed_by_database
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Counts an error sent to a client, by the class of its SQLSTATE.

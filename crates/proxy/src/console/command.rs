@@ -11,8 +11,14 @@ pub enum Command {
     ShowClients,
     /// `SHOW SERVERS`: every server connection, idle or in use.
     ShowServers,
-    /// `SHOW STATS`: counters since start-up.
+    /// `SHOW STATS`: requests and bytes per database (PgBouncer's columns).
     ShowStats,
+    /// `SHOW DATABASES`: the databases clients use (PgBouncer's columns).
+    ShowDatabases,
+    /// `SHOW LISTS`: counts of databases, users, pools, clients, servers (PgBouncer's rows).
+    ShowLists,
+    /// `SHOW COUNTERS`: pgrouter's counters since start-up, one per row.
+    ShowCounters,
     /// `SHOW CONFIG`: the configuration in force, secrets masked.
     ShowConfig,
     /// `SHOW VERSION`.
@@ -35,11 +41,20 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "SHOW POOLS",
-        "server and client connections per node, database and user",
+        "client and server connections per database and user (PgBouncer's columns)",
     ),
     ("SHOW CLIENTS", "connected clients"),
     ("SHOW SERVERS", "server connections, idle and in use"),
-    ("SHOW STATS", "counters since start-up"),
+    (
+        "SHOW STATS",
+        "requests and bytes per database (PgBouncer's columns)",
+    ),
+    ("SHOW DATABASES", "databases in use (PgBouncer's columns)"),
+    (
+        "SHOW LISTS",
+        "counts of databases, users, pools, clients, servers",
+    ),
+    ("SHOW COUNTERS", "pgrouter's counters since start-up"),
     ("SHOW CONFIG", "the configuration in force (secrets masked)"),
     ("SHOW VERSION", "pgrouter's version"),
     ("RELOAD", "re-read the configuration file"),
@@ -64,6 +79,9 @@ pub fn parse(statement: &str) -> Result<Option<Command>, UnknownCommand> {
         ["SHOW", "CLIENTS"] => Command::ShowClients,
         ["SHOW", "SERVERS"] => Command::ShowServers,
         ["SHOW", "STATS"] => Command::ShowStats,
+        ["SHOW", "DATABASES"] => Command::ShowDatabases,
+        ["SHOW", "LISTS"] => Command::ShowLists,
+        ["SHOW", "COUNTERS"] => Command::ShowCounters,
         ["SHOW", "CONFIG"] => Command::ShowConfig,
         ["SHOW", "VERSION"] => Command::ShowVersion,
         ["SHOW", "HELP"] | ["HELP"] => Command::Help,
@@ -102,6 +120,9 @@ mod tests {
             ("SHOW CLIENTS", Some(Command::ShowClients)),
             ("SHOW SERVERS", Some(Command::ShowServers)),
             ("SHOW STATS", Some(Command::ShowStats)),
+            ("show databases", Some(Command::ShowDatabases)),
+            ("SHOW LISTS", Some(Command::ShowLists)),
+            ("SHOW COUNTERS", Some(Command::ShowCounters)),
             ("show config", Some(Command::ShowConfig)),
             ("SHOW VERSION", Some(Command::ShowVersion)),
             ("help", Some(Command::Help)),

@@ -5,6 +5,7 @@
 //! It never talks to a server and never holds a lock across an `.await`.
 
 pub mod command;
+pub mod pgbouncer;
 pub mod pgpool;
 pub mod views;
 
@@ -21,6 +22,17 @@ use views::ResultSet;
 
 /// The virtual database name.
 pub const DATABASE: &str = "pgrouter";
+
+/// PgBouncer's console database: an admin user connecting to it gets this console too, so tools
+/// written for PgBouncer (prometheus-pgbouncer-exporter connects to `pgbouncer`, no other)
+/// work unchanged. Anyone else reaches a server database of that name as usual.
+pub const PGBOUNCER_DATABASE: &str = "pgbouncer";
+
+/// Whether a login to `database` as `user` is for the console.
+pub(crate) fn is_console(ctx: &ProxyContext, database: &str, user: &str) -> bool {
+    database == DATABASE
+        || (database == PGBOUNCER_DATABASE && ctx.admin_users().iter().any(|u| u == user))
+}
 
 /// Refuses users who are not admins before any password exchange, as PostgreSQL's
 /// `pg_hba.conf` would (`28000`).
@@ -135,10 +147,13 @@ async fn answer_query(ctx: &ProxyContext, text: &str, out: &mut BytesMut) {
 async fn execute(ctx: &ProxyContext, c: Command, out: &mut BytesMut) -> Result<(), ErrorResponse> {
     let (rs, tag) = match c {
         Command::ShowNodes => (views::nodes(ctx), "SHOW"),
-        Command::ShowPools => (views::pools(ctx), "SHOW"),
-        Command::ShowClients => (views::clients(ctx), "SHOW"),
-        Command::ShowServers => (views::servers(ctx), "SHOW"),
-        Command::ShowStats => (views::stats(ctx), "SHOW"),
+        Command::ShowPools => (pgbouncer::pools(ctx), "SHOW"),
+        Command::ShowClients => (pgbouncer::clients(ctx), "SHOW"),
+        Command::ShowServers => (pgbouncer::servers(ctx), "SHOW"),
+        Command::ShowStats => (pgbouncer::stats(ctx), "SHOW"),
+        Command::ShowDatabases => (pgbouncer::databases(ctx), "SHOW"),
+        Command::ShowLists => (pgbouncer::lists(ctx), "SHOW"),
+        Command::ShowCounters => (views::counters(ctx), "SHOW"),
         Command::ShowConfig => (views::config(ctx), "SHOW"),
         Command::ShowVersion => (views::version(), "SHOW"),
         Command::Help => (views::help(), "SHOW"),

@@ -146,6 +146,20 @@ pub async fn run(
             }
         }
         let entry = &registration.entry;
+        if let Some(login) = entry
+            .login
+            .get()
+            .filter(|_| entry.authenticated.load(Ordering::Relaxed))
+        {
+            stats.client_closed(
+                &login.database,
+                crate::stats::DatabaseTotals {
+                    requests: entry.requests.load(Ordering::Relaxed),
+                    received: entry.bytes_received.load(Ordering::Relaxed),
+                    sent: entry.bytes_sent.load(Ordering::Relaxed),
+                },
+            );
+        }
         stats.closed_bytes_received.fetch_add(
             entry.bytes_received.load(Ordering::Relaxed),
             Ordering::Relaxed,
@@ -210,7 +224,7 @@ async fn serve(
         });
         // Access rules first, as PostgreSQL checks pg_hba.conf before any password.
         let required = auth::check_access(ctx, client, &startup)?;
-        if startup.database == crate::console::DATABASE {
+        if crate::console::is_console(ctx, &startup.database, &startup.user) {
             crate::console::admit(ctx, &startup.user)?;
             auth::authenticate(client, ctx, &startup, required).await?;
             client.entry.authenticated.store(true, Ordering::Relaxed);
