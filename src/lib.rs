@@ -12,6 +12,8 @@
 //! - `crates/proxy`: listener, client sessions, the admin console, reloads.
 //! - `crates/admin`: the admin HTTP endpoints and the Prometheus exporter.
 
+pub mod systemd;
+
 use pgrouter_config::Config;
 use pgrouter_proxy::ProxyContext;
 use std::path::PathBuf;
@@ -142,16 +144,43 @@ pub async fn run(
             monitor_stop.clone(),
         ))
     });
-    tokio::spawn(reload_on_sighup(Arc::clone(&ctx), monitor_stop.clone()));
+    let notifier = systemd::Notifier::from_env().map(Arc::new);
+    tokio::spawn(reload_on_sighup(
+        Arc::clone(&ctx),
+        notifier.clone(),
+        monitor_stop.clone(),
+    ));
     {
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
+        let notifier = notifier.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
             // Readiness turns false at once, before sessions are closed.
             ctx.draining
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(n) = &notifier {
+                n.notify("STOPPING=1");
+            }
         });
+    }
+    if let Some(n) = &notifier {
+        // The listeners are bound and the accept loops start below: clients can connect now.
+        n.notify("READY=1\nSTATUS=serving");
+        if let Some(every) = systemd::Notifier::watchdog_interval() {
+            // Pings from the runtime itself: a stuck runtime stops them and systemd restarts it.
+            let n = Arc::clone(n);
+            let stop = monitor_stop.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = ticks.tick() => n.notify("WATCHDOG=1"),
+                    }
+                }
+            });
+        }
     }
     pgrouter_proxy::serve(listeners.clients, Arc::clone(&ctx), shutdown).await;
     if let Some(path) = &listeners.unix_socket {
@@ -182,7 +211,11 @@ pub async fn run(
 }
 
 /// Each `SIGHUP` re-reads the configuration file; an invalid one is rejected whole.
-async fn reload_on_sighup(ctx: Arc<ProxyContext>, stop: CancellationToken) {
+async fn reload_on_sighup(
+    ctx: Arc<ProxyContext>,
+    notifier: Option<Arc<systemd::Notifier>>,
+    stop: CancellationToken,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -197,8 +230,19 @@ async fn reload_on_sighup(ctx: Arc<ProxyContext>, stop: CancellationToken) {
             got = hup.recv() => if got.is_none() { return },
         }
         tracing::info!("SIGHUP: reloading the configuration");
-        if let Err(e) = ctx.reload() {
-            tracing::error!("configuration not reloaded, the old one stays in force: {e}");
+        if let Some(n) = &notifier {
+            n.notify("RELOADING=1");
+        }
+        let status = match ctx.reload() {
+            Ok(_) => "READY=1\nSTATUS=serving (configuration reloaded)".to_owned(),
+            Err(e) => {
+                tracing::error!("configuration not reloaded, the old one stays in force: {e}");
+                "READY=1\nSTATUS=serving (reload failed; the previous configuration is in force)"
+                    .to_owned()
+            }
+        };
+        if let Some(n) = &notifier {
+            n.notify(&status);
         }
     }
 }

@@ -21,6 +21,7 @@ mod endpoints;
 mod ha;
 mod login;
 mod memory;
+mod package;
 mod pgbench;
 mod pgbouncer_compat;
 mod pgpool;
