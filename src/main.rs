@@ -76,6 +76,10 @@ enum Command {
         /// Its pool_passwd, for `users:`.
         #[arg(long, value_name = "FILE")]
         pool_passwd: Option<PathBuf>,
+        /// Pgpool-II's key file (.pgpoolkey), to decrypt pool_passwd's AES entries (default:
+        /// $PGPOOLKEYFILE).
+        #[arg(long, value_name = "FILE", env = "PGPOOLKEYFILE")]
+        pgpool_key: Option<PathBuf>,
         /// Write the configuration here instead of stdout.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -87,6 +91,7 @@ fn import_pgpool(
     conf: &std::path::Path,
     hba: Option<&std::path::Path>,
     passwd: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
     output: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let read = |p: &std::path::Path| {
@@ -95,10 +100,16 @@ fn import_pgpool(
     let pgpool_conf = read(conf)?;
     let pool_hba = hba.map(read).transpose()?;
     let pool_passwd = passwd.map(read).transpose()?;
+    // As Pgpool-II: the key is the file's first line.
+    let pgpool_key = key
+        .map(read)
+        .transpose()?
+        .map(|k| k.lines().next().unwrap_or_default().to_owned());
     let import = pgrouter_import::import(pgrouter_import::Inputs {
         pgpool_conf: &pgpool_conf,
         pool_hba: pool_hba.as_deref(),
         pool_passwd: pool_passwd.as_deref(),
+        pgpool_key: pgpool_key.as_deref(),
     })
     .with_context(|| format!("importing {}", conf.display()))?;
     let header = format!(
@@ -154,12 +165,14 @@ fn main() -> ExitCode {
             pgpool_conf,
             pool_hba,
             pool_passwd,
+            pgpool_key,
             output,
         }) => {
             return match import_pgpool(
                 pgpool_conf,
                 pool_hba.as_deref(),
                 pool_passwd.as_deref(),
+                pgpool_key.as_deref(),
                 output.as_deref(),
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -279,10 +279,24 @@ async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
         ),
     )
     .unwrap();
+    // app's password encrypted by Pgpool-II's own pg_enc: pgrouter logs in to the servers with
+    // it, so the queries below only work if it was decrypted right.
+    let key = dir.join("pgpoolkey");
+    std::fs::write(&key, "a key for the test\n").unwrap();
+    let encrypted = Command::new("/usr/sbin/pg_enc")
+        .arg("-k")
+        .arg(&key)
+        .arg("app")
+        .output()
+        .expect("pg_enc (Debian's pgpool2) runs");
+    let encrypted = String::from_utf8_lossy(&encrypted.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("pool_passwd string: ").map(str::to_owned))
+        .expect("pg_enc prints the pool_passwd string");
     let passwd = dir.join("pool_passwd");
     std::fs::write(
         &passwd,
-        "app:TEXTapp\nlegacy:md5e5e28a3c6b4a5a2c0b1f3a4a5a6a7a8a\n",
+        format!("app:{encrypted}\nlegacy:md5e5e28a3c6b4a5a2c0b1f3a4a5a6a7a8a\n"),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
@@ -292,6 +306,8 @@ async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
         .arg(hba)
         .arg("--pool-passwd")
         .arg(&passwd)
+        .arg("--pgpool-key")
+        .arg(&key)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -303,6 +319,7 @@ async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
         "backend_flag0: not needed",
         "memory_cache_enabled: UNSUPPORTED",
         "(legacy): UNSUPPORTED",
+        "(app): mapped",
         "pool_hba.conf:",
     ] {
         assert!(

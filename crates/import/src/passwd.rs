@@ -4,8 +4,9 @@
 use crate::{Outcome, ReportLine};
 use serde_yaml_ng::{Mapping, Value};
 
-/// The users `text` describes and a report line for each entry.
-pub fn users(text: &str) -> (Vec<Value>, Vec<ReportLine>) {
+/// The users `text` describes and a report line for each entry. `key` is Pgpool-II's AES key
+/// (the `.pgpoolkey` file's text), for `AES` entries.
+pub fn users(text: &str, key: Option<&str>) -> (Vec<Value>, Vec<ReportLine>) {
     let mut users = Vec::new();
     let mut report = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -21,12 +22,20 @@ pub fn users(text: &str) -> (Vec<Value>, Vec<ReportLine>) {
             continue;
         };
         let what = format!("pool_passwd:{} ({name})", i + 1);
+        let decrypted;
         let password = if let Some(text) = secret.strip_prefix("TEXT") {
             Ok(text)
         } else if secret.starts_with("md5") && secret.len() == 35 {
             Err("an md5 hash: pgrouter logs in to the servers with the password itself; give the user a password or password_file, or use auth_query")
-        } else if secret.starts_with("AES") {
-            Err("an AES-encrypted password: decrypt it with your .pgpoolkey (pg_enc cannot; the password is the one you gave pg_enc) and give it as password or password_file")
+        } else if let Some(encrypted) = secret.strip_prefix("AES") {
+            match key.map(|k| aes_decrypt(encrypted, k)) {
+                Some(Some(password)) => {
+                    decrypted = password;
+                    Ok(decrypted.as_str())
+                }
+                Some(None) => Err("an AES-encrypted password that this key does not decrypt: give the .pgpoolkey pg_enc used (--pgpool-key)"),
+                None => Err("an AES-encrypted password: give Pgpool-II's key file (--pgpool-key, or PGPOOLKEYFILE) to decrypt it"),
+            }
         } else if secret.starts_with("SCRAM-SHA-256$") {
             Err("a SCRAM verifier: pgrouter logs in to the servers with the password itself; give the user a password or password_file, or use auth_query")
         } else {
@@ -52,9 +61,55 @@ pub fn users(text: &str) -> (Vec<Value>, Vec<ReportLine>) {
     (users, report)
 }
 
+/// Decrypts a pool_passwd `AES` entry (base64 after the prefix) as Pgpool-II encrypts it:
+/// AES-256-CBC with PKCS#7 padding, key and IV from OpenSSL's `EVP_BytesToKey` with SHA-1, no
+/// salt and one round over the key text. `None`: not base64, or not this key.
+pub fn aes_decrypt(encrypted: &str, key: &str) -> Option<String> {
+    use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(encrypted.trim())
+        .ok()?;
+    // EVP_BytesToKey: D1 = H(key), Di = H(Di-1 || key), concatenated to 32 + 16 bytes.
+    let mut material = Vec::with_capacity(60);
+    let mut previous: Vec<u8> = Vec::new();
+    while material.len() < 48 {
+        let mut hash = Sha1::new();
+        hash.update(&previous);
+        hash.update(key.as_bytes());
+        previous = hash.finalize().to_vec();
+        material.extend_from_slice(&previous);
+    }
+    let (aes_key, rest) = material.split_at(32);
+    let iv = &rest[..16];
+    let plain = cbc::Decryptor::<aes::Aes256>::new_from_slices(aes_key, iv)
+        .ok()?
+        .decrypt_padded_vec_mut::<Pkcs7>(&data)
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aes_entries_decrypt_as_pgpool_encrypts_them() {
+        // `pg_enc -k F s3cret` with F holding "my-secret-key" (Debian's pgpool2 4.3.5).
+        let entry = "6aaYhmoPCwMDf61dEq9ilw==";
+        assert_eq!(
+            aes_decrypt(entry, "my-secret-key").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(aes_decrypt(entry, "another-key"), None);
+        assert_eq!(aes_decrypt("not base64!", "my-secret-key"), None);
+        let (users, report) = users(&format!("app:AES{entry}\n"), Some("my-secret-key"));
+        assert_eq!(users.len(), 1, "{report:?}");
+        assert!(serde_yaml_ng::to_string(&users)
+            .unwrap()
+            .contains("password: s3cret"));
+    }
 
     #[test]
     fn entries_with_a_password_become_users() {
@@ -64,7 +119,7 @@ mod tests {
                     scram:SCRAM-SHA-256$4096:c2FsdA==$a:b\n\
                     plain:pw:with:colons\n\
                     garbage\n";
-        let (users, report) = users(text);
+        let (users, report) = users(text, None);
         let yaml = serde_yaml_ng::to_string(&users).unwrap();
         assert!(
             yaml.contains("name: app") && yaml.contains("password: s3cret"),

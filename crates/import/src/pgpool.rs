@@ -13,6 +13,8 @@ pub struct Inputs<'a> {
     pub pool_hba: Option<&'a str>,
     /// `pool_passwd`, if given.
     pub pool_passwd: Option<&'a str>,
+    /// Pgpool-II's AES key (the `.pgpoolkey` file's first line), for `AES` entries.
+    pub pgpool_key: Option<&'a str>,
 }
 
 /// The result: pgrouter's configuration and what became of every parameter.
@@ -186,7 +188,7 @@ pub fn import(inputs: Inputs<'_>) -> Result<Import, ImportError> {
     let mut report: Vec<ReportLine> = Vec::new();
     let users = match inputs.pool_passwd {
         Some(text) => {
-            let (users, lines) = passwd::users(text);
+            let (users, lines) = passwd::users(text, inputs.pgpool_key);
             report.extend(lines);
             users
         }
