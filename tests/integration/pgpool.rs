@@ -373,3 +373,144 @@ async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
         );
     }
 }
+
+/// `Parse`/`Bind`/`Execute` bodies for the unnamed statement and portal.
+fn extended(sql: Option<&str>, describe: bool) -> Vec<u8> {
+    use crate::raw::message;
+    let mut out = Vec::new();
+    if let Some(sql) = sql {
+        out.extend(message(b'P', format!("\0{sql}\0\0\0").as_bytes()));
+    }
+    out.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    if describe {
+        out.extend(message(b'D', b"P\0"));
+    }
+    out.extend(message(b'E', b"\0\0\0\0\0"));
+    out.extend(message(b'S', b""));
+    out
+}
+
+/// The messages up to `ReadyForQuery`: their tags, and the first data row's first value.
+fn answers(c: &mut crate::raw::RawClient) -> (Vec<u8>, Option<String>) {
+    let mut tags = Vec::new();
+    let mut first = None;
+    loop {
+        let (tag, body) = c.read_message().expect("an answer");
+        tags.push(tag);
+        if tag == b'D' && first.is_none() {
+            let len = i32::from_be_bytes(body[2..6].try_into().unwrap()) as usize;
+            first = Some(String::from_utf8_lossy(&body[6..6 + len]).into_owned());
+        }
+        if tag == b'Z' {
+            return (tags, first);
+        }
+    }
+}
+
+#[tokio::test]
+async fn pgpool_commands_through_the_extended_protocol() {
+    let Some(cluster) = cluster() else { return };
+    for mode in ["session", "transaction"] {
+        let router = Router::start(cluster, &format!("pool: {{mode: {mode}}}\n"));
+        // tokio-postgres prepares named statements.
+        let client = connect(&router.conninfo("app", "app")).await.unwrap();
+        let nodes = client.query("SHOW POOL_NODES", &[]).await.unwrap();
+        assert_eq!(nodes.len(), 3, "{mode}");
+        let roles: Vec<String> = nodes.iter().map(|r| r.get("role")).collect();
+        assert_eq!(roles, ["primary", "standby", "standby"], "{mode}");
+        let version = client.prepare("SHOW POOL_VERSION").await.unwrap();
+        for _ in 0..2 {
+            let row = client.query_one(&version, &[]).await.unwrap();
+            assert!(row.get::<_, String>(0).ends_with("(pgrouter)"), "{mode}");
+        }
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(
+            one, 1,
+            "{mode}: ordinary statements still reach the servers"
+        );
+        // Inside a transaction that wrote: answered, and the transaction goes on.
+        let table = format!("pgpool_ext_{mode}");
+        client
+            .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table} (x int)"))
+            .await
+            .unwrap();
+        let mut client = client;
+        let tx = client.transaction().await.unwrap();
+        tx.execute(&format!("INSERT INTO {table} VALUES (1)"), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            tx.query("SHOW POOL_BACKEND_STATS", &[])
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let seen: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(seen, 1, "{mode}: the transaction goes on");
+        tx.rollback().await.unwrap();
+        client
+            .batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+
+        // The unnamed statement: once pgrouter answered one, a Bind without a Parse runs it
+        // again; one pgrouter cannot answer (mixed result formats) reaches the server, where it
+        // must fail, never run the statement the server had before.
+        let mut raw = crate::raw::RawClient::login(router.port, "rawtest");
+        raw.send(&extended(Some("SELECT 42"), false));
+        assert_eq!(answers(&mut raw).1.as_deref(), Some("42"), "{mode}");
+        raw.send(&extended(Some("SHOW POOL_VERSION"), true));
+        let (tags, first) = answers(&mut raw);
+        assert_eq!(tags, b"12TDCZ", "{mode}");
+        assert!(first.unwrap().ends_with("(pgrouter)"), "{mode}");
+        raw.send(&extended(None, false));
+        let (tags, first) = answers(&mut raw);
+        assert_eq!(tags, b"2DCZ", "{mode}");
+        assert!(first.unwrap().ends_with("(pgrouter)"), "{mode}");
+        let mut mixed = crate::raw::message(b'B', b"\0\0\0\0\0\0\0\x02\0\0\0\x01");
+        mixed.extend(crate::raw::message(b'E', b"\0\0\0\0\0"));
+        mixed.extend(crate::raw::message(b'S', b""));
+        raw.send(&mixed);
+        let (tags, first) = answers(&mut raw);
+        assert_eq!(tags.first(), Some(&b'E'), "{mode}: {tags:?} {first:?}");
+        assert_ne!(
+            first.as_deref(),
+            Some("42"),
+            "{mode}: the old statement ran"
+        );
+        raw.send(&extended(Some("SELECT 43"), false));
+        assert_eq!(answers(&mut raw).1.as_deref(), Some("43"), "{mode}");
+
+        // psycopg 3 runs a query unnamed, then, from its sixth run, as a named prepared
+        // statement.
+        if crate::harness::python_has("psycopg") {
+            let script = format!(
+                "import psycopg\n\
+                 c = psycopg.connect('host=127.0.0.1 port={} user=app password=app dbname=app', autocommit=True)\n\
+                 for i in range(8):\n    rows = c.execute('SHOW POOL_NODES').fetchall()\n    assert len(rows) == 3, rows\n\
+                 assert c.execute('SELECT 1').fetchone()[0] == 1\n\
+                 t = psycopg.connect('host=127.0.0.1 port={} user=app password=app dbname=app')\n\
+                 for i in range(8):\n    assert len(t.execute('SHOW POOL_PROCESSES').fetchall()) >= 1\n\
+                 assert t.info.transaction_status == 2, t.info.transaction_status\n\
+                 assert t.execute('SELECT 2').fetchone()[0] == 2\nt.commit()\nprint('ok')\n",
+                router.port, router.port
+            );
+            let out = Command::new("python3")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("ok"),
+                "{mode}: psycopg: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            missing("psycopg is not installed (scripts/test.sh installs it from PyPI)");
+        }
+    }
+}

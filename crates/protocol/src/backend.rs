@@ -178,6 +178,21 @@ pub fn parse_complete(buf: &mut BytesMut) {
     buf.extend_from_slice(&[b'1', 0, 0, 0, 4]);
 }
 
+/// `BindComplete`.
+pub fn bind_complete(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b'2', 0, 0, 0, 4]);
+}
+
+/// `CloseComplete`.
+pub fn close_complete(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b'3', 0, 0, 0, 4]);
+}
+
+/// `ParameterDescription` of a statement that takes no parameters.
+pub fn no_parameters(buf: &mut BytesMut) {
+    buf.extend_from_slice(&[b't', 0, 0, 0, 6, 0, 0]);
+}
+
 /// `CommandComplete` with its tag (e.g. `BEGIN`).
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     with_len(buf, b'C', |b| {
@@ -193,6 +208,12 @@ pub fn empty_query_response(buf: &mut BytesMut) {
 
 /// `RowDescription` for columns of type `text` in text format.
 pub fn row_description_text(buf: &mut BytesMut, columns: &[&str]) {
+    row_description_text_as(buf, columns, 0);
+}
+
+/// `RowDescription` for columns of type `text` sent in `format` (`0` text, `1` binary: for
+/// `text` both are the same bytes).
+pub fn row_description_text_as(buf: &mut BytesMut, columns: &[&str], format: i16) {
     /// `pg_type.oid` of `text`.
     const TEXT_OID: i32 = 25;
     with_len(buf, b'T', |b| {
@@ -205,7 +226,7 @@ pub fn row_description_text(buf: &mut BytesMut, columns: &[&str]) {
             b.put_i32(TEXT_OID);
             b.put_i16(-1); // variable length
             b.put_i32(-1); // no type modifier
-            b.put_i16(0); // text format
+            b.put_i16(format);
         }
     });
 }

@@ -77,6 +77,43 @@ pub struct BoundValue<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// `Bind` body: the portal name, and the one format every result column is asked for in (`0`
+/// text, `1` binary; no codes means text); `None` for the format when columns differ or a code
+/// is unknown. `None`: malformed.
+pub fn bind_portal_result_format(body: &[u8]) -> Option<(&[u8], Option<i16>)> {
+    let (portal, rest) = read_cstr(body)?;
+    let (_statement, rest) = read_cstr(rest)?;
+    let (formats, rest) = read_count(rest)?;
+    let mut rest = rest.get(formats.checked_mul(2)?..)?;
+    let (values, after) = read_count(rest)?;
+    rest = after;
+    for _ in 0..values {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len > 0 {
+            rest = rest.get(usize::try_from(len).ok()?..)?;
+        }
+    }
+    let (results, rest) = read_count(rest)?;
+    let codes = rest.get(..results.checked_mul(2)?)?;
+    let mut format = Some(0);
+    for (i, c) in codes.chunks(2).enumerate() {
+        let code = i16::from_be_bytes([c[0], c[1]]);
+        if !matches!(code, 0 | 1) || (i > 0 && format != Some(code)) {
+            format = None;
+            break;
+        }
+        format = Some(code);
+    }
+    Some((portal, format))
+}
+
+/// `Execute` body: the portal name and the row limit (0: all rows).
+pub fn execute_target(body: &[u8]) -> Option<(&[u8], i32)> {
+    let (portal, rest) = read_cstr(body)?;
+    Some((portal, i32::from_be_bytes(rest.get(..4)?.try_into().ok()?)))
+}
+
 /// Splits off a big-endian `i16` count (negative counts are malformed).
 fn read_count(body: &[u8]) -> Option<(usize, &[u8])> {
     let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);

@@ -76,6 +76,97 @@ pub fn answer(ctx: &ProxyContext, command: PgpoolShow) -> ResultSet {
     }
 }
 
+/// A statement a unit prepares or closes, for the session to remember: `Some` the Pgpool-II
+/// command now under that name, `None` closed.
+pub type StatementChange = (String, Option<PgpoolShow>);
+
+/// The answer to an extended-protocol unit (its messages with their tags, `Parse` … `Sync`) made
+/// only of Pgpool-II's commands: `Parse`s of them, and `Bind`/`Describe`/`Execute`/`Close` of
+/// those statements (`known`: the ones prepared earlier) through the unnamed portal, with no
+/// row limit (every column is `text`, whose binary form is its text). Returns the responses up to, not including, `ReadyForQuery`, and the
+/// statements to remember or forget. `None`: anything else, which goes its usual way.
+pub fn answer_extended<'a>(
+    ctx: &ProxyContext,
+    messages: impl Iterator<Item = (u8, &'a [u8])>,
+    known: &std::collections::HashMap<String, PgpoolShow>,
+) -> Option<(bytes::BytesMut, Vec<StatementChange>)> {
+    use pgrouter_protocol::backend as be;
+    use pgrouter_protocol::frontend as fe;
+    let mut out = bytes::BytesMut::new();
+    let mut changes: Vec<StatementChange> = Vec::new();
+    let lookup = |changes: &[StatementChange], name: &[u8]| -> Option<PgpoolShow> {
+        let name = std::str::from_utf8(name).ok()?;
+        match changes.iter().rev().find(|(n, _)| n == name) {
+            Some((_, command)) => *command,
+            None => known.get(name).copied(),
+        }
+    };
+    // The unnamed portal's command and result format (`text` is sent the same in both).
+    let mut portal: Option<(PgpoolShow, i16)> = None;
+    let mut synced = false;
+    for (tag, body) in messages {
+        if synced {
+            return None;
+        }
+        match tag {
+            fe::PARSE => {
+                let (name, query) = fe::parse_parse(body)?;
+                let command = parse(query)?;
+                changes.push((std::str::from_utf8(name).ok()?.to_owned(), Some(command)));
+                be::parse_complete(&mut out);
+            }
+            fe::BIND => {
+                let (name, format) = fe::bind_portal_result_format(body)?;
+                if !name.is_empty() {
+                    return None;
+                }
+                portal = Some((lookup(&changes, fe::bind_statement(body)?)?, format?));
+                be::bind_complete(&mut out);
+            }
+            fe::DESCRIBE => {
+                let (kind, name) = fe::describe_target(body)?;
+                // A statement's description has no formats yet (0); a portal's has its own.
+                let (command, format) = if kind == fe::TARGET_STATEMENT {
+                    let command = lookup(&changes, name)?;
+                    be::no_parameters(&mut out);
+                    (command, 0)
+                } else if name.is_empty() {
+                    portal?
+                } else {
+                    return None;
+                };
+                be::row_description_text_as(&mut out, &answer(ctx, command).columns, format);
+            }
+            fe::EXECUTE => {
+                let (name, limit) = fe::execute_target(body)?;
+                if !name.is_empty() || limit != 0 {
+                    return None;
+                }
+                let rs = answer(ctx, portal?.0);
+                for row in &rs.rows {
+                    let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
+                    be::data_row_text(&mut out, &values);
+                }
+                be::command_complete(&mut out, &format!("SELECT {}", rs.rows.len()));
+            }
+            fe::CLOSE => {
+                let (kind, name) = fe::describe_target(body)?;
+                if kind == fe::TARGET_STATEMENT {
+                    lookup(&changes, name)?;
+                    changes.push((std::str::from_utf8(name).ok()?.to_owned(), None));
+                } else if !name.is_empty() {
+                    return None;
+                }
+                be::close_complete(&mut out);
+            }
+            fe::FLUSH => {}
+            fe::SYNC => synced = true,
+            _ => return None,
+        }
+    }
+    synced.then_some((out, changes))
+}
+
 fn text(v: impl ToString) -> Option<String> {
     Some(v.to_string())
 }

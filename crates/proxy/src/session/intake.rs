@@ -42,9 +42,23 @@ impl Session<'_> {
                 // Inside a transaction or a segment: everything goes to the same connection.
                 // Pgpool-II's `SHOW POOL_*` inside a transaction is answered here, in order.
                 let answers_pgpool = !self.in_segment_or_stream();
+                if answers_pgpool {
+                    match self.extended_pgpool_unit(&client.buf, max_len)? {
+                        PgpoolUnit::No => {}
+                        PgpoolUnit::Incomplete => return Ok(Drain::NeedMore),
+                        PgpoolUnit::Through(len) => {
+                            match self.answer_extended_pgpool(client, len).await? {
+                                Some(false) => return Ok(Drain::Blocked),
+                                Some(true) => continue,
+                                None => {}
+                            }
+                        }
+                    }
+                }
                 let mut ready = 0;
                 let mut terminate = false;
                 let mut pgpool = None;
+                let mut held_for_pgpool = false;
                 while let Some(f) =
                     frame::next_frame(&client.buf[ready..], max_len).map_err(frame_error)?
                 {
@@ -62,6 +76,17 @@ impl Session<'_> {
                         let message = &client.buf[ready..ready + f.total_len];
                         pgpool = pgpool_show::parse(body(message)).map(|c| (c, f.total_len));
                         if pgpool.is_some() {
+                            break;
+                        }
+                    }
+                    if f.tag == fe::PARSE && answers_pgpool && ready > 0 {
+                        // A unit that may be Pgpool-II's commands starts here: what comes before
+                        // it goes now, the unit is looked at once it is at the front.
+                        let message = &client.buf[ready..ready + f.total_len];
+                        if fe::parse_parse(body(message))
+                            .is_some_and(|(_, query)| pgpool_show::parse(query).is_some())
+                        {
+                            held_for_pgpool = true;
                             break;
                         }
                     }
@@ -92,7 +117,7 @@ impl Session<'_> {
                 if terminate {
                     return Ok(Drain::Terminated);
                 }
-                if pgpool.is_some() {
+                if pgpool.is_some() || held_for_pgpool {
                     // Answered once what was sent before it has been.
                     continue;
                 }
@@ -142,6 +167,17 @@ impl Session<'_> {
                     return Ok(Drain::Blocked);
                 }
                 continue;
+            }
+            let first = client.buf.first().copied();
+            if first == Some(fe::PARSE)
+                || (!self.state.pgpool_statements.is_empty()
+                    && matches!(first, Some(fe::BIND | fe::DESCRIBE | fe::CLOSE)))
+            {
+                match self.answer_extended_pgpool(client, unit.len).await? {
+                    Some(false) => return Ok(Drain::Blocked),
+                    Some(true) => continue,
+                    None => {}
+                }
             }
             if let Some(error) = self.lost_transaction.take() {
                 if self.busy().is_some() {
@@ -246,14 +282,91 @@ impl Session<'_> {
         let _ = client.buf.split_to(len);
         let mut out = BytesMut::new();
         crate::console::write_result(&mut out, &pgpool_show::answer(self.ctx, command), "SELECT");
+        self.send_local_answer(client, out).await?;
+        Ok(true)
+    }
+
+    /// Answers the extended-protocol unit of `len` bytes at the front of the client's buffer when
+    /// it runs only Pgpool-II's commands (see [`pgpool_show::answer_extended`]): `Some(true)`
+    /// answered, `Some(false)` it is one but earlier answers are still owed, `None` it is not.
+    async fn answer_extended_pgpool(
+        &mut self,
+        client: &mut ClientConn,
+        len: usize,
+    ) -> Result<Option<bool>, SessionError> {
+        let messages = frames(&client.buf[..len]).map(|(tag, m)| (tag, body(m)));
+        let known = &self.state.pgpool_statements;
+        let Some((answer, changes)) = pgpool_show::answer_extended(self.ctx, messages, known)
+        else {
+            return Ok(None);
+        };
+        if self.busy().is_some() {
+            return Ok(Some(false));
+        }
+        let _ = client.buf.split_to(len);
+        for (name, command) in changes {
+            match command {
+                Some(command) => self.state.store_pgpool_statement(&name, command),
+                None => self.state.remove_statement(&name),
+            }
+        }
+        self.send_local_answer(client, answer).await?;
+        Ok(Some(true))
+    }
+
+    /// Inside a transaction, whether the client's buffer starts an extended-protocol unit that may
+    /// be Pgpool-II's commands (a `Parse` of one, or a message naming one prepared earlier), and
+    /// how far it goes: it is held until its `Sync` so that none of it reaches the server first.
+    /// A `Flush` before any `Sync` ends the wait (the client wants answers now): it goes its
+    /// usual way.
+    fn extended_pgpool_unit(&self, buf: &[u8], max_len: usize) -> Result<PgpoolUnit, SessionError> {
+        let Some(first) = frame::next_frame(buf, max_len).map_err(frame_error)? else {
+            return Ok(PgpoolUnit::No);
+        };
+        let message = &buf[..first.total_len];
+        let candidate = match first.tag {
+            fe::PARSE => fe::parse_parse(body(message))
+                .is_some_and(|(_, query)| pgpool_show::parse(query).is_some()),
+            fe::BIND | fe::DESCRIBE | fe::CLOSE => !self.state.pgpool_statements.is_empty(),
+            _ => false,
+        };
+        if !candidate {
+            return Ok(PgpoolUnit::No);
+        }
+        // Such units are small: past this much without a `Sync`, stop holding it.
+        const MAX_HELD: usize = 64 * 1024;
+        let mut at = 0;
+        while let Some(f) = frame::next_frame(&buf[at..], max_len).map_err(frame_error)? {
+            at += f.total_len;
+            if at > MAX_HELD {
+                return Ok(PgpoolUnit::No);
+            }
+            match f.tag {
+                fe::SYNC => return Ok(PgpoolUnit::Through(at)),
+                fe::FLUSH => return Ok(PgpoolUnit::No),
+                _ => {}
+            }
+        }
+        if buf.len() > MAX_HELD {
+            return Ok(PgpoolUnit::No);
+        }
+        Ok(PgpoolUnit::Incomplete)
+    }
+
+    /// Sends responses pgrouter made itself, then `ReadyForQuery` with the transaction status the
+    /// client knows (nothing ran on a server).
+    async fn send_local_answer(
+        &mut self,
+        client: &mut ClientConn,
+        mut out: BytesMut,
+    ) -> Result<(), SessionError> {
         let status = if self.deferred_begin.is_some() {
             TransactionStatus::InTransaction
         } else {
             self.state.tx_status
         };
         be::ready_for_query(&mut out, status);
-        client.write_all(&out).await?;
-        Ok(true)
+        client.write_all(&out).await
     }
 
     /// `client.max_prepared_statements` and `client.max_prepared_statement_memory` in force,
@@ -615,4 +728,14 @@ fn lone_pgpool_show(unit: &[u8]) -> Option<pgpool_show::PgpoolShow> {
         (Some((fe::QUERY, message)), None) => pgpool_show::parse(body(message)),
         _ => None,
     }
+}
+
+/// What [`Session::extended_pgpool_unit`] found.
+enum PgpoolUnit {
+    /// Not one of Pgpool-II's commands: the bytes go their usual way.
+    No,
+    /// It may be: wait for the rest of it.
+    Incomplete,
+    /// It may be, and its `Sync` ends this many bytes in.
+    Through(usize),
 }

@@ -83,6 +83,10 @@ pub(crate) struct SessionState {
     pub(crate) statements: HashMap<String, Arc<StoredStatement>>,
     /// Bytes of the `Parse` messages kept in `statements`.
     statement_bytes: usize,
+    /// Statements that are one of Pgpool-II's `SHOW POOL_*`, prepared by pgrouter itself (never
+    /// on a server). A name is in at most one of this and `statements`: storing or removing a
+    /// statement of that name forgets it here.
+    pub(crate) pgpool_statements: HashMap<String, crate::console::pgpool::PgpoolShow>,
     /// Changes made inside the current transaction, kept until it commits.
     tx_changes: Vec<SessionChange>,
     /// The replay log's length when `compact_replay` last looked at it.
@@ -108,6 +112,7 @@ impl SessionState {
             sql_prepared: HashMap::new(),
             statements: HashMap::new(),
             statement_bytes: 0,
+            pgpool_statements: HashMap::new(),
             tx_changes: Vec::new(),
             compaction_checked: 0,
             tx_failed: false,
@@ -167,6 +172,7 @@ impl SessionState {
         version: u64,
         classification: Arc<Classification>,
     ) {
+        self.pgpool_statements.remove(name);
         self.statement_bytes += parse.len();
         let old = self.statements.insert(
             name.to_owned(),
@@ -184,6 +190,7 @@ impl SessionState {
 
     /// Forgets a statement (closed, deallocated, or the unnamed one replaced by a query).
     pub(crate) fn remove_statement(&mut self, name: &str) {
+        self.pgpool_statements.remove(name);
         if let Some(old) = self.statements.remove(name) {
             self.statement_bytes -= old.parse.len();
         }
@@ -191,8 +198,21 @@ impl SessionState {
 
     /// Forgets every statement (`DEALLOCATE ALL`, `DISCARD ALL`).
     pub(crate) fn clear_statements(&mut self) {
+        self.pgpool_statements.clear();
         self.statements.clear();
         self.statement_bytes = 0;
+    }
+
+    /// Makes `name` one of Pgpool-II's commands prepared by pgrouter: any statement of that name
+    /// is forgotten first, so a server connection that still has one gets it closed before the
+    /// name is used there (a `Bind` then fails on the server, never runs the old statement).
+    pub(crate) fn store_pgpool_statement(
+        &mut self,
+        name: &str,
+        command: crate::console::pgpool::PgpoolShow,
+    ) {
+        self.remove_statement(name);
+        self.pgpool_statements.insert(name.to_owned(), command);
     }
 
     /// Bytes of the statement definitions kept for the session.
