@@ -250,10 +250,7 @@ async fn reload_on_sighup(
 /// Describes how a statement is classified and routed (`pgrouter explain`).
 pub fn explain(routing: &pgrouter_config::RoutingConfig, sql: &str) -> String {
     use std::fmt::Write;
-    let classifier = pgrouter_sql::Classifier::new(pgrouter_sql::FunctionPolicy::from_lists(
-        &routing.write_functions,
-        routing.read_only_functions.as_deref(),
-    ));
+    let classifier = pgrouter_proxy::context::classifier(routing);
     let c = classifier.classify(sql);
     let mut out = String::new();
     let target = match c.route {

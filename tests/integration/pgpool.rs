@@ -514,3 +514,78 @@ async fn pgpool_commands_through_the_extended_protocol() {
         }
     }
 }
+
+/// Where `sql` ran: the server's port.
+async fn port_of(client: &tokio_postgres::Client, sql: &str) -> u16 {
+    let rows = client.simple_query(sql).await.unwrap();
+    crate::harness::first_value(&rows).parse().unwrap()
+}
+
+/// Pgpool-II's routing options pgrouter has: `disable_load_balance_on_write = always`
+/// (`routing.reads_after_write: primary`), `primary_routing_query_pattern_list`
+/// (`primary_query_patterns`) and the `:primary` entries of the redirect preference lists
+/// (`primary_databases`, `primary_applications`). Reads go to replicas only (weights 0/1/1),
+/// so a read on the primary is the option's doing.
+#[tokio::test]
+async fn pgpool_routing_options() {
+    let Some(cluster) = cluster() else { return };
+    let p0 = cluster.primary_port();
+    for mode in ["session", "transaction"] {
+        let extra = format!(
+            "pool: {{mode: {mode}}}\nrouting:\n  reads_after_write: primary\n  \
+             primary_query_patterns: ['.*no load balance.*']\n  primary_applications: ['report.*']\n"
+        );
+        let router = crate::harness::Router::start_weighted(cluster, [0, 1, 1], &extra);
+        let client = connect(&router.conninfo("app", "app")).await.unwrap();
+        let read = "SELECT inet_server_port()";
+        let mut on_replica = false;
+        for _ in 0..50 {
+            if port_of(&client, read).await != p0 {
+                on_replica = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(on_replica, "{mode}: reads reach a replica");
+        assert_eq!(
+            port_of(&client, "SELECT inet_server_port() -- No Load Balance, please").await,
+            p0,
+            "{mode}: a read matching primary_query_patterns"
+        );
+        assert_ne!(port_of(&client, read).await, p0, "{mode}: others still balanced");
+        let table = format!("reads_after_write_{mode}");
+        client
+            .simple_query(&format!("CREATE TABLE IF NOT EXISTS {table} (x int)"))
+            .await
+            .unwrap();
+        client
+            .simple_query(&format!("INSERT INTO {table} VALUES (1)"))
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            assert_eq!(port_of(&client, read).await, p0, "{mode}: reads after a write");
+        }
+        let seen = client
+            .simple_query(&format!("SELECT count(*) FROM {table}"))
+            .await
+            .unwrap();
+        assert_eq!(crate::harness::first_value(&seen), "1", "{mode}: the write is read back");
+        // Another session has written nothing: balanced.
+        let other = connect(&router.conninfo("app", "app")).await.unwrap();
+        assert_ne!(port_of(&other, read).await, p0, "{mode}: a session that did not write");
+        // An application matching primary_applications runs everything on the primary.
+        let report = connect(&format!(
+            "host=127.0.0.1 port={} user=app password=app dbname=app application_name=reporting-job",
+            router.port
+        ))
+        .await
+        .unwrap();
+        for _ in 0..5 {
+            assert_eq!(port_of(&report, read).await, p0, "{mode}: primary_applications");
+        }
+        client
+            .simple_query(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+    }
+}

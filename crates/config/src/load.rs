@@ -364,6 +364,31 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             }
         }
     }
+    let whole_text_lists = [
+        (
+            "routing.primary_query_patterns",
+            &config.routing.primary_query_patterns,
+        ),
+        (
+            "routing.primary_databases",
+            &config.routing.primary_databases,
+        ),
+        (
+            "routing.primary_applications",
+            &config.routing.primary_applications,
+        ),
+    ];
+    for (key, list) in whole_text_lists {
+        for (i, entry) in list.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&crate::model::whole_text_pattern(entry)) {
+                return Err(invalid(
+                    text,
+                    format!("{key}[{i}]"),
+                    format!("{entry:?} is not a valid regular expression: {e}"),
+                ));
+            }
+        }
+    }
     if config.nodes.is_empty() {
         return Err(invalid(
             text,

@@ -454,6 +454,41 @@ pub struct RoutingConfig {
     /// statements pgrouter cannot read. Plain `SELECT`s and plain DML (no parentheses) of any
     /// length still take the lexical fast path.
     pub max_parse_size: ByteSize,
+    /// What a session's reads do once it has written: keep being balanced (`balance`), or go
+    /// to the primary for the rest of the session (`primary`, Pgpool-II's
+    /// `disable_load_balance_on_write = always`).
+    pub reads_after_write: ReadsAfterWrite,
+    /// Reads whose whole text matches one of these regular expressions (case-insensitive, `.`
+    /// matching new lines too) go to the primary (Pgpool-II's
+    /// `primary_routing_query_pattern_list`).
+    pub primary_query_patterns: Vec<String>,
+    /// Sessions whose database name matches one of these regular expressions (whole name,
+    /// case-insensitive) run every statement on the primary, as `primary_listen`'s do
+    /// (Pgpool-II's `database_redirect_preference_list` entries `db:primary`).
+    pub primary_databases: Vec<String>,
+    /// Sessions whose `application_name` matches one of these run every statement on the
+    /// primary (Pgpool-II's `app_name_redirect_preference_list` entries `app:primary`).
+    pub primary_applications: Vec<String>,
+}
+
+/// `routing.reads_after_write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadsAfterWrite {
+    /// Reads outside transactions are balanced whatever the session wrote before.
+    #[default]
+    Balance,
+    /// After the session's first write, every statement runs on the primary.
+    Primary,
+}
+
+/// A `routing.primary_query_patterns`, `primary_databases` or `primary_applications` entry as
+/// the regular expression it stands for: the whole text must match, case-insensitive, `.`
+/// matching new lines (as Pgpool-II's POSIX patterns).
+pub fn whole_text_pattern(entry: &str) -> String {
+    let inner = entry.strip_prefix('^').unwrap_or(entry);
+    let inner = inner.strip_suffix('$').unwrap_or(inner);
+    format!("(?is)^(?:{inner})$")
 }
 
 impl Default for RoutingConfig {
@@ -466,6 +501,10 @@ impl Default for RoutingConfig {
             max_replica_lag: Duration::from_secs(10),
             reads_fallback_to_primary: true,
             max_parse_size: ByteSize(256 << 10),
+            reads_after_write: ReadsAfterWrite::Balance,
+            primary_query_patterns: Vec::new(),
+            primary_databases: Vec::new(),
+            primary_applications: Vec::new(),
         }
     }
 }

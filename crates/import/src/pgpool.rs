@@ -131,18 +131,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "pgrouter balances by weight among the replicas within the lag limits",
     ),
     (
-        "primary_routing_query_pattern_list",
-        "use the /* pgrouter: primary */ hint, or primary_listen for such clients",
-    ),
-    (
-        "database_redirect_preference_list",
-        "use primary_listen or read_only_listen for such clients, or node weights",
-    ),
-    (
-        "app_name_redirect_preference_list",
-        "use primary_listen or read_only_listen for such clients, or node weights",
-    ),
-    (
         "allow_clear_text_frontend_auth",
         "clients log in with SCRAM or MD5",
     ),
@@ -411,20 +399,59 @@ impl Mapper<'_> {
             routing.insert("load_balance".into(), on.into());
             self.mapped("load_balance_mode", format!("routing.load_balance: {on}"));
         }
-        match self.get("disable_load_balance_on_write") {
+        let key = "disable_load_balance_on_write";
+        match self.get(key) {
             Some("transaction") | None => self.mapped(
-                "disable_load_balance_on_write",
+                key,
                 "pgrouter's behaviour: after a write the rest of the transaction stays on the primary (and a transaction not declared read-only starts there)",
             ),
             Some("off") => self.unsupported(
-                "disable_load_balance_on_write",
+                key,
                 "off: pgrouter never sends the reads of a transaction that wrote to a replica (that would miss the transaction's writes)",
             ),
-            Some(mode) => self.unsupported(
-                "disable_load_balance_on_write",
-                format!("{mode}: pgrouter balances reads again after each transaction; a session that must read its writes can use a transaction or primary_listen (see docs/migrating-from-pgpool.md)"),
-            ),
+            Some(mode) => {
+                routing.insert("reads_after_write".into(), "primary".into());
+                let how = match mode {
+                    "always" => "the same",
+                    "trans_transaction" => "stricter: reads outside transactions after the write go to the primary too",
+                    "dml_adaptive" => "stricter: reads of every table after the write go to the primary, not only of tables written",
+                    _ => "the closest pgrouter has",
+                };
+                self.mapped(key, format!("{mode}: routing.reads_after_write: primary ({how})"));
+            }
         }
+        if let Some(list) = self
+            .get("primary_routing_query_pattern_list")
+            .map(str::to_owned)
+        {
+            // Pgpool-II separates these patterns with `;` (they may hold commas).
+            let patterns: Vec<Value> = list
+                .split(';')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(Into::into)
+                .collect();
+            let n = patterns.len();
+            if n > 0 {
+                routing.insert("primary_query_patterns".into(), Value::Sequence(patterns));
+            }
+            self.mapped(
+                "primary_routing_query_pattern_list",
+                format!(
+                    "routing.primary_query_patterns ({n} patterns, whole text, case-insensitive)"
+                ),
+            );
+        }
+        self.redirect_list(
+            routing,
+            "database_redirect_preference_list",
+            "primary_databases",
+        );
+        self.redirect_list(
+            routing,
+            "app_name_redirect_preference_list",
+            "primary_applications",
+        );
         if let Some(bytes) = self
             .get("delay_threshold")
             .and_then(|v| v.parse::<u64>().ok())
@@ -459,6 +486,33 @@ impl Mapper<'_> {
             &["read_only_function_list", "white_function_list"],
             "read_only_functions",
         );
+    }
+
+    /// A `*_redirect_preference_list` (`pattern:target` pairs, comma-separated): `primary`
+    /// targets become `routing.{key}`; `standby` is pgrouter's default for reads; node numbers
+    /// and weights have no equivalent.
+    fn redirect_list(&mut self, routing: &mut Mapping, name: &str, key: &str) {
+        let Some(list) = self.get(name).map(str::to_owned) else {
+            return;
+        };
+        let mut primary = Vec::new();
+        let mut left_out = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.rsplit_once(':') {
+                Some((pattern, "primary")) => primary.push(Value::from(pattern)),
+                Some((_, "standby")) => {}
+                _ => left_out.push(entry.to_owned()),
+            }
+        }
+        let n = primary.len();
+        if n > 0 {
+            routing.insert(key.into(), Value::Sequence(primary));
+        }
+        if left_out.is_empty() {
+            self.mapped(name, format!("routing.{key} ({n} `primary` entries; `standby` entries are pgrouter's default for reads)"));
+        } else {
+            self.unsupported(name, format!("{n} `primary` entries became routing.{key}; left out, as pgrouter cannot send a session to one chosen node: {}", left_out.join(", ")));
+        }
     }
 
     /// A function list; Pgpool-II reads entries as regular expressions, which pgrouter matches
@@ -754,9 +808,23 @@ memqcache_method = 'shmem'
         }
         for name in [
             "disable_load_balance_on_write",
-            "prefer_lower_delay_standby",
             "primary_routing_query_pattern_list",
             "database_redirect_preference_list",
+        ] {
+            assert!(
+                matches!(outcome(&import, name), Outcome::Mapped(_)),
+                "{name}"
+            );
+        }
+        for expected in [
+            "reads_after_write: primary",
+            "primary_query_patterns:\n  - .*DO NOT LOAD BALANCE.*",
+            "primary_databases:\n  - postgres",
+        ] {
+            assert!(yaml.contains(expected), "{expected:?} missing from\n{yaml}");
+        }
+        for name in [
+            "prefer_lower_delay_standby",
             "health_check_period1",
             "memqcache_method",
         ] {

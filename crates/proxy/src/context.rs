@@ -101,6 +101,8 @@ pub struct Live {
     pub users: HashMap<String, Arc<UserEntry>>,
     /// Statement classification under the configured function policy.
     pub classifier: Classifier,
+    /// `routing.primary_databases` and `routing.primary_applications`, compiled.
+    pub primary_sessions: [Vec<regex::Regex>; 2],
     /// Increases with every reload (classification caches start over).
     pub generation: u64,
 }
@@ -148,21 +150,16 @@ impl Live {
                 (u.name.clone(), Arc::new(entry))
             })
             .collect();
-        let classifier = Classifier::new(FunctionPolicy {
-            write_functions: function_list(&config.routing.write_functions),
-            read_only_functions: config
-                .routing
-                .read_only_functions
-                .as_deref()
-                .map(function_list),
-        })
-        .with_max_parse_len(
-            usize::try_from(config.routing.max_parse_size.bytes()).unwrap_or(usize::MAX),
-        );
+        let classifier = classifier(&config.routing);
+        let primary_sessions = [
+            whole_text_patterns(&config.routing.primary_databases),
+            whole_text_patterns(&config.routing.primary_applications),
+        ];
         Self {
             config: Arc::new(config),
             users,
             classifier,
+            primary_sessions,
             generation,
         }
     }
@@ -518,6 +515,29 @@ impl ProxyContext {
         }
     }
 
+    /// The endpoint a session of `database` and `application_name` is served as: `listen`'s
+    /// clients matching `routing.primary_databases` or `primary_applications` run every
+    /// statement on the primary, as `primary_listen`'s.
+    pub fn session_endpoint(
+        &self,
+        endpoint: crate::routing::Endpoint,
+        database: &str,
+        application_name: Option<&str>,
+    ) -> crate::routing::Endpoint {
+        let live = self.live();
+        let [databases, applications] = &live.primary_sessions;
+        let matches =
+            |patterns: &[regex::Regex], name: &str| patterns.iter().any(|p| p.is_match(name));
+        if endpoint == crate::routing::Endpoint::Split
+            && (matches(databases, database)
+                || application_name.is_some_and(|app| matches(applications, app)))
+        {
+            crate::routing::Endpoint::Primary
+        } else {
+            endpoint
+        }
+    }
+
     /// Whether a session of this user on this database uses transaction pooling:
     /// `users[].pool_mode`, else `pool.database_modes`, else `pool.mode`.
     pub fn transaction_pooling(&self, user: &UserEntry, database: &str) -> bool {
@@ -607,4 +627,24 @@ fn function_list(entries: &[String]) -> pgrouter_sql::FunctionList {
             .filter_map(|e| regex::Regex::new(&pgrouter_config::function_pattern(e)?).ok())
             .collect(),
     )
+}
+
+/// Compiles whole-text patterns (`pgrouter_config::whole_text_pattern`; configuration validation
+/// has compiled each once).
+fn whole_text_patterns(entries: &[String]) -> Vec<regex::Regex> {
+    entries
+        .iter()
+        .filter_map(|e| regex::Regex::new(&pgrouter_config::whole_text_pattern(e)).ok())
+        .collect()
+}
+
+/// The statement classifier `routing` describes: function lists (names and patterns), the
+/// parse size limit, the query patterns sent to the primary.
+pub fn classifier(routing: &pgrouter_config::RoutingConfig) -> Classifier {
+    Classifier::new(FunctionPolicy {
+        write_functions: function_list(&routing.write_functions),
+        read_only_functions: routing.read_only_functions.as_deref().map(function_list),
+    })
+    .with_max_parse_len(usize::try_from(routing.max_parse_size.bytes()).unwrap_or(usize::MAX))
+    .with_primary_patterns(whole_text_patterns(&routing.primary_query_patterns))
 }

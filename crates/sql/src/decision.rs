@@ -72,11 +72,14 @@ pub enum Rule {
     /// Not read whole: a message larger than `routing.max_parse_size`, or one that arrived while
     /// the client buffer budget was spent, streams to the primary as it arrives.
     Streamed,
+    /// A read whose text matches `routing.primary_query_patterns` (Pgpool-II's
+    /// `primary_routing_query_pattern_list`).
+    PrimaryPattern,
 }
 
 impl Rule {
     /// Every rule, in declaration order (`rule as usize` indexes it): for per-rule counters.
-    pub const ALL: [Rule; 22] = [
+    pub const ALL: [Rule; 23] = [
         Rule::ReadOnlyQuery,
         Rule::Show,
         Rule::Explain,
@@ -99,6 +102,7 @@ impl Rule {
         Rule::Unparsable,
         Rule::Empty,
         Rule::Streamed,
+        Rule::PrimaryPattern,
     ];
 
     /// Kebab-case name.
@@ -126,6 +130,7 @@ impl Rule {
             Rule::Unparsable => "unparsable",
             Rule::Empty => "empty",
             Rule::Streamed => "streamed",
+            Rule::PrimaryPattern => "primary-pattern",
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Classifier {
     policy: FunctionPolicy,
     /// Longer statements are not parsed (0: no limit).
     max_parse_len: usize,
+    /// Reads whose text matches one of these go to the primary.
+    primary_patterns: Vec<regex::Regex>,
 }
 
 impl Classifier {
@@ -52,7 +54,15 @@ impl Classifier {
         Self {
             policy,
             max_parse_len: 0,
+            primary_patterns: Vec::new(),
         }
+    }
+
+    /// Reads whose whole text matches one of `patterns` (compiled by the caller, anchored and
+    /// case-insensitive as it wants them) go to the primary, with rule `primary-pattern`.
+    pub fn with_primary_patterns(mut self, patterns: Vec<regex::Regex>) -> Self {
+        self.primary_patterns = patterns;
+        self
     }
 
     /// Statements longer than `len` bytes are not parsed: parsing costs time in proportion to
@@ -76,6 +86,18 @@ impl Classifier {
 
     /// Classifies a statement string. Never panics; unparsable input is `Primary`.
     pub fn classify(&self, sql: &str) -> Classification {
+        let mut c = self.classify_statement(sql);
+        if c.route == Route::Read
+            && !self.primary_patterns.is_empty()
+            && self.primary_patterns.iter().any(|p| p.is_match(sql.trim()))
+        {
+            c.route = Route::Primary;
+            c.rule = Rule::PrimaryPattern;
+        }
+        c
+    }
+
+    fn classify_statement(&self, sql: &str) -> Classification {
         match fast::scan(sql) {
             Some(fast::Fast::PlainSelect) if hints::leading_hint(sql).is_none() => {
                 return Classification::new(Route::Read, Rule::ReadOnlyQuery);

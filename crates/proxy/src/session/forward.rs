@@ -273,6 +273,7 @@ pub(super) fn account_parts(
         b.sequences = Some(state.wrote());
     }
     for c in parts {
+        state.has_written |= writes_data(c);
         ctx.stats.routed(b.node, c.route, c.rule);
         // `parts` holds what the unit runs, prepared statements it binds included.
         if !leaves_session_clean(ctx, c) {
@@ -301,4 +302,23 @@ pub(super) fn account_parts(
             }
         }
     }
+}
+
+/// Whether a statement changes data (or may: text pgrouter could not read), for
+/// `routing.reads_after_write`. Session settings, transaction control and reads routed to the
+/// primary for other reasons do not count.
+fn writes_data(c: &Classification) -> bool {
+    use pgrouter_sql::Rule;
+    matches!(
+        c.rule,
+        Rule::Write
+            | Rule::LockingClause
+            | Rule::SelectInto
+            | Rule::DataModifyingCte
+            | Rule::WriteFunction
+            | Rule::FunctionNotReadOnly
+            | Rule::ExplainWrite
+            | Rule::Unparsable
+            | Rule::Streamed
+    )
 }

@@ -200,6 +200,11 @@ async fn serve(
             startup::Start::Session(s) => s,
         };
         let mut startup = startup;
+        let endpoint = ctx.session_endpoint(
+            endpoint,
+            &startup.database,
+            startup.param("application_name"),
+        );
         if endpoint == Endpoint::ReadOnly {
             // Every transaction is read-only, also on the primary when reads fall back to it: a
             // write gets 25006 there as it does on a standby.
@@ -288,6 +293,12 @@ async fn serve(
             }
         };
 
+    // As the login decided it (the same inputs give the same endpoint).
+    let endpoint = ctx.session_endpoint(
+        endpoint,
+        &startup.database,
+        startup.param("application_name"),
+    );
     let slot: CancelSlot = Arc::default();
     let registration = ctx.cancels.register(Arc::clone(&slot));
     if let Some(opened) = &first_server {

@@ -240,9 +240,12 @@ impl<'a> Session<'a> {
     }
 
     pub(super) fn facts(&self) -> SessionFacts {
+        let routing = &self.ctx.live().config.routing;
+        let stays_on_primary = self.state.has_written
+            && routing.reads_after_write == pgrouter_config::ReadsAfterWrite::Primary;
         SessionFacts {
             pinned: self.state.pin.is_some(),
-            load_balance: self.ctx.live().config.routing.load_balance && self.endpoint.splits(),
+            load_balance: routing.load_balance && self.endpoint.splits() && !stays_on_primary,
             default_read_only: self.state.default_read_only,
         }
     }

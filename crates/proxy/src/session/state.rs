@@ -97,6 +97,8 @@ pub(crate) struct SessionState {
     id: u64,
     /// Units that may have set sequence state (writes) so far.
     writes: u64,
+    /// A statement that writes has run in this session (for `routing.reads_after_write`).
+    pub(crate) has_written: bool,
 }
 
 /// Session numbers: unique for the life of the process.
@@ -118,6 +120,7 @@ impl SessionState {
             tx_failed: false,
             id: NEXT_SESSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             writes: 0,
+            has_written: false,
         }
     }
 
