@@ -121,7 +121,20 @@ fn import_pgpool(
     let text = format!("{header}{}", import.yaml);
     match output {
         Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+            // It may hold passwords: readable by its owner only.
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .and_then(|()| file.write_all(text.as_bytes()))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         None => print!("{text}"),
     }

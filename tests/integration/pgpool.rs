@@ -293,10 +293,16 @@ async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
         .lines()
         .find_map(|l| l.strip_prefix("pool_passwd string: ").map(str::to_owned))
         .expect("pg_enc prints the pool_passwd string");
+    // legacy's md5 hash, as pool_passwd and pg_authid keep it: md5(password || user).
+    let md5 = Command::new("sh")
+        .args(["-c", "printf legacylegacy | md5sum"])
+        .output()
+        .unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout)[..32].to_owned();
     let passwd = dir.join("pool_passwd");
     std::fs::write(
         &passwd,
-        format!("app:{encrypted}\nlegacy:md5e5e28a3c6b4a5a2c0b1f3a4a5a6a7a8a\n"),
+        format!("app:{encrypted}\nlegacy:md5{md5}\nold:SHA256notaform\n"),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
@@ -318,7 +324,7 @@ async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
         "write_function_list: mapped",
         "backend_flag0: not needed",
         "memory_cache_enabled: UNSUPPORTED",
-        "(legacy): UNSUPPORTED",
+        "(legacy): mapped",
         "(app): mapped",
         "pool_hba.conf:",
     ] {
@@ -359,6 +365,15 @@ async fn import_pgpool_turns_the_debian_config_into_a_running_router() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(on_replica, "reads reach the replicas");
+    // legacy logs in (trusted by Debian's pool_hba.conf); pgrouter answers the servers' md5
+    // requests with the imported hash.
+    let legacy = connect(&format!(
+        "host=127.0.0.1 port={} user=legacy dbname=app",
+        router.port
+    ))
+    .await
+    .unwrap();
+    legacy.simple_query("SELECT 1").await.unwrap();
     cluster.superuser_sql(
         "CREATE OR REPLACE FUNCTION audit_probe() RETURNS int LANGUAGE sql IMMUTABLE \
          AS 'SELECT inet_server_port()'; GRANT EXECUTE ON FUNCTION audit_probe() TO PUBLIC",
@@ -548,11 +563,19 @@ async fn pgpool_routing_options() {
         }
         assert!(on_replica, "{mode}: reads reach a replica");
         assert_eq!(
-            port_of(&client, "SELECT inet_server_port() -- No Load Balance, please").await,
+            port_of(
+                &client,
+                "SELECT inet_server_port() -- No Load Balance, please"
+            )
+            .await,
             p0,
             "{mode}: a read matching primary_query_patterns"
         );
-        assert_ne!(port_of(&client, read).await, p0, "{mode}: others still balanced");
+        assert_ne!(
+            port_of(&client, read).await,
+            p0,
+            "{mode}: others still balanced"
+        );
         let table = format!("reads_after_write_{mode}");
         client
             .simple_query(&format!("CREATE TABLE IF NOT EXISTS {table} (x int)"))
@@ -563,16 +586,28 @@ async fn pgpool_routing_options() {
             .await
             .unwrap();
         for _ in 0..5 {
-            assert_eq!(port_of(&client, read).await, p0, "{mode}: reads after a write");
+            assert_eq!(
+                port_of(&client, read).await,
+                p0,
+                "{mode}: reads after a write"
+            );
         }
         let seen = client
             .simple_query(&format!("SELECT count(*) FROM {table}"))
             .await
             .unwrap();
-        assert_eq!(crate::harness::first_value(&seen), "1", "{mode}: the write is read back");
+        assert_eq!(
+            crate::harness::first_value(&seen),
+            "1",
+            "{mode}: the write is read back"
+        );
         // Another session has written nothing: balanced.
         let other = connect(&router.conninfo("app", "app")).await.unwrap();
-        assert_ne!(port_of(&other, read).await, p0, "{mode}: a session that did not write");
+        assert_ne!(
+            port_of(&other, read).await,
+            p0,
+            "{mode}: a session that did not write"
+        );
         // An application matching primary_applications runs everything on the primary.
         let report = connect(&format!(
             "host=127.0.0.1 port={} user=app password=app dbname=app application_name=reporting-job",
@@ -581,7 +616,11 @@ async fn pgpool_routing_options() {
         .await
         .unwrap();
         for _ in 0..5 {
-            assert_eq!(port_of(&report, read).await, p0, "{mode}: primary_applications");
+            assert_eq!(
+                port_of(&report, read).await,
+                p0,
+                "{mode}: primary_applications"
+            );
         }
         client
             .simple_query(&format!("DROP TABLE {table}"))

@@ -22,11 +22,32 @@ pub fn users(text: &str, key: Option<&str>) -> (Vec<Value>, Vec<ReportLine>) {
             continue;
         };
         let what = format!("pool_passwd:{} ({name})", i + 1);
+        // The stored forms pgrouter takes as they are (docs/security.md#no-plaintext-passwords).
+        let stored = if secret.starts_with("md5")
+            && secret.len() == 35
+            && secret[3..].bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            Some(("md5", "an md5 hash: clients log in with md5, and pgrouter answers md5 requests from the servers with it (not SCRAM ones)"))
+        } else if secret.starts_with("SCRAM-SHA-256$") {
+            Some(("scram-sha-256", "a SCRAM verifier: clients log in with SCRAM; pgrouter logs in to the servers with the key a client's proof reveals, so the servers must hold the same verifier, and health_check needs a password of its own"))
+        } else {
+            None
+        };
+        if let Some((auth, how)) = stored {
+            let mut user = Mapping::new();
+            user.insert("name".into(), name.into());
+            user.insert("password".into(), secret.into());
+            user.insert("auth".into(), auth.into());
+            users.push(Value::Mapping(user));
+            report.push(ReportLine {
+                what,
+                outcome: Outcome::Mapped(format!("users[{}] with {how}", users.len() - 1)),
+            });
+            continue;
+        }
         let decrypted;
         let password = if let Some(text) = secret.strip_prefix("TEXT") {
             Ok(text)
-        } else if secret.starts_with("md5") && secret.len() == 35 {
-            Err("an md5 hash: pgrouter logs in to the servers with the password itself; give the user a password or password_file, or use auth_query")
         } else if let Some(encrypted) = secret.strip_prefix("AES") {
             match key.map(|k| aes_decrypt(encrypted, k)) {
                 Some(Some(password)) => {
@@ -36,8 +57,6 @@ pub fn users(text: &str, key: Option<&str>) -> (Vec<Value>, Vec<ReportLine>) {
                 Some(None) => Err("an AES-encrypted password that this key does not decrypt: give the .pgpoolkey pg_enc used (--pgpool-key)"),
                 None => Err("an AES-encrypted password: give Pgpool-II's key file (--pgpool-key, or PGPOOLKEYFILE) to decrypt it"),
             }
-        } else if secret.starts_with("SCRAM-SHA-256$") {
-            Err("a SCRAM verifier: pgrouter logs in to the servers with the password itself; give the user a password or password_file, or use auth_query")
         } else {
             // Pgpool-II reads an entry without a prefix as the password in clear text.
             Ok(secret)
@@ -126,11 +145,21 @@ mod tests {
             "{yaml}"
         );
         assert!(yaml.contains("password: pw:with:colons"), "{yaml}");
-        assert_eq!(users.len(), 2);
-        let unsupported = report
+        assert!(
+            yaml.contains("password: md5e5e28a3c6b4a5a2c0b1f3a4a5a6a7a8a\n  auth: md5"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("auth: scram-sha-256"), "{yaml}");
+        assert_eq!(users.len(), 4);
+        let unsupported: Vec<&str> = report
             .iter()
             .filter(|l| matches!(l.outcome, Outcome::Unsupported(_)))
-            .count();
-        assert_eq!(unsupported, 4, "{report:?}");
+            .map(|l| l.what.as_str())
+            .collect();
+        assert_eq!(
+            unsupported,
+            ["pool_passwd:3 (enc)", "pool_passwd:6"],
+            "{report:?}"
+        );
     }
 }
