@@ -660,3 +660,23 @@ pub async fn primary_then_replica(client: &tokio_postgres::Client) -> (String, S
     }
     (primary, replica)
 }
+
+/// The column names psql prints for `sql` at `url` (its header line, split at `|`).
+pub fn psql_columns(url: &str, sql: &str) -> Vec<String> {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-c", sql, url])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{sql} at {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split('|')
+        .map(str::to_owned)
+        .collect()
+}

@@ -3,7 +3,9 @@
 //! answers with, and Debian's prometheus-pgbouncer-exporter scrapes pgrouter unchanged, through
 //! PgBouncer's console database name `pgbouncer`.
 
-use crate::harness::{cluster, connect, free_port_block, missing, Cluster, Router, ADMIN_PASSWORD};
+use crate::harness::{
+    cluster, connect, free_port_block, missing, psql_columns, Cluster, Router, ADMIN_PASSWORD,
+};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,26 +95,6 @@ fn start_pgbouncer(binary: &std::path::Path, cluster: &Cluster) -> (Process, u16
     (process, port)
 }
 
-/// The header psql prints for `sql`.
-fn header(url: &str, sql: &str) -> Vec<String> {
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-c", sql, url])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split('|')
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test]
 async fn pgbouncer_columns_and_exporter() {
     let Some(cluster) = cluster() else { return };
@@ -127,7 +109,10 @@ async fn pgbouncer_columns_and_exporter() {
     };
     let (bouncer, port) = start_pgbouncer(&pgbouncer, cluster);
     let bouncer_url = format!("postgres://app@127.0.0.1:{port}/pgbouncer");
-    let expected: Vec<Vec<String>> = COMMANDS.iter().map(|c| header(&bouncer_url, c)).collect();
+    let expected: Vec<Vec<String>> = COMMANDS
+        .iter()
+        .map(|c| psql_columns(&bouncer_url, c))
+        .collect();
     drop(bouncer);
 
     let router = Router::start(cluster, "pool: {mode: transaction}\n");
@@ -142,7 +127,7 @@ async fn pgbouncer_columns_and_exporter() {
             router.port
         );
         for (command, expected) in COMMANDS.iter().zip(&expected) {
-            let ours = header(&url, command);
+            let ours = psql_columns(&url, command);
             assert!(
                 ours.len() >= expected.len() && ours[..expected.len()] == expected[..],
                 "{command} on {database}: PgBouncer's columns {expected:?} must come first, got {ours:?}"

@@ -130,20 +130,7 @@ impl Drop for Pgpool {
 
 /// The header line psql prints for `sql` (column names joined by `|`).
 fn columns_via_psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-c", sql, url])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{sql} at {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    crate::harness::psql_columns(url, sql).join("|")
 }
 
 /// Column names and rows of a simple query.

@@ -173,21 +173,10 @@ fn live_totals(c: &ClientEntry) -> DatabaseTotals {
     }
 }
 
-/// PgBouncer's client state: `login` until logged in, `waiting` for a server connection, else
-/// `active` (PgBouncer calls a client `active` whether it runs a query or is idle).
-fn client_state(state: ClientState) -> &'static str {
-    match state {
-        ClientState::Login => "login",
-        ClientState::Waiting => "waiting",
-        ClientState::Idle | ClientState::Active => "active",
-    }
-}
-
-/// `SHOW CLIENTS`. `ptr` is pgrouter's client id (PgBouncer prints an address), `link` the held
-/// server connections' backend pids. pgrouter adds its id, the held connections as
-/// `node/backend pid`, requests, bytes and the endpoint.
-pub fn clients(ctx: &ProxyContext) -> ResultSet {
-    let mut rs = ResultSet::new(&[
+/// PgBouncer's columns for a client or server connection (`SHOW CLIENTS`, `SHOW SERVERS`),
+/// then pgrouter's `extra` ones.
+fn connection_columns(extra: &[&'static str]) -> ResultSet {
+    const PGBOUNCER: [&str; 18] = [
         "type",
         "user",
         "database",
@@ -206,6 +195,27 @@ pub fn clients(ctx: &ProxyContext) -> ResultSet {
         "remote_pid",
         "tls",
         "application_name",
+    ];
+    let mut columns = PGBOUNCER.to_vec();
+    columns.extend_from_slice(extra);
+    ResultSet::new(&columns)
+}
+
+/// PgBouncer's client state: `login` until logged in, `waiting` for a server connection, else
+/// `active` (PgBouncer calls a client `active` whether it runs a query or is idle).
+fn client_state(state: ClientState) -> &'static str {
+    match state {
+        ClientState::Login => "login",
+        ClientState::Waiting => "waiting",
+        ClientState::Idle | ClientState::Active => "active",
+    }
+}
+
+/// `SHOW CLIENTS`. `ptr` is pgrouter's client id (PgBouncer prints an address), `link` the held
+/// server connections' backend pids. pgrouter adds its id, the held connections as
+/// `node/backend pid`, requests, bytes and the endpoint.
+pub fn clients(ctx: &ProxyContext) -> ResultSet {
+    let mut rs = connection_columns(&[
         "id",
         "primary_server",
         "read_server",
@@ -258,29 +268,7 @@ pub fn clients(ctx: &ProxyContext) -> ResultSet {
 /// idle ones in the pools (`idle`). `addr`/`port` are the node's; pgrouter adds the node's name,
 /// and for idle ones how long they have been idle and their age.
 pub fn servers(ctx: &ProxyContext) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "type",
-        "user",
-        "database",
-        "state",
-        "addr",
-        "port",
-        "local_addr",
-        "local_port",
-        "connect_time",
-        "request_time",
-        "wait",
-        "wait_us",
-        "close_needed",
-        "ptr",
-        "link",
-        "remote_pid",
-        "tls",
-        "application_name",
-        "node",
-        "idle_seconds",
-        "age_seconds",
-    ]);
+    let mut rs = connection_columns(&["node", "idle_seconds", "age_seconds"]);
     let table = ctx.topology.load();
     let address = |node: usize| {
         table

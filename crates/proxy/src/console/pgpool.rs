@@ -406,15 +406,29 @@ fn processes(ctx: &ProxyContext) -> ResultSet {
     rs
 }
 
+/// The columns that start `SHOW POOL_HEALTH_CHECK_STATS` and `SHOW POOL_BACKEND_STATS`, then
+/// `more`.
+fn node_columns(more: &[&'static str]) -> ResultSet {
+    let mut columns = vec!["node_id", "hostname", "port", "status", "role"];
+    columns.extend_from_slice(more);
+    ResultSet::new(&columns)
+}
+
+/// The cells of [`node_columns`] for backend `id`.
+fn node_cells(id: usize, n: &pgrouter_topology::NodeStatus) -> Vec<Option<String>> {
+    vec![
+        text(id),
+        text(&n.host),
+        text(n.port),
+        text(status(n.state)),
+        text(role(n.role)),
+    ]
+}
+
 /// `SHOW POOL_HEALTH_CHECK_STATS`, from pgrouter's health checks (which do not retry: the
 /// retry columns are 0).
 fn health_check_stats(ctx: &ProxyContext) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "node_id",
-        "hostname",
-        "port",
-        "status",
-        "role",
+    let mut rs = node_columns(&[
         "last_status_change",
         "total_count",
         "success_count",
@@ -450,12 +464,8 @@ fn health_check_stats(ctx: &ProxyContext) -> ResultSet {
         } else {
             ms(|t| &t.total_ms) as f64 / total as f64
         };
-        rs.push(vec![
-            text(id),
-            text(&n.host),
-            text(n.port),
-            text(status(n.state)),
-            text(role(n.role)),
+        let mut row = node_cells(id, &n);
+        row.extend([
             text(pgpool_time(n.last_change)),
             text(total),
             text(total - failed.min(total)),
@@ -472,6 +482,7 @@ fn health_check_stats(ctx: &ProxyContext) -> ResultSet {
             Some(String::new()),
             text(pgpool_time(ms(|t| &t.last_failure))),
         ]);
+        rs.push(row);
     }
     rs
 }
@@ -479,12 +490,7 @@ fn health_check_stats(ctx: &ProxyContext) -> ResultSet {
 /// `SHOW POOL_BACKEND_STATS`. pgrouter counts statements by where they ran, not by kind: reads
 /// are `select_cnt`, everything else that ran on the node `other_cnt`.
 fn backend_stats(ctx: &ProxyContext) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "node_id",
-        "hostname",
-        "port",
-        "status",
-        "role",
+    let mut rs = node_columns(&[
         "select_cnt",
         "insert_cnt",
         "update_cnt",
@@ -505,12 +511,8 @@ fn backend_stats(ctx: &ProxyContext) -> ResultSet {
             .unwrap_or_default();
         let reads = routed[0];
         let other = routed[1] + routed[2];
-        rs.push(vec![
-            text(id),
-            text(&n.host),
-            text(n.port),
-            text(status(n.state)),
-            text(role(n.role)),
+        let mut row = node_cells(id, &n);
+        row.extend([
             text(reads),
             text(0),
             text(0),
@@ -521,6 +523,7 @@ fn backend_stats(ctx: &ProxyContext) -> ResultSet {
             text(0),
             text(0),
         ]);
+        rs.push(row);
     }
     rs
 }
