@@ -392,3 +392,56 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
         }
     }
 }
+
+/// The Deployment's grace period rendered for `config.shutdown_timeout = timeout`, or Helm's
+/// error.
+fn grace_period(bin: &std::path::Path, timeout: &str) -> Result<u64, String> {
+    let out = Command::new(bin.join("helm"))
+        .args(["template", "demo", "charts/pgrouter", "--namespace", "db"])
+        .args(["--set-string", &format!("config.shutdown_timeout={timeout}")])
+        .args(["--show-only", "templates/deployment.yaml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let deployment: serde_yaml_ng::Value =
+        serde_yaml_ng::from_slice(&out.stdout).expect("the Deployment parses");
+    Ok(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("a grace period"))
+}
+
+/// Every duration form pgrouter's configuration accepts becomes the right grace period:
+/// `shutdown_timeout` rounded up to whole seconds, plus 15 s for the preStop pause and a margin.
+/// (`1m30s` used to render as 0 s, so Kubernetes killed pods with transactions open.)
+#[test]
+fn chart_grace_period_reads_every_duration_form() {
+    let Some(bin) = tools() else { return };
+    for (timeout, seconds) in [
+        ("30s", 30),
+        ("1m30s", 90),
+        ("90s", 90),
+        ("2m", 120),
+        ("1min", 60),
+        ("1h", 3600),
+        ("1h2m3s", 3723),
+        ("1500ms", 2),
+        ("250us", 1),
+        (" 45s ", 45),
+    ] {
+        // pgrouter itself reads the same text as this many seconds (rounded up).
+        let parsed = pgrouter::config::Duration::parse(timeout).unwrap().get();
+        assert_eq!(parsed.as_micros().div_ceil(1_000_000) as u64, seconds, "{timeout}");
+        assert_eq!(
+            grace_period(&bin, timeout),
+            Ok(seconds + 15),
+            "shutdown_timeout {timeout:?}"
+        );
+    }
+    for bad in ["soon", "30", "1x", "-5s"] {
+        let error = grace_period(&bin, bad).expect_err(bad);
+        assert!(error.contains("shutdown_timeout"), "{bad:?}: {error}");
+    }
+}

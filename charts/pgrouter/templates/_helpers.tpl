@@ -84,12 +84,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toYaml $config -}}
 {{- end -}}
 
-{{/* config.shutdown_timeout in whole seconds ("30s", "2m", "1500ms"; default 30). */}}
+{{/*
+config.shutdown_timeout in whole seconds, rounded up: every form pgrouter's configuration takes
+("30s", "1m30s", "1500ms", "2min", "1h2m3s"; units us, ms, s, m or min, h; default 30s). Anything
+else fails the render rather than giving pods a grace period shorter than their drain.
+*/}}
 {{- define "pgrouter.shutdownSeconds" -}}
-{{- $t := toString (default "30s" .Values.config.shutdown_timeout) -}}
-{{- if hasSuffix "ms" $t -}}{{ add1 (div (trimSuffix "ms" $t | atoi) 1000) }}
-{{- else if hasSuffix "s" $t -}}{{ trimSuffix "s" $t | atoi }}
-{{- else if hasSuffix "m" $t -}}{{ mul (trimSuffix "m" $t | atoi) 60 }}
-{{- else if hasSuffix "h" $t -}}{{ mul (trimSuffix "h" $t | atoi) 3600 }}
-{{- else -}}30{{- end -}}
+{{- $t := trim (toString (default "30s" .Values.config.shutdown_timeout)) -}}
+{{- if not (regexMatch "^([0-9]+(us|ms|s|min|m|h))+$" $t) -}}
+{{- fail (printf "config.shutdown_timeout %q is not a duration: use a number with a unit (us, ms, s, m, min, h), e.g. 30s, 1m30s, 1500ms" $t) -}}
+{{- end -}}
+{{- $factors := dict "us" 1 "ms" 1000 "s" 1000000 "min" 60000000 "m" 60000000 "h" 3600000000 -}}
+{{- $micros := 0 -}}
+{{- range $part := regexFindAll "[0-9]+(us|ms|s|min|m|h)" $t -1 -}}
+{{- $number := regexFind "^[0-9]+" $part -}}
+{{- $unit := trimPrefix $number $part -}}
+{{- $micros = add $micros (mul (atoi $number) (get $factors $unit)) -}}
+{{- end -}}
+{{- div (add $micros 999999) 1000000 -}}
 {{- end -}}
