@@ -398,7 +398,10 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
 fn grace_period(bin: &std::path::Path, timeout: &str) -> Result<u64, String> {
     let out = Command::new(bin.join("helm"))
         .args(["template", "demo", "charts/pgrouter", "--namespace", "db"])
-        .args(["--set-string", &format!("config.shutdown_timeout={timeout}")])
+        .args([
+            "--set-string",
+            &format!("config.shutdown_timeout={timeout}"),
+        ])
         .args(["--show-only", "templates/deployment.yaml"])
         .current_dir(repo())
         .output()
@@ -408,9 +411,11 @@ fn grace_period(bin: &std::path::Path, timeout: &str) -> Result<u64, String> {
     }
     let deployment: serde_yaml_ng::Value =
         serde_yaml_ng::from_slice(&out.stdout).expect("the Deployment parses");
-    Ok(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        .as_u64()
-        .expect("a grace period"))
+    Ok(
+        deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("a grace period"),
+    )
 }
 
 /// Every duration form pgrouter's configuration accepts becomes the right grace period:
@@ -433,7 +438,11 @@ fn chart_grace_period_reads_every_duration_form() {
     ] {
         // pgrouter itself reads the same text as this many seconds (rounded up).
         let parsed = pgrouter::config::Duration::parse(timeout).unwrap().get();
-        assert_eq!(parsed.as_micros().div_ceil(1_000_000) as u64, seconds, "{timeout}");
+        assert_eq!(
+            parsed.as_micros().div_ceil(1_000_000) as u64,
+            seconds,
+            "{timeout}"
+        );
         assert_eq!(
             grace_period(&bin, timeout),
             Ok(seconds + 15),
@@ -444,4 +453,56 @@ fn chart_grace_period_reads_every_duration_form() {
         let error = grace_period(&bin, bad).expect_err(bad);
         assert!(error.contains("shutdown_timeout"), "{bad:?}: {error}");
     }
+}
+
+/// Renders the chart with `--set` values; Helm's error when it refuses.
+fn render_with(bin: &std::path::Path, sets: &[&str]) -> Result<String, String> {
+    let mut command = Command::new(bin.join("helm"));
+    command
+        .args(["template", "demo", "charts/pgrouter", "--namespace", "db"])
+        .current_dir(repo());
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let out = command.output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The chart never lets the pods together open more server connections per node than the
+/// declared budget: per-pod max_server_connections times the most pods (HPA maxReplicas or
+/// replicaCount, plus the rolling update's extra pod).
+#[test]
+fn chart_keeps_server_connections_within_the_budget() {
+    let Some(bin) = tools() else { return };
+    // The defaults fit: 10 per pod x (8 + 1) pods = 90.
+    render_with(&bin, &[]).expect("the defaults fit the default budget");
+    let error = render_with(&bin, &["autoscaling.maxReplicas=16"]).unwrap_err();
+    assert!(
+        error.contains("10 per pod x 17 pods") && error.contains("over serverConnectionBudget 90"),
+        "{error}"
+    );
+    let error = render_with(&bin, &["autoscaling.enabled=false", "replicaCount=10"]).unwrap_err();
+    assert!(error.contains("= 110 per PostgreSQL node"), "{error}");
+    render_with(
+        &bin,
+        &["autoscaling.maxReplicas=16", "serverConnectionBudget=170"],
+    )
+    .expect("within a larger budget");
+    render_with(
+        &bin,
+        &[
+            "autoscaling.maxReplicas=16",
+            "config.pool.max_server_connections=5",
+        ],
+    )
+    .expect("fewer connections per pod");
+    render_with(
+        &bin,
+        &["autoscaling.maxReplicas=16", "serverConnectionBudget=0"],
+    )
+    .expect("0: not checked");
 }

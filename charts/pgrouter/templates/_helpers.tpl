@@ -103,3 +103,23 @@ else fails the render rather than giving pods a grace period shorter than their 
 {{- end -}}
 {{- div (add $micros 999999) 1000000 -}}
 {{- end -}}
+
+{{/*
+Fails the render when every pod at once could hold more server connections per node than
+serverConnectionBudget: config.pool.max_server_connections (pgrouter's default 40) times the
+most pods (autoscaling.maxReplicas or replicaCount, plus the rolling update's surge of one).
+*/}}
+{{- define "pgrouter.checkServerBudget" -}}
+{{- $budget := int (default 0 .Values.serverConnectionBudget) -}}
+{{- if gt $budget 0 -}}
+{{- $pool := default (dict) .Values.config.pool -}}
+{{- $perPod := int (default 40 $pool.max_server_connections) -}}
+{{- $pods := int .Values.replicaCount -}}
+{{- if .Values.autoscaling.enabled -}}{{- $pods = int .Values.autoscaling.maxReplicas -}}{{- end -}}
+{{- $pods = add $pods 1 -}}
+{{- $total := mul $perPod $pods -}}
+{{- if gt (int $total) $budget -}}
+{{- fail (printf "server connections: config.pool.max_server_connections %d per pod x %d pods at most (%s, plus one during a rolling update) = %d per PostgreSQL node, over serverConnectionBudget %d. Lower max_server_connections or the pod count, or raise serverConnectionBudget along with the servers' max_connections." $perPod $pods (ternary "autoscaling.maxReplicas" "replicaCount" .Values.autoscaling.enabled) (int $total) $budget) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
