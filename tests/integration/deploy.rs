@@ -230,11 +230,19 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
                 "demo-pgrouter",
                 "demo-pgrouter-primary",
                 "demo-pgrouter-read-only",
+                "demo-pgrouter-peers",
             ]
         } else {
-            vec!["demo-pgrouter"]
+            vec!["demo-pgrouter", "demo-pgrouter-peers"]
         };
         assert_eq!(names, expected_services);
+        // Cancel requests that reach the wrong pod go to every pod, draining ones included.
+        let peers = docs
+            .iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some("demo-pgrouter-peers"))
+            .unwrap();
+        assert_eq!(peers["spec"]["clusterIP"].as_str(), Some("None"));
+        assert_eq!(peers["spec"]["publishNotReadyAddresses"].as_bool(), Some(true));
 
         let deployment = find(&docs, "Deployment").unwrap();
         let spec = &deployment["spec"];
@@ -367,11 +375,16 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
                 .iter()
                 .filter_map(|n| n.as_str())
                 .collect();
+            // Every Service clients use (the peers' one carries only cancel requests, which
+            // are never encrypted).
             for service in docs
                 .iter()
                 .filter(|d| d["kind"].as_str() == Some("Service"))
             {
                 let name = service["metadata"]["name"].as_str().unwrap();
+                if name.ends_with("-peers") {
+                    continue;
+                }
                 assert!(
                     names.contains(&format!("{name}.db.svc").as_str()),
                     "{name} not in {names:?}"

@@ -22,6 +22,7 @@ mod ha;
 mod login;
 mod memory;
 mod package;
+mod peers;
 mod pgbench;
 mod pgbouncer_compat;
 mod pgpool;

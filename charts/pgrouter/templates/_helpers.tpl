@@ -67,6 +67,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.endpoints.readOnly.enabled -}}
 {{- $_ := set $config "read_only_listen" (printf "0.0.0.0:%v" .Values.endpoints.readOnly.port) -}}
 {{- end -}}
+{{- if .Values.cancelForwarding.enabled -}}
+{{- $_ := set $config "peers_dns" (printf "%s-peers.%s.svc:%v" (include "pgrouter.fullname" .) .Release.Namespace .Values.ports.postgres) -}}
+{{- end -}}
 {{- $_ := set $config "nodes" $nodes -}}
 {{- $_ := set $config "users" $users -}}
 {{- $_ := set $config "admin" (dict "users" .Values.adminUsers) -}}

@@ -23,7 +23,9 @@ pub mod values;
 
 pub use access::{AccessMethod, AccessRule, ConnectionType};
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
-pub use model::{function_pattern, whole_text_pattern, ReadsAfterWrite, DEFAULT_AUTH_QUERY};
+pub use model::{
+    function_pattern, whole_text_pattern, PeerConfig, ReadsAfterWrite, DEFAULT_AUTH_QUERY,
+};
 pub use model::{
     AdminConfig, AdminHttpAuth, AuthMethod, AuthQueryConfig, ClientConfig, Config, Discovery,
     HealthCheckConfig, HealthCheckLogin, NodeConfig, PatroniApiConfig, PoolConfig, PoolMode,

@@ -389,6 +389,32 @@ fn validate(config: &Config, text: &str) -> Result<(), ConfigError> {
             }
         }
     }
+    let mut peer_ids = std::collections::HashSet::new();
+    for (i, peer) in config.peers.iter().enumerate() {
+        if peer.id == 0 || !peer_ids.insert(peer.id) {
+            return Err(invalid(
+                text,
+                format!("peers[{i}].id"),
+                "must be 1-255 and unique",
+            ));
+        }
+    }
+    if !config.peers.is_empty() && config.peer_id == 0 {
+        return Err(invalid(
+            text,
+            "peer_id".into(),
+            "must be set (1-255) when peers are listed: it tells them which cancels are this instance's",
+        ));
+    }
+    if let Some(dns) = &config.peers_dns {
+        if dns
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(invalid(text, "peers_dns".into(), "must be host:port"));
+        }
+    }
     if config.nodes.is_empty() {
         return Err(invalid(
             text,

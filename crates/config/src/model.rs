@@ -32,6 +32,19 @@ pub struct Config {
     /// The port in the socket's name; default: `listen`'s port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unix_socket_port: Option<u16>,
+    /// This instance's number among several pgrouters behind one Service or load balancer
+    /// (1–255; 0: it runs alone). It is encoded in the process id clients get in
+    /// `BackendKeyData`, so that a cancel request reaching another instance is forwarded here.
+    #[serde(default)]
+    pub peer_id: u8,
+    /// The other instances, by id: where a cancel request for one of their clients is
+    /// forwarded (this instance's own entry may be listed too, so that all share one list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerConfig>,
+    /// `host:port` resolving to every instance (a Kubernetes headless Service): a cancel request
+    /// for a client of no instance in `peers` is forwarded to each address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers_dns: Option<String>,
     /// The PostgreSQL servers. Roles are discovered, not configured (`topology`).
     pub nodes: Vec<NodeConfig>,
     /// Users allowed to connect, with the password pgrouter checks and also uses for its own login
@@ -169,6 +182,18 @@ impl Config {
 
 fn default_worker_threads() -> u16 {
     1
+}
+
+/// Another pgrouter instance (`peers`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its `peer_id`.
+    pub id: u8,
+    /// Its host name or address.
+    pub host: String,
+    /// Its client port.
+    pub port: u16,
 }
 
 impl Config {

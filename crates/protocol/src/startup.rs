@@ -9,6 +9,10 @@ use bytes::{Buf, BytesMut};
 pub const PROTOCOL_3_0: i32 = 196_608;
 /// `CancelRequest` code.
 pub const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+/// pgrouter's own code for a `CancelRequest` one pgrouter instance forwards to another (its
+/// peers): the same body, handled by the receiver for its own sessions only, never forwarded
+/// again (no loops between peers). Not a code PostgreSQL uses (`1234.5700`).
+pub const PEER_CANCEL_REQUEST_CODE: i32 = 80_877_124;
 /// `SSLRequest` code.
 pub const SSL_REQUEST_CODE: i32 = 80_877_103;
 /// `GSSENCRequest` code.
@@ -29,6 +33,8 @@ pub enum StartupPacket {
         process_id: i32,
         /// The `BackendKeyData` secret the client was given.
         secret_key: i32,
+        /// Forwarded by a peer pgrouter ([`PEER_CANCEL_REQUEST_CODE`]), not sent by a client.
+        from_peer: bool,
     },
     /// A `StartupMessage`.
     Startup(StartupMessage),
@@ -100,13 +106,14 @@ pub fn read_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, Startup
     match code {
         SSL_REQUEST_CODE => Ok(Some(StartupPacket::SslRequest)),
         GSSENC_REQUEST_CODE => Ok(Some(StartupPacket::GssEncRequest)),
-        CANCEL_REQUEST_CODE => {
+        CANCEL_REQUEST_CODE | PEER_CANCEL_REQUEST_CODE => {
             if body.len() != 8 {
                 return Err(StartupError::InvalidCancel);
             }
             Ok(Some(StartupPacket::CancelRequest {
                 process_id: body.get_i32(),
                 secret_key: body.get_i32(),
+                from_peer: code == PEER_CANCEL_REQUEST_CODE,
             }))
         }
         version => {
@@ -184,6 +191,15 @@ mod tests {
                 Ok(Some(StartupPacket::CancelRequest {
                     process_id: 1,
                     secret_key: 2,
+                    from_peer: false,
+                })),
+            ),
+            (
+                packet(PEER_CANCEL_REQUEST_CODE, &[0, 0, 0, 1, 0, 0, 0, 2]),
+                Ok(Some(StartupPacket::CancelRequest {
+                    process_id: 1,
+                    secret_key: 2,
+                    from_peer: true,
                 })),
             ),
             (

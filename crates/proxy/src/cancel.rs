@@ -83,12 +83,62 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     entries: Mutex<HashMap<i32, Entry>>,
+    /// `peer_id`, encoded in every process id given out (0: this instance runs alone).
+    peer_id: u8,
 }
 
 /// The smallest process id pgrouter gives clients: above every Linux pid.
 const FIRST_CLIENT_PID: u32 = 1 << 22;
 
+/// Where the peer id sits in a process id: bits 23–30 (bit 22 is always set, bit 31 never,
+/// bits 0–21 are random).
+const PEER_SHIFT: u32 = 23;
+
+/// The peer id encoded in a process id pgrouter gave a client (`None`: not one of pgrouter's,
+/// or from an instance without an id).
+pub fn peer_of(process_id: i32) -> Option<u8> {
+    let pid = u32::try_from(process_id).ok()?;
+    if pid & FIRST_CLIENT_PID == 0 {
+        return None;
+    }
+    let id = ((pid >> PEER_SHIFT) & 0xff) as u8;
+    (id != 0).then_some(id)
+}
+
+/// A fresh process id for a client: random, with `peer_id` encoded when it is not 0.
+fn client_process_id(peer_id: u8) -> i32 {
+    let random = rand::random::<u32>();
+    let pid = if peer_id == 0 {
+        (random >> 1) | FIRST_CLIENT_PID
+    } else {
+        (random & (FIRST_CLIENT_PID - 1)) | FIRST_CLIENT_PID | (u32::from(peer_id) << PEER_SHIFT)
+    };
+    // Bit 31 is clear in both forms: a positive i32, as a server's process ids are.
+    pid as i32
+}
+
 impl CancelRegistry {
+    /// A registry whose process ids carry `peer_id` (see [`peer_of`]).
+    pub fn with_peer_id(peer_id: u8) -> Self {
+        Self {
+            entries: Mutex::default(),
+            peer_id,
+        }
+    }
+
+    /// This instance's peer id (0: alone).
+    pub fn peer_id(&self) -> u8 {
+        self.peer_id
+    }
+
+    /// Whether a session of this instance has this process id (whatever the secret).
+    pub fn owns(&self, process_id: i32) -> bool {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&process_id)
+    }
+
     /// Allocates a unique client key and registers `slot` under it. The returned guard
     /// unregisters on drop.
     pub fn register(self: &Arc<Self>, slot: CancelSlot) -> Registration {
@@ -98,7 +148,7 @@ impl CancelRegistry {
             // have: Linux pids stay below 2^22 (`pid_max` is at most 4194304). A client that
             // passes its "backend pid" to pg_terminate_backend() therefore hits no other
             // session's backend.
-            let process_id = ((rand::random::<u32>() >> 1) | FIRST_CLIENT_PID) as i32;
+            let process_id = client_process_id(self.peer_id);
             if entries.contains_key(&process_id) {
                 continue;
             }
@@ -146,6 +196,60 @@ impl CancelRegistry {
     }
 }
 
+/// A client's cancel request for a session this instance does not have: sent on to the peer
+/// whose id the process id carries (`peers`), else to every address `peers_dns` resolves to,
+/// with pgrouter's peer code so that no peer forwards it again. Only the instance holding the
+/// session, with the right secret, acts on it.
+pub async fn forward_to_peers(
+    ctx: &crate::context::ProxyContext,
+    process_id: i32,
+    secret_key: i32,
+) {
+    let config = ctx.config();
+    let timeout = config.pool.connect_timeout.get();
+    let owner = peer_of(process_id).filter(|id| *id != ctx.cancels.peer_id());
+    let target = match owner.and_then(|id| config.peers.iter().find(|p| p.id == id)) {
+        Some(peer) => format!("{}:{}", peer.host, peer.port),
+        None => match &config.peers_dns {
+            Some(dns) => dns.clone(),
+            None => {
+                tracing::debug!("cancel request for an unknown session ignored (no peers)");
+                return;
+            }
+        },
+    };
+    let addresses: Vec<SocketAddr> = match tokio::net::lookup_host(target.as_str()).await {
+        Ok(found) => found.collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, peer = target, "cannot resolve the peer for a cancel request");
+            return;
+        }
+    };
+    let mut packet = [0u8; 16];
+    packet[..4].copy_from_slice(&16i32.to_be_bytes());
+    packet[4..8]
+        .copy_from_slice(&pgrouter_protocol::startup::PEER_CANCEL_REQUEST_CODE.to_be_bytes());
+    packet[8..12].copy_from_slice(&process_id.to_be_bytes());
+    packet[12..].copy_from_slice(&secret_key.to_be_bytes());
+    for addr in addresses {
+        let send = async {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.write_all(&packet).await?;
+            stream.shutdown().await
+        };
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(())) => tracing::debug!(peer = %addr, "cancel request forwarded to a peer"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, peer = %addr, "forwarding a cancel request to a peer failed")
+            }
+            Err(_) => {
+                tracing::warn!(peer = %addr, "forwarding a cancel request to a peer timed out")
+            }
+        }
+    }
+}
+
 /// A session's registration; dropping it removes the key.
 #[derive(Debug)]
 pub struct Registration {
@@ -165,6 +269,27 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_ids_carry_the_peer_id() {
+        for peer in [0u8, 1, 2, 17, 255] {
+            let registry = Arc::new(CancelRegistry::with_peer_id(peer));
+            for _ in 0..1000 {
+                let r = registry.register(Arc::default());
+                assert!(
+                    r.process_id >= 1 << 22,
+                    "above every Linux pid: {}",
+                    r.process_id
+                );
+                if peer != 0 {
+                    assert_eq!(peer_of(r.process_id), Some(peer));
+                }
+                assert!(registry.owns(r.process_id));
+            }
+        }
+        assert_eq!(peer_of(12345), None, "a server's pid");
+        assert_eq!(peer_of(-5), None);
+    }
 
     fn key() -> ServerKey {
         ServerKey {

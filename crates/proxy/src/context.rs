@@ -268,7 +268,7 @@ impl ProxyContext {
             buffer_budget: Arc::new(crate::memory::BufferBudget::new(byte_limit(
                 config.client.max_buffer_memory,
             ))),
-            cancels: Arc::new(CancelRegistry::default()),
+            cancels: Arc::new(CancelRegistry::with_peer_id(config.peer_id)),
             function_volatility: Mutex::new(HashMap::new()),
             login_parameters: Mutex::new(HashMap::new()),
             read_picks: AtomicU64::new(0),

@@ -42,6 +42,9 @@ pub fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         new.unix_socket_dir.clone_from(&old.unix_socket_dir);
         new.unix_socket_port = old.unix_socket_port;
     }
+    if keep("peer_id", old.peer_id != new.peer_id) {
+        new.peer_id = old.peer_id;
+    }
     if keep("worker_threads", old.worker_threads != new.worker_threads) {
         new.worker_threads = old.worker_threads;
     }

@@ -193,8 +193,13 @@ async fn serve(
             startup::Start::Cancel {
                 process_id,
                 secret_key,
+                from_peer,
             } => {
-                forward_cancel(ctx, process_id, secret_key).await;
+                if from_peer || ctx.cancels.owns(process_id) {
+                    forward_cancel(ctx, process_id, secret_key).await;
+                } else {
+                    crate::cancel::forward_to_peers(ctx, process_id, secret_key).await;
+                }
                 return Ok(None);
             }
             startup::Start::Session(s) => s,

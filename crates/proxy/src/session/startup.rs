@@ -12,7 +12,12 @@ use pgrouter_protocol::{ErrorResponse, SqlState};
 /// What the client wants.
 pub(super) enum Start {
     /// Cancel the query of the session holding this key.
-    Cancel { process_id: i32, secret_key: i32 },
+    Cancel {
+        process_id: i32,
+        secret_key: i32,
+        /// Forwarded by a peer pgrouter: handled here or nowhere.
+        from_peer: bool,
+    },
     /// Open a session.
     Session(Startup),
 }
@@ -93,10 +98,12 @@ pub(super) async fn read(
             Ok(Some(StartupPacket::CancelRequest {
                 process_id,
                 secret_key,
+                from_peer,
             })) => {
                 return Ok(Start::Cancel {
                     process_id,
                     secret_key,
+                    from_peer,
                 })
             }
             Ok(Some(StartupPacket::Startup(message))) => {
