@@ -128,6 +128,7 @@ pub async fn run(
                     _ = stop.cancelled() => return,
                     _ = ticks.tick() => {
                         ctx.maintain_pools();
+                        ctx.record_primary_position();
                         if let Some(e) = &exporter {
                             e.upkeep();
                         }

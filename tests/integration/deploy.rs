@@ -242,7 +242,10 @@ fn helm_chart_renders_valid_objects_and_a_valid_pgrouter_config() {
             .find(|d| d["metadata"]["name"].as_str() == Some("demo-pgrouter-peers"))
             .unwrap();
         assert_eq!(peers["spec"]["clusterIP"].as_str(), Some("None"));
-        assert_eq!(peers["spec"]["publishNotReadyAddresses"].as_bool(), Some(true));
+        assert_eq!(
+            peers["spec"]["publishNotReadyAddresses"].as_bool(),
+            Some(true)
+        );
 
         let deployment = find(&docs, "Deployment").unwrap();
         let spec = &deployment["spec"];

@@ -82,7 +82,14 @@ fn matrix(mode: &str, encoding: Option<&str>) {
     }
     conformance_role(cluster);
     // Reads only on the replicas, so that a read and a write never land on one server by chance.
-    let router = Router::start_weighted(cluster, [0, 1, 1], &format!("pool: {{mode: {mode}}}\n"));
+    // The drivers' scripts check that a read right after a write lands on a replica: with
+    // read-your-writes (the default) it does once the replica has replayed the write, which a
+    // busy test machine may take longer than the default 50 ms to do.
+    let router = Router::start_weighted(
+        cluster,
+        [0, 1, 1],
+        &format!("pool: {{mode: {mode}}}\nrouting: {{read_your_writes_wait: 5s}}\n"),
+    );
     let direct = format!(
         "postgres://app:app@127.0.0.1:{}/app",
         cluster.primary_port()

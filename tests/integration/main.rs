@@ -28,6 +28,7 @@ mod pgbouncer_compat;
 mod pgpool;
 mod pool;
 mod raw;
+mod read_your_writes;
 mod relay;
 mod reload;
 mod routing;

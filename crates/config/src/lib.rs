@@ -24,7 +24,8 @@ pub mod values;
 pub use access::{AccessMethod, AccessRule, ConnectionType};
 pub use load::{from_yaml, load, ConfigError, Env, ProcessEnv};
 pub use model::{
-    function_pattern, whole_text_pattern, PeerConfig, ReadsAfterWrite, DEFAULT_AUTH_QUERY,
+    function_pattern, whole_text_pattern, PeerConfig, ReadYourWrites, ReadsAfterWrite,
+    DEFAULT_AUTH_QUERY,
 };
 pub use model::{
     AdminConfig, AdminHttpAuth, AuthMethod, AuthQueryConfig, ClientConfig, Config, Discovery,

@@ -487,6 +487,12 @@ pub struct RoutingConfig {
     /// matching new lines too) go to the primary (Pgpool-II's
     /// `primary_routing_query_pattern_list`).
     pub primary_query_patterns: Vec<String>,
+    /// Read-your-writes: after a session's write, its reads go only to replicas that have
+    /// replayed it (`session`, default), or anywhere (`off`).
+    pub read_your_writes: ReadYourWrites,
+    /// How long a read waits for a replica to replay the session's last write before it runs on
+    /// the primary instead.
+    pub read_your_writes_wait: Duration,
     /// Sessions whose database name matches one of these regular expressions (whole name,
     /// case-insensitive) run every statement on the primary, as `primary_listen`'s do
     /// (Pgpool-II's `database_redirect_preference_list` entries `db:primary`).
@@ -494,6 +500,17 @@ pub struct RoutingConfig {
     /// Sessions whose `application_name` matches one of these run every statement on the
     /// primary (Pgpool-II's `app_name_redirect_preference_list` entries `app:primary`).
     pub primary_applications: Vec<String>,
+}
+
+/// `routing.read_your_writes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadYourWrites {
+    /// A session's reads see its own writes.
+    #[default]
+    Session,
+    /// Reads go to any replica within the lag limits.
+    Off,
 }
 
 /// `routing.reads_after_write`.
@@ -527,6 +544,8 @@ impl Default for RoutingConfig {
             reads_fallback_to_primary: true,
             max_parse_size: ByteSize(256 << 10),
             reads_after_write: ReadsAfterWrite::Balance,
+            read_your_writes: ReadYourWrites::Session,
+            read_your_writes_wait: Duration::from_millis(50),
             primary_query_patterns: Vec::new(),
             primary_databases: Vec::new(),
             primary_applications: Vec::new(),

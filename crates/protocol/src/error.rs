@@ -48,6 +48,8 @@ impl SqlState {
     pub const UNDEFINED_OBJECT: Self = Self("42704");
     /// `config_file_error`.
     pub const CONFIG_FILE_ERROR: Self = Self("F0000");
+    /// `22023` invalid_parameter_value.
+    pub const INVALID_PARAMETER_VALUE: Self = Self("22023");
 
     /// The code's text.
     pub fn code(&self) -> &'static str {

@@ -157,10 +157,13 @@ async fn query(
     slot: &mut Option<(ServerConn, usize, AuthQueryConfig, BytesMut)>,
     name: &str,
 ) -> Result<Option<Vec<Option<String>>>, String> {
+    // As a login's own server connection: a primary not known yet (pgrouter just started, or
+    // a failover is under way) is waited for, up to topology.failover_timeout.
+    let wait = ctx.config().topology.failover_timeout.get();
     let primary = ctx
         .topology
-        .load()
-        .primary
+        .wait_for(wait, |table| table.primary)
+        .await
         .ok_or("no primary server is available")?;
     if slot
         .as_ref()

@@ -210,6 +210,9 @@ pub struct ProxyContext {
     pub draining: std::sync::atomic::AtomicBool,
     /// When this process started serving (Unix seconds).
     pub started_at: u64,
+    /// The primary's WAL position as the health checks saw it, once a second for the last
+    /// ten minutes (for `pgrouter.max_staleness`).
+    primary_positions: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
     /// Classification caches, one per worker thread, owned by this context (so two contexts in
     /// one process never share one): no lock on the routing path.
     classification_caches: thread_local::ThreadLocal<RefCell<pgrouter_sql::ClassificationCache>>,
@@ -283,6 +286,7 @@ impl ProxyContext {
             clients: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             started_at: pgrouter_topology::table::unix_now(),
+            primary_positions: std::sync::Mutex::default(),
             classification_caches: thread_local::ThreadLocal::new(),
         }
     }
@@ -536,6 +540,43 @@ impl ProxyContext {
         } else {
             endpoint
         }
+    }
+
+    /// Records the primary's WAL position in the routing table now (called once a second).
+    pub fn record_primary_position(&self) {
+        let table = self.topology.load();
+        let Some(position) = table
+            .primary
+            .and_then(|p| table.nodes.get(p))
+            .and_then(|n| n.wal_position)
+        else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut history = self
+            .primary_positions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        history.push_back((now, position));
+        while history.len() > 600 {
+            history.pop_front();
+        }
+    }
+
+    /// The primary's WAL position as recorded at least `age` ago (the latest such record);
+    /// when none is that old, the oldest record (a stricter bound); `None` without records.
+    pub fn primary_position_before(&self, age: std::time::Duration) -> Option<u64> {
+        let history = self
+            .primary_positions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cutoff = std::time::Instant::now().checked_sub(age);
+        history
+            .iter()
+            .rev()
+            .find(|(at, _)| cutoff.is_some_and(|c| *at <= c))
+            .or_else(|| history.front())
+            .map(|(_, position)| *position)
     }
 
     /// Whether a session of this user on this database uses transaction pooling:

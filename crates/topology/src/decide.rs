@@ -242,6 +242,7 @@ fn initial_row(n: &NodeInput<'_>) -> NodeStatus {
         weight: 0,
         lag_bytes: None,
         lag_seconds: None,
+        wal_position: n.observation.and_then(wal_position),
         timeline: n
             .observation
             .and_then(|o| o.timeline.or(o.manager.as_ref().and_then(|m| m.timeline))),

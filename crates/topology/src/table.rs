@@ -77,6 +77,10 @@ pub struct NodeStatus {
     pub lag_bytes: Option<u64>,
     /// Seconds behind (replicas, when known).
     pub lag_seconds: Option<f64>,
+    /// WAL position at the last health check, in bytes: what a replica has replayed, or the
+    /// primary's current position (for read-your-writes: a replica at or past a session's last
+    /// write has it).
+    pub wal_position: Option<u64>,
     /// Timeline, when known.
     pub timeline: Option<u32>,
     /// Why the node is in this state, in words.
@@ -127,6 +131,7 @@ impl RoutingTable {
                     weight: 0,
                     lag_bytes: None,
                     lag_seconds: None,
+                    wal_position: None,
                     timeline: None,
                     reason: "not checked yet".into(),
                     last_change: crate::table::unix_now(),

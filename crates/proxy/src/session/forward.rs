@@ -273,7 +273,10 @@ pub(super) fn account_parts(
         b.sequences = Some(state.wrote());
     }
     for c in parts {
-        state.has_written |= writes_data(c);
+        if writes_data(c) {
+            state.has_written = true;
+            state.write_unconfirmed = true;
+        }
         ctx.stats.routed(b.node, c.route, c.rule);
         // `parts` holds what the unit runs, prepared statements it binds included.
         if !leaves_session_clean(ctx, c) {
@@ -309,6 +312,10 @@ pub(super) fn account_parts(
 /// primary for other reasons do not count.
 fn writes_data(c: &Classification) -> bool {
     use pgrouter_sql::Rule;
+    // `set_config()` is a "write function" that changes only the session.
+    if c.rule == Rule::WriteFunction && !c.effects.session.is_empty() {
+        return false;
+    }
     matches!(
         c.rule,
         Rule::Write

@@ -162,6 +162,25 @@ impl Session<'_> {
             if unit.terminate {
                 return Ok(Drain::Terminated);
             }
+            if let Some(error) = self.lost_transaction.take() {
+                if self.busy().is_some() {
+                    self.lost_transaction = Some(error);
+                    return Ok(Drain::Blocked);
+                }
+                let bytes = client.buf.split_to(unit.len).freeze();
+                self.answer_lost_transaction(client, &bytes, error).await?;
+                continue;
+            }
+            // After a lost transaction (above): the client believes it is still in one, and
+            // learns it did not with its next request, whatever that is.
+            if let Some(command) = lone_setting(&client.buf[..unit.len]) {
+                if self.busy().is_some() {
+                    return Ok(Drain::Blocked);
+                }
+                let _ = client.buf.split_to(unit.len);
+                self.answer_setting(client, command).await?;
+                continue;
+            }
             if let Some(command) = lone_pgpool_show(&client.buf[..unit.len]) {
                 if !self.answer_pgpool_show(client, unit.len, command).await? {
                     return Ok(Drain::Blocked);
@@ -178,15 +197,6 @@ impl Session<'_> {
                     Some(true) => continue,
                     None => {}
                 }
-            }
-            if let Some(error) = self.lost_transaction.take() {
-                if self.busy().is_some() {
-                    self.lost_transaction = Some(error);
-                    return Ok(Drain::Blocked);
-                }
-                let bytes = client.buf.split_to(unit.len).freeze();
-                self.answer_lost_transaction(client, &bytes, error).await?;
-                continue;
             }
             if let Some(error) = self.too_many_statements(&client.buf[..unit.len]) {
                 match self.refuse_unit(client, unit.len, error).await? {
@@ -240,8 +250,27 @@ impl Session<'_> {
                     return Ok(Drain::Blocked);
                 }
             }
+            if plan.slot == Some(Slot::Read) && self.wants_read_check() {
+                // The replica must have what the session must see, or the read runs on the
+                // primary. Asked with nothing in flight (the answers keep their order). A unit
+                // that continues an open segment on the replica (`Parse`/`Describe`/`Flush`,
+                // then `Bind`/`Execute`/`Sync`) goes where the segment's start was checked: no
+                // write can come between (it would wait for the segment to close).
+                match self.busy() {
+                    Some(Slot::Read) => {}
+                    Some(Slot::Primary) => return Ok(Drain::Blocked),
+                    None => {
+                        self.settle_read(client).await?;
+                        if self.reads_on_primary {
+                            plan = self.plan(&client.buf[..unit.len]);
+                        }
+                    }
+                }
+            }
             let bytes = client.buf.split_to(unit.len).freeze();
-            self.route_unit(client, bytes, plan).await?;
+            let routed = self.route_unit(client, bytes, plan).await;
+            self.reads_on_primary = false;
+            routed?;
         }
     }
 
@@ -355,7 +384,7 @@ impl Session<'_> {
 
     /// Sends responses pgrouter made itself, then `ReadyForQuery` with the transaction status the
     /// client knows (nothing ran on a server).
-    async fn send_local_answer(
+    pub(super) async fn send_local_answer(
         &mut self,
         client: &mut ClientConn,
         mut out: BytesMut,
@@ -738,4 +767,13 @@ enum PgpoolUnit {
     Incomplete,
     /// It may be, and its `Sync` ends this many bytes in.
     Through(usize),
+}
+
+/// pgrouter's own session command `unit` is, when it is one simple query and nothing else.
+fn lone_setting(unit: &[u8]) -> Option<Result<super::ryw::Command, ErrorResponse>> {
+    let mut messages = frames(unit);
+    match (messages.next(), messages.next()) {
+        (Some((fe::QUERY, message)), None) => super::ryw::parse(body(message)),
+        _ => None,
+    }
 }

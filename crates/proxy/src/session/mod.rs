@@ -34,6 +34,7 @@ mod links;
 mod login;
 mod plan;
 mod relay;
+pub(crate) mod ryw;
 mod server_output;
 mod startup;
 mod state;
@@ -276,7 +277,7 @@ async fn serve(
             admitted,
         ))))
     };
-    let (startup, user, parameters, first_server, _admitted) =
+    let (mut startup, user, parameters, first_server, _admitted) =
         // Boxed, as the relay below: a session's futures are large, and each level that holds
         // one inline is copied whole when it is created and moved.
         match tokio::time::timeout(login_timeout, Box::pin(login)).await {
@@ -298,6 +299,7 @@ async fn serve(
             }
         };
 
+    let ryw_settings = std::mem::take(&mut startup.pgrouter_settings);
     // As the login decided it (the same inputs give the same endpoint).
     let endpoint = ctx.session_endpoint(
         endpoint,
@@ -354,7 +356,12 @@ async fn serve(
         login,
         entry: Arc::clone(&client.entry),
         timing: relay::Timing::default(),
+        reads_on_primary: false,
+        replica_confirmed: None,
     };
+    for setting in &ryw_settings {
+        session.apply_setting(setting);
+    }
     let result = Box::pin(relay::relay(client, &mut session, shutdown)).await;
     drop(registration);
     session.release_all().await;

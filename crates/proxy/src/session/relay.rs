@@ -71,6 +71,11 @@ pub(super) struct Session<'a> {
     pub(super) entry: Arc<ClientEntry>,
     /// When the request being answered, and the open transaction, started.
     pub(super) timing: Timing,
+    /// The unit being routed must read on the primary: no replica has what the session must
+    /// see (see `ryw`).
+    pub(super) reads_on_primary: bool,
+    /// A replica (node) seen to have replayed this position, asked by the session itself.
+    pub(super) replica_confirmed: Option<(usize, u64)>,
 }
 
 /// Start times for the latency histograms.
@@ -245,7 +250,10 @@ impl<'a> Session<'a> {
             && routing.reads_after_write == pgrouter_config::ReadsAfterWrite::Primary;
         SessionFacts {
             pinned: self.state.pin.is_some(),
-            load_balance: routing.load_balance && self.endpoint.splits() && !stays_on_primary,
+            load_balance: routing.load_balance
+                && self.endpoint.splits()
+                && !stays_on_primary
+                && !self.reads_on_primary,
             default_read_only: self.state.default_read_only,
         }
     }

@@ -32,6 +32,9 @@ pub(crate) struct Startup {
     /// Everything to pass to the server's start-up packet: all parameters but `user` and the
     /// `_pq_.` protocol options, with `database` filled in.
     pub(crate) server_params: Vec<(String, String)>,
+    /// pgrouter's own settings given at start-up (`pgrouter.min_lsn`, …), taken out of
+    /// `server_params`.
+    pub(crate) pgrouter_settings: Vec<super::ryw::Command>,
 }
 
 impl Startup {
@@ -187,9 +190,17 @@ async fn check(
         .filter(|(k, _)| k != "user" && k != "database" && !k.starts_with("_pq_."))
         .collect();
     server_params.insert(0, ("database".to_owned(), database.clone()));
+    // pgrouter's own settings: applied to the session, never sent to a server (nor splitting
+    // the pools); a bad value refuses the login, as PostgreSQL refuses one of its own.
+    let (settings, server_params) = super::ryw::startup_settings(server_params);
+    let pgrouter_settings = settings
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SessionError::Fatal(e.into_fatal()))?;
     Ok(Startup {
         user,
         database,
         server_params,
+        pgrouter_settings,
     })
 }

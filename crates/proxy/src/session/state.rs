@@ -99,6 +99,16 @@ pub(crate) struct SessionState {
     writes: u64,
     /// A statement that writes has run in this session (for `routing.reads_after_write`).
     pub(crate) has_written: bool,
+    /// A write ran since the session last learnt the primary's WAL position (read-your-writes).
+    pub(crate) write_unconfirmed: bool,
+    /// The WAL position the session's reads must see: its own writes' (read-your-writes) and
+    /// `pgrouter.min_lsn`'s.
+    pub(crate) min_lsn: u64,
+    /// The position after the session's last write, as last learnt (`SHOW
+    /// pgrouter.last_write_lsn`).
+    pub(crate) last_write_lsn: u64,
+    /// `pgrouter.max_staleness`: reads only on replicas less far behind.
+    pub(crate) max_staleness: Option<std::time::Duration>,
 }
 
 /// Session numbers: unique for the life of the process.
@@ -121,6 +131,10 @@ impl SessionState {
             id: NEXT_SESSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             writes: 0,
             has_written: false,
+            write_unconfirmed: false,
+            min_lsn: 0,
+            last_write_lsn: 0,
+            max_staleness: None,
         }
     }
 
