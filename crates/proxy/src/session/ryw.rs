@@ -6,7 +6,7 @@
 //! on the primary, which is at or past the end of every transaction that has committed there.
 //! A session that only writes, or only reads, pays nothing. A replica's replayed position comes
 //! from the health checks (each second); a replica not there yet is asked directly
-//! (`pg_last_wal_replay_lsn()`) until it is or the wait is over.
+//! (`pg_last_wal_replay_lsn()`, every millisecond) until it is or the wait is over.
 //!
 //! Across sessions and instances: `SHOW pgrouter.last_write_lsn` gives the position as a token;
 //! `SET pgrouter.min_lsn = '…'` (or the start-up parameter) makes a session's reads wait for it;
@@ -274,7 +274,7 @@ impl Session<'_> {
             if now >= deadline {
                 break;
             }
-            tokio::time::sleep((deadline - now).min(Duration::from_millis(5))).await;
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(1))).await;
         }
         self.reads_on_primary = true;
         Ok(())
