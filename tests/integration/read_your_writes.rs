@@ -182,6 +182,22 @@ async fn a_write_position_travels_between_sessions_and_instances() {
             .await
             .unwrap_err();
         assert_eq!(bad.code().map(|c| c.code()), Some("22023"), "{bad:?}");
+        // Prepared (extended protocol), a server would take it as a setting of its own and
+        // pgrouter would not see it: refused instead of silently ignored.
+        let prepared = reader
+            .execute(&format!("SET pgrouter.min_lsn = '{token}'"), &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            prepared.code().map(|c| c.code()),
+            Some("0A000"),
+            "{prepared:?}"
+        );
+        assert_eq!(
+            value(&reader, &query).await,
+            "1",
+            "{mode}: the session goes on"
+        );
 
         tokio::time::sleep(DELAY).await;
     }

@@ -198,6 +198,21 @@ impl Session<'_> {
                     None => {}
                 }
             }
+            if first == Some(fe::PARSE) && prepares_setting(&client.buf[..unit.len]) {
+                // A server would take `SET pgrouter.min_lsn` as a custom setting of its own and
+                // pgrouter would never see it: refused, rather than silently not applied.
+                if self.busy().is_some() {
+                    return Ok(Drain::Blocked);
+                }
+                let bytes = client.buf.split_to(unit.len).freeze();
+                let error = ErrorResponse::error(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "pgrouter's settings (pgrouter.min_lsn, pgrouter.max_staleness) and SHOW pgrouter.last_write_lsn take the simple query protocol",
+                )
+                .with_hint("Send them as a plain query (no parameters, not prepared), or give pgrouter.min_lsn and pgrouter.max_staleness as start-up parameters.");
+                self.answer_with_error(client, &bytes, &error).await?;
+                continue;
+            }
             if let Some(error) = self.too_many_statements(&client.buf[..unit.len]) {
                 match self.refuse_unit(client, unit.len, error).await? {
                     Some(drain) => return Ok(drain),
@@ -776,4 +791,13 @@ fn lone_setting(unit: &[u8]) -> Option<Result<super::ryw::Command, ErrorResponse
         (Some((fe::QUERY, message)), None) => super::ryw::parse(body(message)),
         _ => None,
     }
+}
+
+/// Whether `unit` prepares one of pgrouter's own session commands (`SET pgrouter.min_lsn`, …).
+fn prepares_setting(unit: &[u8]) -> bool {
+    frames(unit).any(|(tag, message)| {
+        tag == fe::PARSE
+            && fe::parse_parse(body(message))
+                .is_some_and(|(_, query)| super::ryw::parse(query).is_some())
+    })
 }
