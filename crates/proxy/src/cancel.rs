@@ -225,26 +225,11 @@ pub async fn forward_to_peers(
             return;
         }
     };
-    let mut packet = [0u8; 16];
-    packet[..4].copy_from_slice(&16i32.to_be_bytes());
-    packet[4..8]
-        .copy_from_slice(&pgrouter_protocol::startup::PEER_CANCEL_REQUEST_CODE.to_be_bytes());
-    packet[8..12].copy_from_slice(&process_id.to_be_bytes());
-    packet[12..].copy_from_slice(&secret_key.to_be_bytes());
     for addr in addresses {
-        let send = async {
-            use tokio::io::AsyncWriteExt;
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.write_all(&packet).await?;
-            stream.shutdown().await
-        };
-        match tokio::time::timeout(timeout, send).await {
-            Ok(Ok(())) => tracing::debug!(peer = %addr, "cancel request forwarded to a peer"),
-            Ok(Err(e)) => {
+        match pgrouter_conn::send_peer_cancel(addr, process_id, secret_key, timeout).await {
+            Ok(()) => tracing::debug!(peer = %addr, "cancel request forwarded to a peer"),
+            Err(e) => {
                 tracing::warn!(error = %e, peer = %addr, "forwarding a cancel request to a peer failed")
-            }
-            Err(_) => {
-                tracing::warn!(peer = %addr, "forwarding a cancel request to a peer timed out")
             }
         }
     }

@@ -32,6 +32,11 @@ fn pool_mode(ctx: &ProxyContext, database: &str, user: &str) -> &'static str {
         .and_then(|u| u.pool_mode)
         .or_else(|| config.pool.database_modes.get(database).copied())
         .unwrap_or(config.pool.mode);
+    mode_name(mode)
+}
+
+/// A pool mode as PgBouncer names it.
+fn mode_name(mode: pgrouter_config::PoolMode) -> &'static str {
     match mode {
         pgrouter_config::PoolMode::Session => "session",
         pgrouter_config::PoolMode::Transaction => "transaction",
@@ -393,19 +398,15 @@ pub fn databases(ctx: &ProxyContext) -> ResultSet {
     for ((database, _), p) in pool_counts(ctx) {
         *current.entry(database).or_default() += p.servers_held + p.servers_idle;
     }
-    let mode = match config.pool.mode {
-        pgrouter_config::PoolMode::Session => "session",
-        pgrouter_config::PoolMode::Transaction => "transaction",
-    };
     for (database, connections) in current {
-        let db_mode = config
-            .pool
-            .database_modes
-            .get(&database)
-            .map_or(mode, |m| match m {
-                pgrouter_config::PoolMode::Session => "session",
-                pgrouter_config::PoolMode::Transaction => "transaction",
-            });
+        let db_mode = mode_name(
+            config
+                .pool
+                .database_modes
+                .get(&database)
+                .copied()
+                .unwrap_or(config.pool.mode),
+        );
         rs.push(vec![
             text(&database),
             text(&host),

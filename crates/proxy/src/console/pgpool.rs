@@ -37,10 +37,7 @@ pub enum PgpoolShow {
 /// are refused at their first letter.
 pub fn parse(text: &[u8]) -> Option<PgpoolShow> {
     let text = text.strip_suffix(&[0]).unwrap_or(text);
-    let first = text.iter().position(|b| !b.is_ascii_whitespace())?;
-    if !matches!(text[first], b's' | b'S') {
-        return None;
-    }
+    let first = begins_with_word(text, &["show"])?;
     let text = std::str::from_utf8(&text[first..]).ok()?.trim_end();
     let text = text.strip_suffix(';').unwrap_or(text);
     let mut words = text.split_ascii_whitespace();
@@ -62,6 +59,23 @@ pub fn parse(text: &[u8]) -> Option<PgpoolShow> {
         .iter()
         .find(|(name, _)| what.eq_ignore_ascii_case(name))
         .map(|(_, c)| *c)
+}
+
+/// Where the statement in `text` starts, when its first word is one of `words` (lower-case
+/// ASCII, matched in any case) followed by white space. Looked at byte by byte, before any UTF-8
+/// check of the whole text: it runs on every simple query and every `Parse`, and refuses a
+/// `SELECT` within its first letters.
+pub(crate) fn begins_with_word(text: &[u8], words: &[&str]) -> Option<usize> {
+    let first = text.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &text[first..];
+    words
+        .iter()
+        .any(|w| {
+            rest.len() > w.len()
+                && rest[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+                && rest[w.len()].is_ascii_whitespace()
+        })
+        .then_some(first)
 }
 
 /// The answer to `command`.

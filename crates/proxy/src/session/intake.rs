@@ -765,13 +765,18 @@ impl Session<'_> {
     }
 }
 
-/// The Pgpool-II command `unit` is, when it is one simple query and nothing else.
-fn lone_pgpool_show(unit: &[u8]) -> Option<pgpool_show::PgpoolShow> {
+/// The text of `unit` when it is one simple query and nothing else.
+fn lone_query(unit: &[u8]) -> Option<&[u8]> {
     let mut messages = frames(unit);
     match (messages.next(), messages.next()) {
-        (Some((fe::QUERY, message)), None) => pgpool_show::parse(body(message)),
+        (Some((fe::QUERY, message)), None) => Some(body(message)),
         _ => None,
     }
+}
+
+/// The Pgpool-II command `unit` is, when it is one simple query and nothing else.
+fn lone_pgpool_show(unit: &[u8]) -> Option<pgpool_show::PgpoolShow> {
+    pgpool_show::parse(lone_query(unit)?)
 }
 
 /// What [`Session::extended_pgpool_unit`] found.
@@ -785,12 +790,8 @@ enum PgpoolUnit {
 }
 
 /// pgrouter's own session command `unit` is, when it is one simple query and nothing else.
-fn lone_setting(unit: &[u8]) -> Option<Result<super::ryw::Command, ErrorResponse>> {
-    let mut messages = frames(unit);
-    match (messages.next(), messages.next()) {
-        (Some((fe::QUERY, message)), None) => super::ryw::parse(body(message)),
-        _ => None,
-    }
+fn lone_setting(unit: &[u8]) -> Option<super::ryw::Setting> {
+    super::ryw::parse(lone_query(unit)?)
 }
 
 /// Whether `unit` prepares one of pgrouter's own session commands (`SET pgrouter.min_lsn`, …).

@@ -95,13 +95,10 @@ pub(crate) fn setting(name: &str, value: &str) -> Option<Result<Command, ErrorRe
 
 /// The command a simple query's text is, if it is exactly one of pgrouter's settings
 /// (`SHOW name`, `SET [SESSION] name = value` or `TO value`, `RESET name`; any case, an
-/// optional `;`). Refused at the first word for anything else.
+/// optional `;`). Refused at the first word for anything else, before reading the rest.
 pub(crate) fn parse(text: &[u8]) -> Option<Result<Command, ErrorResponse>> {
     let text = text.strip_suffix(&[0]).unwrap_or(text);
-    let first = text.iter().position(|b| !b.is_ascii_whitespace())?;
-    if !matches!(text[first], b's' | b'S' | b'r' | b'R') {
-        return None;
-    }
+    let first = crate::console::pgpool::begins_with_word(text, &["show", "set", "reset"])?;
     let text = std::str::from_utf8(&text[first..]).ok()?.trim_end();
     let text = text.strip_suffix(';').unwrap_or(text).trim_end();
     let (verb, rest) = text.split_once(char::is_whitespace)?;
@@ -215,20 +212,9 @@ impl Session<'_> {
                 routing.read_your_writes_wait.get(),
             )
         };
-        if ryw && self.state.write_unconfirmed {
-            let learnt = self.primary_lsn(client).await?;
-            tracing::debug!(lsn = ?learnt.map(format_lsn), "read-your-writes: the session's writes are at");
-            match learnt {
-                Some(lsn) => {
-                    self.state.min_lsn = self.state.min_lsn.max(lsn);
-                    self.state.last_write_lsn = self.state.last_write_lsn.max(lsn);
-                    self.state.write_unconfirmed = false;
-                }
-                None => {
-                    self.reads_on_primary = true;
-                    return Ok(());
-                }
-            }
+        if ryw && !self.learn_write_position(client).await? {
+            self.reads_on_primary = true;
+            return Ok(());
         }
         let Some(node) = self.read_node else {
             return Ok(());
@@ -278,6 +264,27 @@ impl Session<'_> {
         }
         self.reads_on_primary = true;
         Ok(())
+    }
+
+    /// When the session wrote since it last asked, learns where its writes are on the primary
+    /// (raising `min_lsn` and `last_write_lsn`). `false`: it wrote and the position could not be
+    /// learnt.
+    async fn learn_write_position(
+        &mut self,
+        client: &mut ClientConn,
+    ) -> Result<bool, SessionError> {
+        if !self.state.write_unconfirmed {
+            return Ok(true);
+        }
+        let learnt = self.primary_lsn(client).await?;
+        tracing::debug!(lsn = ?learnt.map(format_lsn), "read-your-writes: the session's writes are at");
+        let Some(lsn) = learnt else {
+            return Ok(false);
+        };
+        self.state.min_lsn = self.state.min_lsn.max(lsn);
+        self.state.last_write_lsn = self.state.last_write_lsn.max(lsn);
+        self.state.write_unconfirmed = false;
+        Ok(true)
     }
 
     /// The primary's WAL insert position, asked on the session's primary connection (taken
@@ -358,13 +365,8 @@ impl Session<'_> {
                 };
                 match &command {
                     Command::ShowLastWriteLsn => {
-                        if self.state.write_unconfirmed {
-                            if let Some(lsn) = self.primary_lsn(client).await? {
-                                self.state.last_write_lsn = self.state.last_write_lsn.max(lsn);
-                                self.state.min_lsn = self.state.min_lsn.max(lsn);
-                                self.state.write_unconfirmed = false;
-                            }
-                        }
+                        // Not learnt (inside a transaction): the position last learnt.
+                        self.learn_write_position(client).await?;
                         show(
                             &mut out,
                             "last_write_lsn",
