@@ -462,7 +462,7 @@ async fn pgbench_beside_hostile_clients() {
         let (status, _) = crate::harness::http(&admin, "GET", "/health");
         assert_eq!(status, 200, "/health under load");
         assert!(
-            asked.elapsed() < Duration::from_millis(1500),
+            asked.elapsed() < Duration::from_secs(5),
             "/health took {:?}",
             asked.elapsed()
         );

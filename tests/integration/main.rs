@@ -14,6 +14,7 @@ mod access;
 mod admin;
 mod auth_query;
 mod bad_input;
+mod cancel_race;
 mod cli;
 mod deploy;
 mod drivers;

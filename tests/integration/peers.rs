@@ -3,7 +3,7 @@
 //! session of another instance is forwarded there (by `peers`, or to every address `peers_dns`
 //! resolves to), and only the right secret has an effect. Two real instances, real sessions.
 
-use crate::harness::{cluster, Router};
+use crate::harness::{cluster, eventually, Router};
 use crate::raw::{startup_packet, RawClient};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -44,16 +44,30 @@ fn cancel_via(port: u16, pid: i32, secret: i32) {
     s.write_all(&packet).unwrap();
 }
 
-/// Runs `pg_sleep(seconds)` on `c`, sends the cancel with `cancel`, and returns the SQLSTATE
-/// the query ended with (`None`: it ran to the end) and how long it took.
+/// Runs `pg_sleep(seconds)` on `c`, sends the cancel with `cancel` once the statement runs on
+/// a server, and returns the SQLSTATE the query ended with (`None`: it ran to the end) and how
+/// long it took.
 fn sleep_and_cancel(
     c: &mut RawClient,
     seconds: u32,
     cancel: impl FnOnce(),
 ) -> (Option<String>, Duration) {
     let started = Instant::now();
-    c.send_query(&format!("SELECT pg_sleep({seconds})"));
-    std::thread::sleep(Duration::from_millis(500));
+    let marker = format!("peers_{}", rand::random::<u32>());
+    c.send_query(&format!("SELECT pg_sleep({seconds}), '{marker}'"));
+    let cluster = cluster().unwrap();
+    let running = eventually(Duration::from_secs(20), || {
+        (0..3).any(|node| {
+            cluster.node_sql(
+                node,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                     AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+                ),
+            ) == "1"
+        })
+    });
+    assert!(running, "the statement never started");
     cancel();
     let mut code = None;
     loop {
@@ -94,12 +108,15 @@ async fn a_cancel_reaching_another_instance_is_forwarded_to_its_owner() {
     let (code, took) = sleep_and_cancel(&mut client, 20, || cancel_via(b.port, pid, secret));
     assert_eq!(code.as_deref(), Some("57014"), "cancelled through B");
     assert!(took < Duration::from_secs(15), "{took:?}");
-    // A wrong secret has no effect, wherever it is sent.
-    let (code, _) = sleep_and_cancel(&mut client, 2, || {
+    // A wrong secret has no effect, wherever it is sent: on a session of its own, so that
+    // nothing of the cancel above plays a part (cancel_race.rs covers late cancels).
+    let (mut other, pid, secret) = login_with_key(a.port);
+    let (code, _) = sleep_and_cancel(&mut other, 2, || {
         cancel_via(b.port, pid, secret.wrapping_add(1));
         cancel_via(a.port, pid, secret.wrapping_add(1));
     });
     assert_eq!(code, None, "a wrong secret cancels nothing");
+    drop(client);
 
     // The other way, once A knows B (peers reload).
     let config = a.config_path();
@@ -122,6 +139,8 @@ async fn a_cancel_reaching_another_instance_is_forwarded_to_its_owner() {
         cluster,
         &format!("peer_id: 3\npeers_dns: localhost:{}\n", b.port),
     );
+    // A session of its own again.
+    let (mut on_b, pid, secret) = login_with_key(b.port);
     let (code, _) = sleep_and_cancel(&mut on_b, 20, || cancel_via(c.port, pid, secret));
     assert_eq!(
         code.as_deref(),

@@ -80,6 +80,9 @@ pub struct ServerConn {
     pub parameters: Vec<(String, String)>,
     /// The server's `BackendKeyData` (process id, secret), for cancel requests.
     pub backend_key: Option<(i32, i32)>,
+    /// Cancels forwarded to it that the server may not have acted on yet: until they have,
+    /// it runs nobody's next statement.
+    pub cancels: crate::CancelsInFlight,
 }
 
 impl ServerConn {
@@ -301,6 +304,7 @@ async fn connect_inner(
                     addr,
                     parameters,
                     backend_key,
+                    cancels: crate::CancelsInFlight::default(),
                 });
             }
             (Message::ErrorResponse(body), raw) => {

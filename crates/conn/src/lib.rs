@@ -25,7 +25,7 @@ pub mod query;
 pub mod stream;
 pub mod tls;
 
-pub use cancel::{send_cancel, send_peer_cancel};
+pub use cancel::{send_cancel, send_peer_cancel, CancelInFlight, CancelsInFlight};
 pub use connect::{Credential, ServerConn, ServerTarget};
 pub use error::ConnError;
 pub use keepalive::Keepalive;

@@ -7,8 +7,9 @@
 //! FIFO queue (a fair semaphore) for up to `checkout_timeout`. An idle connection of another
 //! pool is closed to make room rather than letting a client wait.
 //!
-//! A connection is returned only after its reset query (`DISCARD ALL` by default) succeeded;
-//! one that is broken, too old, or idle too long is closed, never handed out.
+//! A connection is returned only after the cancels forwarded to it have had their effect and its
+//! reset query (`DISCARD ALL` by default) succeeded; one that is broken, too old, idle too long
+//! or with a cancel of unknown outcome is closed, never handed out.
 //!
 //! What it must not do: route, authenticate clients, or read a connection other than to reset
 //! it and to check that an idle one is still open. Locks are held only to push or pop idle
@@ -23,6 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a connection returned with a cancel in flight waits for it at most (the forwarder's
+/// own limit, `pool.connect_timeout`, normally ends it first).
+const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Pool settings (from `pool:` in the configuration).
 #[derive(Debug, Clone)]
@@ -312,6 +317,13 @@ impl<S: Default> Pools<S> {
             return;
         };
         if expired(&self.settings.load().max_lifetime, ticket.created) {
+            return;
+        }
+        // A cancel forwarded for its last statement that the server has not acted on yet would
+        // land on the next client's statement. The forwarder gives up within its own timeout;
+        // the limit here is only a backstop.
+        if !conn.cancels.clear() && !conn.cancels.settle(CANCEL_SETTLE_LIMIT).await {
+            tracing::debug!("server connection with a cancel of unknown outcome closed");
             return;
         }
         if reset {

@@ -33,6 +33,7 @@ async fn fake_conn(listener: &TcpListener, keep: &mut Vec<TcpStream>) -> Result<
         addr,
         parameters: vec![],
         backend_key: None,
+        cancels: Default::default(),
     })
 }
 

@@ -7,13 +7,14 @@
 //! message, so a short std mutex section (never held across `.await`) is the right tool. The
 //! session marks a request waiting for a connection with an atomic, not a lock.
 
+use pgrouter_conn::{CancelInFlight, CancelsInFlight};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Where a cancel for a session must go right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerKey {
     /// The server connection's address.
     pub addr: SocketAddr,
@@ -21,6 +22,36 @@ pub struct ServerKey {
     pub process_id: i32,
     /// Its `BackendKeyData` secret.
     pub secret_key: i32,
+    /// The connection's cancels in flight: a cancel counts there from the moment it is handed
+    /// out (under the lock the session takes to point cancels elsewhere), so a connection the
+    /// session gives back is never reused before the cancel has had its effect.
+    pub cancels: CancelsInFlight,
+}
+
+impl ServerKey {
+    /// The key of a server connection (`None`: it sent no `BackendKeyData`).
+    pub fn of(conn: &pgrouter_conn::ServerConn) -> Option<Self> {
+        conn.backend_key.map(|(process_id, secret_key)| ServerKey {
+            addr: conn.addr,
+            process_id,
+            secret_key,
+            cancels: conn.cancels.clone(),
+        })
+    }
+}
+
+/// A cancel to send to a server, counted in flight on its connection until `in_flight` is
+/// confirmed or dropped.
+#[derive(Debug)]
+pub struct ForwardedCancel {
+    /// The server connection's address.
+    pub addr: SocketAddr,
+    /// Its `BackendKeyData` process id.
+    pub process_id: i32,
+    /// Its `BackendKeyData` secret.
+    pub secret_key: i32,
+    /// Confirm it once the server has closed the cancel connection.
+    pub in_flight: CancelInFlight,
 }
 
 /// A session's current cancel target, updated by the session when it switches server connection.
@@ -61,7 +92,7 @@ impl CancelTarget {
 
     /// A cancel request for this session: cancels a waiting request (`None`: nothing to
     /// forward), or names the server connection to forward it to.
-    fn cancel(&self) -> Option<ServerKey> {
+    fn cancel(&self) -> Option<ForwardedCancel> {
         if self
             .waiting
             .compare_exchange(WAITING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst)
@@ -69,7 +100,13 @@ impl CancelTarget {
         {
             return None;
         }
-        *self.server.lock().unwrap_or_else(PoisonError::into_inner)
+        let server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
+        server.as_ref().map(|key| ForwardedCancel {
+            addr: key.addr,
+            process_id: key.process_id,
+            secret_key: key.secret_key,
+            in_flight: key.cancels.start(),
+        })
     }
 }
 
@@ -165,7 +202,7 @@ impl CancelRegistry {
     /// Cancels for a client key: the server key to forward the cancel to, if the key is valid
     /// and the session is on a server. A request still waiting for a server connection is
     /// marked cancelled instead (and `None` returned).
-    pub fn cancel(&self, process_id: i32, secret_key: i32) -> Option<ServerKey> {
+    pub fn cancel(&self, process_id: i32, secret_key: i32) -> Option<ForwardedCancel> {
         let slot = {
             let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = entries.get(&process_id)?;
@@ -281,7 +318,17 @@ mod tests {
             addr: "127.0.0.1:5432".parse().unwrap(),
             process_id: 7,
             secret_key: 9,
+            cancels: CancelsInFlight::default(),
         }
+    }
+
+    /// Where a forwarded cancel goes.
+    fn target(forwarded: Option<ForwardedCancel>) -> Option<(SocketAddr, i32, i32)> {
+        forwarded.map(|f| (f.addr, f.process_id, f.secret_key))
+    }
+
+    fn key_target() -> Option<(SocketAddr, i32, i32)> {
+        Some(("127.0.0.1:5432".parse().unwrap(), 7, 9))
     }
 
     #[test]
@@ -290,18 +337,35 @@ mod tests {
         let slot: CancelSlot = Arc::default();
         let r = reg.register(Arc::clone(&slot));
         assert!(r.process_id >= FIRST_CLIENT_PID as i32);
-        assert_eq!(
-            reg.cancel(r.process_id, r.secret_key),
-            None,
+        assert!(
+            reg.cancel(r.process_id, r.secret_key).is_none(),
             "idle: nothing to cancel"
         );
         slot.point_at(Some(key()));
-        assert_eq!(reg.cancel(r.process_id, r.secret_key), Some(key()));
-        assert_eq!(reg.cancel(r.process_id, r.secret_key.wrapping_add(1)), None);
+        assert_eq!(target(reg.cancel(r.process_id, r.secret_key)), key_target());
+        assert!(reg
+            .cancel(r.process_id, r.secret_key.wrapping_add(1))
+            .is_none());
         let pid = r.process_id;
         drop(r);
-        assert_eq!(reg.cancel(pid, 0), None);
+        assert!(reg.cancel(pid, 0).is_none());
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn a_forwarded_cancel_is_in_flight_on_its_connection_until_confirmed() {
+        let reg = Arc::new(CancelRegistry::default());
+        let slot: CancelSlot = Arc::default();
+        let r = reg.register(Arc::clone(&slot));
+        let key = key();
+        let cancels = key.cancels.clone();
+        slot.point_at(Some(key));
+        let forwarded = reg.cancel(r.process_id, r.secret_key).unwrap();
+        // The session gives the connection up meanwhile: it still owes the cancel.
+        slot.point_at(None);
+        assert!(!cancels.clear());
+        forwarded.in_flight.confirmed();
+        assert!(cancels.clear());
     }
 
     #[test]
@@ -315,14 +379,16 @@ mod tests {
         assert!(!slot.request_sent());
         // A cancel while it waits: nothing is forwarded, the request is cancelled once.
         slot.request_waits();
-        assert_eq!(reg.cancel(r.process_id, r.secret_key), None);
+        assert!(reg.cancel(r.process_id, r.secret_key).is_none());
         assert!(slot.request_sent());
         assert!(!slot.request_sent());
         // Once sent, cancels go to the server again.
-        assert_eq!(reg.cancel(r.process_id, r.secret_key), Some(key()));
+        assert_eq!(target(reg.cancel(r.process_id, r.secret_key)), key_target());
         // A wrong secret cancels nothing, waiting or not.
         slot.request_waits();
-        assert_eq!(reg.cancel(r.process_id, r.secret_key.wrapping_add(1)), None);
+        assert!(reg
+            .cancel(r.process_id, r.secret_key.wrapping_add(1))
+            .is_none());
         assert!(!slot.request_sent());
     }
 }

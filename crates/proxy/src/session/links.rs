@@ -88,7 +88,16 @@ impl Session<'_> {
             }
             self.close_backend(slot).await;
         }
-        if self.backend(slot).is_some() {
+        if let Some(b) = self.backend(slot) {
+            if !b.conn.cancels.clear() {
+                // A cancel this client sent for an earlier statement is still on its way to
+                // this connection; PostgreSQL would apply it to whatever runs next. (One of
+                // unknown outcome is not waited for again: as with PostgreSQL itself, it can
+                // only reach this client's own statements.)
+                let cancels = b.conn.cancels.clone();
+                let limit = self.ctx.live().config.pool.connect_timeout.get();
+                cancels.settle(limit).await;
+            }
             return Ok(slot);
         }
         match slot {
@@ -144,15 +153,7 @@ impl Session<'_> {
             Slot::Primary => self.primary.as_ref(),
             Slot::Read => self.read.as_ref(),
         }
-        .and_then(|b| {
-            b.conn
-                .backend_key
-                .map(|(process_id, secret_key)| ServerKey {
-                    addr: b.conn.addr,
-                    process_id,
-                    secret_key,
-                })
-        });
+        .and_then(|b| ServerKey::of(&b.conn));
         self.cancel.point_at(key);
     }
 

@@ -309,12 +309,8 @@ async fn serve(
     let slot: CancelSlot = Arc::default();
     let registration = ctx.cancels.register(Arc::clone(&slot));
     if let Some(opened) = &first_server {
-        if let Some((process_id, secret_key)) = opened.conn.backend_key {
-            slot.point_at(Some(ServerKey {
-                addr: opened.conn.addr,
-                process_id,
-                secret_key,
-            }));
+        if let Some(key) = ServerKey::of(&opened.conn) {
+            slot.point_at(Some(key));
         }
     }
 
@@ -370,14 +366,25 @@ async fn serve(
 
 async fn forward_cancel(ctx: &ProxyContext, process_id: i32, secret_key: i32) {
     match ctx.cancels.cancel(process_id, secret_key) {
-        Some(key) => {
+        Some(cancel) => {
             let timeout = ctx.live().config.pool.connect_timeout.get();
-            if let Err(e) =
-                pgrouter_conn::send_cancel(key.addr, key.process_id, key.secret_key, timeout).await
+            match pgrouter_conn::send_cancel(
+                cancel.addr,
+                cancel.process_id,
+                cancel.secret_key,
+                timeout,
+            )
+            .await
             {
-                tracing::warn!(error = %e, server = %key.addr, "forwarding cancel request failed");
-            } else {
-                tracing::debug!(server = %key.addr, "cancel request forwarded");
+                Ok(()) => {
+                    cancel.in_flight.confirmed();
+                    tracing::debug!(server = %cancel.addr, "cancel request forwarded");
+                }
+                // The connection then counts as having a cancel of unknown outcome: it is
+                // never handed to another client.
+                Err(e) => {
+                    tracing::warn!(error = %e, server = %cancel.addr, "forwarding cancel request failed")
+                }
             }
         }
         None => tracing::debug!("cancel request for an unknown or idle session ignored"),

@@ -15,7 +15,7 @@ use super::backend::{read_opt, Backend, Slot};
 use super::client::ClientConn;
 use super::state::SessionState;
 use super::SessionError;
-use crate::cancel::CancelSlot;
+use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientEntry, ClientState};
 use crate::context::ProxyContext;
 use crate::routing::{Endpoint, SessionFacts};
@@ -232,15 +232,20 @@ impl<'a> Session<'a> {
             Slot::Primary => self.primary.as_ref(),
             Slot::Read => self.read.as_ref(),
         };
-        let Some((addr, (process_id, secret_key))) =
-            backend.and_then(|b| b.conn.backend_key.map(|key| (b.conn.addr, key)))
-        else {
+        let Some(key) = backend.and_then(|b| ServerKey::of(&b.conn)) else {
             return;
         };
+        let addr = key.addr;
         tracing::info!(server = %addr, "client.query_timeout expired: cancelling the request on the server");
         let timeout = self.ctx.live().config.pool.connect_timeout.get();
-        if let Err(e) = pgrouter_conn::send_cancel(addr, process_id, secret_key, timeout).await {
-            tracing::warn!(error = %e, server = %addr, "cancel request for client.query_timeout failed");
+        // Counted in flight like a client's cancel: one of unknown outcome keeps the
+        // connection from ever serving another client.
+        let in_flight = key.cancels.start();
+        match pgrouter_conn::send_cancel(addr, key.process_id, key.secret_key, timeout).await {
+            Ok(()) => in_flight.confirmed(),
+            Err(e) => {
+                tracing::warn!(error = %e, server = %addr, "cancel request for client.query_timeout failed")
+            }
         }
     }
 
