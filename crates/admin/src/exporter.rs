@@ -14,11 +14,19 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Histogram buckets (seconds): from 100 µs to 30 s.
-const BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
+/// Histogram buckets (seconds): from 100 µs to 30 s, the same as the sessions' own histograms.
+const BUCKETS: &[f64] = &pgrouter_proxy::latency::BUCKETS;
+
+/// The request latency histogram, recorded by sessions (`Stats::request_duration`).
+const REQUEST_DURATION: (&str, &str) = (
+    "pgrouter_request_duration_seconds",
+    "Request latency through pgrouter, to ReadyForQuery",
+);
+/// The transaction latency histogram (`Stats::transaction_duration`).
+const TRANSACTION_DURATION: (&str, &str) = (
+    "pgrouter_transaction_duration_seconds",
+    "Explicit transaction latency through pgrouter, first request to the end",
+);
 
 /// How long a gauge nobody sets stays in the exposition.
 const STALE_GAUGE: std::time::Duration = std::time::Duration::from_secs(300);
@@ -77,7 +85,15 @@ impl Exporter {
     pub fn render(&self, ctx: &ProxyContext) -> String {
         self.update(ctx);
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        let stats = &ctx.stats;
+        for (histogram, (name, help)) in [
+            (&stats.request_duration, REQUEST_DURATION),
+            (&stats.transaction_duration, TRANSACTION_DURATION),
+        ] {
+            histogram.render(name, help, &mut text);
+        }
+        text
     }
 
     fn update(&self, ctx: &ProxyContext) {
@@ -374,16 +390,6 @@ fn describe() {
         "Client requests answered (simple queries and extended-protocol segments)"
     );
     describe_counter!("pgrouter_transactions_total", "Explicit transactions ended");
-    describe_histogram!(
-        "pgrouter_request_duration_seconds",
-        Unit::Seconds,
-        "Request latency through pgrouter, to ReadyForQuery"
-    );
-    describe_histogram!(
-        "pgrouter_transaction_duration_seconds",
-        Unit::Seconds,
-        "Explicit transaction latency through pgrouter, first request to the end"
-    );
     describe_counter!(
         "pgrouter_prepared_statement_hits_total",
         "Prepared statement uses that found the statement on the server connection"

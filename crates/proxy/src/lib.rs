@@ -31,6 +31,7 @@ pub mod clients;
 pub mod console;
 pub mod context;
 pub mod error;
+pub mod latency;
 pub mod limits;
 pub mod listener;
 pub mod memory;

@@ -1,6 +1,7 @@
 //! Counters sessions bump on the hot path: plain relaxed atomics, read by the admin console and
-//! copied into the Prometheus exposition at scrape time. Latency histograms go through the
-//! `metrics` facade (handles registered once, at start-up).
+//! copied into the Prometheus exposition at scrape time. The request and transaction latency
+//! histograms are fixed atomic buckets too (`latency`); the pool's checkout wait, recorded only
+//! when a checkout waits, goes through the `metrics` facade.
 
 use pgrouter_sql::{Route, Rule};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,9 +60,9 @@ pub struct Stats {
     /// console's PgBouncer-style `SHOW STATS`); written once per session end, never per request.
     closed_by_database: std::sync::Mutex<std::collections::BTreeMap<String, DatabaseTotals>>,
     /// Request latency through pgrouter: request received → `ReadyForQuery` relayed.
-    pub request_duration: metrics::Histogram,
+    pub request_duration: crate::latency::LatencyHistogram,
     /// Transaction latency: first request of an explicit transaction → back to idle.
-    pub transaction_duration: metrics::Histogram,
+    pub transaction_duration: crate::latency::LatencyHistogram,
 }
 
 /// Requests answered and bytes exchanged by a database's clients.
@@ -111,8 +112,8 @@ impl Stats {
             requests: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
             closed_by_database: std::sync::Mutex::default(),
-            request_duration: metrics::histogram!("pgrouter_request_duration_seconds"),
-            transaction_duration: metrics::histogram!("pgrouter_transaction_duration_seconds"),
+            request_duration: Default::default(),
+            transaction_duration: Default::default(),
         };
         stats.grow_to(nodes.len(), |i| nodes[i].clone());
         stats

@@ -105,15 +105,13 @@ impl Timing {
             return;
         };
         let now = Instant::now();
-        stats.request_duration.record((now - started).as_secs_f64());
+        stats.request_duration.record(now - started);
         stats.requests.fetch_add(1, Ordering::Relaxed);
         entry.requests.fetch_add(1, Ordering::Relaxed);
         if status == TransactionStatus::Idle {
             entry.set_state(ClientState::Idle);
             if let Some(tx_started) = self.transaction.take() {
-                stats
-                    .transaction_duration
-                    .record((now - tx_started).as_secs_f64());
+                stats.transaction_duration.record(now - tx_started);
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
             }
         } else if self.transaction.is_none() {

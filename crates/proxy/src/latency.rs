@@ -1,0 +1,156 @@
+//! Latency histograms recorded on the hot path: fixed buckets of relaxed atomics, rendered in the
+//! Prometheus text format at scrape time.
+//!
+//! The `metrics` facade's histogram keeps every sample in shared, growing blocks until the next
+//! upkeep, which allocated on the request path and cost about 0.7 % of a profile of a
+//! pgbench run; counting into fixed buckets costs a handful of comparisons and three atomic adds.
+//!
+//! What it must not do: lock, allocate or read the clock when recording (the caller measures).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the buckets, in seconds: from 100 µs to 30 s (one more bucket, `+Inf`, holds
+/// the rest).
+pub const BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// The same bounds in nanoseconds, for comparing without floating point.
+const BOUNDS_NANOS: [u64; 17] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+];
+
+/// A histogram of durations.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Samples per bucket (not cumulative); the last one is `+Inf`.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    /// The sum of all samples, in nanoseconds (wraps after 584 years of total latency).
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Counts one sample.
+    pub fn record(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // Most samples fall in the first buckets: a forward scan beats a binary search here.
+        let bucket = BOUNDS_NANOS
+            .iter()
+            .position(|bound| nanos <= *bound)
+            .unwrap_or(BOUNDS_NANOS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Samples counted so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Appends the histogram to a Prometheus text exposition, `HELP` and `TYPE` lines included.
+    /// The buckets are read once and `_count` is their total, so a scrape that races a record
+    /// is still consistent (only `_sum` may be a sample ahead).
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (bound, count) in BUCKETS.iter().zip(&counts) {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += counts[BUCKETS.len()];
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_match_the_buckets() {
+        for (seconds, nanos) in BUCKETS.iter().zip(BOUNDS_NANOS) {
+            assert_eq!((seconds * 1e9).round() as u64, nanos);
+        }
+    }
+
+    #[test]
+    fn samples_land_in_their_buckets() {
+        let cases: &[(Duration, usize)] = &[
+            (Duration::ZERO, 0),
+            (Duration::from_micros(100), 0),
+            (Duration::from_nanos(100_001), 1),
+            (Duration::from_millis(1), 3),
+            (Duration::from_millis(7), 6),
+            (Duration::from_secs(30), 16),
+            (Duration::from_secs(31), 17),
+            (Duration::MAX, 17),
+        ];
+        for (took, bucket) in cases {
+            let h = LatencyHistogram::default();
+            h.record(*took);
+            let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            let mut expected = vec![0u64; BUCKETS.len() + 1];
+            expected[*bucket] = 1;
+            assert_eq!(counts, expected, "{took:?}");
+        }
+    }
+
+    #[test]
+    fn renders_cumulative_buckets_sum_and_count() {
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_micros(50));
+        h.record(Duration::from_micros(300));
+        h.record(Duration::from_secs(40));
+        let mut out = String::new();
+        h.render("x_seconds", "Some latency", &mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "# HELP x_seconds Some latency");
+        assert_eq!(lines[1], "# TYPE x_seconds histogram");
+        assert_eq!(lines[2], "x_seconds_bucket{le=\"0.0001\"} 1");
+        assert_eq!(lines[3], "x_seconds_bucket{le=\"0.00025\"} 1");
+        assert_eq!(lines[4], "x_seconds_bucket{le=\"0.0005\"} 2");
+        assert_eq!(lines[18], "x_seconds_bucket{le=\"30\"} 2");
+        assert_eq!(lines[19], "x_seconds_bucket{le=\"+Inf\"} 3");
+        assert_eq!(lines[20], "x_seconds_sum 40.00035");
+        assert_eq!(lines[21], "x_seconds_count 3");
+        assert_eq!(h.count(), 3);
+    }
+}
