@@ -8,6 +8,7 @@ use metrics::{counter, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use pgrouter_proxy::clients::ClientState;
+use pgrouter_proxy::latency;
 use pgrouter_proxy::ProxyContext;
 use pgrouter_topology::{NodeState, Role};
 use std::collections::{BTreeMap, HashSet};
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Histogram buckets (seconds): from 100 µs to 30 s, the same as the sessions' own histograms.
-const BUCKETS: &[f64] = &pgrouter_proxy::latency::BUCKETS;
+const BUCKETS: &[f64] = &latency::BUCKETS;
 
 /// The request latency histogram, recorded by sessions (`Stats::request_duration`).
 const REQUEST_DURATION: (&str, &str) = (
@@ -26,6 +27,11 @@ const REQUEST_DURATION: (&str, &str) = (
 const TRANSACTION_DURATION: (&str, &str) = (
     "pgrouter_transaction_duration_seconds",
     "Explicit transaction latency through pgrouter, first request to the end",
+);
+/// The checkout wait histograms, per node (`NodeStats::checkout_wait`).
+const CHECKOUT_WAIT: (&str, &str) = (
+    "pgrouter_pool_checkout_wait_seconds",
+    "Time to get a server connection: queueing, plus the login when a new one is opened",
 );
 
 /// How long a gauge nobody sets stays in the exposition.
@@ -86,13 +92,29 @@ impl Exporter {
         self.update(ctx);
         self.handle.run_upkeep();
         let mut text = self.handle.render();
+        // The latency histograms sessions record themselves (`pgrouter_proxy::latency`).
         let stats = &ctx.stats;
         for (histogram, (name, help)) in [
             (&stats.request_duration, REQUEST_DURATION),
             (&stats.transaction_duration, TRANSACTION_DURATION),
         ] {
-            histogram.render(name, help, &mut text);
+            latency::render(
+                name,
+                help,
+                &[(String::new(), histogram.snapshot())],
+                &mut text,
+            );
         }
+        let per_node: Vec<(String, latency::Snapshot)> = stats
+            .by_node_name(|i| ctx.node_name(i))
+            .into_iter()
+            .map(|n| {
+                let label = format!("node=\"{}\"", latency::label_value(&n.name));
+                (label, n.checkout_wait)
+            })
+            .collect();
+        let (name, help) = CHECKOUT_WAIT;
+        latency::render(name, help, &per_node, &mut text);
         text
     }
 
@@ -363,11 +385,6 @@ fn describe() {
     describe_gauge!(
         "pgrouter_pool_max_server_connections",
         "pool.max_server_connections per node"
-    );
-    describe_histogram!(
-        "pgrouter_pool_checkout_wait_seconds",
-        Unit::Seconds,
-        "Time to get a server connection: queueing, plus the login when a new one is opened"
     );
     describe_counter!(
         "pgrouter_errors_total",

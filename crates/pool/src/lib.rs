@@ -20,7 +20,7 @@ use pgrouter_conn::ServerConn;
 use pgrouter_slots::Slots;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -121,6 +121,9 @@ pub struct Ticket {
     created: Instant,
     /// The connection came from the pool (it served an earlier client).
     pub reused: bool,
+    /// How long the checkout took: zero when an idle connection was free at once (the clock is
+    /// read only when it waits for one or opens a new one).
+    pub waited: Duration,
 }
 
 /// Why no connection could be had.
@@ -176,6 +179,42 @@ pub struct Pools<S = ()> {
     settings: ArcSwap<PoolSettings>,
     /// Indexed by node slot; grows when a reload adds nodes.
     nodes: Slots<NodePool<S>>,
+    /// The clock the idle and lifetime limits read (see [`CoarseClock`]).
+    clock: CoarseClock,
+}
+
+/// The time as of the last [`Pools::prune`] (run every second), for limits counted in minutes:
+/// a check-in and a check-out compare with it instead of reading the clock, which they did
+/// three times per transaction in transaction pooling. A connection may so be taken for idle
+/// or too old up to one upkeep interval early or late.
+#[derive(Debug)]
+struct CoarseClock {
+    epoch: Instant,
+    /// Nanoseconds from `epoch` to the last tick.
+    nanos: AtomicU64,
+}
+
+impl CoarseClock {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn tick(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    /// Whether `since` lies more than `limit` in the past (`limit` 0: never).
+    fn expired(&self, limit: &Duration, since: Instant) -> bool {
+        !limit.is_zero() && self.now().saturating_duration_since(since) > *limit
+    }
 }
 
 impl<S> std::fmt::Debug for Pools<S> {
@@ -183,7 +222,7 @@ impl<S> std::fmt::Debug for Pools<S> {
         f.debug_struct("Pools")
             .field("settings", &self.settings)
             .field("nodes", &self.nodes.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,6 +232,7 @@ impl<S: Default> Pools<S> {
         let pools = Self {
             nodes: Slots::default(),
             settings: ArcSwap::from_pointee(settings),
+            clock: CoarseClock::new(),
         };
         pools.grow_to(nodes);
         pools
@@ -258,18 +298,19 @@ impl<S: Default> Pools<S> {
                 max: 0,
             });
         };
+        // Set when the checkout waits or opens a connection: only then is the clock read.
+        let mut started = None;
         let permit = match Arc::clone(&node.active).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                // Only a checkout that waits reads the clock and the settings.
                 let settings = self.settings.load_full();
-                let started = Instant::now();
+                let since = *started.insert(Instant::now());
                 let wait = Arc::clone(&node.active).acquire_owned();
                 match tokio::time::timeout(settings.checkout_timeout, wait).await {
                     Ok(Ok(p)) => p,
                     _ => {
                         return Err(CheckoutError::Full {
-                            waited: started.elapsed(),
+                            waited: since.elapsed(),
                             max: settings.max_server_connections,
                         })
                     }
@@ -285,9 +326,11 @@ impl<S: Default> Pools<S> {
                     _active: permit,
                     created: idle.created,
                     reused: true,
+                    waited: started.map_or(Duration::ZERO, |at| at.elapsed()),
                 },
             ));
         }
+        let started = *started.get_or_insert_with(Instant::now);
         // Room for one more: the permit covers checked-out connections; idle ones of other pools
         // count against the limit too, so close one if the node is at it.
         let max = node.permits.load(Ordering::Relaxed);
@@ -304,6 +347,7 @@ impl<S: Default> Pools<S> {
                 _active: permit,
                 created: Instant::now(),
                 reused: false,
+                waited: started.elapsed(),
             },
         ))
     }
@@ -316,7 +360,10 @@ impl<S: Default> Pools<S> {
         let Some(node) = self.nodes.get(ticket.key.node) else {
             return;
         };
-        if expired(&self.settings.load().max_lifetime, ticket.created) {
+        if self
+            .clock
+            .expired(&self.settings.load().max_lifetime, ticket.created)
+        {
             return;
         }
         // A cancel forwarded for its last statement that the server has not acted on yet would
@@ -338,7 +385,7 @@ impl<S: Default> Pools<S> {
             conn,
             state,
             created: ticket.created,
-            since: Instant::now(),
+            since: self.clock.now(),
         });
         // The permit drops after the connection is in the pool, so the next waiter finds it.
         drop(idle);
@@ -358,16 +405,22 @@ impl<S: Default> Pools<S> {
     /// Closes idle connections past `idle_timeout` (keeping `min_idle` per pool) or
     /// `max_lifetime`. Run it periodically.
     pub fn prune(&self) {
+        self.clock.tick();
         for node in self.nodes.snapshot().iter() {
             let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
             for conns in idle.values_mut() {
-                conns.retain(|c| !expired(&self.settings.load().max_lifetime, c.created));
+                conns.retain(|c| {
+                    !self
+                        .clock
+                        .expired(&self.settings.load().max_lifetime, c.created)
+                });
                 let keep = self.settings.load().min_idle as usize;
                 // Newest last: the oldest idle ones go first.
                 while conns.len() > keep
-                    && conns
-                        .first()
-                        .is_some_and(|c| expired(&self.settings.load().idle_timeout, c.since))
+                    && conns.first().is_some_and(|c| {
+                        self.clock
+                            .expired(&self.settings.load().idle_timeout, c.since)
+                    })
                 {
                     conns.remove(0);
                 }
@@ -418,7 +471,11 @@ impl<S: Default> Pools<S> {
         let conns = idle.get_mut(key)?;
         // Most recently used first: warm, and the oldest can time out.
         while let Some(c) = conns.pop() {
-            if !expired(&self.settings.load().max_lifetime, c.created) && still_open(&c.conn) {
+            if !self
+                .clock
+                .expired(&self.settings.load().max_lifetime, c.created)
+                && still_open(&c.conn)
+            {
                 return Some(c);
             }
         }
@@ -447,10 +504,6 @@ fn evict_one<S>(node: &NodePool<S>) {
             v.remove(0);
         }
     }
-}
-
-fn expired(limit: &Duration, since: Instant) -> bool {
-    !limit.is_zero() && since.elapsed() > *limit
 }
 
 /// An idle connection must have nothing to say: data or end-of-file means the server closed it

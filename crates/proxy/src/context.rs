@@ -399,7 +399,7 @@ impl ProxyContext {
         let nodes = self.topology.reconfigure(&targets);
         let slots = self.topology.slot_count();
         self.pools.grow_to(slots);
-        self.stats.grow_to(slots, |i| self.node_name(i));
+        self.stats.grow_to(slots);
         for &removed in &nodes.removed {
             self.pools.close_idle(removed);
         }
@@ -422,7 +422,7 @@ impl ProxyContext {
     pub(crate) fn track_new_nodes(&self) {
         let slots = self.topology.slot_count();
         self.pools.grow_to(slots);
-        self.stats.grow_to(slots, |i| self.node_name(i));
+        self.stats.grow_to(slots);
     }
 
     /// Picks a read node from the table's readers by weight (the primary among them when its

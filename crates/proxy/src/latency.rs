@@ -72,32 +72,79 @@ impl LatencyHistogram {
 
     /// Samples counted so far.
     pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.snapshot().count()
     }
 
-    /// Appends the histogram to a Prometheus text exposition, `HELP` and `TYPE` lines included.
-    /// The buckets are read once and `_count` is their total, so a scrape that races a record
-    /// is still consistent (only `_sum` may be a sample ahead).
-    pub fn render(&self, name: &str, help: &str, out: &mut String) {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0u64;
-        for (bound, count) in BUCKETS.iter().zip(&counts) {
-            cumulative += count;
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    /// The counts as they are now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum_nanos: self.sum_nanos.load(Ordering::Relaxed),
         }
-        cumulative += counts[BUCKETS.len()];
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {cumulative}");
     }
+}
+
+/// A histogram's counts at one moment; several add up (the slots of one node name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    counts: [u64; BUCKETS.len() + 1],
+    sum_nanos: u64,
+}
+
+impl Snapshot {
+    /// Samples counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds `other`'s samples.
+    pub fn add(&mut self, other: &Snapshot) {
+        for (sum, count) in self.counts.iter_mut().zip(other.counts) {
+            *sum += count;
+        }
+        self.sum_nanos = self.sum_nanos.wrapping_add(other.sum_nanos);
+    }
+}
+
+/// Appends one histogram family to a Prometheus text exposition: `HELP` and `TYPE` once, then
+/// each series with its labels (`labels`: `node="pg0"`, or empty), cumulative buckets, `_sum`
+/// and `_count`. `_count` is the buckets' total, so a scrape that races a record is still
+/// consistent (only `_sum` may be a sample ahead).
+pub fn render(name: &str, help: &str, series: &[(String, Snapshot)], out: &mut String) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, snapshot) in series {
+        let (bucket_prefix, braced) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
+        let mut cumulative = 0u64;
+        for (bound, count) in BUCKETS.iter().zip(&snapshot.counts) {
+            cumulative += count;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{bucket_prefix}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += snapshot.counts[BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{bucket_prefix}le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = snapshot.sum_nanos as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
+    }
+}
+
+/// A label value in the exposition's quoting (backslash, double quote and newline escaped).
+pub fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -140,7 +187,12 @@ mod tests {
         h.record(Duration::from_micros(300));
         h.record(Duration::from_secs(40));
         let mut out = String::new();
-        h.render("x_seconds", "Some latency", &mut out);
+        render(
+            "x_seconds",
+            "Some latency",
+            &[(String::new(), h.snapshot())],
+            &mut out,
+        );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "# HELP x_seconds Some latency");
         assert_eq!(lines[1], "# TYPE x_seconds histogram");
@@ -152,5 +204,30 @@ mod tests {
         assert_eq!(lines[20], "x_seconds_sum 40.00035");
         assert_eq!(lines[21], "x_seconds_count 3");
         assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn labelled_series_add_up_per_label() {
+        let (a, b) = (LatencyHistogram::default(), LatencyHistogram::default());
+        a.record(Duration::from_millis(1));
+        b.record(Duration::from_millis(2));
+        let mut both = a.snapshot();
+        both.add(&b.snapshot());
+        assert_eq!(both.count(), 2);
+        let mut out = String::new();
+        let label = format!("node=\"{}\"", label_value("p\"g\\0\n"));
+        render("w_seconds", "Wait", &[(label, both)], &mut out);
+        assert!(
+            out.contains("w_seconds_bucket{node=\"p\\\"g\\\\0\\n\",le=\"0.0025\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("w_seconds_sum{node=\"p\\\"g\\\\0\\n\"} 0.003\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("w_seconds_count{node=\"p\\\"g\\\\0\\n\"} 2\n"),
+            "{out}"
+        );
     }
 }

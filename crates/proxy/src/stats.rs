@@ -1,7 +1,6 @@
 //! Counters sessions bump on the hot path: plain relaxed atomics, read by the admin console and
-//! copied into the Prometheus exposition at scrape time. The request and transaction latency
-//! histograms are fixed atomic buckets too (`latency`); the pool's checkout wait, recorded only
-//! when a checkout waits, goes through the `metrics` facade.
+//! copied into the Prometheus exposition at scrape time. The latency histograms are fixed
+//! buckets of atomics too (`latency`), rendered at scrape time.
 
 use pgrouter_sql::{Route, Rule};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +17,7 @@ pub struct NodeStats {
     /// Clients that waited `pool.checkout_timeout` for a server connection in vain.
     pub checkout_timeouts: AtomicU64,
     /// Time clients waited to check out a server connection of this node.
-    pub checkout_wait: metrics::Histogram,
+    pub checkout_wait: crate::latency::LatencyHistogram,
 }
 
 /// A node's counters summed over its slots (a re-addressed node has had more than one).
@@ -30,6 +29,8 @@ pub struct NodeTotals {
     pub routed: [u64; 3],
     /// See [`NodeStats::checkout_timeouts`].
     pub checkout_timeouts: u64,
+    /// See [`NodeStats::checkout_wait`].
+    pub checkout_wait: crate::latency::Snapshot,
 }
 
 /// Everything sessions count.
@@ -115,19 +116,17 @@ impl Stats {
             request_duration: Default::default(),
             transaction_duration: Default::default(),
         };
-        stats.grow_to(nodes.len(), |i| nodes[i].clone());
+        stats.grow_to(nodes.len());
         stats
     }
 
-    /// Zeroed counters for node slots up to `len - 1` that have none yet (a reload added nodes);
-    /// `name` gives a slot's node name, for metric labels.
-    pub fn grow_to(&self, len: usize, name: impl Fn(usize) -> String) {
-        self.nodes.grow_to(len, |i| NodeStats {
+    /// Zeroed counters for node slots up to `len - 1` that have none yet (a reload added nodes).
+    /// Metrics name a slot by its node's name at scrape time ([`Stats::by_node_name`]).
+    pub fn grow_to(&self, len: usize) {
+        self.nodes.grow_to(len, |_| NodeStats {
             routed: Default::default(),
             checkout_timeouts: AtomicU64::new(0),
-            checkout_wait: metrics::histogram!(
-                "pgrouter_pool_checkout_wait_seconds", "node" => name(i)
-            ),
+            checkout_wait: Default::default(),
         });
     }
 
@@ -192,7 +191,7 @@ impl Stats {
     /// Records how long a checkout of `node` waited.
     pub fn checkout_waited(&self, node: usize, waited: Duration) {
         self.nodes.with(node, |n| {
-            n.checkout_wait.record(waited.as_secs_f64());
+            n.checkout_wait.record(waited);
         });
     }
 
@@ -209,6 +208,7 @@ impl Stats {
                         name,
                         routed: [0; 3],
                         checkout_timeouts: 0,
+                        checkout_wait: Default::default(),
                     });
                     totals.len() - 1
                 }
@@ -218,6 +218,7 @@ impl Stats {
                 *sum += counter.load(Ordering::Relaxed);
             }
             total.checkout_timeouts += node.checkout_timeouts.load(Ordering::Relaxed);
+            total.checkout_wait.add(&node.checkout_wait.snapshot());
         }
         totals
     }

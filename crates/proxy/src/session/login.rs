@@ -204,7 +204,6 @@ impl ServerLogin<'_> {
         let index = node;
         let node = &slot.target;
         ctx.track_new_nodes();
-        let started = std::time::Instant::now();
         // What a new login needs is gathered only when no pooled connection is taken.
         let connect = || async move {
             // A reload may have changed the password since this client logged in.
@@ -223,11 +222,16 @@ impl ServerLogin<'_> {
             ServerConn::connect(&target).await
         };
         let result = ctx.pools.checkout(key, connect).await;
-        ctx.stats.checkout_waited(index, started.elapsed());
-        if let Err(CheckoutError::Full { .. }) = &result {
-            ctx.stats.nodes.with(index, |n| {
-                n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
-            });
+        match &result {
+            Ok((_, _, ticket)) => ctx.stats.checkout_waited(index, ticket.waited),
+            Err(CheckoutError::Full { waited, .. }) => {
+                ctx.stats.checkout_waited(index, *waited);
+                ctx.stats.nodes.with(index, |n| {
+                    n.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            // A failed login is counted where it is reported, not as a wait.
+            Err(CheckoutError::Connect(_)) => {}
         }
         result.map(|(conn, pooled, ticket)| Opened {
             conn,
@@ -246,6 +250,10 @@ async fn wait_for_node(
     limit: std::time::Duration,
     pick: impl Fn(&pgrouter_topology::RoutingTable) -> Option<usize>,
 ) -> Option<usize> {
+    // The common case, a node offered at once, reads no clock.
+    if let Some(node) = pick(&ctx.topology.load()) {
+        return Some(node);
+    }
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(node) = pick(&ctx.topology.load()) {
