@@ -337,6 +337,43 @@ async fn server_connection_killed_mid_transaction_fails_the_transaction_not_the_
     client.batch_execute("ROLLBACK").await.unwrap();
 }
 
+/// The server ends a connection that sits idle in a transaction (`idle_in_transaction_session_timeout`,
+/// here set by the client itself) and says why first, in a FATAL error. The client's next request
+/// gets that reason (25P03, not a generic 08006), as an ERROR since pgrouter keeps the client,
+/// whose connection stays usable. Both pooling modes.
+#[tokio::test]
+async fn a_server_ending_an_idle_transaction_reports_its_reason() {
+    let Some(cluster) = cluster() else { return };
+    for mode in ["session", "transaction"] {
+        let router = crate::harness::Router::start(cluster, &format!("pool: {{mode: {mode}}}\n"));
+        let client = connect(&router.conninfo("app", "app")).await.unwrap();
+        client
+            .batch_execute("SET idle_in_transaction_session_timeout = '200ms'; BEGIN; SELECT 1")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let error = tokio::time::timeout(Duration::from_secs(10), client.batch_execute("SELECT 1"))
+            .await
+            .expect("no hang")
+            .expect_err("the transaction is gone");
+        let db = error.as_db_error().expect("a PostgreSQL error");
+        assert_eq!(
+            db.code(),
+            &SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            "{mode}: the server's reason: {error:?}"
+        );
+        assert_eq!(db.severity(), "ERROR", "{mode}: {error:?}");
+        assert!(
+            db.message().contains("idle-in-transaction timeout"),
+            "{mode}: {error:?}"
+        );
+        // The client learnt its transaction ended; the session goes on.
+        client.batch_execute("ROLLBACK").await.unwrap();
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+    }
+}
+
 /// An idle server connection that goes away is reopened on the next request, with the session's
 /// settings replayed: the client notices nothing.
 #[tokio::test]

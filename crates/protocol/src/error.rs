@@ -38,6 +38,10 @@ impl SqlState {
     pub const IDLE_IN_TRANSACTION_TIMEOUT: Self = Self("25P03");
     /// `57P05` idle_session_timeout.
     pub const IDLE_SESSION_TIMEOUT: Self = Self("57P05");
+    /// `57P02` crash_shutdown.
+    pub const CRASH_SHUTDOWN: Self = Self("57P02");
+    /// `25P04` transaction_timeout (PostgreSQL 17).
+    pub const TRANSACTION_TIMEOUT: Self = Self("25P04");
     /// `42P05` duplicate_prepared_statement.
     pub const DUPLICATE_PREPARED_STATEMENT: Self = Self("42P05");
     /// `XX000` internal_error.

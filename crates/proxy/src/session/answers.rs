@@ -126,6 +126,31 @@ pub(super) fn transaction_moved(slot: Slot) -> ErrorResponse {
     .with_hint("pgrouter kept this client connection open: retry the transaction.")
 }
 
+/// What the client of a transaction is told when the server ended the connection and said why
+/// (a FATAL error while the connection was idle): the server's own SQLSTATE and message, as an
+/// ERROR since pgrouter keeps the client. `None` for a reason pgrouter does not pass on (the
+/// generic [`transaction_lost`] is used then): only the ways a server ends a session by itself.
+pub(super) fn server_ended_transaction(
+    fields: &pgrouter_protocol::error::ErrorFields<'_>,
+) -> Option<ErrorResponse> {
+    let code = match fields.code? {
+        b"25P03" => SqlState::IDLE_IN_TRANSACTION_TIMEOUT,
+        b"25P04" => SqlState::TRANSACTION_TIMEOUT,
+        b"57P01" => SqlState::ADMIN_SHUTDOWN,
+        b"57P02" => SqlState::CRASH_SHUTDOWN,
+        b"57P05" => SqlState::IDLE_SESSION_TIMEOUT,
+        _ => return None,
+    };
+    let message = String::from_utf8_lossy(fields.message.unwrap_or(b"terminating connection"));
+    Some(
+        ErrorResponse::error(code, message)
+            .with_detail(
+                "The server closed its connection; the transaction open there was rolled back.",
+            )
+            .with_hint("pgrouter kept this client connection open: retry the transaction."),
+    )
+}
+
 /// The error for requests whose server connection was lost mid-transaction.
 pub(super) fn transaction_lost() -> ErrorResponse {
     ErrorResponse::error(
@@ -206,5 +231,77 @@ mod tests {
             assert_eq!(got, *expected, "{why}");
             assert_eq!(answered, !expected.is_empty(), "{why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod server_ended_tests {
+    use super::*;
+    use pgrouter_protocol::error::ErrorFields;
+
+    /// An ErrorResponse body as a server sends it.
+    fn body(severity: &str, code: &str, message: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            out.push(field);
+            out.extend_from_slice(value.as_bytes());
+            out.push(0);
+        }
+        out.push(0);
+        out
+    }
+
+    #[test]
+    fn a_server_ending_a_session_is_reported_with_its_reason() {
+        let cases = [
+            (
+                "25P03",
+                "terminating connection due to idle-in-transaction timeout",
+                true,
+            ),
+            (
+                "25P04",
+                "terminating connection due to transaction timeout",
+                true,
+            ),
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+                true,
+            ),
+            (
+                "57P02",
+                "terminating connection because of crash of another server process",
+                true,
+            ),
+            (
+                "57P05",
+                "terminating connection due to idle-session timeout",
+                true,
+            ),
+            // Anything else gets pgrouter's generic answer.
+            ("53300", "sorry, too many clients already", false),
+            ("XX000", "something else", false),
+        ];
+        for (code, message, passed_on) in cases {
+            let raw = body("FATAL", code, message);
+            let error = server_ended_transaction(&ErrorFields::parse(&raw));
+            assert_eq!(error.is_some(), passed_on, "{code}");
+            if let Some(error) = error {
+                assert_eq!(error.code.code(), code);
+                assert_eq!(error.message, message);
+                assert_eq!(
+                    error.severity,
+                    pgrouter_protocol::error::Severity::Error,
+                    "the client is kept"
+                );
+            }
+        }
+        assert!(server_ended_transaction(&ErrorFields::parse(b"\0")).is_none());
     }
 }

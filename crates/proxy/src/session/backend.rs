@@ -45,6 +45,9 @@ pub(crate) struct Backend {
     /// have done anything qualifies: one sent to a standby (which cannot write), or one that
     /// calls only built-ins and changes nothing in the session.
     pub(crate) retry: Option<Retry>,
+    /// Why the server is ending the connection, when it said so (a FATAL error while the
+    /// connection was idle): what the client is told if a transaction was open there.
+    pub(crate) farewell: Option<pgrouter_protocol::ErrorResponse>,
 }
 
 /// A read that can still be re-run elsewhere.
@@ -77,6 +80,7 @@ impl Backend {
             sequences,
             ledger: Ledger::default(),
             retry: None,
+            farewell: None,
         }
     }
 

@@ -39,9 +39,13 @@ impl Session<'_> {
                 return Ok(());
             };
             if b.busy() || in_tx || pinned {
-                return self
-                    .abandon(client, slot, super::answers::transaction_lost(), &[])
-                    .await;
+                // The server's own reason when it gave one (an idle-in-transaction timeout, an
+                // administrator's pg_terminate_backend), as PostgreSQL would report it.
+                let error = b
+                    .farewell
+                    .take()
+                    .unwrap_or_else(super::answers::transaction_lost);
+                return self.abandon(client, slot, error, &[]).await;
             }
             // An idle connection went away: the next request opens a new one and replays state.
             tracing::info!(node = %ctx.node_name(b.node),
@@ -101,11 +105,19 @@ impl Session<'_> {
                 .first()
                 .and_then(|s| TransactionStatus::from_byte(*s))
                 .unwrap_or(TransactionStatus::Idle);
-            let (is_fatal, code) = if tag == be::ERROR_RESPONSE {
+            let (is_fatal, code, farewell) = if tag == be::ERROR_RESPONSE {
                 let fields = ErrorFields::parse(msg_body);
-                (fields.is_fatal(), fields.code.map(|c| utf8(c).to_owned()))
+                let farewell = fields
+                    .is_fatal()
+                    .then(|| super::answers::server_ended_transaction(&fields))
+                    .flatten();
+                (
+                    fields.is_fatal(),
+                    fields.code.map(|c| utf8(c).to_owned()),
+                    farewell,
+                )
             } else {
-                (false, None)
+                (false, None, None)
             };
             let hot_standby_param =
                 tag == be::PARAMETER_STATUS && msg_body.starts_with(b"in_hot_standby\0");
@@ -230,6 +242,7 @@ impl Session<'_> {
                         // client's business now; the connection is reopened when next needed, and
                         // a transaction open there fails at the client's next request.
                         tracing::info!(?code, "error from an idle server connection");
+                        b.farewell = farewell;
                         drop_it = true;
                     }
                     ErrorFor::Injected => {
