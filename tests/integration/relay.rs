@@ -213,6 +213,67 @@ async fn cancel_a_running_query() {
     assert_eq!(result.unwrap_err().code(), Some(&SqlState::QUERY_CANCELED));
 }
 
+/// Logs `rawtest` in with the raw protocol; returns the client and the process id pgrouter gave
+/// it in `BackendKeyData`.
+fn raw_login(port: u16) -> (RawClient, i32) {
+    let mut c = RawClient::connect(port);
+    c.send(&crate::raw::startup_packet(
+        196_608,
+        &[("user", "rawtest"), ("database", "app")],
+    ));
+    let mut pid = None;
+    loop {
+        let (tag, body) = c.read_message().expect("login answer");
+        match tag {
+            b'K' => pid = Some(i32::from_be_bytes(body[..4].try_into().unwrap())),
+            b'Z' => return (c, pid.expect("BackendKeyData")),
+            b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+}
+
+/// Runs `sql` and returns the sender process ids of the notifications that arrive with its
+/// answer.
+fn notifications_with(c: &mut RawClient, sql: &str) -> Vec<i32> {
+    c.send_query(sql);
+    let mut pids = Vec::new();
+    loop {
+        let (tag, body) = c.read_message().expect("an answer");
+        match tag {
+            b'A' => pids.push(i32::from_be_bytes(body[..4].try_into().unwrap())),
+            b'E' => panic!("{sql}: {}", String::from_utf8_lossy(&body)),
+            b'Z' => return pids,
+            _ => {}
+        }
+    }
+}
+
+/// A notification a session sends itself carries, as its sender, the process id the session
+/// was given (`BackendKeyData`, what drivers report as the backend pid), as it would straight
+/// from PostgreSQL: "skip my own notifications" works. Another session's keeps the server's
+/// process id. Both pooling modes.
+#[tokio::test]
+async fn a_sessions_own_notifications_carry_its_process_id() {
+    let Some(cluster) = cluster() else { return };
+    for mode in ["session", "transaction"] {
+        let router = crate::harness::Router::start(cluster, &format!("pool: {{mode: {mode}}}\n"));
+        let (mut listener, own_pid) = raw_login(router.port);
+        assert!(notifications_with(&mut listener, "LISTEN own_pid").is_empty());
+        assert_eq!(
+            notifications_with(&mut listener, "NOTIFY own_pid, 'mine'"),
+            vec![own_pid],
+            "{mode}: its own notification"
+        );
+        let (mut other, other_pid) = raw_login(router.port);
+        assert!(notifications_with(&mut other, "NOTIFY own_pid, 'theirs'").is_empty());
+        let theirs = notifications_with(&mut listener, "SELECT 1");
+        assert_eq!(theirs.len(), 1, "{mode}: {theirs:?}");
+        assert_ne!(theirs[0], own_pid, "{mode}");
+        assert_ne!(theirs[0], other_pid, "{mode}: the server's process id");
+    }
+}
+
 /// psql's \lo_import / \lo_export use the FunctionCall message (libpq's fast-path interface).
 #[test]
 fn function_call_via_large_objects() {

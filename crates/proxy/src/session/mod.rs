@@ -354,6 +354,7 @@ async fn serve(
         timing: relay::Timing::default(),
         reads_on_primary: false,
         replica_confirmed: None,
+        client_process_id: registration.process_id,
     };
     for setting in &ryw_settings {
         session.apply_setting(setting);

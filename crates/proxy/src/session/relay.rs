@@ -76,6 +76,8 @@ pub(super) struct Session<'a> {
     pub(super) reads_on_primary: bool,
     /// A replica (node) seen to have replayed this position, asked by the session itself.
     pub(super) replica_confirmed: Option<(usize, u64)>,
+    /// The process id this client was given in `BackendKeyData`.
+    pub(super) client_process_id: i32,
 }
 
 /// Start times for the latency histograms.

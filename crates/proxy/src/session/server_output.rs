@@ -72,6 +72,7 @@ impl Session<'_> {
                             | be::ERROR_RESPONSE
                             | be::PARSE_COMPLETE
                             | be::CLOSE_COMPLETE
+                            | be::NOTIFICATION_RESPONSE
                     )
                     || t == be::PARAMETER_STATUS
             });
@@ -263,6 +264,20 @@ impl Session<'_> {
                         }
                     }
                 },
+                be::NOTIFICATION_RESPONSE => {
+                    // The session's own notification, sent on this very connection: to the
+                    // client its sender is the process id pgrouter gave it, which drivers report
+                    // as the backend pid and "skip my own notifications" compares with. (A
+                    // server's process ids never reach pgrouter's, which start at 2^22.)
+                    let at = range.start + frame::HEADER_LEN;
+                    if let (Some((server_pid, _)), Some(sender)) =
+                        (b.conn.backend_key, b.buf.get_mut(at..at + 4))
+                    {
+                        if *sender == server_pid.to_be_bytes() {
+                            sender.copy_from_slice(&self.client_process_id.to_be_bytes());
+                        }
+                    }
+                }
                 be::PARSE_COMPLETE => drop_it |= b.ledger.parse_complete(),
                 be::CLOSE_COMPLETE => drop_it |= b.ledger.close_complete(),
                 // A standby reports in_hot_standby=on; the client's session is with the primary.
