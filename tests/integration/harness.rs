@@ -35,6 +35,20 @@ impl Cluster {
         self.dir.join(format!("pg{node}"))
     }
 
+    /// Whether a statement containing `marker` is running (state `active`) on one of the three
+    /// nodes: a test waits for it before cancelling it.
+    pub fn runs_statement(&self, marker: &str) -> bool {
+        (0..3).any(|node| {
+            self.node_sql(
+                node,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                     AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+                ),
+            ) == "1"
+        })
+    }
+
     /// Runs SQL as the superuser on the primary with psql, returning its unaligned output.
     pub fn superuser_sql(&self, sql: &str) -> String {
         self.node_sql(0, sql)

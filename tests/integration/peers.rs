@@ -4,34 +4,13 @@
 //! resolves to), and only the right secret has an effect. Two real instances, real sessions.
 
 use crate::harness::{cluster, eventually, Router};
-use crate::raw::{startup_packet, RawClient};
+use crate::raw::RawClient;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Logs in as the trust user; returns the client and the key pgrouter gave it.
 fn login_with_key(port: u16) -> (RawClient, i32, i32) {
-    let mut c = RawClient::connect(port);
-    c.send(&startup_packet(
-        196_608,
-        &[("user", "rawtest"), ("database", "app")],
-    ));
-    let mut key = None;
-    loop {
-        let (tag, body) = c.read_message().expect("login answer");
-        match tag {
-            b'K' => {
-                key = Some((
-                    i32::from_be_bytes(body[..4].try_into().unwrap()),
-                    i32::from_be_bytes(body[4..8].try_into().unwrap()),
-                ))
-            }
-            b'Z' => break,
-            b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
-            _ => {}
-        }
-    }
-    let (pid, secret) = key.expect("BackendKeyData");
-    (c, pid, secret)
+    RawClient::login_with_key(port, "rawtest")
 }
 
 /// Sends a client's CancelRequest to `port`.
@@ -56,17 +35,7 @@ fn sleep_and_cancel(
     let marker = format!("peers_{}", rand::random::<u32>());
     c.send_query(&format!("SELECT pg_sleep({seconds}), '{marker}'"));
     let cluster = cluster().unwrap();
-    let running = eventually(Duration::from_secs(20), || {
-        (0..3).any(|node| {
-            cluster.node_sql(
-                node,
-                &format!(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                     AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
-                ),
-            ) == "1"
-        })
-    });
+    let running = eventually(Duration::from_secs(20), || cluster.runs_statement(&marker));
     assert!(running, "the statement never started");
     cancel();
     let mut code = None;

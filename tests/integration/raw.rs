@@ -45,15 +45,31 @@ impl RawClient {
 
     /// Logs in as a `trust` user and reads up to the first ReadyForQuery.
     pub fn login(port: u16, user: &str) -> RawClient {
+        RawClient::login_with_key(port, user).0
+    }
+
+    /// The same; also returns the key pgrouter gave the client in `BackendKeyData` (process id,
+    /// secret).
+    pub fn login_with_key(port: u16, user: &str) -> (RawClient, i32, i32) {
         let mut c = RawClient::connect(port);
         c.send(&startup_packet(
             196_608,
             &[("user", user), ("database", "app")],
         ));
+        let mut key = None;
         loop {
             let (tag, body) = c.read_message().expect("login answer");
             match tag {
-                b'Z' => return c,
+                b'K' => {
+                    key = Some((
+                        i32::from_be_bytes(body[..4].try_into().unwrap()),
+                        i32::from_be_bytes(body[4..8].try_into().unwrap()),
+                    ))
+                }
+                b'Z' => {
+                    let (pid, secret) = key.expect("BackendKeyData");
+                    return (c, pid, secret);
+                }
                 b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
                 _ => {}
             }

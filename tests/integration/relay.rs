@@ -187,18 +187,8 @@ async fn cancel_a_running_query() {
     let sql = format!("SELECT pg_sleep(60), '{marker}'");
     let sleeper = tokio::spawn(async move { client.batch_execute(&sql).await });
     // Wait until the statement runs on its server (a read: any of the three nodes).
-    let running = eventually_async(Duration::from_secs(20), || {
-        (0..3).any(|node| {
-            cluster.node_sql(
-                node,
-                &format!(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                     AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
-                ),
-            ) == "1"
-        })
-    })
-    .await;
+    let running =
+        eventually_async(Duration::from_secs(20), || cluster.runs_statement(&marker)).await;
     assert!(running, "the statement never started");
 
     let other = connect(&router.conninfo("app", "app")).await.unwrap();
@@ -216,21 +206,8 @@ async fn cancel_a_running_query() {
 /// Logs `rawtest` in with the raw protocol; returns the client and the process id pgrouter gave
 /// it in `BackendKeyData`.
 fn raw_login(port: u16) -> (RawClient, i32) {
-    let mut c = RawClient::connect(port);
-    c.send(&crate::raw::startup_packet(
-        196_608,
-        &[("user", "rawtest"), ("database", "app")],
-    ));
-    let mut pid = None;
-    loop {
-        let (tag, body) = c.read_message().expect("login answer");
-        match tag {
-            b'K' => pid = Some(i32::from_be_bytes(body[..4].try_into().unwrap())),
-            b'Z' => return (c, pid.expect("BackendKeyData")),
-            b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
-            _ => {}
-        }
-    }
+    let (c, pid, _) = RawClient::login_with_key(port, "rawtest");
+    (c, pid)
 }
 
 /// Runs `sql` and returns the sender process ids of the notifications that arrive with its
