@@ -45,12 +45,18 @@ impl RawClient {
 
     /// Logs in as a `trust` user and reads up to the first ReadyForQuery.
     pub fn login(port: u16, user: &str) -> RawClient {
-        RawClient::login_with_key(port, user).0
+        RawClient::login_reading_key(port, user).0
     }
 
     /// The same; also returns the key pgrouter gave the client in `BackendKeyData` (process id,
     /// secret).
     pub fn login_with_key(port: u16, user: &str) -> (RawClient, i32, i32) {
+        let (c, key) = RawClient::login_reading_key(port, user);
+        let (pid, secret) = key.expect("BackendKeyData");
+        (c, pid, secret)
+    }
+
+    fn login_reading_key(port: u16, user: &str) -> (RawClient, Option<(i32, i32)>) {
         let mut c = RawClient::connect(port);
         c.send(&startup_packet(
             196_608,
@@ -66,10 +72,7 @@ impl RawClient {
                         i32::from_be_bytes(body[4..8].try_into().unwrap()),
                     ))
                 }
-                b'Z' => {
-                    let (pid, secret) = key.expect("BackendKeyData");
-                    return (c, pid, secret);
-                }
+                b'Z' => return (c, key),
                 b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
                 _ => {}
             }
