@@ -33,6 +33,18 @@ async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
     first_value(&client.simple_query(sql).await.unwrap()).to_owned()
 }
 
+/// Whether a read lands on a node other than the primary (port `p0`) within `tries` reads,
+/// 100 ms apart.
+async fn reads_on_a_replica(client: &tokio_postgres::Client, p0: &str, tries: u32) -> bool {
+    for _ in 0..tries {
+        if value(client, "SELECT inet_server_port()").await != p0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Reads go to the replicas only; lag never excludes them (the delay would): what decides is
 /// read-your-writes alone.
 fn config(mode: &str, extra: &str) -> String {
@@ -51,16 +63,8 @@ async fn reads_never_miss_the_sessions_own_writes() {
     for mode in ["session", "transaction"] {
         let router = Router::start_weighted(&cluster, [0, 1, 1], &config(mode, ""));
         let client = connect(&router.conninfo("app", "app")).await.unwrap();
-        let mut on_replica = false;
-        for _ in 0..50 {
-            if value(&client, "SELECT inet_server_port()").await != p0 {
-                on_replica = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         assert!(
-            on_replica,
+            reads_on_a_replica(&client, &p0, 50).await,
             "{mode}: a session that wrote nothing reads on a replica"
         );
         for _ in 0..3 {
@@ -98,16 +102,8 @@ async fn reads_never_miss_the_sessions_own_writes() {
         assert_eq!(n, 1, "{mode}: after a commit, extended protocol");
         // Once the replicas have replayed it, the session reads there again.
         tokio::time::sleep(DELAY + Duration::from_secs(1)).await;
-        let mut back = false;
-        for _ in 0..30 {
-            if value(&client, "SELECT inet_server_port()").await != p0 {
-                back = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         assert!(
-            back,
+            reads_on_a_replica(&client, &p0, 30).await,
             "{mode}: reads return to the replicas once they have the write"
         );
 
