@@ -351,21 +351,15 @@ fn run(config: pgrouter::config::Config, config_path: std::path::PathBuf) -> any
     ) {
         tracing::warn!("{warning}");
     }
-    // One thread is the default: on the small machines routers usually share with PostgreSQL it
-    // spends the least CPU per transaction (no cross-thread wake-ups); see docs/benchmarks.md.
-    let runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build(),
-    }
-    .context("starting the async runtime")?;
+    // The main thread runs the accept loops, health checks, the admin listener and upkeep. With
+    // `worker_threads` 1 (the default: on the small machines routers usually share with
+    // PostgreSQL it spends the least CPU per transaction) it runs the sessions too; above 1
+    // they run on that many worker threads, each with its own runtime, a session staying on
+    // one (see `pgrouter_proxy::workers` and docs/benchmarks.md).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listeners = pgrouter::bind(&config)
             .await

@@ -37,3 +37,4 @@ mod server_tls;
 mod shutdown;
 mod tls;
 mod verifiers;
+mod workers;

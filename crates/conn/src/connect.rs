@@ -83,6 +83,9 @@ pub struct ServerConn {
     /// Cancels forwarded to it that the server may not have acted on yet: until they have,
     /// it runs nobody's next statement.
     pub cancels: crate::CancelsInFlight,
+    /// A read buffer kept with the connection while it is pooled (empty, or a spare the last
+    /// user left), so its next user does not allocate one per transaction.
+    pub spare_buf: bytes::BytesMut,
 }
 
 impl ServerConn {
@@ -305,6 +308,7 @@ async fn connect_inner(
                     parameters,
                     backend_key,
                     cancels: crate::CancelsInFlight::default(),
+                    spare_buf: bytes::BytesMut::new(),
                 });
             }
             (Message::ErrorResponse(body), raw) => {

@@ -7,6 +7,12 @@
 //! FIFO queue (a fair semaphore) for up to `checkout_timeout`. An idle connection of another
 //! pool is closed to make room rather than letting a client wait.
 //!
+//! With several session worker threads, each node's idle connections are kept in one list per
+//! worker ([`set_thread_shard`]): a worker takes and returns only its own, so a connection stays
+//! with the runtime its socket is registered with and the lists' locks are not contended on
+//! the hot path. The limit stays one per node; an idle connection in another worker's list is
+//! closed to make room like one of another pool.
+//!
 //! A connection is returned only after the cancels forwarded to it have had their effect and its
 //! reset query (`DISCARD ALL` by default) succeeded; one that is broken, too old, idle too long
 //! or with a cancel of unknown outcome is closed, never handed out.
@@ -169,7 +175,54 @@ struct NodePool<S> {
     active: Arc<Semaphore>,
     /// Permits `active` was sized to (`max_server_connections`).
     permits: AtomicUsize,
-    idle: Mutex<HashMap<PoolKey, Vec<Idle<S>>>>,
+    /// Idle connections, one list per shard (a session worker thread: see
+    /// [`set_thread_shard`]). A thread takes from and returns to its own, so the lock is not
+    /// shared on the hot path, and a connection is always used by the runtime it was
+    /// registered with.
+    idle: Box<[Mutex<IdleMap<S>>]>,
+}
+
+type IdleMap<S> = HashMap<PoolKey, Vec<Idle<S>>, KeyHashing>;
+
+thread_local! {
+    static THREAD_SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the calling thread use idle list `index` (modulo the shard count) for every check-out
+/// and check-in. Threads that never call it use list 0.
+pub fn set_thread_shard(index: usize) {
+    THREAD_SHARD.with(|shard| shard.set(index));
+}
+
+/// Hashing for the idle map: a [`PoolKey`] carries its login's hash, computed once per session,
+/// so a lookup on every check-out and check-in only mixes two words instead of running SipHash.
+/// (The map holds at most `max_server_connections` entries a node, so a crafted collision can
+/// cost little.)
+type KeyHashing = std::hash::BuildHasherDefault<KeyHasher>;
+
+/// Mixes the words a [`PoolKey`] writes (see [`KeyHashing`]).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        // FxHash's step: enough to spread a node index and an already uniform hash.
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
 }
 
 /// Every node's pools. `S` is what the caller remembers about each connection (e.g. the prepared
@@ -181,6 +234,8 @@ pub struct Pools<S = ()> {
     nodes: Slots<NodePool<S>>,
     /// The clock the idle and lifetime limits read (see [`CoarseClock`]).
     clock: CoarseClock,
+    /// Idle lists a node (see [`NodePool::idle`]).
+    shards: usize,
 }
 
 /// The time as of the last [`Pools::prune`] (run every second), for limits counted in minutes:
@@ -229,7 +284,13 @@ impl<S> std::fmt::Debug for Pools<S> {
 impl<S: Default> Pools<S> {
     /// Empty pools for `nodes` nodes.
     pub fn new(nodes: usize, settings: PoolSettings) -> Self {
+        Self::with_shards(nodes, settings, 1)
+    }
+
+    /// Pools with `shards` idle lists a node (one per session worker thread).
+    pub fn with_shards(nodes: usize, settings: PoolSettings, shards: usize) -> Self {
         let pools = Self {
+            shards: shards.max(1),
             nodes: Slots::default(),
             settings: ArcSwap::from_pointee(settings),
             clock: CoarseClock::new(),
@@ -247,7 +308,9 @@ impl<S: Default> Pools<S> {
         self.nodes.grow_to(nodes, |_| NodePool {
             active: Arc::new(Semaphore::new(max)),
             permits: AtomicUsize::new(max),
-            idle: Mutex::new(HashMap::new()),
+            idle: (0..self.shards)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
         });
     }
 
@@ -380,13 +443,20 @@ impl<S: Default> Pools<S> {
             }
             state = S::default();
         }
-        let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.entry(ticket.key.clone()).or_default().push(Idle {
+        let returned = Idle {
             conn,
             state,
             created: ticket.created,
             since: self.clock.now(),
-        });
+        };
+        let mut idle = self.own_idle(&node);
+        // The key is cloned only for a pool's first idle connection.
+        match idle.get_mut(&ticket.key) {
+            Some(conns) => conns.push(returned),
+            None => {
+                idle.insert(ticket.key.clone(), vec![returned]);
+            }
+        }
         // The permit drops after the connection is in the pool, so the next waiter finds it.
         drop(idle);
         drop(ticket);
@@ -395,10 +465,9 @@ impl<S: Default> Pools<S> {
     /// Closes the idle connections of a node (it left the routing table).
     pub fn close_idle(&self, node: usize) {
         self.nodes.with(node, |n| {
-            n.idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            for shard in n.idle.iter() {
+                lock(shard).clear();
+            }
         });
     }
 
@@ -406,8 +475,8 @@ impl<S: Default> Pools<S> {
     /// `max_lifetime`. Run it periodically.
     pub fn prune(&self) {
         self.clock.tick();
-        for node in self.nodes.snapshot().iter() {
-            let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        for shard in self.nodes.snapshot().iter().flat_map(|n| n.idle.iter()) {
+            let mut idle = lock(shard);
             for conns in idle.values_mut() {
                 conns.retain(|c| {
                     !self
@@ -450,8 +519,9 @@ impl<S: Default> Pools<S> {
         self.nodes
             .snapshot()
             .iter()
-            .flat_map(|n| {
-                let idle = n.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            .flat_map(|n| n.idle.iter())
+            .flat_map(|shard| {
+                let idle = lock(shard);
                 idle.iter()
                     .flat_map(|(k, conns)| {
                         conns.iter().map(|c| IdleInfo {
@@ -466,8 +536,16 @@ impl<S: Default> Pools<S> {
             .collect()
     }
 
+    /// The calling thread's idle list of `node`, locked.
+    fn own_idle<'n>(&self, node: &'n NodePool<S>) -> std::sync::MutexGuard<'n, IdleMap<S>> {
+        let shard = THREAD_SHARD.with(std::cell::Cell::get) % self.shards;
+        // `idle` has `self.shards` lists (made in `grow_to`); the first is a fallback that
+        // cannot be reached.
+        lock(node.idle.get(shard).unwrap_or(&node.idle[0]))
+    }
+
     fn take_idle(&self, node: &NodePool<S>, key: &PoolKey) -> Option<Idle<S>> {
-        let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.own_idle(node);
         let conns = idle.get_mut(key)?;
         // Most recently used first: warm, and the oldest can time out.
         while let Some(c) = conns.pop() {
@@ -483,25 +561,36 @@ impl<S: Default> Pools<S> {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn idle_count<S>(node: &NodePool<S>) -> usize {
     node.idle
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .values()
-        .map(Vec::len)
+        .iter()
+        .map(|shard| lock(shard).values().map(Vec::len).sum::<usize>())
         .sum()
 }
 
 fn evict_one<S>(node: &NodePool<S>) {
-    let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
-    let oldest = idle
+    // The oldest idle connection of any pool and shard. Each list is locked on its own: one
+    // that changed meanwhile loses its oldest connection of that pool instead.
+    let oldest = node
+        .idle
         .iter()
-        .filter_map(|(k, v)| v.first().map(|c| (k.clone(), c.since)))
-        .min_by_key(|(_, since)| *since)
-        .map(|(k, _)| k);
-    if let Some(k) = oldest {
-        if let Some(v) = idle.get_mut(&k) {
-            v.remove(0);
+        .enumerate()
+        .filter_map(|(shard, idle)| {
+            lock(idle)
+                .iter()
+                .filter_map(|(k, v)| v.first().map(|c| (shard, k.clone(), c.since)))
+                .min_by_key(|(_, _, since)| *since)
+        })
+        .min_by_key(|(_, _, since)| *since);
+    if let Some((shard, k, _)) = oldest {
+        if let Some(idle) = node.idle.get(shard) {
+            if let Some(v) = lock(idle).get_mut(&k).filter(|v| !v.is_empty()) {
+                v.remove(0);
+            }
         }
     }
 }

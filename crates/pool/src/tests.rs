@@ -34,6 +34,7 @@ async fn fake_conn(listener: &TcpListener, keep: &mut Vec<TcpStream>) -> Result<
         parameters: vec![],
         backend_key: None,
         cancels: Default::default(),
+        spare_buf: Default::default(),
     })
 }
 
@@ -134,4 +135,53 @@ async fn prune_closes_idle_connections_past_their_time() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     pools.prune();
     assert_eq!(pools.counts(0), (1, 0), "min_idle stays");
+}
+
+#[tokio::test]
+async fn each_shard_reuses_only_its_own_idle_connections_within_one_limit() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut server_sides = Vec::new();
+    let pools: Pools<()> = Pools::with_shards(1, settings(2), 2);
+
+    // Worker 0 opens a connection and returns it.
+    crate::set_thread_shard(0);
+    let (conn, (), ticket) = pools
+        .checkout(key("u"), || fake_conn(&listener, &mut server_sides))
+        .await
+        .unwrap();
+    let first_port = conn.stream.tcp().local_addr().unwrap().port();
+    pools.checkin(conn, (), ticket, false).await;
+
+    // Worker 1 does not get worker 0's idle connection: a new one (the node has room).
+    crate::set_thread_shard(1);
+    let (conn, (), ticket) = pools
+        .checkout(key("u"), || fake_conn(&listener, &mut server_sides))
+        .await
+        .unwrap();
+    assert!(!ticket.reused);
+    assert_ne!(conn.stream.tcp().local_addr().unwrap().port(), first_port);
+    assert_eq!(pools.counts(0), (1, 1));
+
+    // At the limit, worker 1's next checkout closes worker 0's idle connection for room.
+    let (_third, (), t3) = pools
+        .checkout(key("u"), || fake_conn(&listener, &mut server_sides))
+        .await
+        .unwrap();
+    assert!(!t3.reused);
+    assert_eq!(
+        pools.counts(0),
+        (0, 2),
+        "the other worker's idle connection was closed"
+    );
+
+    // Worker 1 gets back what it returned.
+    let second_port = conn.stream.tcp().local_addr().unwrap().port();
+    pools.checkin(conn, (), ticket, false).await;
+    let (again, (), t) = pools
+        .checkout(key("u"), || fake_conn(&listener, &mut server_sides))
+        .await
+        .unwrap();
+    assert!(t.reused);
+    assert_eq!(again.stream.tcp().local_addr().unwrap().port(), second_port);
+    crate::set_thread_shard(0);
 }

@@ -9,7 +9,7 @@ use pgrouter_topology::{NodeTarget, RoutingTable, Topology};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Uses of protocol-level prepared statements (`Bind`/`Describe` by name): `hits` found the
@@ -169,6 +169,9 @@ impl Live {
 #[derive(Debug)]
 pub struct ProxyContext {
     live: ArcSwap<Live>,
+    /// Session worker threads (`worker_threads`, fixed at start-up; 0: sessions run on the
+    /// main runtime). See [`crate::workers`].
+    pub session_workers: usize,
     /// TLS towards clients (`tls:`), rebuilt on every reload; `None`: off.
     tls: arc_swap::ArcSwapOption<crate::tls::Acceptor>,
     /// TLS towards the servers (`server_tls:`), rebuilt on every reload.
@@ -216,6 +219,8 @@ pub struct ProxyContext {
     /// Classification caches, one per worker thread, owned by this context (so two contexts in
     /// one process never share one): no lock on the routing path.
     classification_caches: thread_local::ThreadLocal<RefCell<pgrouter_sql::ClassificationCache>>,
+    /// Node slots the pools and counters were grown to (see `track_new_nodes`).
+    tracked_nodes: AtomicUsize,
 }
 
 /// Statements each worker thread's classification cache holds (at most twice this).
@@ -225,7 +230,11 @@ impl ProxyContext {
     /// Classifies `sql` with the calling thread's cache, under the classifier of the live
     /// configuration (a reload with other function lists empties the caches).
     pub fn classify(&self, sql: &str) -> Arc<pgrouter_sql::Classification> {
-        let live = self.live();
+        self.classify_under(&self.live(), sql)
+    }
+
+    /// [`Self::classify`] under the settings `live` (a session's view of those in force).
+    pub fn classify_under(&self, live: &Live, sql: &str) -> Arc<pgrouter_sql::Classification> {
         let cache = self.classification_caches.get_or(|| {
             RefCell::new(pgrouter_sql::ClassificationCache::new(
                 CLASSIFICATION_CACHE_SIZE,
@@ -240,6 +249,7 @@ impl ProxyContext {
     /// where `RELOAD` reads the configuration again.
     pub fn new(config: &Config, config_path: Option<PathBuf>) -> Self {
         let topology = Topology::new(config.nodes.iter().map(node_target).collect());
+        let session_workers = crate::workers::session_workers(config.worker_threads);
         let tls = crate::tls::acceptor(&config.tls)
             .inspect_err(|e| tracing::error!("{e}; clients get no TLS"))
             .ok()
@@ -258,6 +268,7 @@ impl ProxyContext {
                 pgrouter_topology::HttpClient::default()
             });
         Self {
+            session_workers,
             patroni_api: ArcSwap::from_pointee(patroni_api),
             tls: arc_swap::ArcSwapOption::new(tls),
             server_tls: ArcSwap::from_pointee(server_tls),
@@ -265,7 +276,13 @@ impl ProxyContext {
             live: ArcSwap::from_pointee(Live::new(config.clone(), 0, None)),
             config_path,
             mock_secret: rand::random(),
-            pools: pgrouter_pool::Pools::new(config.nodes.len(), pool_settings(config)),
+            // One idle list per worker: a connection stays with the runtime it is registered
+            // with.
+            pools: pgrouter_pool::Pools::with_shards(
+                config.nodes.len(),
+                pool_settings(config),
+                session_workers.max(1),
+            ),
             topology,
             client_limits: crate::limits::ClientLimits::default(),
             buffer_budget: Arc::new(crate::memory::BufferBudget::new(byte_limit(
@@ -288,6 +305,7 @@ impl ProxyContext {
             started_at: pgrouter_topology::table::unix_now(),
             primary_positions: std::sync::Mutex::default(),
             classification_caches: thread_local::ThreadLocal::new(),
+            tracked_nodes: AtomicUsize::new(0),
         }
     }
 
@@ -314,6 +332,12 @@ impl ProxyContext {
     /// The settings in force: a lock-free load.
     pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
         self.live.load()
+    }
+
+    /// A view of the settings in force for one session's loop: checking it for a reload is one
+    /// atomic load, cheaper than [`Self::live`] on every use.
+    pub(crate) fn live_cache(&self) -> LiveCache<'_> {
+        arc_swap::Cache::new(&self.live)
     }
 
     /// The configuration in force.
@@ -421,8 +445,13 @@ impl ProxyContext {
     /// `topology.discover_members`) their pool and counters; cheap when there are none.
     pub(crate) fn track_new_nodes(&self) {
         let slots = self.topology.slot_count();
+        // Called on every check-out: one relaxed load when nothing was added.
+        if self.tracked_nodes.load(Ordering::Relaxed) >= slots {
+            return;
+        }
         self.pools.grow_to(slots);
         self.stats.grow_to(slots);
+        self.tracked_nodes.fetch_max(slots, Ordering::Relaxed);
     }
 
     /// Picks a read node from the table's readers by weight (the primary among them when its
@@ -614,7 +643,23 @@ impl ProxyContext {
     /// Client messages larger than this stream to their server as they arrive instead of being
     /// read whole (`routing.max_parse_size`: larger statements are not classified anyway).
     pub fn stream_threshold(&self) -> usize {
-        match byte_limit(self.live.load().config.routing.max_parse_size) {
+        self.live.load().stream_threshold()
+    }
+
+    /// Largest client message accepted, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.live.load().max_message_size()
+    }
+}
+
+/// See [`ProxyContext::live_cache`].
+pub(crate) type LiveCache<'a> = arc_swap::Cache<&'a ArcSwap<Live>, Arc<Live>>;
+
+impl Live {
+    /// Client messages larger than this stream to their server as they arrive (see
+    /// [`ProxyContext::stream_threshold`]).
+    pub fn stream_threshold(&self) -> usize {
+        match byte_limit(self.config.routing.max_parse_size) {
             0 => usize::MAX,
             n => n,
         }
@@ -622,7 +667,7 @@ impl ProxyContext {
 
     /// Largest client message accepted, in bytes.
     pub fn max_message_size(&self) -> usize {
-        let max = self.live.load().config.client.max_message_size.bytes();
+        let max = self.config.client.max_message_size.bytes();
         usize::try_from(max).unwrap_or(usize::MAX)
     }
 }

@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`listener`]: accept loop, one task per client, shutdown.
+//! - [`workers`]: session worker threads (`worker_threads` above 1), a session staying on one.
 //! - [`context`]: what sessions share: users with derived secrets, nodes, limits, cancel registry.
 //! - [`limits`]: client connection limits.
 //! - [`memory`]: the process-wide budget for client read buffers.
@@ -40,6 +41,7 @@ pub mod routing;
 pub mod session;
 pub mod stats;
 pub mod tls;
+pub mod workers;
 
 pub use context::ProxyContext;
 pub use listener::serve;

@@ -1,11 +1,13 @@
 //! The accept loops: one per client listener (TCP, and the optional Unix-domain socket), all
-//! feeding one set of sessions.
+//! feeding one set of sessions: on the accepting runtime, or with `worker_threads` above 1 on
+//! the session workers (`workers`).
 
 use crate::client::ClientStream;
 use crate::clients::ClientPeer;
 use crate::context::ProxyContext;
 use crate::routing::Endpoint;
 use crate::session;
+use crate::workers::{Accepted, Workers};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +46,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let sessions = TaskTracker::new();
+    let workers = match ctx.session_workers {
+        0 => None,
+        n => Workers::start(n, &ctx, &shutdown, &sessions).map(Arc::new),
+    };
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(listener, endpoint)| {
@@ -53,6 +59,7 @@ pub async fn serve(
                 Arc::clone(&ctx),
                 shutdown.clone(),
                 sessions.clone(),
+                workers.clone(),
             ))
         })
         .collect();
@@ -61,6 +68,8 @@ pub async fn serve(
     }
     sessions.close();
     sessions.wait().await;
+    // The workers' queues close with it: their threads end.
+    drop(workers);
 }
 
 async fn accept(
@@ -69,6 +78,7 @@ async fn accept(
     ctx: Arc<ProxyContext>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    workers: Option<Arc<Workers>>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -77,6 +87,13 @@ async fn accept(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let (stream, peer) = match &workers {
+                    Some(workers) => match hand_over(workers, stream, peer, endpoint) {
+                        None => continue,
+                        Some(kept) => kept,
+                    },
+                    None => (stream, peer),
+                };
                 let ctx = Arc::clone(&ctx);
                 let shutdown = shutdown.clone();
                 sessions.spawn(async move {
@@ -88,6 +105,33 @@ async fn accept(
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Gives an accepted client to a session worker. `Some`: no worker took it, and it is served
+/// here (registered again with this runtime). `None`: handed over, or lost while detaching (the
+/// socket is then closed: the client sees a refused session, nobody else is affected).
+fn hand_over(
+    workers: &Workers,
+    stream: ClientStream,
+    peer: ClientPeer,
+    endpoint: Endpoint,
+) -> Option<(ClientStream, ClientPeer)> {
+    let accepted = match Accepted::detach(stream, peer, endpoint) {
+        Ok(accepted) => accepted,
+        Err((ClientStream::Gone, e)) => {
+            tracing::warn!(error = %e, "could not hand an accepted client to a worker");
+            return None;
+        }
+        Err((stream, _)) => return Some((stream, peer)),
+    };
+    let unsent = workers.dispatch(accepted).err()?;
+    match unsent.attach() {
+        Ok((stream, peer, _)) => Some((stream, peer)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not take an accepted client back from the workers");
+            None
         }
     }
 }

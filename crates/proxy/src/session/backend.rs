@@ -50,6 +50,20 @@ pub(crate) struct Backend {
     pub(crate) farewell: Option<pgrouter_protocol::ErrorResponse>,
 }
 
+/// Gives a connection going back to its pool the session's read buffer for its next user,
+/// when that is empty and of the usual size (a grown one is freed).
+pub(crate) fn keep_read_buffer(conn: &mut ServerConn, buf: BytesMut) {
+    if worth_keeping(&buf) {
+        conn.spare_buf = buf;
+    }
+}
+
+/// An idle connection keeps at most a usual-sized, empty buffer: pooled memory stays bounded by
+/// the pool size whatever results went through it.
+fn worth_keeping(buf: &BytesMut) -> bool {
+    buf.is_empty() && buf.capacity() <= 2 * super::client::READ_CHUNK
+}
+
 /// A read that can still be re-run elsewhere.
 #[derive(Debug)]
 pub(crate) struct Retry {
@@ -63,18 +77,29 @@ pub(crate) struct Retry {
 pub(crate) const MAX_HELD: usize = 64 * 1024;
 
 impl Backend {
-    pub(crate) fn new(conn: ServerConn, pooled: PooledState, ticket: Ticket, node: usize) -> Self {
+    pub(crate) fn new(
+        mut conn: ServerConn,
+        pooled: PooledState,
+        ticket: Ticket,
+        node: usize,
+    ) -> Self {
         let PooledState {
             mut prepared,
             sequences,
         } = pooled;
         // The unnamed statement belongs to whoever used the connection last.
-        prepared.remove("");
+        if !prepared.is_empty() {
+            prepared.remove("");
+        }
+        let mut buf = std::mem::take(&mut conn.spare_buf);
+        if buf.capacity() == 0 {
+            buf = BytesMut::with_capacity(super::client::READ_CHUNK);
+        }
         Self {
             conn,
             ticket,
             node,
-            buf: BytesMut::with_capacity(super::client::READ_CHUNK),
+            buf,
             walker: FrameWalker::new(),
             prepared,
             sequences,
@@ -151,5 +176,25 @@ pub(crate) async fn read_opt(backend: &mut Option<Backend>) -> std::io::Result<u
     match backend {
         Some(b) => b.read().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::READ_CHUNK;
+
+    #[test]
+    fn only_an_empty_buffer_of_the_usual_size_stays_with_a_pooled_connection() {
+        let mut holding = BytesMut::with_capacity(READ_CHUNK);
+        holding.extend_from_slice(b"Z\0\0\0\x05I");
+        for (buf, kept) in [
+            (BytesMut::with_capacity(READ_CHUNK), true),
+            (BytesMut::new(), true),
+            (holding, false),
+            (BytesMut::with_capacity(4 * READ_CHUNK), false),
+        ] {
+            assert_eq!(worth_keeping(&buf), kept, "capacity {}", buf.capacity());
+        }
     }
 }

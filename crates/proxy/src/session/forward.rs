@@ -134,7 +134,7 @@ impl Session<'_> {
                     let name = name.as_ref();
                     let c = match parses.next() {
                         Some(c) => Arc::clone(c),
-                        None => classify_text(self.ctx, sql),
+                        None => classify_text(self.ctx, &self.live, sql),
                     };
                     let route = effective_route(self.ctx, state, &c);
                     let stale = !name.is_empty()

@@ -23,14 +23,16 @@ impl Session<'_> {
         &mut self,
         client: &mut ClientConn,
     ) -> Result<Drain, SessionError> {
-        let max_len = self.ctx.max_message_size();
+        let max_len = self.live.max_message_size();
         // Messages larger than this stream on as they arrive (all of them while the client
         // buffer budget is spent).
         let forced = std::mem::take(&mut self.force_stream);
         self.copy_kept_bytes = client.is_grown();
-        // Read from the configuration only when a message is still arriving (not per pass).
-        let ctx = self.ctx;
-        let threshold = || if forced { 0 } else { ctx.stream_threshold() };
+        let threshold = if forced {
+            0
+        } else {
+            self.live.stream_threshold()
+        };
         loop {
             if self.streaming.is_some() {
                 if !self.continue_stream(client).await {
@@ -122,7 +124,7 @@ impl Session<'_> {
                     continue;
                 }
                 if let (0, Some((tag, total))) = complete_prefix(&client.buf, max_len)? {
-                    if total > threshold() && super::stream::can_start(tag, &client.buf) {
+                    if total > threshold && super::stream::can_start(tag, &client.buf) {
                         self.stream_attached(client, slot, tag, total).await?;
                         continue;
                     }
@@ -137,7 +139,6 @@ impl Session<'_> {
                     // a large message takes no server connection (nor memory).
                     let arrived = client.buf.len() - complete;
                     let large = next.is_some_and(|(tag, total)| {
-                        let threshold = threshold();
                         total > threshold
                             && arrived >= threshold
                             && super::stream::can_start(tag, &client.buf[complete..])
@@ -416,7 +417,7 @@ impl Session<'_> {
     /// `client.max_prepared_statements` and `client.max_prepared_statement_memory` in force,
     /// from one look at the configuration (`None`: no limit).
     fn statement_limits(&self) -> (Option<usize>, Option<usize>) {
-        let client = &self.ctx.live().config.client;
+        let client = &self.live.config.client;
         let limit = |n: u64| (n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX));
         (
             limit(u64::from(client.max_prepared_statements)),
@@ -608,7 +609,7 @@ impl Session<'_> {
                 failed = true;
                 continue;
             }
-            let c = classify_text(self.ctx, sql);
+            let c = classify_text(self.ctx, &self.live, sql);
             let route = effective_route(self.ctx, &self.state, &c);
             self.state
                 .store_statement(name, name_len, Bytes::copy_from_slice(msg), route, c);

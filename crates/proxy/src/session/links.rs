@@ -20,7 +20,7 @@ impl Session<'_> {
             return;
         }
         self.read_generation = table.generation;
-        if self.ctx.live().config.routing.load_balance
+        if self.live.config.routing.load_balance
             && self.endpoint.splits()
             && !self.read_node.is_some_and(|n| table.serves_reads(n))
         {
@@ -35,7 +35,7 @@ impl Session<'_> {
     pub(super) fn is_stale(&self, slot: Slot) -> bool {
         match slot {
             Slot::Primary => self.primary.as_ref().is_some_and(|b| {
-                let fallback = self.ctx.live().config.routing.reads_fallback_to_primary;
+                let fallback = self.live.config.routing.reads_fallback_to_primary;
                 let pinned = self.state.pin.is_some();
                 self.endpoint
                     .should_move(&self.ctx.topology.load(), b.node, fallback, pinned)
@@ -53,7 +53,7 @@ impl Session<'_> {
         table: &pgrouter_topology::RoutingTable,
         node: usize,
     ) -> bool {
-        let fallback = self.ctx.live().config.routing.reads_fallback_to_primary;
+        let fallback = self.live.config.routing.reads_fallback_to_primary;
         self.endpoint.accepts(table, node, fallback)
     }
 
@@ -95,7 +95,7 @@ impl Session<'_> {
                 // unknown outcome is not waited for again: as with PostgreSQL itself, it can
                 // only reach this client's own statements.)
                 let cancels = b.conn.cancels.clone();
-                let limit = self.ctx.live().config.pool.connect_timeout.get();
+                let limit = self.live.config.pool.connect_timeout.get();
                 cancels.settle(limit).await;
             }
             return Ok(slot);
@@ -145,7 +145,7 @@ impl Session<'_> {
     /// Reads are refused when nothing serves them and `routing.reads_fallback_to_primary` is
     /// off (the error itself: `plan::reads_refused`).
     pub(super) fn reads_refused(&self) -> bool {
-        self.read_node.is_none() && !self.ctx.live().config.routing.reads_fallback_to_primary
+        self.read_node.is_none() && !self.live.config.routing.reads_fallback_to_primary
     }
 
     pub(super) fn point_cancel_at(&self, slot: Slot) {
@@ -188,10 +188,12 @@ impl Session<'_> {
         // Session settings replayed on (or made on) this connection, or anything the client ran
         // that may have left state pgrouter cannot see, must not reach the next client.
         let dirty = b.ledger.needs_reset();
+        let mut conn = b.conn;
+        super::backend::keep_read_buffer(&mut conn, b.buf);
         self.ctx
             .pools
             .checkin(
-                b.conn,
+                conn,
                 PooledState {
                     prepared: b.prepared,
                     sequences: b.sequences,
@@ -226,9 +228,11 @@ impl Session<'_> {
                 && b.ledger.reusable();
             let mid_message = self.streaming.is_some_and(|s| s.slot == slot);
             if reusable {
+                let mut conn = b.conn;
+                super::backend::keep_read_buffer(&mut conn, b.buf);
                 self.ctx
                     .pools
-                    .checkin(b.conn, PooledState::default(), b.ticket, true)
+                    .checkin(conn, PooledState::default(), b.ticket, true)
                     .await;
             } else if mid_message {
                 // The server has part of a streamed message: nothing may be written after it (a

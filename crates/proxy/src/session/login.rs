@@ -189,23 +189,24 @@ impl ServerLogin<'_> {
     /// A connection to node `node` from its pool (pooled, or a new login).
     async fn checkout(&self, node: usize) -> Result<Opened, LoginFailure> {
         let (ctx, user, startup) = (self.ctx, self.user, self.startup);
-        let Some(slot) = ctx.topology.node(node) else {
-            // Unreachable: node indexes come from the routing table, whose rows are the topology's
-            // slots, which never shrink. Answered as a network failure rather than a panic.
-            return Err(CheckoutError::Connect(ConnError::Io {
-                addr: format!("node #{node}"),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such node slot"),
-            }));
-        };
         let key = PoolKey {
             node,
             login: std::sync::Arc::clone(&self.login_key),
         };
         let index = node;
-        let node = &slot.target;
         ctx.track_new_nodes();
         // What a new login needs is gathered only when no pooled connection is taken.
         let connect = || async move {
+            let Some(slot) = ctx.topology.node(index) else {
+                // Unreachable: node indexes come from the routing table, whose rows are the
+                // topology's slots, which never shrink. Answered as a network failure rather
+                // than a panic.
+                return Err(ConnError::Io {
+                    addr: format!("node #{index}"),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such node slot"),
+                });
+            };
+            let node = &slot.target;
             // A reload may have changed the password since this client logged in.
             let current = ctx.user(&user.name);
             let server_tls = ctx.server_tls();

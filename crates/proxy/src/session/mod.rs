@@ -328,8 +328,11 @@ async fn serve(
     let _entry = Arc::clone(&client.entry);
     let login = login::ServerLogin::new(ctx, &user, &startup, endpoint);
     let table = ctx.topology.snapshot();
+    let mut live_cache = ctx.live_cache();
     let mut session = relay::Session {
         ctx,
+        live: Arc::clone(live_cache.load()),
+        live_cache,
         endpoint,
         primary: first_server.map(login::Opened::into_backend),
         read: None,

@@ -175,13 +175,17 @@ impl Session<'_> {
             );
             match tag {
                 fe::QUERY => {
-                    let c = classify_text(self.ctx, fe::query_text(body(msg)).unwrap_or_default());
+                    let c = classify_text(
+                        self.ctx,
+                        &self.live,
+                        fe::query_text(body(msg)).unwrap_or_default(),
+                    );
                     demote(self.effective_route(&c), &mut route);
                     runs.push(c);
                 }
                 fe::PARSE => {
                     if let Some((name, sql)) = fe::parse_parse(body(msg)) {
-                        let c = classify_text(self.ctx, sql);
+                        let c = classify_text(self.ctx, &self.live, sql);
                         demote(self.effective_route(&c), &mut route);
                         parsed.retain(|(n, _, _)| *n != name);
                         parses.push(Arc::clone(&c));

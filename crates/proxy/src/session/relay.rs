@@ -17,7 +17,7 @@ use super::state::SessionState;
 use super::SessionError;
 use crate::cancel::{CancelSlot, ServerKey};
 use crate::clients::{ClientEntry, ClientState};
-use crate::context::ProxyContext;
+use crate::context::{Live, LiveCache, ProxyContext};
 use crate::routing::{Endpoint, SessionFacts};
 use crate::stats::Stats;
 use bytes::Bytes;
@@ -33,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 /// A session after login.
 pub(super) struct Session<'a> {
     pub(super) ctx: &'a ProxyContext,
+    /// The settings in force, as of the loop's last pass (see `refresh_live`): read many times
+    /// a request, each of those would otherwise be an `arc-swap` load.
+    pub(super) live: Arc<Live>,
+    pub(super) live_cache: LiveCache<'a>,
     /// The listener's offer: where the main connection (`primary`) goes.
     pub(super) endpoint: Endpoint,
     pub(super) primary: Option<Backend>,
@@ -133,6 +137,14 @@ pub(super) enum Drain {
 }
 
 impl<'a> Session<'a> {
+    /// Picks up a reload: one atomic load when nothing changed.
+    pub(super) fn refresh_live(&mut self) {
+        let fresh = self.live_cache.load();
+        if !Arc::ptr_eq(fresh, &self.live) {
+            self.live = Arc::clone(fresh);
+        }
+    }
+
     /// Bytes of a unit to keep beyond the request: a view of the client buffer while it is a
     /// base one, a copy while it is grown (see `copy_kept_bytes`).
     pub(super) fn keep(&self, bytes: &Bytes) -> Bytes {
@@ -216,7 +228,7 @@ impl<'a> Session<'a> {
 
     /// `client.idle_timeout`, `idle_transaction_timeout` and `query_timeout` in force.
     pub(super) fn timeout_limits(&self) -> super::timeouts::Limits {
-        let client = &self.ctx.live().config.client;
+        let client = &self.live.config.client;
         super::timeouts::Limits {
             idle: client.idle_timeout.get(),
             idle_in_transaction: client.idle_transaction_timeout.get(),
@@ -237,7 +249,7 @@ impl<'a> Session<'a> {
         };
         let addr = key.addr;
         tracing::info!(server = %addr, "client.query_timeout expired: cancelling the request on the server");
-        let timeout = self.ctx.live().config.pool.connect_timeout.get();
+        let timeout = self.live.config.pool.connect_timeout.get();
         // Counted in flight like a client's cancel: one of unknown outcome keeps the
         // connection from ever serving another client.
         let in_flight = key.cancels.start();
@@ -250,7 +262,7 @@ impl<'a> Session<'a> {
     }
 
     pub(super) fn facts(&self) -> SessionFacts {
-        let routing = &self.ctx.live().config.routing;
+        let routing = &self.live.config.routing;
         let stays_on_primary = self.state.has_written
             && routing.reads_after_write == pgrouter_config::ReadsAfterWrite::Primary;
         SessionFacts {
@@ -284,6 +296,7 @@ pub(super) async fn relay(
     // lock shared by every session) when polled, and unregister when dropped, on every pass.
     let mut shutdown_begins = std::pin::pin!(shutdown.cancelled());
     loop {
+        session.refresh_live();
         if drain_deadline.is_some() && session.is_quiescent(client) {
             return Err(shutting_down(false));
         }
@@ -385,7 +398,7 @@ pub(super) async fn relay(
                 session.force_stream = true;
             }
             () = &mut shutdown_begins, if drain_deadline.is_none() => {
-                let timeout = session.ctx.live().config.shutdown_timeout.get();
+                let timeout = session.live.config.shutdown_timeout.get();
                 drain_deadline = Some(tokio::time::Instant::now() + timeout);
                 if !session.is_quiescent(client) {
                     tracing::info!(timeout = ?timeout, "shutting down: letting this session's transaction or request finish");

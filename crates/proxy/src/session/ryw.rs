@@ -191,7 +191,7 @@ impl Session<'_> {
     /// Read-your-writes is on and this session has something to wait for: a write whose
     /// position is not known yet, a position given, or a staleness bound.
     pub(super) fn wants_read_check(&self) -> bool {
-        let ryw = self.ctx.live().config.routing.read_your_writes == ReadYourWrites::Session;
+        let ryw = self.live.config.routing.read_your_writes == ReadYourWrites::Session;
         (ryw && self.state.write_unconfirmed)
             || self.state.min_lsn > 0
             || self.state.max_staleness.is_some()
@@ -206,7 +206,7 @@ impl Session<'_> {
         client: &mut ClientConn,
     ) -> Result<(), SessionError> {
         let (ryw, wait) = {
-            let routing = &self.ctx.live().config.routing;
+            let routing = &self.live.config.routing;
             (
                 routing.read_your_writes == ReadYourWrites::Session,
                 routing.read_your_writes_wait.get(),

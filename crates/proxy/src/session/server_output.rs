@@ -21,7 +21,7 @@ impl Session<'_> {
         slot: Slot,
         read: std::io::Result<usize>,
     ) -> Result<(), SessionError> {
-        let max_len = self.ctx.max_message_size();
+        let max_len = self.live.max_message_size();
         if !matches!(read, Ok(n) if n > 0) {
             // A server that drops its connections may be going away: look at the cluster now.
             self.ctx.topology.probe_now("server_connection_lost");

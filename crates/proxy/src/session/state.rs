@@ -207,6 +207,10 @@ impl SessionState {
 
     /// Forgets a statement (closed, deallocated, or the unnamed one replaced by a query).
     pub(crate) fn remove_statement(&mut self, name: &str) {
+        // Every simple query forgets the unnamed statement: skip the hashing when none is kept.
+        if self.statements.is_empty() && self.pgpool_statements.is_empty() {
+            return;
+        }
         self.pgpool_statements.remove(name);
         if let Some(old) = self.statements.remove(name) {
             self.statement_bytes -= old.parse.len();

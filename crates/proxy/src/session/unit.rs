@@ -4,7 +4,7 @@
 use super::client::frame_error;
 use super::state::SessionState;
 use super::SessionError;
-use crate::context::ProxyContext;
+use crate::context::{Live, ProxyContext};
 use bytes::BytesMut;
 use pgrouter_protocol::frame;
 use pgrouter_protocol::frontend as fe;
@@ -171,9 +171,9 @@ pub(super) fn name_key(b: &[u8]) -> std::borrow::Cow<'_, str> {
 /// Classifies statement text as the client sent it. Text that is not valid UTF-8 (a client
 /// encoding such as LATIN1 with non-ASCII characters) cannot be parsed safely: it is unknown,
 /// so it goes to the primary, is never held for a re-run, and counts as changing the session.
-pub(super) fn classify_text(ctx: &ProxyContext, text: &[u8]) -> Arc<Classification> {
+pub(super) fn classify_text(ctx: &ProxyContext, live: &Live, text: &[u8]) -> Arc<Classification> {
     match std::str::from_utf8(text) {
-        Ok(sql) => ctx.classify(sql),
+        Ok(sql) => ctx.classify_under(live, sql),
         Err(_) => {
             let mut c = Classification::new(Route::Primary, pgrouter_sql::Rule::Unparsable);
             c.effects.untracked = true;
