@@ -4,13 +4,14 @@
 # and through one pgrouter per thread count (transaction pooling, reads split over the three
 # nodes), at each client count; median TPS, CPU µs per transaction and p50/p99 latency.
 #   scripts/thread-curve.sh [PGROUTER_BINARY]          (default target/release/pgrouter)
-# Environment: PGR_CURVE_THREADS ("1 2"), PGR_CURVE_CLIENTS ("8 32 64"), PGR_CURVE_SECONDS (8),
+# Environment: PGR_CURVE_THREADS ("1 2"; an entry N:BINARY runs another build, e.g. to compare
+# two), PGR_CURVE_CLIENTS ("8 32 64"), PGR_CURVE_SECONDS (8),
 # PGR_CURVE_ROUNDS (2), PGR_CURVE_MODE (simple), PGR_CURVE_JOBS (pgbench threads, nproc / 2),
 # PGR_CURVE_POOL_SIZE (server connections per node for both, 20), PGR_CURVE_PGBOUNCER=0 (skip).
 # Needs the dev cluster (scripts/dev-cluster.sh up) with pgbench tables
 # (PGPASSWORD=app pgbench -i -s 2 -h 127.0.0.1 -p 15432 -U app app). Listens on 127.0.0.1:16700+.
 set -euo pipefail
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 bin=${1:-target/release/pgrouter}
 read -r -a threads <<<"${PGR_CURVE_THREADS:-1 2}"
 read -r -a clients <<<"${PGR_CURVE_CLIENTS:-8 32 64}"
@@ -67,17 +68,19 @@ EOF
   targets+=(pgbouncer)
 fi
 n=1
-for t in "${threads[@]}"; do
+for entry in "${threads[@]}"; do
+  t=${entry%%:*} b=$bin label="threads=$entry"
+  [[ $entry == *:* ]] && b=${entry#*:} label="threads=$t ($(basename "$b"))"
   p=$((16700 + 2 * n)) && n=$((n + 1))
   sed -e "s/^listen: .*/listen: 127.0.0.1:$p/" -e "s/^admin_listen: .*/admin_listen: 127.0.0.1:$((p + 1))/" \
     -e 's/^  mode: session .*/  mode: transaction/' -e "s/^worker_threads: .*/worker_threads: $t/" \
     -e "s/^  max_server_connections: .*/  max_server_connections: $pool/" \
-    "$repo/config.example.yaml" >"$work/pgrouter-$t.yaml"
-  "$bin" --config "$work/pgrouter-$t.yaml" >"$work/pgrouter-$t.log" 2>&1 &
+    "$repo/config.example.yaml" >"$work/pgrouter-$n.yaml"
+  "$b" --config "$work/pgrouter-$n.yaml" >"$work/pgrouter-$n.log" 2>&1 &
   pids+=($!)
-  wait_port "$p" || { tail "$work/pgrouter-$t.log"; exit 1; }
-  port[threads=$t]=$p pid[threads=$t]=$!
-  targets+=("threads=$t")
+  wait_port "$p" || { tail "$work/pgrouter-$n.log"; exit 1; }
+  port[$label]=$p pid[$label]=$!
+  targets+=("$label")
 done
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

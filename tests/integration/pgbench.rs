@@ -172,3 +172,45 @@ fn pgbench_through_transaction_pooling() {
         eprintln!("pgbench {args:?} through transaction pooling: {tps}");
     }
 }
+
+/// Session workers (`worker_threads: 3`) in transaction pooling with 3 server connections per
+/// node, fewer than the workers want: connections are taken over between workers' idle lists
+/// all along. TPC-B in every query mode (prepared statements travel with their connection) has
+/// no failed transaction, and every update is there exactly once: the accounts' balances add up
+/// to the history's deltas.
+#[test]
+fn pgbench_through_worker_threads() {
+    let Some(cluster) = cluster() else { return };
+    let _tables = PGBENCH_TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    let router = Router::start(
+        cluster,
+        "worker_threads: 3\n\
+         pool: {mode: transaction, max_server_connections: 3, checkout_timeout: 30s}\n",
+    );
+    let url = router.url("app", "app");
+    pgbench(&url, &["-i", "-s", "1", "-q"]);
+    for mode in ["simple", "extended", "prepared"] {
+        // `-n`: no vacuum before the run, which would also empty the history.
+        let out = pgbench(&url, &["-n", "-M", mode, "-c", "12", "-j", "2", "-T", "4"]);
+        assert!(
+            out.contains("number of failed transactions: 0 (0.000%)"),
+            "{mode}:\n{out}"
+        );
+    }
+    assert!(
+        router
+            .log_text()
+            .contains("idle server connection taken over from another worker"),
+        "no connection changed workers: the test does not exercise that"
+    );
+    let sums = cluster.superuser_sql(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(delta) FROM pgbench_history), \
+         (SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(bbalance) FROM pgbench_branches), \
+         (SELECT count(*) FROM pgbench_history)",
+    );
+    let sums: Vec<&str> = sums.split('|').collect();
+    assert!(
+        sums.iter().take(4).all(|s| *s == sums[0]) && sums[4] != "0",
+        "balances and history disagree (accounts, history, tellers, branches, rows): {sums:?}"
+    );
+}

@@ -89,6 +89,15 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// The connection with its socket registered with the calling thread's runtime (see
+    /// [`ServerStream::move_here`]).
+    pub fn move_here(self) -> std::io::Result<Self> {
+        Ok(Self {
+            stream: self.stream.move_here()?,
+            ..self
+        })
+    }
+
     /// Connects and logs in within `target.timeout`.
     pub async fn connect(target: &ServerTarget<'_>) -> Result<Self, ConnError> {
         let addr_text = format!("{}:{}", target.host, target.port);

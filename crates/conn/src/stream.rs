@@ -23,6 +23,20 @@ impl ServerStream {
         }
     }
 
+    /// Registers a plain socket with the calling thread's runtime, for a connection taken over
+    /// from another thread's runtime (a session worker's idle list): its events then wake this
+    /// thread directly. A TLS stream cannot be taken apart and stays registered where it was;
+    /// it works the same, its events passing through that runtime. `Err`: the socket could not
+    /// be moved and is closed.
+    pub fn move_here(self) -> std::io::Result<Self> {
+        match self {
+            ServerStream::Plain(tcp) => {
+                Ok(ServerStream::Plain(TcpStream::from_std(tcp.into_std()?)?))
+            }
+            tls @ ServerStream::Tls(_) => Ok(tls),
+        }
+    }
+
     /// Whether the connection is on TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, ServerStream::Tls(_))

@@ -380,7 +380,17 @@ impl<S: Default> Pools<S> {
                 }
             }
         };
-        if let Some(idle) = self.take_idle(&node, &key) {
+        // This thread's own idle connection; at the node's limit, one of the same pool another
+        // worker holds idle rather than closing it to log in anew.
+        let max = node.permits.load(Ordering::Relaxed);
+        let at_limit = || {
+            let active = max.saturating_sub(node.active.available_permits());
+            active + idle_count(&node) > max
+        };
+        let reusable = self
+            .take_idle(&node, &key)
+            .or_else(|| self.take_other_workers_idle(&node, &key, at_limit()));
+        if let Some(idle) = reusable {
             return Ok((
                 idle.conn,
                 idle.state,
@@ -396,9 +406,7 @@ impl<S: Default> Pools<S> {
         let started = *started.get_or_insert_with(Instant::now);
         // Room for one more: the permit covers checked-out connections; idle ones of other pools
         // count against the limit too, so close one if the node is at it.
-        let max = node.permits.load(Ordering::Relaxed);
-        let active = max.saturating_sub(node.active.available_permits());
-        if active + idle_count(&node) > max {
+        if at_limit() {
             evict_one(&node);
         }
         let conn = connect().await.map_err(CheckoutError::Connect)?;
@@ -545,7 +553,51 @@ impl<S: Default> Pools<S> {
     }
 
     fn take_idle(&self, node: &NodePool<S>, key: &PoolKey) -> Option<Idle<S>> {
-        let mut idle = self.own_idle(node);
+        self.pop_usable(&mut self.own_idle(node), key)
+    }
+
+    /// With several workers and the node at its limit (`at_limit`): an idle connection of the
+    /// same pool from another worker's list, its socket moved to this thread's runtime. Below
+    /// the limit a new login is opened instead, so each worker settles on connections of its
+    /// own; at the limit, taking one over costs two `epoll_ctl` calls where closing it and
+    /// logging in anew would cost a login.
+    fn take_other_workers_idle(
+        &self,
+        node: &NodePool<S>,
+        key: &PoolKey,
+        at_limit: bool,
+    ) -> Option<Idle<S>> {
+        if self.shards == 1 || !at_limit {
+            return None;
+        }
+        let own = THREAD_SHARD.with(std::cell::Cell::get) % self.shards;
+        for (index, shard) in node.idle.iter().enumerate() {
+            if index == own {
+                continue;
+            }
+            let Some(idle) = self.pop_usable(&mut lock(shard), key) else {
+                continue;
+            };
+            match idle.conn.move_here() {
+                Ok(conn) => {
+                    tracing::debug!(
+                        from = index,
+                        to = own,
+                        "idle server connection taken over from another worker"
+                    );
+                    return Some(Idle { conn, ..idle });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "an idle connection could not change threads; closed")
+                }
+            }
+        }
+        None
+    }
+
+    /// The most recently used connection of `key` in a locked idle list that is neither too
+    /// old nor closed by the server (those found on the way are closed).
+    fn pop_usable(&self, idle: &mut IdleMap<S>, key: &PoolKey) -> Option<Idle<S>> {
         let conns = idle.get_mut(key)?;
         // Most recently used first: warm, and the oldest can time out.
         while let Some(c) = conns.pop() {

@@ -138,7 +138,7 @@ async fn prune_closes_idle_connections_past_their_time() {
 }
 
 #[tokio::test]
-async fn each_shard_reuses_only_its_own_idle_connections_within_one_limit() {
+async fn each_shard_keeps_its_own_idle_connections_within_one_limit() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut server_sides = Vec::new();
     let pools: Pools<()> = Pools::with_shards(1, settings(2), 2);
@@ -162,17 +162,14 @@ async fn each_shard_reuses_only_its_own_idle_connections_within_one_limit() {
     assert_ne!(conn.stream.tcp().local_addr().unwrap().port(), first_port);
     assert_eq!(pools.counts(0), (1, 1));
 
-    // At the limit, worker 1's next checkout closes worker 0's idle connection for room.
-    let (_third, (), t3) = pools
+    // At the limit, worker 1 takes worker 0's idle connection over instead of logging in anew.
+    let (taken, (), t3) = pools
         .checkout(key("u"), || fake_conn(&listener, &mut server_sides))
         .await
         .unwrap();
-    assert!(!t3.reused);
-    assert_eq!(
-        pools.counts(0),
-        (0, 2),
-        "the other worker's idle connection was closed"
-    );
+    assert!(t3.reused);
+    assert_eq!(taken.stream.tcp().local_addr().unwrap().port(), first_port);
+    assert_eq!(pools.counts(0), (0, 2));
 
     // Worker 1 gets back what it returned.
     let second_port = conn.stream.tcp().local_addr().unwrap().port();
@@ -183,5 +180,20 @@ async fn each_shard_reuses_only_its_own_idle_connections_within_one_limit() {
         .unwrap();
     assert!(t.reused);
     assert_eq!(again.stream.tcp().local_addr().unwrap().port(), second_port);
+
+    // Another pool at the limit: worker 0 closes worker 1's idle connection for room.
+    pools.checkin(again, (), t, false).await;
+    crate::set_thread_shard(0);
+    let (_other, (), t) = pools
+        .checkout(key("v"), || fake_conn(&listener, &mut server_sides))
+        .await
+        .unwrap();
+    assert!(!t.reused);
+    assert_eq!(
+        pools.counts(0),
+        (0, 2),
+        "the other worker's idle connection was closed"
+    );
+    drop(taken);
     crate::set_thread_shard(0);
 }
