@@ -145,6 +145,25 @@ async fn sessions_on_worker_threads_keep_their_meaning_in_both_pooling_modes() {
             .unwrap();
         drop(check);
 
+        // Each worker counts in its own shard; the exposition has them all.
+        let (status, metrics) = crate::harness::http(&router.admin_addr(), "GET", "/metrics");
+        assert_eq!(status, 200);
+        let value = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing:\n{metrics}")) as u64
+        };
+        let requests = u64::try_from(CLIENTS * ROUNDS * 2).unwrap();
+        assert!(
+            value("pgrouter_requests_total ") >= requests,
+            "{mode}: requests counted on the workers are missing"
+        );
+        assert!(
+            value("pgrouter_request_duration_seconds_count ") >= requests,
+            "{mode}: request latencies recorded on the workers are missing"
+        );
+
         // The sessions ran on the workers, not on the main thread.
         let busy = worker_threads(router.pid())
             .into_iter()

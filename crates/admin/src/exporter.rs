@@ -182,7 +182,7 @@ impl Exporter {
         }
         for rule in pgrouter_sql::Rule::ALL {
             counter!("pgrouter_statements_by_rule_total", "rule" => rule.as_str())
-                .absolute(load(&stats.rules[rule as usize]));
+                .absolute(stats.rules[rule as usize].get());
         }
         for (class, n) in stats.errors_by_class() {
             counter!("pgrouter_errors_total", "class" => class).absolute(n);
@@ -192,8 +192,8 @@ impl Exporter {
         counter!("pgrouter_client_connections_refused_total")
             .absolute(load(&stats.clients_refused));
         counter!("pgrouter_auth_failures_total").absolute(load(&stats.auth_failures));
-        counter!("pgrouter_requests_total").absolute(load(&stats.requests));
-        counter!("pgrouter_transactions_total").absolute(load(&stats.transactions));
+        counter!("pgrouter_requests_total").absolute(stats.requests.get());
+        counter!("pgrouter_transactions_total").absolute(stats.transactions.get());
         counter!("pgrouter_prepared_statement_hits_total").absolute(load(&ctx.prepared_stats.hits));
         counter!("pgrouter_prepared_statement_misses_total")
             .absolute(load(&ctx.prepared_stats.misses));

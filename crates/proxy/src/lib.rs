@@ -15,6 +15,7 @@
 //! - [`context`]: what sessions share: users with derived secrets, nodes, limits, cancel registry.
 //! - [`limits`]: client connection limits.
 //! - [`memory`]: the process-wide budget for client read buffers.
+//! - [`per_worker`]: counters and histograms sharded per session worker, summed when read.
 //! - [`stats`], [`clients`]: what sessions count and who is connected, for metrics and the console.
 //! - [`console`]: the SQL admin console (database `pgrouter`).
 //! - [`cancel`]: client-facing `BackendKeyData` and the mapping to server keys.
@@ -36,6 +37,7 @@ pub mod latency;
 pub mod limits;
 pub mod listener;
 pub mod memory;
+pub mod per_worker;
 pub mod reload;
 pub mod routing;
 pub mod session;

@@ -13,7 +13,7 @@ pub const DECISIONS: [Route; 3] = [Route::Read, Route::Primary, Route::AllBacken
 #[derive(Debug)]
 pub struct NodeStats {
     /// Statements run on this node, by route (indexed like [`DECISIONS`]).
-    pub routed: [AtomicU64; 3],
+    pub routed: [crate::per_worker::Counter; 3],
     /// Clients that waited `pool.checkout_timeout` for a server connection in vain.
     pub checkout_timeouts: AtomicU64,
     /// Time clients waited to check out a server connection of this node.
@@ -39,7 +39,7 @@ pub struct Stats {
     /// Indexed by node slot (see `pgrouter_slots`); grows when a reload adds nodes.
     pub nodes: pgrouter_slots::Slots<NodeStats>,
     /// Statements classified, by rule (indexed by `Rule as usize`).
-    pub rules: [AtomicU64; Rule::ALL.len()],
+    pub rules: [crate::per_worker::Counter; Rule::ALL.len()],
     /// Errors sent to clients, by SQLSTATE class (see [`class_index`]).
     errors: Vec<AtomicU64>,
     /// Client connections accepted.
@@ -54,9 +54,9 @@ pub struct Stats {
     /// See `closed_bytes_received`.
     pub closed_bytes_sent: AtomicU64,
     /// Client requests answered (a simple query, or an extended-protocol segment up to `Sync`).
-    pub requests: AtomicU64,
+    pub requests: crate::per_worker::Counter,
     /// Transactions ended (committed or rolled back), explicit ones only.
-    pub transactions: AtomicU64,
+    pub transactions: crate::per_worker::Counter,
     /// Requests and bytes of authenticated clients that have disconnected, per database (for the
     /// console's PgBouncer-style `SHOW STATS`); written once per session end, never per request.
     closed_by_database: std::sync::Mutex<std::collections::BTreeMap<String, DatabaseTotals>>,
@@ -110,8 +110,8 @@ impl Stats {
             clients_refused: AtomicU64::new(0),
             closed_bytes_received: AtomicU64::new(0),
             closed_bytes_sent: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            transactions: AtomicU64::new(0),
+            requests: Default::default(),
+            transactions: Default::default(),
             closed_by_database: std::sync::Mutex::default(),
             request_duration: Default::default(),
             transaction_duration: Default::default(),
@@ -138,9 +138,9 @@ impl Stats {
             Route::AllBackends => 2,
         };
         self.nodes.with(node, |n| {
-            n.routed[decision].fetch_add(1, Ordering::Relaxed);
+            n.routed[decision].add(1);
         });
-        self.rules[rule as usize].fetch_add(1, Ordering::Relaxed);
+        self.rules[rule as usize].add(1);
     }
 
     /// Adds a disconnected client's counts to its database's.
@@ -215,7 +215,7 @@ impl Stats {
             };
             let total = &mut totals[at];
             for (sum, counter) in total.routed.iter_mut().zip(&node.routed) {
-                *sum += counter.load(Ordering::Relaxed);
+                *sum += counter.get();
             }
             total.checkout_timeouts += node.checkout_timeouts.load(Ordering::Relaxed);
             total.checkout_wait.add(&node.checkout_wait.snapshot());
@@ -225,9 +225,7 @@ impl Stats {
 
     /// Reads (route `read`) that ran on `node`.
     pub fn reads_served(&self, node: usize) -> u64 {
-        self.nodes
-            .with(node, |n| n.routed[0].load(Ordering::Relaxed))
-            .unwrap_or(0)
+        self.nodes.with(node, |n| n.routed[0].get()).unwrap_or(0)
     }
 }
 
@@ -283,10 +281,7 @@ mod tests {
         stats.routed(7, Route::Primary, Rule::Write);
         assert_eq!(stats.reads_served(1), 2);
         assert_eq!(stats.reads_served(0), 0);
-        assert_eq!(
-            stats.nodes.with(0, |n| n.routed[1].load(Ordering::Relaxed)),
-            Some(1)
-        );
-        assert_eq!(stats.rules[Rule::Write as usize].load(Ordering::Relaxed), 2);
+        assert_eq!(stats.nodes.with(0, |n| n.routed[1].get()), Some(1));
+        assert_eq!(stats.rules[Rule::Write as usize].get(), 2);
     }
 }

@@ -153,6 +153,8 @@ impl Worker {
     fn run(mut self) {
         // Server connections this thread checks out and returns use its own idle lists.
         pgrouter_pool::set_thread_shard(self.index);
+        // Its counters and histograms go to its own shard (summed at scrape time).
+        crate::per_worker::set_thread_shard(self.index);
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

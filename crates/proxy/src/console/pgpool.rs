@@ -520,7 +520,7 @@ fn backend_stats(ctx: &ProxyContext) -> ResultSet {
             .stats
             .nodes
             .with(i, |s| {
-                s.routed.each_ref().map(|c| c.load(Ordering::Relaxed))
+                s.routed.each_ref().map(crate::per_worker::Counter::get)
             })
             .unwrap_or_default();
         let reads = routed[0];

@@ -52,7 +52,7 @@ pub fn nodes(ctx: &ProxyContext) -> ResultSet {
             .stats
             .nodes
             .with(i, |s| {
-                s.routed.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+                s.routed.iter().map(crate::per_worker::Counter::get).sum()
             })
             .unwrap_or(0);
         rs.push(vec![
@@ -98,8 +98,8 @@ pub fn counters(ctx: &ProxyContext) -> ResultSet {
             load(&s.clients_refused).to_string(),
         ),
         ("auth_failures".into(), load(&s.auth_failures).to_string()),
-        ("requests".into(), load(&s.requests).to_string()),
-        ("transactions".into(), load(&s.transactions).to_string()),
+        ("requests".into(), s.requests.get().to_string()),
+        ("transactions".into(), s.transactions.get().to_string()),
         ("bytes_received".into(), bytes_received.to_string()),
         ("bytes_sent".into(), bytes_sent.to_string()),
         (
@@ -130,7 +130,7 @@ pub fn counters(ctx: &ProxyContext) -> ResultSet {
         ));
     }
     for rule in pgrouter_sql::Rule::ALL {
-        let n = load(&s.rules[rule as usize]);
+        let n = s.rules[rule as usize].get();
         if n > 0 {
             rows.push((format!("rule.{}", rule.as_str()), n.to_string()));
         }

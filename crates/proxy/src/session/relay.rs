@@ -112,13 +112,13 @@ impl Timing {
         };
         let now = Instant::now();
         stats.request_duration.record(now - started);
-        stats.requests.fetch_add(1, Ordering::Relaxed);
+        stats.requests.add(1);
         entry.requests.fetch_add(1, Ordering::Relaxed);
         if status == TransactionStatus::Idle {
             entry.set_state(ClientState::Idle);
             if let Some(tx_started) = self.transaction.take() {
                 stats.transaction_duration.record(now - tx_started);
-                stats.transactions.fetch_add(1, Ordering::Relaxed);
+                stats.transactions.add(1);
             }
         } else if self.transaction.is_none() {
             self.transaction = Some(started);
