@@ -74,8 +74,9 @@ fn run_script(script: &str, args: &[String]) -> Option<String> {
     (!out.status.success()).then_some(text)
 }
 
-/// Runs every driver through a router in `mode`; fails with every failing driver's output.
-fn matrix(mode: &str, encoding: Option<&str>) {
+/// Runs every driver through a router in `mode` with `worker_threads`; fails with every failing
+/// driver's output.
+fn matrix(mode: &str, encoding: Option<&str>, worker_threads: u16) {
     let Some(cluster) = cluster() else { return };
     if !drivers_installed() {
         return;
@@ -88,7 +89,9 @@ fn matrix(mode: &str, encoding: Option<&str>) {
     let router = Router::start_weighted(
         cluster,
         [0, 1, 1],
-        &format!("pool: {{mode: {mode}}}\nrouting: {{read_your_writes_wait: 5s}}\n"),
+        &format!(
+            "worker_threads: {worker_threads}\npool: {{mode: {mode}}}\nrouting: {{read_your_writes_wait: 5s}}\n"
+        ),
     );
     let direct = format!(
         "postgres://app:app@127.0.0.1:{}/app",
@@ -97,7 +100,7 @@ fn matrix(mode: &str, encoding: Option<&str>) {
     let mut failures = Vec::new();
     for driver in drivers() {
         let table = format!(
-            "conformance_{mode}_{}_{}",
+            "conformance_{mode}_{}_{}_w{worker_threads}",
             driver.replace('-', "_"),
             encoding.unwrap_or("utf8").to_ascii_lowercase()
         );
@@ -129,22 +132,28 @@ fn matrix(mode: &str, encoding: Option<&str>) {
 
 #[test]
 fn drivers_in_session_pooling() {
-    matrix("session", None);
+    matrix("session", None, 1);
 }
 
 #[test]
 fn drivers_in_transaction_pooling() {
-    matrix("transaction", None);
+    matrix("transaction", None, 1);
+}
+
+/// Session workers (`worker_threads` above 1): every driver's sessions on two threads.
+#[test]
+fn drivers_on_worker_threads_in_transaction_pooling() {
+    matrix("transaction", None, 2);
 }
 
 #[test]
 fn drivers_with_latin1_in_session_pooling() {
-    matrix("session", Some("LATIN1"));
+    matrix("session", Some("LATIN1"), 1);
 }
 
 #[test]
 fn drivers_with_latin1_in_transaction_pooling() {
-    matrix("transaction", Some("LATIN1"));
+    matrix("transaction", Some("LATIN1"), 1);
 }
 
 /// Transaction pooling through one server connection: what client A leaves on it (settings made

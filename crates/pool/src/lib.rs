@@ -8,10 +8,11 @@
 //! pool is closed to make room rather than letting a client wait.
 //!
 //! With several session worker threads, each node's idle connections are kept in one list per
-//! worker ([`set_thread_shard`]): a worker takes and returns only its own, so a connection stays
-//! with the runtime its socket is registered with and the lists' locks are not contended on
-//! the hot path. The limit stays one per node; an idle connection in another worker's list is
-//! closed to make room like one of another pool.
+//! worker ([`set_thread_shard`]): a worker takes and returns its own, so a connection stays with
+//! the runtime its socket is registered with and the lists' locks are not contended on the hot
+//! path. The limit stays one per node. At it, a worker takes over another worker's idle
+//! connection of the same pool, moving its socket to its own runtime, rather than closing it
+//! and logging in anew; one of another pool is closed to make room.
 //!
 //! A connection is returned only after the cancels forwarded to it have had their effect and its
 //! reset query (`DISCARD ALL` by default) succeeded; one that is broken, too old, idle too long

@@ -4,11 +4,12 @@
 //! takes from the pool. The socket events of a request then wake only the thread that serves it
 //! (tokio's multi-threaded scheduler would move tasks between threads and wake one thread from
 //! another), and the pools keep one idle list per worker (see `pgrouter_pool`'s shards), so a
-//! server connection is always read by the runtime it is registered with.
+//! server connection is read by the runtime it is registered with. (A worker at a node's limit
+//! may take another worker's idle connection over: the pool moves its socket to the taker's
+//! runtime first.)
 //!
-//! What it must not do: move a session or a server connection to another worker, block a
-//! worker, or lose a client: when a worker cannot take it, the session runs on the accepting
-//! runtime instead.
+//! What it must not do: move a session to another worker, block a worker, or lose a client:
+//! when a worker cannot take it, the session runs on the accepting runtime instead.
 
 use crate::client::ClientStream;
 use crate::clients::ClientPeer;
@@ -180,14 +181,24 @@ impl Worker {
                 let session =
                     crate::session::run(stream, peer, Arc::clone(&self.ctx), endpoint, self.shutdown.clone());
                 tokio::spawn(self.sessions.track_future(async move {
+                    // Counted off when the session ends, panicked or not.
+                    let _counted = SessionCount(load);
                     session.await;
-                    load.fetch_sub(1, Ordering::Relaxed);
                 }));
             }
             // The listeners are closed: wait for this worker's sessions before the runtime
             // (and every task on it) is dropped.
             self.sessions.wait().await;
         });
+    }
+}
+
+/// One session on a worker's count, until dropped.
+struct SessionCount(Arc<AtomicUsize>);
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
