@@ -292,9 +292,13 @@ pub(super) async fn relay(
     let mut cancel_sent_at: Option<tokio::time::Instant> = None;
     let mut timing_was_on = false;
     let mut starved_since: Option<tokio::time::Instant> = None;
-    // Made once: each new `cancelled()` future would register with the process-wide token (a
-    // lock shared by every session) when polled, and unregister when dropped, on every pass.
-    let mut shutdown_begins = std::pin::pin!(shutdown.cancelled());
+    // Made once: each new `cancelled()` future would register with the token when polled, and
+    // unregister when dropped, on every pass. And on a token of the session's own: a waiting
+    // `cancelled()` takes its token's lock each time it is polled (every pass), and the
+    // process-wide token's lock would be shared by every session on every worker. The child is
+    // cancelled with it.
+    let session_shutdown = shutdown.child_token();
+    let mut shutdown_begins = std::pin::pin!(session_shutdown.cancelled());
     loop {
         session.refresh_live();
         if drain_deadline.is_some() && session.is_quiescent(client) {
