@@ -44,10 +44,9 @@ pub async fn bind(config: &Config) -> Result<Listeners, (String, std::io::Error)
             .await
             .map_err(|e| (address.to_string(), e))
     };
-    let mut clients = vec![(
-        ClientListener::Tcp(bind(config.listen).await?),
-        Endpoint::Split,
-    )];
+    // `listen` last: once it accepts connections (what a readiness probe or a test waits for),
+    // every other listener, the Unix-domain socket included, is bound too.
+    let mut clients = Vec::new();
     for (address, endpoint) in [
         (config.primary_listen, Endpoint::Primary),
         (config.read_only_listen, Endpoint::ReadOnly),
@@ -56,6 +55,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, (String, std::io::Error)
             clients.push((ClientListener::Tcp(bind(address).await?), endpoint));
         }
     }
+    let admin = bind(config.admin_listen).await?;
     let unix_socket = config.unix_socket_path();
     if let Some(path) = &unix_socket {
         let listener = bind_unix(path)
@@ -63,7 +63,16 @@ pub async fn bind(config: &Config) -> Result<Listeners, (String, std::io::Error)
             .map_err(|e| (path.display().to_string(), e))?;
         clients.push((ClientListener::Unix(listener), Endpoint::Split));
     }
-    let admin = bind(config.admin_listen).await?;
+    match bind(config.listen).await {
+        Ok(listener) => clients.push((ClientListener::Tcp(listener), Endpoint::Split)),
+        Err(e) => {
+            // Not serving: no socket file left behind for clients to find.
+            if let Some(path) = &unix_socket {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+    }
     Ok(Listeners {
         clients,
         admin,
