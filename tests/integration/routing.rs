@@ -13,13 +13,26 @@ enum Pooling {
 }
 
 /// One router per pooling mode, reads on the replicas only, over tables and functions made once.
+/// Replicas serve reads however far behind, and a read after the session's write waits up to
+/// 5 s for a replica to have it (see `router_in`).
+const NO_LAG_LIMIT: &str =
+    "routing: {max_replica_lag_bytes: 0, max_replica_lag: 0s, read_your_writes_wait: 5s}\n";
+
 fn router_in(pooling: Pooling) -> Option<&'static Router> {
     static SESSION: OnceLock<Option<Router>> = OnceLock::new();
     static TRANSACTION: OnceLock<Option<Router>> = OnceLock::new();
     static SETUP: OnceLock<()> = OnceLock::new();
+    // These tests share the cluster with tests that write a lot (pgbench, the drivers): a
+    // replica briefly past the lag limit, or slower than the default read-your-writes wait,
+    // would take reads to the primary, which is not what they are about (the limits and the
+    // wait are tested in `ha/` and `read_your_writes.rs`).
     let (cell, extra) = match pooling {
-        Pooling::Session => (&SESSION, ""),
-        Pooling::Transaction => (&TRANSACTION, "pool: {mode: transaction}\n"),
+        Pooling::Session => (&SESSION, NO_LAG_LIMIT),
+        Pooling::Transaction => (
+            &TRANSACTION,
+            "pool: {mode: transaction}\n\
+             routing: {max_replica_lag_bytes: 0, max_replica_lag: 0s, read_your_writes_wait: 5s}\n",
+        ),
     };
     cell.get_or_init(|| {
         cluster().map(|c| {
@@ -686,7 +699,7 @@ async fn statements_over_max_parse_size_go_to_the_primary() {
     let limited = Router::start(cluster, "routing: {max_parse_size: 1kB}\n");
     let client = connect(&limited.conninfo("app", "app")).await.unwrap();
     assert_eq!(where_simple(&client, &long_read).await, Ran::Primary);
-    let default = Router::start_weighted(cluster, [0, 1, 1], "");
+    let default = Router::start_weighted(cluster, [0, 1, 1], NO_LAG_LIMIT);
     let client = connect(&default.conninfo("app", "app")).await.unwrap();
     assert_eq!(where_simple(&client, &long_read).await, Ran::Replica);
 }
