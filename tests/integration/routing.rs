@@ -26,13 +26,9 @@ fn router_in(pooling: Pooling) -> Option<&'static Router> {
     // replica briefly past the lag limit, or slower than the default read-your-writes wait,
     // would take reads to the primary, which is not what they are about (the limits and the
     // wait are tested in `ha/` and `read_your_writes.rs`).
-    let (cell, extra) = match pooling {
-        Pooling::Session => (&SESSION, NO_LAG_LIMIT),
-        Pooling::Transaction => (
-            &TRANSACTION,
-            "pool: {mode: transaction}\n\
-             routing: {max_replica_lag_bytes: 0, max_replica_lag: 0s, read_your_writes_wait: 5s}\n",
-        ),
+    let (cell, pool) = match pooling {
+        Pooling::Session => (&SESSION, ""),
+        Pooling::Transaction => (&TRANSACTION, "pool: {mode: transaction}\n"),
     };
     cell.get_or_init(|| {
         cluster().map(|c| {
@@ -51,7 +47,7 @@ fn router_in(pooling: Pooling) -> Option<&'static Router> {
                 );
                 c.wait_for_replicas();
             });
-            Router::start_weighted(c, [0, 1, 1], extra)
+            Router::start_weighted(c, [0, 1, 1], &format!("{pool}{NO_LAG_LIMIT}"))
         })
     })
     .as_ref()

@@ -381,16 +381,20 @@ impl<S: Default> Pools<S> {
                 }
             }
         };
-        // This thread's own idle connection; at the node's limit, one of the same pool another
-        // worker holds idle rather than closing it to log in anew.
-        let max = node.permits.load(Ordering::Relaxed);
-        let at_limit = || {
+        // This thread's own idle connection first.
+        let mut reusable = self.take_idle(&node, &key);
+        // Whether the node is at its limit (the permit covers checked-out connections; idle
+        // ones count too): looked at once, and only when this thread had none.
+        let at_limit = reusable.is_none() && {
+            let max = node.permits.load(Ordering::Relaxed);
             let active = max.saturating_sub(node.active.available_permits());
             active + idle_count(&node) > max
         };
-        let reusable = self
-            .take_idle(&node, &key)
-            .or_else(|| self.take_other_workers_idle(&node, &key, at_limit()));
+        if at_limit {
+            // One of the same pool another worker holds idle, rather than closing it to log in
+            // anew.
+            reusable = self.take_other_workers_idle(&node, &key);
+        }
         if let Some(idle) = reusable {
             return Ok((
                 idle.conn,
@@ -405,9 +409,9 @@ impl<S: Default> Pools<S> {
             ));
         }
         let started = *started.get_or_insert_with(Instant::now);
-        // Room for one more: the permit covers checked-out connections; idle ones of other pools
-        // count against the limit too, so close one if the node is at it.
-        if at_limit() {
+        // Room for one more: close an idle connection of another pool if the node is at its
+        // limit.
+        if at_limit {
             evict_one(&node);
         }
         let conn = connect().await.map_err(CheckoutError::Connect)?;
@@ -557,18 +561,13 @@ impl<S: Default> Pools<S> {
         self.pop_usable(&mut self.own_idle(node), key)
     }
 
-    /// With several workers and the node at its limit (`at_limit`): an idle connection of the
-    /// same pool from another worker's list, its socket moved to this thread's runtime. Below
-    /// the limit a new login is opened instead, so each worker settles on connections of its
-    /// own; at the limit, taking one over costs two `epoll_ctl` calls where closing it and
-    /// logging in anew would cost a login.
-    fn take_other_workers_idle(
-        &self,
-        node: &NodePool<S>,
-        key: &PoolKey,
-        at_limit: bool,
-    ) -> Option<Idle<S>> {
-        if self.shards == 1 || !at_limit {
+    /// For a node at its limit, with several workers: an idle connection of the same pool from
+    /// another worker's list, its socket moved to this thread's runtime. (Below the limit a new
+    /// login is opened instead, so each worker settles on connections of its own; at the
+    /// limit, taking one over costs two `epoll_ctl` calls where closing it and logging in anew
+    /// would cost a login.)
+    fn take_other_workers_idle(&self, node: &NodePool<S>, key: &PoolKey) -> Option<Idle<S>> {
+        if self.shards == 1 {
             return None;
         }
         let own = THREAD_SHARD.with(std::cell::Cell::get) % self.shards;
