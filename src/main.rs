@@ -402,22 +402,43 @@ async fn watch_signals(shutdown: CancellationToken) {
 }
 
 fn init_tracing(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match &cli.log_level {
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    let spec = match &cli.log_level {
         // A bare level is pgrouter's: the libraries' own debug output (every health-check query,
         // every parser step) is kept at info unless a directive asks for it.
-        Some(f) if !f.contains(['=', ',']) => {
-            EnvFilter::new(format!("{f},tokio_postgres=info,sqlparser=info"))
-        }
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        Some(f) if !f.contains(['=', ',']) => format!("{f},tokio_postgres=info,sqlparser=info"),
+        Some(f) => f.clone(),
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .filter(|f| !f.trim().is_empty())
+            .unwrap_or_else(|| "info".into()),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Plain `target=level` directives (the usual case) make a static filter, decided once per
+    // call site. `EnvFilter` is kept for span and field directives (`[session{user=app}]=debug`):
+    // it looks every span up under a lock shared by all threads each time a task enters or
+    // leaves it, and every session task enters its span on each poll.
+    let plain = !spec.contains(['[', '{']);
+    match spec.parse::<Targets>() {
+        Ok(targets) if plain => install_tracing(targets, cli.log_format),
+        _ => install_tracing(
+            EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info")),
+            cli.log_format,
+        ),
+    }
+}
+
+fn install_tracing<F>(filter: F, format: LogFormat)
+where
+    F: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(output).init(),
+        LogFormat::Json => registry.with(output.json()).init(),
     }
 }

@@ -66,3 +66,57 @@ fn completions_and_man_page_cover_every_subcommand() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `--log-level` takes `RUST_LOG`'s whole syntax: plain `target=level` directives are served by
+/// a static filter (cheaper on every poll of a session), span directives by the dynamic one.
+#[test]
+fn a_log_filter_naming_a_span_shows_only_that_spans_events() {
+    let dir = std::env::temp_dir().join(format!("pgrouter-log-filter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = crate::harness::free_port_block(1);
+    let config = dir.join("pgrouter.yaml");
+    // No server is needed: the client's start-up packet is refused before any server login.
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nnodes:\n  - {{name: pg0, host: 127.0.0.1, port: 9}}\n\
+             users:\n  - {{name: app, password: app}}\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("pgrouter.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgrouter"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--log-level")
+        .arg("[session]=debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("pgrouter starts");
+    let connected = crate::harness::eventually(std::time::Duration::from_secs(30), || {
+        let Ok(mut client) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        // A start-up packet for protocol 0.0: refused with 0A000 inside the session's span.
+        use std::io::{Read, Write};
+        client.write_all(&[0, 0, 0, 8, 0, 0, 0, 0]).unwrap();
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer);
+        answer.first() == Some(&b'E')
+    });
+    let logged = connected
+        && crate::harness::eventually(std::time::Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("session closed with error"))
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(connected, "pgrouter did not answer:\n{text}");
+    assert!(logged, "the session's event is missing:\n{text}");
+    assert!(
+        text.lines()
+            .all(|line| line.contains("session{") || line.trim().is_empty()),
+        "events outside the session span are filtered out:\n{text}"
+    );
+}

@@ -120,6 +120,48 @@ impl PartialEq for LoginKey {
 
 impl Eq for LoginKey {}
 
+/// One shared [`LoginKey`] per distinct login ([`Pools::login_key`]): a session's key then
+/// equals a pooled connection's by pointer, so a check-out or check-in compares no strings.
+/// Keys are held weakly; those of logins no session uses any more are dropped by
+/// [`Pools::prune`].
+#[derive(Debug, Default)]
+struct LoginKeys {
+    by_hash: Mutex<HashMap<u64, Vec<std::sync::Weak<LoginKey>>>>,
+}
+
+impl LoginKeys {
+    fn intern(&self, key: LoginKey) -> Arc<LoginKey> {
+        let mut by_hash = lock(&self.by_hash);
+        let same_hash = by_hash.entry(key.hash).or_default();
+        same_hash.retain(|k| k.strong_count() > 0);
+        if let Some(found) = same_hash
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|k| **k == key)
+        {
+            return found;
+        }
+        let key = Arc::new(key);
+        same_hash.push(Arc::downgrade(&key));
+        key
+    }
+
+    fn prune(&self) {
+        lock(&self.by_hash).retain(|_, same_hash| {
+            same_hash.retain(|k| k.strong_count() > 0);
+            !same_hash.is_empty()
+        });
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.by_hash)
+            .values()
+            .flatten()
+            .filter(|k| k.strong_count() > 0)
+            .count()
+    }
+}
+
 /// A checked-out connection's claim on its pool: give it back with [`Pools::checkin`].
 #[derive(Debug)]
 pub struct Ticket {
@@ -237,6 +279,10 @@ pub struct Pools<S = ()> {
     clock: CoarseClock,
     /// Idle lists a node (see [`NodePool::idle`]).
     shards: usize,
+    /// `settings.max_lifetime` in nanoseconds, read on every check-out and check-in without
+    /// an `arc-swap` load.
+    max_lifetime_nanos: AtomicU64,
+    login_keys: LoginKeys,
 }
 
 /// The time as of the last [`Pools::prune`] (run every second), for limits counted in minutes:
@@ -293,8 +339,10 @@ impl<S: Default> Pools<S> {
         let pools = Self {
             shards: shards.max(1),
             nodes: Slots::default(),
+            max_lifetime_nanos: AtomicU64::new(nanos(settings.max_lifetime)),
             settings: ArcSwap::from_pointee(settings),
             clock: CoarseClock::new(),
+            login_keys: LoginKeys::default(),
         };
         pools.grow_to(nodes);
         pools
@@ -315,6 +363,23 @@ impl<S: Default> Pools<S> {
         });
     }
 
+    /// The pools' key for a login: the same `Arc` for every session with the same role,
+    /// database and start-up parameters (make it once per session, not per check-out).
+    pub fn login_key(
+        &self,
+        user: String,
+        database: String,
+        params: Vec<(String, String)>,
+    ) -> Arc<LoginKey> {
+        self.login_keys
+            .intern(LoginKey::new(user, database, params))
+    }
+
+    /// Distinct logins with a key alive (for tests and diagnostics).
+    pub fn login_keys(&self) -> usize {
+        self.login_keys.len()
+    }
+
     /// The settings in force.
     pub fn settings(&self) -> Arc<PoolSettings> {
         self.settings.load_full()
@@ -324,6 +389,8 @@ impl<S: Default> Pools<S> {
     /// effect as connections come back: none is closed under a client.
     pub fn update_settings(&self, settings: PoolSettings) {
         let max = settings.max_server_connections.max(1) as usize;
+        self.max_lifetime_nanos
+            .store(nanos(settings.max_lifetime), Ordering::Relaxed);
         self.settings.store(Arc::new(settings));
         for node in self.nodes.snapshot().iter() {
             let before = node.permits.swap(max, Ordering::Relaxed);
@@ -433,13 +500,7 @@ impl<S: Default> Pools<S> {
     /// a connection that owes nothing (idle, outside a transaction) and on whose node it may
     /// still be used.
     pub async fn checkin(&self, mut conn: ServerConn, mut state: S, ticket: Ticket, reset: bool) {
-        let Some(node) = self.nodes.get(ticket.key.node) else {
-            return;
-        };
-        if self
-            .clock
-            .expired(&self.settings.load().max_lifetime, ticket.created)
-        {
+        if self.too_old(ticket.created) {
             return;
         }
         // A cancel forwarded for its last statement that the server has not acted on yet would
@@ -462,17 +523,24 @@ impl<S: Default> Pools<S> {
             created: ticket.created,
             since: self.clock.now(),
         };
-        let mut idle = self.own_idle(&node);
-        // The key is cloned only for a pool's first idle connection.
-        match idle.get_mut(&ticket.key) {
-            Some(conns) => conns.push(returned),
-            None => {
-                idle.insert(ticket.key.clone(), vec![returned]);
+        self.nodes.with(ticket.key.node, |node| {
+            let mut idle = self.own_idle(node);
+            // The key is cloned only for a pool's first idle connection.
+            match idle.get_mut(&ticket.key) {
+                Some(conns) => conns.push(returned),
+                None => {
+                    idle.insert(ticket.key.clone(), vec![returned]);
+                }
             }
-        }
+        });
         // The permit drops after the connection is in the pool, so the next waiter finds it.
-        drop(idle);
         drop(ticket);
+    }
+
+    /// Whether a connection opened at `created` is past `max_lifetime`.
+    fn too_old(&self, created: Instant) -> bool {
+        let limit = Duration::from_nanos(self.max_lifetime_nanos.load(Ordering::Relaxed));
+        self.clock.expired(&limit, created)
     }
 
     /// Closes the idle connections of a node (it left the routing table).
@@ -488,6 +556,7 @@ impl<S: Default> Pools<S> {
     /// `max_lifetime`. Run it periodically.
     pub fn prune(&self) {
         self.clock.tick();
+        self.login_keys.prune();
         for shard in self.nodes.snapshot().iter().flat_map(|n| n.idle.iter()) {
             let mut idle = lock(shard);
             for conns in idle.values_mut() {
@@ -601,16 +670,16 @@ impl<S: Default> Pools<S> {
         let conns = idle.get_mut(key)?;
         // Most recently used first: warm, and the oldest can time out.
         while let Some(c) = conns.pop() {
-            if !self
-                .clock
-                .expired(&self.settings.load().max_lifetime, c.created)
-                && still_open(&c.conn)
-            {
+            if !self.too_old(c.created) && still_open(&c.conn) {
                 return Some(c);
             }
         }
         None
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

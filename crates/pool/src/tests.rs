@@ -197,3 +197,26 @@ async fn each_shard_keeps_its_own_idle_connections_within_one_limit() {
     drop(taken);
     crate::set_thread_shard(0);
 }
+
+#[test]
+fn one_login_key_per_distinct_login_while_sessions_hold_it() {
+    let pools: Pools<()> = Pools::new(1, settings(2));
+    let params = || vec![("application_name".to_string(), "a".to_string())];
+    let first = pools.login_key("app".into(), "db".into(), params());
+    let same = pools.login_key("app".into(), "db".into(), params());
+    assert!(Arc::ptr_eq(&first, &same), "the same login shares one key");
+    let cases = [
+        ("other", "db", params()),
+        ("app", "other", params()),
+        ("app", "db", vec![]),
+    ];
+    for (user, database, params) in cases {
+        let other = pools.login_key(user.into(), database.into(), params);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert!(*first != *other, "{user} {database}");
+    }
+    assert_eq!(pools.login_keys(), 1, "keys no one holds are not kept");
+    drop((first, same));
+    pools.prune();
+    assert_eq!(pools.login_keys(), 0);
+}

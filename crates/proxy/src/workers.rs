@@ -121,23 +121,35 @@ impl Workers {
         (!queues.is_empty()).then_some(Self { queues })
     }
 
-    /// Hands a client to the worker serving the fewest sessions. `Err`: no worker took it (its
-    /// runtime is gone); the caller serves it.
-    pub(crate) fn dispatch(&self, accepted: Accepted) -> Result<(), Accepted> {
-        let least_busy = self
-            .queues
-            .iter()
-            .min_by_key(|q| q.sessions.load(Ordering::Relaxed));
-        let Some(queue) = least_busy else {
-            return Err(accepted);
-        };
-        queue.sessions.fetch_add(1, Ordering::Relaxed);
-        queue.jobs.send(accepted).map_err(|unsent| {
-            queue.sessions.fetch_sub(1, Ordering::Relaxed);
-            unsent.0
-        })
+    /// Hands a client to the worker serving the fewest sessions. A worker whose runtime is
+    /// gone is left out from then on and the next one tried. `Err`: no worker took it; the
+    /// caller serves it.
+    pub(crate) fn dispatch(&self, mut accepted: Accepted) -> Result<(), Accepted> {
+        for _ in 0..self.queues.len() {
+            let least_busy = self
+                .queues
+                .iter()
+                .filter(|q| q.sessions.load(Ordering::Relaxed) != GONE)
+                .min_by_key(|q| q.sessions.load(Ordering::Relaxed));
+            let Some(queue) = least_busy else {
+                break;
+            };
+            queue.sessions.fetch_add(1, Ordering::Relaxed);
+            match queue.jobs.send(accepted) {
+                Ok(()) => return Ok(()),
+                Err(unsent) => {
+                    // Its receiver was dropped: the worker's runtime could not start, or ended.
+                    queue.sessions.store(GONE, Ordering::Relaxed);
+                    accepted = unsent.0;
+                }
+            }
+        }
+        Err(accepted)
     }
 }
+
+/// A worker's session count once it is known to take no more clients.
+const GONE: usize = usize::MAX;
 
 /// One worker thread's state.
 struct Worker {
@@ -219,6 +231,47 @@ pub fn session_workers(worker_threads: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn accepted() -> Accepted {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let socket = std::net::TcpStream::connect(addr).expect("connect");
+        Accepted {
+            socket: DetachedSocket::Tcp(socket),
+            peer: ClientPeer::Tcp(addr),
+            endpoint: Endpoint::Split,
+        }
+    }
+
+    fn queue(sessions: usize) -> (Queue, mpsc::UnboundedReceiver<Accepted>) {
+        let (jobs, incoming) = mpsc::unbounded_channel();
+        let sessions = Arc::new(AtomicUsize::new(sessions));
+        (Queue { jobs, sessions }, incoming)
+    }
+
+    #[test]
+    fn a_worker_whose_runtime_is_gone_is_skipped_from_then_on() {
+        let (dead, dead_incoming) = queue(0);
+        let (busy, mut busy_incoming) = queue(5);
+        drop(dead_incoming);
+        let workers = Workers {
+            queues: vec![dead, busy],
+        };
+        for round in 1..=2 {
+            assert!(workers.dispatch(accepted()).is_ok(), "round {round}");
+            assert!(busy_incoming.try_recv().is_ok(), "the live worker got it");
+            assert_eq!(workers.queues[0].sessions.load(Ordering::Relaxed), GONE);
+            assert_eq!(
+                workers.queues[1].sessions.load(Ordering::Relaxed),
+                5 + round
+            );
+        }
+        drop(busy_incoming);
+        assert!(
+            workers.dispatch(accepted()).is_err(),
+            "with no worker left the caller serves the client"
+        );
+    }
 
     #[test]
     fn one_thread_means_no_workers_and_zero_one_per_core() {

@@ -47,7 +47,9 @@ pub(crate) struct Backend {
     pub(crate) retry: Option<Retry>,
     /// Why the server is ending the connection, when it said so (a FATAL error while the
     /// connection was idle): what the client is told if a transaction was open there.
-    pub(crate) farewell: Option<pgrouter_protocol::ErrorResponse>,
+    /// (Boxed: rare, and the connection's state is moved in and out of the pool on every
+    /// transaction in transaction pooling.)
+    pub(crate) farewell: Option<Box<pgrouter_protocol::ErrorResponse>>,
 }
 
 /// Gives a connection going back to its pool the session's read buffer for its next user,

@@ -32,11 +32,11 @@ impl<'a> ServerLogin<'a> {
         startup: &'a Startup,
         endpoint: Endpoint,
     ) -> Self {
-        let login_key = std::sync::Arc::new(LoginKey::new(
+        let login_key = ctx.pools.login_key(
             user.name.clone(),
             startup.database.clone(),
             startup.server_params.clone(),
-        ));
+        );
         Self {
             ctx,
             user,

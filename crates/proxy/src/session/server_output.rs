@@ -44,7 +44,7 @@ impl Session<'_> {
                 let error = b
                     .farewell
                     .take()
-                    .unwrap_or_else(super::answers::transaction_lost);
+                    .map_or_else(super::answers::transaction_lost, |e| *e);
                 return self.abandon(client, slot, error, &[]).await;
             }
             // An idle connection went away: the next request opens a new one and replays state.
@@ -243,7 +243,7 @@ impl Session<'_> {
                         // client's business now; the connection is reopened when next needed, and
                         // a transaction open there fails at the client's next request.
                         tracing::info!(?code, "error from an idle server connection");
-                        b.farewell = farewell;
+                        b.farewell = farewell.map(Box::new);
                         drop_it = true;
                     }
                     ErrorFor::Injected => {
