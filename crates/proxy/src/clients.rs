@@ -143,6 +143,39 @@ pub struct ClientEntry {
     pub primary: ServerLink,
     /// The read connection held.
     pub read: ServerLink,
+    /// Raised when shutdown begins (see [`StopSignal`]).
+    pub stop: StopSignal,
+}
+
+/// Tells a session that shutdown began. Its loop checks this on every pass: an atomic load and
+/// a waker registration, where a cancellation token's future takes a lock each time it is
+/// polled.
+#[derive(Debug, Default)]
+pub struct StopSignal {
+    stopped: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl StopSignal {
+    /// Raises the signal and wakes the session waiting on it.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Ready once the signal is raised; until then the task is woken when it is.
+    pub fn poll_stopped(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Raised between the load and the registration: the wake may have found no waker.
+        if self.stopped.load(Ordering::SeqCst) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
 }
 
 /// Who the client logged in as.
@@ -213,6 +246,7 @@ impl Clients {
             requests: AtomicU64::new(0),
             primary: ServerLink::new(),
             read: ServerLink::new(),
+            stop: StopSignal::default(),
         });
         self.live
             .lock()
@@ -221,6 +255,19 @@ impl Clients {
         Registration {
             clients: Arc::clone(self),
             entry,
+        }
+    }
+
+    /// Raises every connected client's [`StopSignal`] (shutdown began). A session registered
+    /// after this must see the shutdown token cancelled itself.
+    pub fn stop_all(&self) {
+        for entry in self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            entry.stop.stop();
         }
     }
 
@@ -259,6 +306,40 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stop_all_wakes_every_waiting_session_and_later_polls_see_it() {
+        let clients = Arc::new(Clients::default());
+        let entries: Vec<_> = (0..3)
+            .map(|_| clients.register(ClientPeer::Local, 0))
+            .collect();
+        let waiting: Vec<_> = entries
+            .iter()
+            .map(|r| {
+                let entry = Arc::clone(&r.entry);
+                tokio::spawn(async move {
+                    std::future::poll_fn(|cx| entry.stop.poll_stopped(cx)).await;
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(
+            waiting.iter().all(|t| !t.is_finished()),
+            "nothing raised yet"
+        );
+        clients.stop_all();
+        for task in waiting {
+            tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .expect("woken")
+                .expect("no panic");
+        }
+        let entry = &entries[0].entry;
+        let again = std::future::poll_fn(|cx| entry.stop.poll_stopped(cx));
+        tokio::time::timeout(std::time::Duration::from_secs(5), again)
+            .await
+            .expect("stays raised");
+    }
 
     #[test]
     fn clients_are_listed_while_registered() {

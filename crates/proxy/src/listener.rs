@@ -46,6 +46,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let sessions = TaskTracker::new();
+    // Sessions learn of the shutdown from their registry entries (cheaper for their loops to
+    // watch than the token); one that registers later sees the token cancelled.
+    let stopper = {
+        let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            ctx.clients.stop_all();
+        })
+    };
     let workers = match ctx.session_workers {
         0 => None,
         n => Workers::start(n, &ctx, &shutdown, &sessions).map(Arc::new),
@@ -68,6 +77,7 @@ pub async fn serve(
     }
     sessions.close();
     sessions.wait().await;
+    stopper.abort();
     // The workers' queues close with it: their threads end.
     drop(workers);
 }

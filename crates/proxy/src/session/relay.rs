@@ -292,13 +292,14 @@ pub(super) async fn relay(
     let mut cancel_sent_at: Option<tokio::time::Instant> = None;
     let mut timing_was_on = false;
     let mut starved_since: Option<tokio::time::Instant> = None;
-    // Made once: each new `cancelled()` future would register with the token when polled, and
-    // unregister when dropped, on every pass. And on a token of the session's own: a waiting
-    // `cancelled()` takes its token's lock each time it is polled (every pass), and the
-    // process-wide token's lock would be shared by every session on every worker. The child is
-    // cancelled with it.
-    let session_shutdown = shutdown.child_token();
-    let mut shutdown_begins = std::pin::pin!(session_shutdown.cancelled());
+    // Shutdown reaches the loop through the client's registry entry (`StopSignal`: an atomic
+    // load each pass, where the token's future takes its lock whenever it is polled). The
+    // signal is raised for every registered client once the token is cancelled; a session
+    // that registered after that sees the token itself here.
+    let stop = std::sync::Arc::clone(&session.entry);
+    if shutdown.is_cancelled() {
+        stop.stop.stop();
+    }
     loop {
         session.refresh_live();
         if drain_deadline.is_some() && session.is_quiescent(client) {
@@ -401,7 +402,7 @@ pub(super) async fn relay(
             () = sleep_until_opt(starved_since.map(|at| at + STARVED_GRACE)), if starved => {
                 session.force_stream = true;
             }
-            () = &mut shutdown_begins, if drain_deadline.is_none() => {
+            () = std::future::poll_fn(|cx| stop.stop.poll_stopped(cx)), if drain_deadline.is_none() => {
                 let timeout = session.live.config.shutdown_timeout.get();
                 drain_deadline = Some(tokio::time::Instant::now() + timeout);
                 if !session.is_quiescent(client) {
