@@ -23,6 +23,7 @@
 //! connections, never across an `.await`.
 
 use arc_swap::ArcSwap;
+use limit::{Held, Limit};
 use pgrouter_conn::ServerConn;
 use pgrouter_slots::Slots;
 use std::collections::HashMap;
@@ -30,7 +31,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+mod limit;
 
 /// How long a connection returned with a cancel in flight waits for it at most (the forwarder's
 /// own limit, `pool.connect_timeout`, normally ends it first).
@@ -166,7 +168,7 @@ impl LoginKeys {
 #[derive(Debug)]
 pub struct Ticket {
     key: PoolKey,
-    _active: OwnedSemaphorePermit,
+    _active: Held,
     created: Instant,
     /// The connection came from the pool (it served an earlier client).
     pub reused: bool,
@@ -215,7 +217,7 @@ struct Idle<S> {
 
 struct NodePool<S> {
     /// Checked-out connections: one permit each. Fair (FIFO) waiting.
-    active: Arc<Semaphore>,
+    active: Arc<Limit>,
     /// Permits `active` was sized to (`max_server_connections`).
     permits: AtomicUsize,
     /// Idle connections, one list per shard (a session worker thread: see
@@ -355,7 +357,7 @@ impl<S: Default> Pools<S> {
         }
         let max = self.settings.load().max_server_connections.max(1) as usize;
         self.nodes.grow_to(nodes, |_| NodePool {
-            active: Arc::new(Semaphore::new(max)),
+            active: Arc::new(Limit::new(max)),
             permits: AtomicUsize::new(max),
             idle: (0..self.shards)
                 .map(|_| Mutex::new(HashMap::default()))
@@ -395,19 +397,12 @@ impl<S: Default> Pools<S> {
         for node in self.nodes.snapshot().iter() {
             let before = node.permits.swap(max, Ordering::Relaxed);
             if max > before {
-                node.active.add_permits(max - before);
+                node.active.add(max - before);
             } else if max < before {
-                let surplus = max.abs_diff(before);
-                let forgotten = node.active.forget_permits(surplus);
-                let owed = surplus - forgotten;
+                let owed = node.active.forget(before - max);
                 if owed > 0 {
                     // Held by clients now: retire each as it is returned.
-                    let active = Arc::clone(&node.active);
-                    tokio::spawn(async move {
-                        if let Ok(p) = active.acquire_many_owned(owed as u32).await {
-                            p.forget();
-                        }
-                    });
+                    tokio::spawn(Arc::clone(&node.active).retire(owed));
                 }
             }
         }
@@ -423,6 +418,38 @@ impl<S: Default> Pools<S> {
     where
         F: Future<Output = Result<ServerConn, E>>,
     {
+        // The common case touches nothing shared but the permit count: a permit free at once
+        // and an idle connection in this thread's own list.
+        let quick = self.nodes.with(key.node, |node| {
+            let permit = node.active.try_hold()?;
+            match self.take_idle(node, &key) {
+                Some(idle) => Some(Ok((idle, permit))),
+                None => Some(Err(permit)),
+            }
+        });
+        let permit = match quick {
+            None => {
+                return Err(CheckoutError::Full {
+                    waited: Duration::ZERO,
+                    max: 0,
+                })
+            }
+            Some(Some(Ok((idle, permit)))) => {
+                return Ok((
+                    idle.conn,
+                    idle.state,
+                    Ticket {
+                        key,
+                        _active: permit,
+                        created: idle.created,
+                        reused: true,
+                        waited: Duration::ZERO,
+                    },
+                ))
+            }
+            Some(Some(Err(permit))) => Some(permit),
+            Some(None) => None,
+        };
         let Some(node) = self.nodes.get(key.node) else {
             return Err(CheckoutError::Full {
                 waited: Duration::ZERO,
@@ -431,15 +458,14 @@ impl<S: Default> Pools<S> {
         };
         // Set when the checkout waits or opens a connection: only then is the clock read.
         let mut started = None;
-        let permit = match Arc::clone(&node.active).try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
+        let permit = match permit {
+            Some(p) => p,
+            None => {
                 let settings = self.settings.load_full();
                 let since = *started.insert(Instant::now());
-                let wait = Arc::clone(&node.active).acquire_owned();
-                match tokio::time::timeout(settings.checkout_timeout, wait).await {
-                    Ok(Ok(p)) => p,
-                    _ => {
+                match tokio::time::timeout(settings.checkout_timeout, node.active.hold()).await {
+                    Ok(p) => p,
+                    Err(_) => {
                         return Err(CheckoutError::Full {
                             waited: since.elapsed(),
                             max: settings.max_server_connections,
@@ -448,13 +474,18 @@ impl<S: Default> Pools<S> {
                 }
             }
         };
-        // This thread's own idle connection first.
-        let mut reusable = self.take_idle(&node, &key);
+        // This thread's own idle connection first (again, when the quick look found none: the
+        // wait may have let one come back).
+        let mut reusable = if started.is_some() {
+            self.take_idle(&node, &key)
+        } else {
+            None
+        };
         // Whether the node is at its limit (the permit covers checked-out connections; idle
         // ones count too): looked at once, and only when this thread had none.
         let at_limit = reusable.is_none() && {
             let max = node.permits.load(Ordering::Relaxed);
-            let active = max.saturating_sub(node.active.available_permits());
+            let active = max.saturating_sub(node.active.available());
             active + idle_count(&node) > max
         };
         if at_limit {
@@ -588,7 +619,7 @@ impl<S: Default> Pools<S> {
                     idle_count(n),
                     n.permits
                         .load(Ordering::Relaxed)
-                        .saturating_sub(n.active.available_permits()),
+                        .saturating_sub(n.active.available()),
                 )
             })
             .unwrap_or((0, 0))
