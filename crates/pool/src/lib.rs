@@ -475,8 +475,8 @@ impl<S: Default> Pools<S> {
                 }
             }
         };
-        // This thread's own idle connection first (again, when the quick look found none: the
-        // wait may have let one come back).
+        // This thread's own idle connection first, unless the quick look above just found none
+        // (it looks only with a permit in hand, so not when this check-out had to wait).
         let mut reusable = if started.is_some() {
             self.take_idle(&node, &key)
         } else {
