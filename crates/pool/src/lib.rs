@@ -216,6 +216,20 @@ struct Idle<S> {
     since: Instant,
 }
 
+impl<S> Idle<S> {
+    /// The pooled connection as a check-out's result.
+    fn hand_out(self, key: PoolKey, permit: Held, waited: Duration) -> (ServerConn, S, Ticket) {
+        let ticket = Ticket {
+            key,
+            _active: permit,
+            created: self.created,
+            reused: true,
+            waited,
+        };
+        (self.conn, self.state, ticket)
+    }
+}
+
 struct NodePool<S> {
     /// Checked-out connections: one permit each. Fair (FIFO) waiting.
     active: Arc<Limit>,
@@ -436,17 +450,7 @@ impl<S: Default> Pools<S> {
                 })
             }
             Some(Some(Ok((idle, permit)))) => {
-                return Ok((
-                    idle.conn,
-                    idle.state,
-                    Ticket {
-                        key,
-                        _active: permit,
-                        created: idle.created,
-                        reused: true,
-                        waited: Duration::ZERO,
-                    },
-                ))
+                return Ok(idle.hand_out(key, permit, Duration::ZERO))
             }
             Some(Some(Err(permit))) => Some(permit),
             Some(None) => None,
@@ -495,17 +499,8 @@ impl<S: Default> Pools<S> {
             reusable = self.take_other_workers_idle(&node, &key);
         }
         if let Some(idle) = reusable {
-            return Ok((
-                idle.conn,
-                idle.state,
-                Ticket {
-                    key,
-                    _active: permit,
-                    created: idle.created,
-                    reused: true,
-                    waited: started.map_or(Duration::ZERO, |at| at.elapsed()),
-                },
-            ));
+            let waited = started.map_or(Duration::ZERO, |at| at.elapsed());
+            return Ok(idle.hand_out(key, permit, waited));
         }
         let started = *started.get_or_insert_with(Instant::now);
         // Room for one more: close an idle connection of another pool if the node is at its
