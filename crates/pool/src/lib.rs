@@ -242,6 +242,16 @@ struct NodePool<S> {
     idle: Box<[Mutex<IdleMap<S>>]>,
 }
 
+impl<S> NodePool<S> {
+    /// Connections checked out now: the permits not free (as sized; while a smaller limit is
+    /// still retiring permits, those count as checked out).
+    fn checked_out(&self) -> usize {
+        self.permits
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.active.available())
+    }
+}
+
 type IdleMap<S> = HashMap<PoolKey, Vec<Idle<S>>, KeyHashing>;
 
 thread_local! {
@@ -489,9 +499,7 @@ impl<S: Default> Pools<S> {
         // Whether the node is at its limit (the permit covers checked-out connections; idle
         // ones count too): looked at once, and only when this thread had none.
         let at_limit = reusable.is_none() && {
-            let max = node.permits.load(Ordering::Relaxed);
-            let active = max.saturating_sub(node.active.available());
-            active + idle_count(&node) > max
+            node.checked_out() + idle_count(&node) > node.permits.load(Ordering::Relaxed)
         };
         if at_limit {
             // One of the same pool another worker holds idle, rather than closing it to log in
@@ -587,11 +595,7 @@ impl<S: Default> Pools<S> {
         for shard in self.nodes.snapshot().iter().flat_map(|n| n.idle.iter()) {
             let mut idle = lock(shard);
             for conns in idle.values_mut() {
-                conns.retain(|c| {
-                    !self
-                        .clock
-                        .expired(&self.settings.load().max_lifetime, c.created)
-                });
+                conns.retain(|c| !self.too_old(c.created));
                 let keep = self.settings.load().min_idle as usize;
                 // Newest last: the oldest idle ones go first.
                 while conns.len() > keep
@@ -610,14 +614,7 @@ impl<S: Default> Pools<S> {
     /// Idle and checked-out connections of a node.
     pub fn counts(&self, node: usize) -> (usize, usize) {
         self.nodes
-            .with(node, |n| {
-                (
-                    idle_count(n),
-                    n.permits
-                        .load(Ordering::Relaxed)
-                        .saturating_sub(n.active.available()),
-                )
-            })
+            .with(node, |n| (idle_count(n), n.checked_out()))
             .unwrap_or((0, 0))
     }
 
